@@ -1,0 +1,161 @@
+#!/usr/bin/env node
+// Command line: parses arguments and calls the modules; nothing else lives here.
+import { readFileSync } from 'node:fs'
+import { ConfigError, loadConfig, formatProblem, type LoadedConfig } from './config/index.js'
+import { createLogger } from './observe/log.js'
+import { startPortier } from './server/index.js'
+import { RegistryBinaryMissing } from './embedded/registry.js'
+
+const help = `portier — an HTTPS gateway for Docker/OCI registries
+
+Usage:
+  portier serve [--config FILE]          run the gateway
+  portier check-config [--config FILE]   validate the configuration and exit (0 = valid)
+  portier --help | --version
+
+Options:
+  -c, --config FILE   YAML configuration (default: $PORTIER_CONFIG, else built-in defaults)
+
+Configuration:
+  Every key has a default; see config/portier.yaml for all of them. Any key can be set from the
+  environment as PORTIER_ + its path upper-cased and joined by "_", for example
+  PORTIER_SERVER_LISTEN=0.0.0.0:443 or PORTIER_LIMITS_BLOB_MAX_BYTES=10GiB. Lists take YAML/JSON:
+  PORTIER_UPSTREAMS='[{url: "http://registry:5000"}]'.
+
+With no upstreams configured, portier starts a local registry (docker-registry) itself, storing
+data in data/registry, and with no certificates configured it generates a self-signed one in
+certs/self-signed (its SHA-256 fingerprint is logged).
+`
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+  return pkg.version
+}
+
+interface Args {
+  command: string
+  config?: string
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { command: '' }
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string
+    if (arg === '-h' || arg === '--help') args.command = 'help'
+    else if (arg === '-v' || arg === '--version') args.command = 'version'
+    else if (arg === '-c' || arg === '--config') {
+      const value = argv[++i]
+      if (!value) throw new UsageError(`${arg} needs a file`)
+      args.config = value
+    } else if (arg.startsWith('--config=')) args.config = arg.slice('--config='.length)
+    else if (arg.startsWith('-')) throw new UsageError(`unknown option ${arg}`)
+    else if (!args.command) args.command = arg
+    else throw new UsageError(`unexpected argument ${arg}`)
+  }
+  if (!args.config && process.env.PORTIER_CONFIG) args.config = process.env.PORTIER_CONFIG
+  return args
+}
+
+class UsageError extends Error {}
+
+function load(args: Args): LoadedConfig {
+  return loadConfig(args.config ? { file: args.config } : {})
+}
+
+function printConfigErrors(error: ConfigError): void {
+  process.stderr.write(`portier: the configuration has ${error.problems.length} problem${error.problems.length === 1 ? '' : 's'}:\n`)
+  for (const problem of error.problems) process.stderr.write(`  ${formatProblem(problem)}\n`)
+}
+
+async function serve(args: Args): Promise<number> {
+  const { config, sources } = load(args)
+  const log = createLogger(config.log.level)
+  log.info({ sources: sources.length > 0 ? sources : ['defaults'] }, 'configuration loaded')
+  let running
+  try {
+    running = await startPortier(config, log)
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error)
+    log.fatal({ err: message }, 'start-up failed')
+    log.flush()
+    process.stderr.write(`portier: start-up failed: ${message}\n`)
+    return error instanceof RegistryBinaryMissing ? 3 : 1
+  }
+  if (running.selfSigned) {
+    process.stderr.write(
+      `portier: serving ${running.url} with a self-signed certificate\n` +
+        `  SHA-256 fingerprint: ${running.selfSigned.fingerprint}\n` +
+        `  trust it (docker):   sudo mkdir -p /etc/docker/certs.d/localhost:${running.address.port} && sudo cp ${running.selfSigned.certPath} /etc/docker/certs.d/localhost:${running.address.port}/ca.crt\n`,
+    )
+  } else {
+    process.stderr.write(`portier: serving ${running.url}\n`)
+  }
+  if (running.embedded) process.stderr.write(`  upstream: embedded registry ${running.embedded.url} (${running.embedded.binary})\n`)
+
+  await new Promise<void>((resolve) => {
+    let stopping = false
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: exiting now')
+        process.exit(1)
+      }
+      stopping = true
+      log.info({ signal }, 'shutting down: draining in-flight requests')
+      void running.close().then(resolve, resolve)
+    }
+    process.once('SIGTERM', stop)
+    process.once('SIGINT', stop)
+  })
+  log.info('stopped')
+  log.flush()
+  return 0
+}
+
+async function main(argv: string[]): Promise<number> {
+  let args: Args
+  try {
+    args = parseArgs(argv)
+  } catch (error) {
+    process.stderr.write(`portier: ${(error as Error).message}\n\n${help}`)
+    return 64
+  }
+  try {
+    switch (args.command) {
+      case 'help':
+        process.stdout.write(help)
+        return 0
+      case 'version':
+        process.stdout.write(`${version()}\n`)
+        return 0
+      case 'serve':
+        return await serve(args)
+      case 'check-config': {
+        const { sources } = load(args)
+        process.stdout.write(`configuration is valid (${sources.length > 0 ? sources.join(', ') : 'defaults only'})\n`)
+        return 0
+      }
+      case '':
+        process.stdout.write(help)
+        return 64
+      default:
+        process.stderr.write(`portier: unknown command ${args.command}\n\n${help}`)
+        return 64
+    }
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      printConfigErrors(error)
+      return 2
+    }
+    throw error
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code
+  },
+  (error: unknown) => {
+    process.stderr.write(`portier: ${error instanceof Error ? error.stack : String(error)}\n`)
+    process.exitCode = 1
+  },
+)

@@ -1,0 +1,268 @@
+// Loads YAML config, applies PORTIER_* environment overrides and validates against the schema.
+import { readFileSync } from 'node:fs'
+import yaml from 'js-yaml'
+import { type Config, type Field, type Section, schema } from './schema.js'
+import { parseDuration, parseSize } from './units.js'
+
+export interface ConfigProblem {
+  /** Where the value came from: a file path, "environment PORTIER_X" or "defaults". */
+  source: string
+  key: string
+  expected: string
+  found: string
+}
+
+export class ConfigError extends Error {
+  readonly problems: ConfigProblem[]
+  constructor(problems: ConfigProblem[]) {
+    super(problems.map(formatProblem).join('\n'))
+    this.problems = problems
+  }
+}
+
+export function formatProblem(problem: ConfigProblem): string {
+  return `${problem.source}: ${problem.key}: expected ${problem.expected}, found ${problem.found}`
+}
+
+type Plain = string | number | boolean | null | undefined | Plain[] | { [key: string]: Plain }
+type Tree = { [key: string]: Plain }
+
+function describe(value: unknown): string {
+  if (value === undefined) return 'nothing'
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return `a list (${JSON.stringify(value).slice(0, 80)})`
+  if (typeof value === 'object') return `a mapping (${JSON.stringify(value).slice(0, 80)})`
+  return JSON.stringify(value)
+}
+
+function isTree(value: unknown): value is Tree {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** Environment variable name for a key path, as registry:2 does for REGISTRY_*. */
+export function envName(path: string[]): string {
+  return `PORTIER_${path.join('_').toUpperCase()}`
+}
+
+/** Every settable key path with its field: sections are walked, lists and scalars are leaves. */
+export function leafPaths(section: Section = schema, prefix: string[] = []): Array<{ path: string[]; field: Field }> {
+  const out: Array<{ path: string[]; field: Field }> = []
+  for (const [name, field] of Object.entries(section.fields)) {
+    const path = [...prefix, name]
+    if (field.kind === 'section') out.push(...leafPaths(field, path))
+    else out.push({ path, field })
+  }
+  return out
+}
+
+/** Variables that configure the CLI itself rather than a config key. */
+const reservedEnv = new Set(['PORTIER_CONFIG'])
+
+function envValue(field: Field, text: string): Plain {
+  if (field.kind === 'list' || field.kind === 'strings') {
+    if (field.kind === 'strings' && !/^\s*\[/.test(text)) return text.split(',').map((s) => s.trim()).filter(Boolean)
+    try {
+      return yaml.load(text) as Plain
+    } catch {
+      return text
+    }
+  }
+  if (field.kind === 'bool') {
+    const lower = text.trim().toLowerCase()
+    if (['true', '1', 'yes', 'on'].includes(lower)) return true
+    if (['false', '0', 'no', 'off'].includes(lower)) return false
+    return text
+  }
+  if (field.kind === 'int') return /^-?\d+$/.test(text.trim()) ? Number(text) : text
+  return text
+}
+
+function setPath(tree: Tree, path: string[], value: Plain): void {
+  let node: Tree = tree
+  for (const part of path.slice(0, -1)) {
+    const next = node[part]
+    if (!isTree(next)) node[part] = {}
+    node = node[part] as Tree
+  }
+  node[path[path.length - 1] as string] = value
+}
+
+interface Origin {
+  file: string
+  envKeys: Map<string, string>
+}
+
+function sourceOf(origin: Origin, key: string): string {
+  for (const [prefix, variable] of origin.envKeys) {
+    if (key === prefix || key.startsWith(`${prefix}.`) || key.startsWith(`${prefix}[`)) return `environment ${variable}`
+  }
+  return origin.file
+}
+
+function validateField(field: Field, value: unknown, key: string, origin: Origin, problems: ConfigProblem[]): unknown {
+  const problem = (expected: string): undefined => {
+    problems.push({ source: sourceOf(origin, key), key, expected, found: describe(value) })
+    return undefined
+  }
+  if (value === undefined || value === null) {
+    if (field.kind === 'section') return validateSection(field, {}, key, origin, problems)
+    if (field.kind === 'list') return []
+    if ('default' in field && field.default !== undefined) return field.default
+    if (field.optional) return undefined
+    return problem(`a value for this required key (${field.kind})`)
+  }
+  switch (field.kind) {
+    case 'section':
+      if (!isTree(value)) return problem('a mapping of keys')
+      return validateSection(field, value, key, origin, problems)
+    case 'list': {
+      if (!Array.isArray(value)) return problem('a list')
+      return value.map((item, index) => validateField(field.of, item, `${key}[${index}]`, origin, problems))
+    }
+    case 'strings':
+      if (!Array.isArray(value) || !value.every((item) => typeof item === 'string')) return problem('a list of strings')
+      return value
+    case 'string': {
+      if (typeof value !== 'string') return problem(field.expect ?? 'a string')
+      if (field.oneOf && !field.oneOf.includes(value)) return problem(`one of ${field.oneOf.map((v) => JSON.stringify(v)).join(', ')}`)
+      if (field.pattern && !field.pattern.test(value)) return problem(field.expect ?? `a string matching ${field.pattern}`)
+      return value
+    }
+    case 'bool':
+      if (typeof value !== 'boolean') return problem('true or false')
+      return value
+    case 'int':
+      if (typeof value !== 'number' || !Number.isInteger(value)) return problem('a whole number')
+      if (field.min !== undefined && value < field.min) return problem(`a whole number ≥ ${field.min}`)
+      if (field.max !== undefined && value > field.max) return problem(`a whole number ≤ ${field.max}`)
+      return value
+    case 'size': {
+      const bytes = parseSize(value)
+      if (bytes === undefined) return problem('a size like 4096, 512MiB or 10GB (0 means no limit)')
+      return bytes
+    }
+    case 'duration': {
+      const ms = parseDuration(value)
+      if (ms === undefined) return problem('a duration like 30s, 5m, 250ms or 1h30m (a bare number is seconds)')
+      return ms
+    }
+  }
+}
+
+function validateSection(section: Section, tree: Tree, prefix: string, origin: Origin, problems: ConfigProblem[]): Tree {
+  const out: Tree = {}
+  for (const name of Object.keys(tree)) {
+    if (!(name in section.fields)) {
+      const key = prefix ? `${prefix}.${name}` : name
+      problems.push({
+        source: sourceOf(origin, key),
+        key,
+        expected: `one of the known keys${prefix ? ` of ${prefix}` : ''} (${Object.keys(section.fields).join(', ')})`,
+        found: 'an unknown key',
+      })
+    }
+  }
+  for (const [name, field] of Object.entries(section.fields)) {
+    const key = prefix ? `${prefix}.${name}` : name
+    const value = validateField(field, tree[name], key, origin, problems)
+    if (value !== undefined) out[name] = value as Plain
+  }
+  return out
+}
+
+export interface LoadOptions {
+  /** YAML file; when absent only defaults and the environment apply. */
+  file?: string
+  env?: NodeJS.ProcessEnv
+}
+
+export interface LoadedConfig {
+  config: Config
+  /** Human description of where settings came from, for the start-up log. */
+  sources: string[]
+}
+
+/** Loads and validates; throws ConfigError listing every problem found. */
+export function loadConfig(options: LoadOptions = {}): LoadedConfig {
+  const env = options.env ?? process.env
+  const problems: ConfigProblem[] = []
+  const sources: string[] = []
+  let tree: Tree = {}
+  const fileLabel = options.file ?? 'defaults'
+
+  if (options.file) {
+    let text: string
+    try {
+      text = readFileSync(options.file, 'utf8')
+    } catch (error) {
+      throw new ConfigError([{ source: options.file, key: '(file)', expected: 'a readable YAML file', found: (error as NodeJS.ErrnoException).code ?? String(error) }])
+    }
+    let parsed: unknown
+    try {
+      parsed = yaml.load(text, { filename: options.file })
+    } catch (error) {
+      const message = error instanceof Error ? error.message.split('\n')[0] : String(error)
+      throw new ConfigError([{ source: options.file, key: '(file)', expected: 'valid YAML', found: `a syntax error: ${message}` }])
+    }
+    if (parsed !== undefined && parsed !== null) {
+      if (!isTree(parsed)) {
+        throw new ConfigError([{ source: options.file, key: '(top level)', expected: 'a mapping of keys', found: describe(parsed) }])
+      }
+      tree = parsed
+    }
+    sources.push(options.file)
+  }
+
+  const origin: Origin = { file: fileLabel, envKeys: new Map() }
+  const byEnvName = new Map(leafPaths().map((leaf) => [envName(leaf.path), leaf]))
+  for (const [variable, text] of Object.entries(env)) {
+    if (!variable.startsWith('PORTIER_') || reservedEnv.has(variable) || text === undefined) continue
+    const leaf = byEnvName.get(variable)
+    if (!leaf) {
+      problems.push({ source: `environment ${variable}`, key: variable, expected: 'a PORTIER_* variable naming a known key (e.g. PORTIER_LIMITS_BLOB_MAX_BYTES)', found: 'an unknown variable' })
+      continue
+    }
+    setPath(tree, leaf.path, envValue(leaf.field, text))
+    origin.envKeys.set(leaf.path.join('.'), variable)
+    sources.push(`environment ${variable}`)
+  }
+
+  const config = validateSection(schema, tree, '', origin, problems) as unknown as Config
+  problems.push(...crossChecks(config, origin))
+  if (problems.length > 0) throw new ConfigError(problems)
+  return { config, sources }
+}
+
+/** Rules that span several keys. */
+function crossChecks(config: Config, origin: Origin): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  const names = new Set<string>()
+  config.upstreams.forEach((upstream, index) => {
+    if (!upstream.name) upstream.name = new URL(upstream.url).host
+    if (names.has(upstream.name)) {
+      const key = `upstreams[${index}].name`
+      problems.push({ source: sourceOf(origin, key), key, expected: 'a name no other upstream has', found: JSON.stringify(upstream.name) })
+    }
+    names.add(upstream.name)
+  })
+  if (config.server.public_url.endsWith('/')) config.server.public_url = config.server.public_url.slice(0, -1)
+  for (const [index, proxy] of config.server.trusted_proxies.entries()) {
+    if (!isCidrOrIp(proxy)) {
+      const key = `server.trusted_proxies[${index}]`
+      problems.push({ source: sourceOf(origin, key), key, expected: 'an IP address or CIDR like 10.0.0.0/8', found: JSON.stringify(proxy) })
+    }
+  }
+  return problems
+}
+
+function isCidrOrIp(text: string): boolean {
+  const [address, bits, extra] = text.split('/')
+  if (extra !== undefined || address === undefined) return false
+  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(address)
+  const isV4 = v4 !== null && v4.slice(1).every((octet) => Number(octet) <= 255)
+  const isV6 = !isV4 && /^[0-9a-fA-F:.]+$/.test(address) && address.includes(':')
+  if (!isV4 && !isV6) return false
+  if (bits === undefined) return true
+  const max = isV4 ? 32 : 128
+  return /^\d+$/.test(bits) && Number(bits) <= max
+}

@@ -1,0 +1,124 @@
+// Every configuration key Portier knows: its type, default and meaning. Loading and env overrides read this.
+
+export type Field =
+  | { kind: 'string'; default?: string; oneOf?: readonly string[]; pattern?: RegExp; expect?: string; optional?: boolean }
+  | { kind: 'bool'; default?: boolean; optional?: boolean }
+  | { kind: 'int'; default?: number; min?: number; max?: number; optional?: boolean }
+  | { kind: 'size'; default?: number; optional?: boolean }
+  | { kind: 'duration'; default?: number; optional?: boolean }
+  | { kind: 'strings'; default?: string[]; optional?: boolean }
+  | { kind: 'list'; of: Section; optional?: boolean }
+  | Section
+
+export interface Section {
+  kind: 'section'
+  fields: Record<string, Field>
+  optional?: boolean
+}
+
+const hostPort = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/
+const hostPortExpect = 'an address like "0.0.0.0:5443", "127.0.0.1:80" or "[::1]:5443"'
+
+export const schema: Section = {
+  kind: 'section',
+  fields: {
+    server: {
+      kind: 'section',
+      fields: {
+        listen: { kind: 'string', default: '0.0.0.0:5443', pattern: hostPort, expect: hostPortExpect },
+        public_url: { kind: 'string', default: '', pattern: /^(?:https?:\/\/[^/?#\s]+\/?)?$/, expect: 'an origin like "https://registry.example.com" (no path), or empty to use the Host header' },
+        http_redirect_listen: { kind: 'string', default: '', pattern: new RegExp(`^(?:${hostPort.source.slice(1, -1)})?$`), expect: `empty, or ${hostPortExpect}` },
+        trusted_proxies: { kind: 'strings', default: [] },
+        drain_timeout: { kind: 'duration', default: 30_000 },
+      },
+    },
+    tls: {
+      kind: 'section',
+      fields: {
+        enabled: { kind: 'bool', default: true },
+        certificates: {
+          kind: 'list',
+          of: { kind: 'section', fields: { cert: { kind: 'string' }, key: { kind: 'string' } } },
+        },
+        self_signed: {
+          kind: 'section',
+          fields: {
+            dir: { kind: 'string', default: 'certs/self-signed' },
+            hosts: { kind: 'strings', default: [] },
+          },
+        },
+        min_version: { kind: 'string', default: 'TLSv1.2', oneOf: ['TLSv1.2', 'TLSv1.3'] },
+      },
+    },
+    upstreams: {
+      kind: 'list',
+      of: {
+        kind: 'section',
+        fields: {
+          url: { kind: 'string', pattern: /^https?:\/\/[^/?#\s]+\/?$/, expect: 'a registry origin like "http://registry:5000"' },
+          name: { kind: 'string', default: '' },
+        },
+      },
+    },
+    embedded_registry: {
+      kind: 'section',
+      fields: {
+        binary: { kind: 'string', default: '' },
+        data_dir: { kind: 'string', default: 'data/registry' },
+        restart_max_backoff: { kind: 'duration', default: 30_000 },
+      },
+    },
+    timeouts: {
+      kind: 'section',
+      fields: {
+        upstream_connect: { kind: 'duration', default: 10_000 },
+        upstream_headers: { kind: 'duration', default: 60_000 },
+        body_idle: { kind: 'duration', default: 300_000 },
+      },
+    },
+    limits: {
+      kind: 'section',
+      fields: {
+        blob_max_bytes: { kind: 'size', default: 0 },
+        manifest_max_bytes: { kind: 'size', default: 4 * 1024 * 1024 },
+        repositories: {
+          kind: 'list',
+          of: {
+            kind: 'section',
+            fields: {
+              match: { kind: 'string' },
+              blob_max_bytes: { kind: 'size', optional: true },
+              manifest_max_bytes: { kind: 'size', optional: true },
+            },
+          },
+        },
+      },
+    },
+    log: {
+      kind: 'section',
+      fields: {
+        level: { kind: 'string', default: 'info', oneOf: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
+      },
+    },
+  },
+}
+
+export interface CertificateFiles { cert: string; key: string }
+export interface UpstreamConfig { url: string; name: string }
+export interface RepositoryLimitRule { match: string; blob_max_bytes?: number; manifest_max_bytes?: number }
+
+/** The validated configuration; durations are milliseconds and sizes bytes. */
+export interface Config {
+  server: { listen: string; public_url: string; http_redirect_listen: string; trusted_proxies: string[]; drain_timeout: number }
+  tls: {
+    enabled: boolean
+    certificates: CertificateFiles[]
+    self_signed: { dir: string; hosts: string[] }
+    min_version: 'TLSv1.2' | 'TLSv1.3'
+  }
+  upstreams: UpstreamConfig[]
+  embedded_registry: { binary: string; data_dir: string; restart_max_backoff: number }
+  timeouts: { upstream_connect: number; upstream_headers: number; body_idle: number }
+  limits: { blob_max_bytes: number; manifest_max_bytes: number; repositories: RepositoryLimitRule[] }
+  log: { level: string }
+}

@@ -1,0 +1,170 @@
+// Header rules at the gateway boundary: hop-by-hop removal, forwarded headers, and Location rewriting.
+import { BlockList, isIPv6 } from 'node:net'
+import type { IncomingHttpHeaders } from 'node:http'
+
+const hopByHop = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization',
+  'te', 'trailer', 'trailers', 'transfer-encoding', 'upgrade',
+])
+
+/** Headers the gateway sets itself toward the upstream, never copied from the client. */
+const replacedUpstream = new Set([
+  'host', 'expect', 'forwarded', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip',
+])
+
+export type HeaderValue = string | string[]
+export type Headers = Record<string, HeaderValue>
+
+function connectionTokens(headers: IncomingHttpHeaders | Record<string, HeaderValue | undefined>): Set<string> {
+  const value = headers.connection
+  const text = Array.isArray(value) ? value.join(',') : value ?? ''
+  return new Set(text.split(',').map((token) => token.trim().toLowerCase()).filter(Boolean))
+}
+
+export interface TrustedProxies {
+  isTrusted(ip: string): boolean
+}
+
+export function createTrustedProxies(entries: string[]): TrustedProxies {
+  const list = new BlockList()
+  for (const entry of entries) {
+    const [address, bits] = entry.split('/') as [string, string | undefined]
+    const type = isIPv6(address) ? 'ipv6' : 'ipv4'
+    if (bits === undefined) list.addAddress(address, type)
+    else list.addSubnet(address, Number(bits), type)
+  }
+  return {
+    isTrusted(ip: string): boolean {
+      if (entries.length === 0 || !ip) return false
+      const plain = ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip
+      return list.check(plain, isIPv6(plain) ? 'ipv6' : 'ipv4')
+    },
+  }
+}
+
+/** Who the client is and which public origin it used, after trusted-proxy resolution. */
+export interface ClientView {
+  peer: string
+  clientIp: string
+  /** The X-Forwarded-For chain to send upstream. */
+  forwardedFor: string
+  proto: 'http' | 'https'
+  host: string
+  /** e.g. "https://registry.example.com:5443" */
+  publicOrigin: string
+  /** The client's own RFC 7239 Forwarded header, kept when the peer is trusted. */
+  priorForwarded?: string
+}
+
+function firstValue(value: string | string[] | undefined): string | undefined {
+  const text = Array.isArray(value) ? value[0] : value
+  return text?.split(',')[0]?.trim() || undefined
+}
+
+const hostPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$/
+
+export function describeClient(
+  headers: IncomingHttpHeaders,
+  peerAddress: string | undefined,
+  encrypted: boolean,
+  trusted: TrustedProxies,
+  configuredPublicUrl: string,
+  fallbackHost: string,
+): ClientView {
+  const peer = normalizeIp(peerAddress ?? '')
+  const peerTrusted = trusted.isTrusted(peer)
+  let proto: 'http' | 'https' = encrypted ? 'https' : 'http'
+  let host = headers.host && hostPattern.test(headers.host) ? headers.host : fallbackHost
+  let forwardedFor = peer
+  let clientIp = peer
+  let priorForwarded: string | undefined
+
+  if (peerTrusted) {
+    const xff = headers['x-forwarded-for']
+    const chain = (Array.isArray(xff) ? xff.join(',') : xff ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+    if (chain.length > 0) {
+      forwardedFor = `${chain.join(', ')}, ${peer}`
+      // The client is the right-most address that is not one of our trusted proxies.
+      clientIp = [...chain].reverse().find((ip) => !trusted.isTrusted(ip)) ?? (chain[0] as string)
+    }
+    const forwardedProto = firstValue(headers['x-forwarded-proto'])?.toLowerCase()
+    if (forwardedProto === 'http' || forwardedProto === 'https') proto = forwardedProto
+    const forwardedHost = firstValue(headers['x-forwarded-host'])
+    if (forwardedHost && hostPattern.test(forwardedHost)) host = forwardedHost
+    const forwarded = headers.forwarded
+    if (forwarded) priorForwarded = Array.isArray(forwarded) ? forwarded.join(', ') : forwarded
+  }
+
+  let publicOrigin = `${proto}://${host}`
+  if (configuredPublicUrl) {
+    publicOrigin = configuredPublicUrl
+    const url = new URL(configuredPublicUrl)
+    proto = url.protocol === 'http:' ? 'http' : 'https'
+    host = url.host
+  }
+  const view: ClientView = { peer, clientIp, forwardedFor, proto, host, publicOrigin }
+  if (priorForwarded !== undefined) view.priorForwarded = priorForwarded
+  return view
+}
+
+export function normalizeIp(ip: string): string {
+  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip
+}
+
+function forwardedNode(ip: string): string {
+  return isIPv6(ip) ? `"[${ip}]"` : ip
+}
+
+/** Headers for the upstream request: the client's end-to-end headers plus the forwarded set. */
+export function upstreamRequestHeaders(clientHeaders: IncomingHttpHeaders, client: ClientView, extra: Headers = {}): Headers {
+  const drop = connectionTokens(clientHeaders)
+  const out: Headers = {}
+  for (const [name, value] of Object.entries(clientHeaders)) {
+    if (value === undefined || hopByHop.has(name) || replacedUpstream.has(name) || drop.has(name)) continue
+    out[name] = value
+  }
+  // RFC 7239: each proxy appends the node it received the request from.
+  const element = `for=${forwardedNode(client.peer)};host="${client.host}";proto=${client.proto}`
+  out.forwarded = client.priorForwarded ? `${client.priorForwarded}, ${element}` : element
+  out['x-forwarded-for'] = client.forwardedFor
+  out['x-forwarded-proto'] = client.proto
+  out['x-forwarded-host'] = client.host
+  out['x-real-ip'] = client.clientIp
+  return { ...out, ...extra }
+}
+
+/** Response headers for the client: upstream's end-to-end headers, with Location pointing at the gateway. */
+export function clientResponseHeaders(
+  upstreamHeaders: Record<string, string | string[] | undefined>,
+  status: number,
+  upstreamOrigin: string,
+  client: ClientView,
+): Headers {
+  const drop = connectionTokens(upstreamHeaders)
+  const out: Headers = {}
+  for (const [name, value] of Object.entries(upstreamHeaders)) {
+    if (value === undefined || hopByHop.has(name) || drop.has(name)) continue
+    out[name] = value
+  }
+  const location = out.location
+  if (typeof location === 'string') out.location = rewriteLocation(location, status, upstreamOrigin, client)
+  return out
+}
+
+/**
+ * Registry API Locations (uploads, finished blobs and manifests) always point back at the gateway,
+ * whatever origin the upstream put in them. Redirects elsewhere (to object storage) pass unchanged.
+ */
+export function rewriteLocation(location: string, status: number, upstreamOrigin: string, client: ClientView): string {
+  let url: URL
+  try {
+    url = new URL(location, `${upstreamOrigin}/`)
+  } catch {
+    return location
+  }
+  const isRedirect = status >= 300 && status < 400
+  const pointsAtRegistry = url.origin === upstreamOrigin || url.origin === client.publicOrigin
+  if (isRedirect && !pointsAtRegistry) return location
+  if (!isRedirect && !url.pathname.startsWith('/v2/') && !pointsAtRegistry) return location
+  return `${client.publicOrigin}${url.pathname}${url.search}`
+}

@@ -1,0 +1,45 @@
+// Owns the upstream registries: one pooled keep-alive undici dispatcher each, and the choice of upstream.
+import { Pool } from 'undici'
+import type { Config } from '../config/index.js'
+import type { RegistryRequest } from '../registry/classify.js'
+
+export interface Upstream {
+  name: string
+  /** Origin without a trailing slash, e.g. "http://127.0.0.1:5000". */
+  origin: string
+  pool: Pool
+}
+
+export interface UpstreamSet {
+  all: Upstream[]
+  /** The upstream that serves this request. One upstream for now; routing strategies build on this. */
+  pick(request: RegistryRequest): Upstream
+  close(): Promise<void>
+}
+
+export function createUpstreams(targets: Array<{ name: string; url: string }>, timeouts: Config['timeouts']): UpstreamSet {
+  const all: Upstream[] = targets.map((target) => {
+    const origin = new URL(target.url).origin
+    return {
+      name: target.name || new URL(origin).host,
+      origin,
+      pool: new Pool(origin, {
+        connections: 128,
+        pipelining: 1,
+        keepAliveTimeout: 30_000,
+        connect: { timeout: timeouts.upstream_connect },
+        headersTimeout: timeouts.upstream_headers,
+        // Blob bodies have no total timeout: only an idle timeout between chunks.
+        bodyTimeout: timeouts.body_idle,
+      }),
+    }
+  })
+  if (all.length === 0) throw new Error('no upstream registry configured')
+  return {
+    all,
+    pick: () => all[0] as Upstream,
+    close: async () => {
+      await Promise.all(all.map((upstream) => upstream.pool.close().catch(() => undefined)))
+    },
+  }
+}

@@ -1,0 +1,165 @@
+// Wires the modules together and owns lifecycles: upstreams, certificates, listeners, shutdown.
+import { createServer as createHttpServer, type Server as HttpServer, type ServerOptions } from 'node:http'
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
+import { hostname } from 'node:os'
+import type { Config } from '../config/index.js'
+import { createLimits } from '../proxy/limits.js'
+import { createTrustedProxies } from '../proxy/headers.js'
+import { createUpstreams, type UpstreamSet } from '../proxy/upstreams.js'
+import { Forwarder } from '../proxy/forward.js'
+import { CertificateStore } from '../tls/store.js'
+import { ensureSelfSigned, type SelfSignedCertificate } from '../tls/selfsigned.js'
+import { startEmbeddedRegistry, type EmbeddedRegistry } from '../embedded/registry.js'
+import type { Logger } from '../observe/log.js'
+import { createGateway } from './gateway.js'
+import { listen, parseListen, type ListenAddress } from './listen.js'
+
+export interface RunningPortier {
+  /** The URL clients use, e.g. https://localhost:5443 */
+  url: string
+  address: ListenAddress
+  upstreams: UpstreamSet
+  selfSigned?: SelfSignedCertificate
+  certificates?: CertificateStore
+  embedded?: EmbeddedRegistry
+  redirectAddress?: ListenAddress
+  close(): Promise<void>
+}
+
+const serverOptions: ServerOptions = {
+  // A multi-GiB layer PATCH may take many minutes: no whole-request timeout, only idle timeouts.
+  requestTimeout: 0,
+  headersTimeout: 60_000,
+  keepAliveTimeout: 65_000,
+}
+
+function displayHost(address: ListenAddress): string {
+  if (address.host === '0.0.0.0' || address.host === '::' || address.host === '') return 'localhost'
+  return address.host.includes(':') ? `[${address.host}]` : address.host
+}
+
+export async function startPortier(config: Config, log: Logger): Promise<RunningPortier> {
+  const cleanups: Array<() => Promise<void> | void> = []
+  const cleanup = async (): Promise<void> => {
+    for (const step of cleanups.reverse()) await step()
+  }
+  try {
+    return await start(config, log, cleanups, cleanup)
+  } catch (error) {
+    await cleanup()
+    throw error
+  }
+}
+
+async function start(
+  config: Config,
+  log: Logger,
+  cleanups: Array<() => Promise<void> | void>,
+  cleanup: () => Promise<void>,
+): Promise<RunningPortier> {
+  let embedded: EmbeddedRegistry | undefined
+  let targets = config.upstreams
+  if (targets.length === 0) {
+    embedded = await startEmbeddedRegistry({
+      binary: config.embedded_registry.binary,
+      dataDir: config.embedded_registry.data_dir,
+      maxBackoffMs: config.embedded_registry.restart_max_backoff,
+      log,
+    })
+    cleanups.push(() => embedded?.stop())
+    targets = [{ name: 'embedded', url: embedded.url }]
+  }
+  const upstreams = createUpstreams(targets, config.timeouts)
+  cleanups.push(() => upstreams.close())
+
+  const requested = parseListen(config.server.listen)
+  const gateway = createGateway({
+    upstreams,
+    limits: createLimits(config.limits),
+    forwarder: new Forwarder((error, path) =>
+      log.warn({ path: path.split('?')[0], err: error instanceof Error ? error.message : String(error) }, 'could not cancel upstream upload'),
+    ),
+    trustedProxies: createTrustedProxies(config.server.trusted_proxies),
+    publicUrl: config.server.public_url,
+    fallbackHost: `${displayHost(requested)}:${requested.port}`,
+    log,
+  })
+
+  let server: HttpServer | HttpsServer
+  let selfSigned: SelfSignedCertificate | undefined
+  let certificates: CertificateStore | undefined
+  if (config.tls.enabled) {
+    let files = config.tls.certificates
+    if (files.length === 0) {
+      selfSigned = ensureSelfSigned(config.tls.self_signed.dir, config.tls.self_signed.hosts)
+      files = [{ cert: selfSigned.certPath, key: selfSigned.keyPath }]
+      log.info(
+        { cert: selfSigned.certPath, sha256: selfSigned.fingerprint, names: selfSigned.names, created: selfSigned.created },
+        selfSigned.created ? 'generated a self-signed certificate' : 'using the self-signed certificate generated earlier',
+      )
+    }
+    const store: CertificateStore = new CertificateStore(files, config.tls.min_version, {
+      onReload: (loaded) => {
+        httpsServer.setSecureContext(store.defaultOptions())
+        log.info({ certificates: loaded.map((c) => ({ names: c.names, sha256: c.fingerprint, notAfter: c.notAfter })) }, 'certificates reloaded')
+      },
+      onReloadError: (error) => log.error({ err: error.message }, 'certificate reload failed; still serving the previous certificates'),
+    })
+    const httpsServer = createHttpsServer(
+      { ...serverOptions, ...store.defaultOptions(), SNICallback: (name, done) => done(null, store.contextFor(name)) },
+      gateway,
+    )
+    store.watch()
+    cleanups.push(() => store.close())
+    certificates = store
+    server = httpsServer
+  } else {
+    server = createHttpServer(serverOptions, gateway)
+    log.warn('TLS is disabled (tls.enabled: false): serving plain HTTP; only do this behind another TLS terminator')
+  }
+  // Idle sockets (no bytes either way) are closed after the body idle timeout.
+  server.timeout = config.timeouts.body_idle
+  const address = await listen(server, requested)
+  cleanups.push(() => closeServer(server, config.server.drain_timeout, log))
+
+  const scheme = config.tls.enabled ? 'https' : 'http'
+  const url = config.server.public_url || `${scheme}://${displayHost(address)}:${address.port}`
+
+  let redirectAddress: ListenAddress | undefined
+  if (config.server.http_redirect_listen) {
+    const redirect = createHttpServer(serverOptions, (req, res) => {
+      const host = (req.headers.host ?? displayHost(address)).replace(/:\d+$/, '')
+      const target = config.server.public_url || `https://${host}${address.port === 443 ? '' : `:${address.port}`}`
+      res.writeHead(301, { Location: `${target}${req.url ?? '/'}`, 'Content-Length': '0' })
+      res.end()
+    })
+    redirectAddress = await listen(redirect, parseListen(config.server.http_redirect_listen))
+    cleanups.push(() => closeServer(redirect, 1000, log))
+  }
+
+  log.info({ url, listen: `${address.host}:${address.port}`, upstreams: upstreams.all.map((u) => ({ name: u.name, url: u.origin })), hostname: hostname() }, 'portier ready')
+
+  const running: RunningPortier = { url, address, upstreams, close: cleanup }
+  if (selfSigned) running.selfSigned = selfSigned
+  if (certificates) running.certificates = certificates
+  if (embedded) running.embedded = embedded
+  if (redirectAddress) running.redirectAddress = redirectAddress
+  return running
+}
+
+/** Stops accepting, lets in-flight requests finish up to the drain timeout, then closes what is left. */
+function closeServer(server: HttpServer | HttpsServer, drainMs: number, log: Logger): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve()
+    const timer = setTimeout(() => {
+      log.warn({ drainMs }, 'drain timeout reached; closing remaining connections')
+      server.closeAllConnections()
+    }, drainMs)
+    timer.unref()
+    server.close(() => {
+      clearTimeout(timer)
+      resolve()
+    })
+    server.closeIdleConnections()
+  })
+}

@@ -1,0 +1,182 @@
+// Runs the real gateway process (`node dist/cli.js serve`, what the image runs) with a temp config, and stops it.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdirSync, rmSync, writeFileSync, copyFileSync } from 'node:fs'
+import { mkdtemp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { createInterface } from 'node:readline'
+import type { Test } from 'tap'
+import yaml from 'js-yaml'
+import { freePort } from './ports.js'
+
+export const ROOT = resolve(import.meta.dirname, '..', '..')
+export const CLI = join(ROOT, 'dist', 'cli.js')
+
+export interface GatewayOptions {
+  /** Config tree written as portier.yaml; `server.listen` defaults to 127.0.0.1:<free port>. */
+  config?: Record<string, unknown>
+  env?: NodeJS.ProcessEnv
+  /** Working directory (certs/, data/ are relative to it); a fresh temp dir by default. */
+  cwd?: string
+  readyTimeoutMs?: number
+}
+
+export interface LogLine {
+  level: number
+  msg: string
+  [key: string]: unknown
+}
+
+export interface GatewayHandle {
+  /** e.g. https://127.0.0.1:PORT */
+  url: string
+  /** host:port for skopeo/docker references, e.g. 127.0.0.1:PORT */
+  host: string
+  port: number
+  cwd: string
+  /** A directory holding ca.crt (the served certificate), for skopeo --dest-cert-dir. */
+  certDir: string
+  /** Path of the certificate the gateway serves by default (self-signed unless configured). */
+  caFile: string
+  child: ChildProcess
+  logs: LogLine[]
+  stderr(): string
+  /** Resolves with the first log line matching, waiting up to timeoutMs. */
+  waitForLog(match: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>
+  /** SIGTERM and wait (SIGKILL after 10 s); removes the temp dir it made. Idempotent. */
+  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+}
+
+const live = new Set<ChildProcess>()
+process.on('exit', () => {
+  for (const child of live) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+})
+
+export async function startGateway(options: GatewayOptions = {}): Promise<GatewayHandle> {
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" first`)
+  const madeCwd = options.cwd === undefined
+  const cwd = options.cwd ?? (await mkdtemp(join(tmpdir(), 'portier-gw-')))
+  const config = structuredClone(options.config ?? {}) as Record<string, Record<string, unknown>>
+  config.server = { ...(config.server ?? {}) }
+  if (config.server.listen === undefined) config.server.listen = `127.0.0.1:${await freePort()}`
+  const configFile = join(cwd, 'portier.yaml')
+  writeFileSync(configFile, yaml.dump(config))
+
+  const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], {
+    cwd,
+    env: { ...process.env, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  live.add(child)
+  const logs: LogLine[] = []
+  const waiters: Array<{ match: (line: LogLine) => boolean; resolve: (line: LogLine) => void }> = []
+  let stderr = ''
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString()
+  })
+  createInterface({ input: child.stdout! }).on('line', (text) => {
+    let line: LogLine
+    try {
+      line = JSON.parse(text) as LogLine
+    } catch {
+      line = { level: 30, msg: text }
+    }
+    logs.push(line)
+    for (const waiter of [...waiters]) {
+      if (waiter.match(line)) {
+        waiters.splice(waiters.indexOf(waiter), 1)
+        waiter.resolve(line)
+      }
+    }
+  })
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) =>
+    child.once('exit', (code, signal) => {
+      live.delete(child)
+      done({ code, signal })
+    }),
+  )
+
+  const waitForLog = (match: (line: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> => {
+    const found = logs.find(match)
+    if (found) return Promise.resolve(found)
+    return new Promise((resolveLine, reject) => {
+      const timer = setTimeout(() => {
+        waiters.splice(waiters.indexOf(waiter), 1)
+        reject(new Error(`no matching gateway log line within ${timeoutMs} ms; stderr: ${stderr.slice(-2000)}`))
+      }, timeoutMs)
+      const waiter = {
+        match,
+        resolve: (line: LogLine) => {
+          clearTimeout(timer)
+          resolveLine(line)
+        },
+      }
+      waiters.push(waiter)
+    })
+  }
+
+  let stopped: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | undefined
+  const stop = (): Promise<{ code: number | null; signal: NodeJS.Signals | null }> => {
+    stopped ??= (async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM')
+        const killer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+        const result = await exited
+        clearTimeout(killer)
+        if (madeCwd && process.env.PORTIER_KEEP_TMP !== '1') rmSync(cwd, { recursive: true, force: true })
+        return result
+      }
+      const result = await exited
+      if (madeCwd && process.env.PORTIER_KEEP_TMP !== '1') rmSync(cwd, { recursive: true, force: true })
+      return result
+    })()
+    return stopped
+  }
+
+  try {
+    await Promise.race([
+      waitForLog((line) => line.msg === 'portier ready', options.readyTimeoutMs ?? 30_000),
+      exited.then(({ code }) => {
+        throw new Error(`gateway exited with code ${code} before it was ready; stderr: ${stderr.slice(-2000)}`)
+      }),
+    ])
+  } catch (error) {
+    await stop()
+    throw error
+  }
+  const ready = logs.find((line) => line.msg === 'portier ready') as LogLine & { listen: string }
+  const port = Number(String(ready.listen).split(':').pop())
+  const tlsEnabled = (config.tls as { enabled?: boolean } | undefined)?.enabled !== false
+  const certificates = (config.tls as { certificates?: Array<{ cert: string }> } | undefined)?.certificates
+  const caFile = certificates?.[0] ? resolve(cwd, certificates[0].cert) : join(cwd, 'certs', 'self-signed', 'cert.pem')
+  const certDir = join(cwd, 'client-certs')
+  mkdirSync(certDir, { recursive: true })
+  if (tlsEnabled && existsSync(caFile)) copyFileSync(caFile, join(certDir, 'ca.crt'))
+
+  return {
+    url: `${tlsEnabled ? 'https' : 'http'}://127.0.0.1:${port}`,
+    host: `127.0.0.1:${port}`,
+    port,
+    cwd,
+    certDir,
+    caFile,
+    child,
+    logs,
+    stderr: () => stderr,
+    waitForLog,
+    stop,
+  }
+}
+
+/** Starts a gateway for one test and stops it in teardown (printing its output when the test failed). */
+export async function gatewayFixture(t: Test, options: GatewayOptions = {}): Promise<GatewayHandle> {
+  const gateway = await startGateway(options)
+  t.teardown(async () => {
+    if (!t.passing()) {
+      process.stderr.write(`--- gateway stderr\n${gateway.stderr().slice(-3000)}\n--- gateway log (last 30)\n`)
+      for (const line of gateway.logs.slice(-30)) process.stderr.write(`${JSON.stringify(line)}\n`)
+    }
+    await gateway.stop()
+  })
+  return gateway
+}
