@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs the system tools Portier or its tests need when they are missing (apt-get, as root),
+# or prints exactly what to install. Usage: scripts/ensure-tools.sh COMMAND...
+# Each command maps to the Debian package that provides it.
+set -euo pipefail
+
+package_for() {
+  case "$1" in
+    docker-registry) echo docker-registry ;;
+    skopeo) echo skopeo ;;
+    curl) echo curl ;;
+    openssl) echo openssl ;;
+    podman) echo podman ;;
+    pebble) echo pebble ;;
+    nginx) echo nginx ;;
+    wrk) echo wrk ;;
+    ab) echo apache2-utils ;;
+    htpasswd) echo apache2-utils ;;
+    hyperfine) echo hyperfine ;;
+    chromium) echo chromium ;;
+    *) echo "$1" ;;
+  esac
+}
+
+missing=()
+for tool in "$@"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$(package_for "$tool")")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+# De-duplicate, keep order.
+packages=$(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++' | tr '\n' ' ')
+if [ "$(id -u)" -ne 0 ]; then
+  echo "portier: missing system packages: ${packages}" >&2
+  echo "  install them with:  sudo apt-get install -y ${packages}" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "portier: missing ${packages}and no apt-get here: install them with your package manager" >&2
+  exit 1
+fi
+echo "portier: installing ${packages}(apt-get)" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends ${packages} >/dev/null

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command (npm test, and CI): installs the tools the tests drive, builds, runs every tap test,
+# and ends with one "N passed, N failed" line. Exit status is non-zero when any test failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure-tools.sh docker-registry skopeo curl openssl || exit 1
+bash scripts/node-deps.sh || exit 1
+
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+npx --no-install tap "$@" 2>&1 | tee "$out"
+status=${PIPESTATUS[0]}
+
+# tap's last summary line looks like: # { total: 42, pass: 40, fail: 1, skip: 1 }
+summary=$(grep -E '^# \{ total: [0-9]+' "$out" | tail -n 1)
+pass=$(sed -nE 's/.*pass: ([0-9]+).*/\1/p' <<<"$summary")
+fail=$(sed -nE 's/.*fail: ([0-9]+).*/\1/p' <<<"$summary")
+skip=$(sed -nE 's/.*skip: ([0-9]+).*/\1/p' <<<"$summary")
+pass=${pass:-0}
+fail=${fail:-0}
+if [ "$status" -ne 0 ] && [ "$fail" -eq 0 ]; then fail=1; fi
+if [ "$pass" -eq 0 ] && [ "$fail" -eq 0 ]; then
+  echo "no tests ran" >&2
+  exit 1
+fi
+echo
+if [ -n "$skip" ]; then echo "${pass} passed, ${fail} failed, ${skip} skipped"; else echo "${pass} passed, ${fail} failed"; fi
+exit "$status"
