@@ -156,8 +156,12 @@ function closeServer(server: HttpServer | HttpsServer, drainMs: number, log: Log
       server.closeAllConnections()
     }, drainMs)
     timer.unref()
+    // Keep-alive connections whose request finishes during the drain become idle: close them as they do.
+    const sweeper = setInterval(() => server.closeIdleConnections(), 100)
+    sweeper.unref()
     server.close(() => {
       clearTimeout(timer)
+      clearInterval(sweeper)
       resolve()
     })
     server.closeIdleConnections()
