@@ -1,0 +1,82 @@
+// `portier passwd add|remove|list`: manages an htpasswd file that htpasswd(1) and registry:2 also read.
+import { existsSync, readFileSync, renameSync, writeFileSync, mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { formatHtpasswd, parseHtpasswd } from './htpasswd.js'
+import { hashPassword } from './hashes.js'
+
+export const MIN_BCRYPT_COST = 10
+
+function readUsers(file: string): Map<string, string> {
+  return existsSync(file) ? parseHtpasswd(readFileSync(file, 'utf8')).users : new Map()
+}
+
+function writeUsers(file: string, users: Map<string, string>): void {
+  mkdirSync(dirname(file), { recursive: true })
+  const temporary = `${file}.tmp-${process.pid}`
+  writeFileSync(temporary, formatHtpasswd(users), { mode: 0o600 })
+  renameSync(temporary, file) // atomic: a gateway watching the file never reads half of it
+}
+
+/** Reads a password without echo from a terminal, or the first line of piped stdin. */
+export async function readPassword(prompt: string, confirm: boolean): Promise<string> {
+  const stdin = process.stdin
+  if (!stdin.isTTY) {
+    let text = ''
+    for await (const chunk of stdin) text += String(chunk)
+    return text.split(/\r?\n/)[0] ?? ''
+  }
+  const ask = (label: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      process.stderr.write(label)
+      let value = ''
+      stdin.setRawMode(true)
+      stdin.resume()
+      const onData = (data: Buffer): void => {
+        for (const char of data.toString('utf8')) {
+          if (char === '\r' || char === '\n') {
+            stdin.setRawMode(false)
+            stdin.pause()
+            stdin.off('data', onData)
+            process.stderr.write('\n')
+            resolve(value)
+            return
+          }
+          if (char === '\u0003') {
+            stdin.setRawMode(false)
+            reject(new Error('cancelled'))
+            return
+          }
+          if (char === '\u007f') value = value.slice(0, -1)
+          else value += char
+        }
+      }
+      stdin.on('data', onData)
+    })
+  const first = await ask(prompt)
+  if (confirm && (await ask('Again: ')) !== first) throw new Error('the passwords do not match')
+  return first
+}
+
+export async function passwdCommand(action: string, file: string, user: string | undefined, cost = MIN_BCRYPT_COST): Promise<string> {
+  const users = readUsers(file)
+  switch (action) {
+    case 'list':
+      return [...users.keys()].join('\n') + (users.size > 0 ? '\n' : '')
+    case 'add': {
+      if (!user || !/^[^:\s]{1,255}$/.test(user)) throw new Error('passwd add needs a USER without ":" or spaces')
+      const password = await readPassword(`Password for ${user}: `, true)
+      if (password.length < 8) throw new Error('the password must be at least 8 characters')
+      users.set(user, await hashPassword(password, Math.max(cost, MIN_BCRYPT_COST)))
+      writeUsers(file, users)
+      return `${users.size === 1 ? 'created' : 'updated'} ${file}: ${user} set (bcrypt, cost ${Math.max(cost, MIN_BCRYPT_COST)})\n`
+    }
+    case 'remove': {
+      if (!user) throw new Error('passwd remove needs a USER')
+      if (!users.delete(user)) throw new Error(`no user ${JSON.stringify(user)} in ${file}`)
+      writeUsers(file, users)
+      return `removed ${user} from ${file}\n`
+    }
+    default:
+      throw new Error(`passwd takes add, remove or list, not ${JSON.stringify(action)}`)
+  }
+}
