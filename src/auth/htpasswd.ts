@@ -61,7 +61,12 @@ export class HtpasswdStore {
   private lastText = ''
   readonly path: string
 
-  constructor(path: string, private readonly cacheTtlMs: number, private readonly events: HtpasswdEvents) {
+  constructor(
+    path: string,
+    private readonly cacheTtlMs: number,
+    private readonly events: HtpasswdEvents,
+    private readonly checkHash: (password: string, hash: string) => Promise<boolean> = verifyPassword,
+  ) {
     this.path = resolve(path)
     this.load()
   }
@@ -87,7 +92,7 @@ export class HtpasswdStore {
     const expires = this.verified.get(key)
     const now = Date.now()
     if (expires !== undefined && expires > now) return true
-    const ok = await verifyPassword(password, hash)
+    const ok = await this.checkHash(password, hash)
     // The file may have been reloaded while bcrypt ran: only cache against the hash still current.
     if (ok && this.users.get(user) === hash) {
       if (this.verified.size > 10_000) this.verified.clear()
