@@ -2,9 +2,7 @@
 // Command line: parses arguments and calls the modules; nothing else lives here.
 import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfig, formatProblem, type LoadedConfig } from './config/index.js'
-import { createLogger } from './observe/log.js'
-import { startPortier } from './server/index.js'
-import { RegistryBinaryMissing } from './embedded/registry.js'
+// The server, logger and their dependencies load only for `serve`: check-config and --help stay quick.
 
 const help = `portier — an HTTPS gateway for Docker/OCI registries
 
@@ -69,6 +67,26 @@ function printConfigErrors(error: ConfigError): void {
 
 async function serve(args: Args): Promise<number> {
   const { config, sources } = load(args)
+  // Signals are taken over before anything starts: a SIGTERM during start-up (the embedded registry
+  // takes a moment) must still stop what was started, never kill the process and orphan the registry.
+  let stopSignal: NodeJS.Signals | undefined
+  let onStop: ((signal: NodeJS.Signals) => void) | undefined
+  const signalled = (signal: NodeJS.Signals): void => {
+    if (stopSignal) {
+      process.stderr.write(`portier: second ${signal}: exiting now\n`)
+      process.exit(1)
+    }
+    stopSignal = signal
+    onStop?.(signal)
+  }
+  process.on('SIGTERM', signalled)
+  process.on('SIGINT', signalled)
+
+  const [{ createLogger }, { startPortier }, { RegistryBinaryMissing }] = await Promise.all([
+    import('./observe/log.js'),
+    import('./server/index.js'),
+    import('./embedded/registry.js'),
+  ])
   const log = createLogger(config.log.level)
   log.info({ sources: sources.length > 0 ? sources : ['defaults'] }, 'configuration loaded')
   let running
@@ -92,19 +110,13 @@ async function serve(args: Args): Promise<number> {
   }
   if (running.embedded) process.stderr.write(`  upstream: embedded registry ${running.embedded.url} (${running.embedded.binary})\n`)
 
+  const started = running
   await new Promise<void>((resolve) => {
-    let stopping = false
-    const stop = (signal: NodeJS.Signals): void => {
-      if (stopping) {
-        log.warn({ signal }, 'second signal: exiting now')
-        process.exit(1)
-      }
-      stopping = true
+    onStop = (signal) => {
       log.info({ signal }, 'shutting down: draining in-flight requests')
-      void running.close().then(resolve, resolve)
+      void started.close().then(resolve, resolve)
     }
-    process.once('SIGTERM', stop)
-    process.once('SIGINT', stop)
+    if (stopSignal) onStop(stopSignal)
   })
   log.info('stopped')
   log.flush()

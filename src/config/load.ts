@@ -1,5 +1,6 @@
 // Loads YAML config, applies PORTIER_* environment overrides and validates against the schema.
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import yaml from 'js-yaml'
 import { type Config, type Field, type Section, schema } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
@@ -233,20 +234,33 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   return { config, sources }
 }
 
-/** Rules that span several keys. */
+/** Rules that span several keys. Runs on a partly invalid tree too, so it checks shapes before use. */
 function crossChecks(config: Config, origin: Origin): ConfigProblem[] {
   const problems: ConfigProblem[] = []
   const names = new Set<string>()
-  config.upstreams.forEach((upstream, index) => {
-    if (!upstream.name) upstream.name = new URL(upstream.url).host
+  const upstreams = Array.isArray(config.upstreams) ? config.upstreams : []
+  upstreams.forEach((upstream, index) => {
+    // An item or url already reported as invalid has nothing more to check.
+    if (!isTree(upstream) || typeof upstream.url !== 'string') return
+    let host: string
+    try {
+      host = new URL(upstream.url).host
+    } catch {
+      const key = `upstreams[${index}].url`
+      problems.push({ source: sourceOf(origin, key), key, expected: 'a registry origin like "http://registry:5000"', found: JSON.stringify(upstream.url) })
+      return
+    }
+    if (!upstream.name) upstream.name = host
     if (names.has(upstream.name)) {
       const key = `upstreams[${index}].name`
       problems.push({ source: sourceOf(origin, key), key, expected: 'a name no other upstream has', found: JSON.stringify(upstream.name) })
     }
     names.add(upstream.name)
   })
-  if (config.server.public_url.endsWith('/')) config.server.public_url = config.server.public_url.slice(0, -1)
-  for (const [index, proxy] of config.server.trusted_proxies.entries()) {
+  const server = isTree(config.server) ? config.server : undefined
+  if (typeof server?.public_url === 'string' && server.public_url.endsWith('/')) server.public_url = server.public_url.slice(0, -1)
+  const proxies = Array.isArray(server?.trusted_proxies) ? server.trusted_proxies : []
+  for (const [index, proxy] of proxies.entries()) {
     if (!isCidrOrIp(proxy)) {
       const key = `server.trusted_proxies[${index}]`
       problems.push({ source: sourceOf(origin, key), key, expected: 'an IP address or CIDR like 10.0.0.0/8', found: JSON.stringify(proxy) })
@@ -258,11 +272,9 @@ function crossChecks(config: Config, origin: Origin): ConfigProblem[] {
 function isCidrOrIp(text: string): boolean {
   const [address, bits, extra] = text.split('/')
   if (extra !== undefined || address === undefined) return false
-  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(address)
-  const isV4 = v4 !== null && v4.slice(1).every((octet) => Number(octet) <= 255)
-  const isV6 = !isV4 && /^[0-9a-fA-F:.]+$/.test(address) && address.includes(':')
-  if (!isV4 && !isV6) return false
+  // node:net's own parser: whatever passes here is accepted by BlockList at start-up.
+  const family = isIP(address)
+  if (family === 0) return false
   if (bits === undefined) return true
-  const max = isV4 ? 32 : 128
-  return /^\d+$/.test(bits) && Number(bits) <= max
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128)
 }

@@ -137,28 +137,33 @@ export async function startEmbeddedRegistry(options: EmbeddedRegistryOptions): P
 
   let child: ChildProcess
   let stopping = false
-  let backoff = 1000
+  // Restart delays: 1 s doubling up to restart_max_backoff. A registry that crashes soon after every
+  // start keeps backing off; one that ran for at least the longest delay starts over at 1 s.
+  const firstDelay = Math.max(100, Math.min(1000, options.maxBackoffMs))
+  const maxDelay = Math.max(firstDelay, options.maxBackoffMs)
+  let backoff = firstDelay
   let restartTimer: NodeJS.Timeout | undefined
 
   const launch = (): ChildProcess => {
+    const launchedAt = Date.now()
     const started = spawn(binary, ['serve', configPath], { stdio: ['ignore', 'pipe', 'pipe'] })
     for (const stream of [started.stdout, started.stderr]) {
       if (stream) createInterface({ input: stream }).on('line', (line) => relayLine(log, line))
     }
-    started.on('exit', (code, signal) => {
+    // Without a listener a spawn failure (binary removed, permissions) would crash the gateway.
+    started.on('error', (error) => log.error({ err: error.message }, 'embedded registry could not be started'))
+    started.on('close', (code, signal) => {
       if (stopping) return
-      log.error({ code, signal, restartInMs: backoff }, 'embedded registry exited; restarting')
+      if (Date.now() - launchedAt >= maxDelay) backoff = firstDelay
+      log.error({ code, signal, pid: started.pid, ranMs: Date.now() - launchedAt, restartInMs: backoff }, 'embedded registry exited; restarting')
       restartTimer = setTimeout(() => {
         child = launch()
         waitUntilUp(url, child, 10_000).then(
-          () => {
-            backoff = 1000
-            log.info({ url }, 'embedded registry is back')
-          },
+          () => log.info({ url, pid: child.pid }, 'embedded registry is back'),
           (error: Error) => log.error({ err: error.message }, 'embedded registry restart failed'),
         )
       }, backoff)
-      backoff = Math.min(backoff * 2, options.maxBackoffMs)
+      backoff = Math.min(backoff * 2, maxDelay)
     })
     return started
   }
@@ -176,7 +181,7 @@ export async function startEmbeddedRegistry(options: EmbeddedRegistryOptions): P
     child.kill('SIGKILL')
     throw error
   }
-  log.info({ url, binary, storage }, 'embedded registry started')
+  log.info({ url, binary, storage, config: configPath, pid: child.pid }, 'embedded registry started')
 
   return {
     url,

@@ -1,6 +1,7 @@
 // Generates (once) and reuses a self-signed certificate so Portier serves HTTPS out of the box.
-import { generateKeyPairSync, X509Certificate, randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs'
+import { createPrivateKey, generateKeyPairSync, X509Certificate, randomBytes } from 'node:crypto'
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, chmodSync } from 'node:fs'
+import { isIP } from 'node:net'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import forge from 'node-forge'
@@ -17,25 +18,50 @@ export interface SelfSignedCertificate {
 const VALIDITY_DAYS = 825
 const RENEW_WITHIN_MS = 30 * 24 * 3600 * 1000
 
-function wanted(extraHosts: string[]): { dns: string[]; ips: string[] } {
+interface Names {
+  dns: string[]
+  ips: string[]
+}
+
+/** Names the certificate must cover to be reused: the loopback names and the configured hosts. */
+function required(extraHosts: string[]): Names {
   const dns = new Set(['localhost'])
   const ips = new Set(['127.0.0.1', '::1'])
-  const host = hostname()
-  if (host) dns.add(host)
   for (const name of extraHosts) {
-    if (/^[\d.]+$/.test(name) || name.includes(':')) ips.add(name)
-    else dns.add(name)
+    if (isIP(name)) ips.add(name)
+    else dns.add(name.toLowerCase())
   }
   return { dns: [...dns], ips: [...ips] }
 }
 
-function stillGood(certPath: string, keyPath: string, names: { dns: string[]; ips: string[] }): X509Certificate | undefined {
+/**
+ * Names put into a new certificate: the required ones plus this machine's host name. The host name
+ * is not required for reuse: a container gets a new one on every re-creation, and regenerating then
+ * would invalidate the fingerprint every client was told to trust.
+ */
+function wanted(extraHosts: string[]): Names {
+  const names = required(extraHosts)
+  const host = hostname().toLowerCase()
+  if (host && !names.dns.includes(host) && /^[a-z0-9.-]+$/.test(host)) names.dns.splice(1, 0, host)
+  return names
+}
+
+function sanNames(cert: X509Certificate): string[] {
+  return (cert.subjectAltName ?? '').split(',').map((entry) => entry.trim().replace(/^DNS:|^IP Address:/, '')).filter(Boolean)
+}
+
+/** The existing certificate when it is readable, matches its key, covers every required name and is not about to expire. */
+function stillGood(certPath: string, keyPath: string, names: Names): X509Certificate | undefined {
   if (!existsSync(certPath) || !existsSync(keyPath)) return undefined
   try {
     const cert = new X509Certificate(readFileSync(certPath))
     if (Date.parse(cert.validTo) - Date.now() < RENEW_WITHIN_MS) return undefined
-    const san = cert.subjectAltName ?? ''
-    const covered = names.dns.every((name) => san.includes(`DNS:${name}`))
+    if (!cert.checkPrivateKey(createPrivateKey(readFileSync(keyPath)))) return undefined
+    const covered =
+      names.dns.every((name) =>
+        name.includes('*') ? sanNames(cert).includes(name) : cert.checkHost(name, { wildcards: false, subject: 'never' }) !== undefined,
+      ) &&
+      names.ips.every((ip) => cert.checkIP(ip) !== undefined)
     return covered ? cert : undefined
   } catch {
     return undefined
@@ -45,11 +71,11 @@ function stillGood(certPath: string, keyPath: string, names: { dns: string[]; ip
 export function ensureSelfSigned(dir: string, extraHosts: string[] = []): SelfSignedCertificate {
   const certPath = join(dir, 'cert.pem')
   const keyPath = join(dir, 'key.pem')
-  const names = wanted(extraHosts)
-  const existing = stillGood(certPath, keyPath, names)
+  const existing = stillGood(certPath, keyPath, required(extraHosts))
   if (existing) {
-    return { certPath, keyPath, fingerprint: existing.fingerprint256, created: false, names: [...names.dns, ...names.ips] }
+    return { certPath, keyPath, fingerprint: existing.fingerprint256, created: false, names: sanNames(existing) }
   }
+  const names = wanted(extraHosts)
 
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
   const keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
@@ -60,7 +86,8 @@ export function ensureSelfSigned(dir: string, extraHosts: string[] = []): SelfSi
   cert.validity.notBefore = new Date(now.getTime() - 60_000)
   cert.validity.notAfter = new Date(now.getTime() + VALIDITY_DAYS * 24 * 3600 * 1000)
   const subject = [
-    { name: 'commonName', value: names.dns[names.dns.length > 1 ? 1 : 0] as string },
+    // X.509 limits a common name to 64 characters; the SAN carries every name anyway.
+    { name: 'commonName', value: names.dns.find((name, index) => index > 0 && name.length <= 64) ?? 'localhost' },
     { name: 'organizationName', value: 'Portier self-signed' },
   ]
   cert.setSubject(subject)
@@ -80,9 +107,14 @@ export function ensureSelfSigned(dir: string, extraHosts: string[] = []): SelfSi
   const certPem = forge.pki.certificateToPem(cert)
 
   mkdirSync(dir, { recursive: true })
-  writeFileSync(keyPath, keyPem, { mode: 0o600 })
-  chmodSync(keyPath, 0o600)
-  writeFileSync(certPath, certPem, { mode: 0o644 })
+  // Written beside and renamed into place: the key is never readable by others, not even briefly,
+  // and a reader (or a crash) never sees a half-written file or a new key next to the old certificate.
+  const suffix = `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
+  writeFileSync(`${keyPath}${suffix}`, keyPem, { mode: 0o600 })
+  chmodSync(`${keyPath}${suffix}`, 0o600)
+  writeFileSync(`${certPath}${suffix}`, certPem, { mode: 0o644 })
+  renameSync(`${keyPath}${suffix}`, keyPath)
+  renameSync(`${certPath}${suffix}`, certPath)
   const parsed = new X509Certificate(certPem)
   return { certPath, keyPath, fingerprint: parsed.fingerprint256, created: true, names: [...names.dns, ...names.ips] }
 }

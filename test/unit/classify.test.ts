@@ -1,0 +1,223 @@
+// classify(): every Distribution API operation as data, and every path or name that must be refused before it reaches an upstream.
+import t from 'tap'
+import { classify, safePath, type RegistryRequest } from '../../src/registry/classify.js'
+import { RegistryError } from '../../src/registry/errors.js'
+import { MAX_REPOSITORY_LENGTH, isValidRepository, isValidTag, isValidDigest } from '../../src/registry/names.js'
+
+const digest = `sha256:${'ab12'.repeat(16)}`
+const other = `sha256:${'cd34'.repeat(16)}`
+const uuid = '6f1c2b1e-3a4d-4c5e-9f00-0123456789ab'
+
+/** classify() expecting a RegistryError; resolves with its code and status. */
+function refused(method: string, url: string): { code: string; status: number; wire: string } {
+  try {
+    const request = classify(method, url)
+    return { code: `accepted as ${request.op}`, status: 0, wire: '' }
+  } catch (error) {
+    if (!(error instanceof RegistryError)) throw error
+    return { code: error.code, status: error.status, wire: error.wireCode }
+  }
+}
+
+t.test('base and catalog', async (t) => {
+  t.match(classify('GET', '/v2/'), { op: 'base', scopes: [], path: '/v2/', query: '' })
+  t.match(classify('HEAD', '/v2/'), { op: 'base' })
+  t.match(classify('GET', '/v2'), { op: 'base' }, 'without the trailing slash too')
+  t.match(refused('POST', '/v2/'), { code: 'UNSUPPORTED', status: 405 })
+
+  const catalog = classify('GET', '/v2/_catalog?n=100&last=a%2Fb')
+  t.equal(catalog.op, 'catalog')
+  t.same(catalog.scopes, [{ type: 'registry', name: 'catalog', actions: ['*'] }])
+  t.equal(catalog.query, 'n=100&last=a%2Fb', 'the raw query is kept for the upstream (encoded slashes allowed there)')
+  t.equal(catalog.params.get('last'), 'a/b')
+  t.equal(catalog.repository, undefined)
+  t.match(refused('DELETE', '/v2/_catalog'), { code: 'UNSUPPORTED' })
+})
+
+t.test('tags list', async (t) => {
+  const tags = classify('GET', '/v2/team/app/tags/list?n=10&last=v1')
+  t.equal(tags.op, 'tags.list')
+  t.equal(tags.repository, 'team/app')
+  t.same(tags.scopes, [{ type: 'repository', name: 'team/app', actions: ['pull'] }])
+  t.equal(tags.params.get('n'), '10')
+  t.match(refused('DELETE', '/v2/team/app/tags/list'), { code: 'UNSUPPORTED', status: 405 })
+})
+
+t.test('manifests by tag and by digest', async (t) => {
+  const cases: Array<[string, RegistryRequest['op'], string[]]> = [
+    ['GET', 'manifest.get', ['pull']],
+    ['HEAD', 'manifest.head', ['pull']],
+    ['PUT', 'manifest.put', ['pull', 'push']],
+    ['DELETE', 'manifest.delete', ['delete']],
+  ]
+  for (const [method, op, actions] of cases) {
+    for (const reference of ['v1.2.3-rc_1', digest]) {
+      const request = classify(method, `/v2/library/alpine/manifests/${reference}`)
+      t.equal(request.op, op, `${method} by ${reference === digest ? 'digest' : 'tag'}`)
+      t.equal(request.repository, 'library/alpine')
+      t.equal(request.reference, reference)
+      t.same(request.scopes, [{ type: 'repository', name: 'library/alpine', actions }])
+    }
+  }
+  t.match(refused('POST', '/v2/a/manifests/latest'), { code: 'UNSUPPORTED', status: 405 })
+  t.match(refused('PATCH', '/v2/a/manifests/latest'), { code: 'UNSUPPORTED', status: 405 })
+  t.match(refused('GET', `/v2/a/manifests/${'t'.repeat(129)}`), { status: 400 }, 'a tag over 128 characters')
+  t.equal(classify('GET', `/v2/a/manifests/${'t'.repeat(128)}`).op, 'manifest.get', 'a tag of exactly 128 characters')
+  t.match(refused('GET', '/v2/a/manifests/.hidden'), { status: 400 }, 'a tag cannot start with a dot')
+  t.match(refused('GET', '/v2/a/manifests/sha256:abc'), { status: 400 }, 'a truncated sha256 digest')
+  t.match(refused('GET', `/v2/a/manifests/sha256:${'AB12'.repeat(16)}`), { status: 400 }, 'sha256 hex is lower case')
+})
+
+t.test('blobs', async (t) => {
+  const cases: Array<[string, RegistryRequest['op'], string[]]> = [
+    ['GET', 'blob.get', ['pull']],
+    ['HEAD', 'blob.head', ['pull']],
+    ['DELETE', 'blob.delete', ['delete']],
+  ]
+  for (const [method, op, actions] of cases) {
+    const request = classify(method, `/v2/a/b/c/blobs/${digest}`)
+    t.equal(request.op, op, method)
+    t.equal(request.repository, 'a/b/c')
+    t.equal(request.reference, digest)
+    t.same(request.scopes, [{ type: 'repository', name: 'a/b/c', actions }])
+  }
+  t.match(refused('GET', '/v2/a/blobs/latest'), { code: 'DIGEST_INVALID', status: 400 }, 'blobs are addressed by digest only')
+  t.match(refused('PUT', `/v2/a/blobs/${digest}`), { code: 'UNSUPPORTED', status: 405 })
+  t.equal(classify('GET', `/v2/a/blobs/sha512:${'0f'.repeat(64)}`).op, 'blob.get', 'other algorithms are digests too')
+})
+
+t.test('uploads: start, monolithic, mount, status, chunk, finish, cancel', async (t) => {
+  const start = classify('POST', '/v2/team/app/blobs/uploads/')
+  t.equal(start.op, 'upload.start')
+  t.equal(start.repository, 'team/app')
+  t.same(start.scopes, [{ type: 'repository', name: 'team/app', actions: ['pull', 'push'] }])
+
+  const monolithic = classify('POST', `/v2/team/app/blobs/uploads/?digest=${digest}`)
+  t.equal(monolithic.op, 'upload.monolithic')
+  t.equal(monolithic.reference, digest)
+  t.match(refused('POST', '/v2/team/app/blobs/uploads/?digest=sha256:nope'), { code: 'DIGEST_INVALID' })
+
+  const mount = classify('POST', `/v2/team/app/blobs/uploads/?mount=${digest}&from=library/base`)
+  t.equal(mount.op, 'upload.mount')
+  t.equal(mount.reference, digest)
+  t.equal(mount.mountFrom, 'library/base')
+  t.same(mount.scopes, [
+    { type: 'repository', name: 'team/app', actions: ['pull', 'push'] },
+    { type: 'repository', name: 'library/base', actions: ['pull'] },
+  ], 'a mount needs pull on the source too')
+  t.match(refused('POST', `/v2/team/app/blobs/uploads/?mount=${digest}&from=Library/Base`), { code: 'NAME_INVALID' }, 'the source name is checked')
+  t.match(refused('POST', `/v2/team/app/blobs/uploads/?mount=${digest}&from=${'a'.repeat(256)}`), { code: 'NAME_INVALID' })
+  t.match(refused('POST', '/v2/team/app/blobs/uploads/?mount=bad&from=library/base'), { code: 'DIGEST_INVALID' })
+  const mountNoFrom = classify('POST', `/v2/team/app/blobs/uploads/?mount=${digest}`)
+  t.equal(mountNoFrom.op, 'upload.start', 'mount without from starts a normal upload (as the registry does)')
+  t.equal(mountNoFrom.scopes.length, 1)
+
+  const ops: Array<[string, RegistryRequest['op']]> = [
+    ['GET', 'upload.status'],
+    ['PATCH', 'upload.chunk'],
+    ['PUT', 'upload.finish'],
+    ['DELETE', 'upload.cancel'],
+  ]
+  for (const [method, op] of ops) {
+    const request = classify(method, `/v2/team/app/blobs/uploads/${uuid}?_state=abc%3D&digest=${digest}`)
+    t.equal(request.op, op, method)
+    t.equal(request.uploadId, uuid)
+    t.equal(request.repository, 'team/app')
+    t.equal(request.query, `_state=abc%3D&digest=${digest}`, 'the signed _state passes untouched')
+    t.same(request.scopes[0]?.actions, method === 'GET' ? ['pull'] : method === 'DELETE' ? ['delete'] : ['pull', 'push'])
+  }
+  t.match(refused('POST', `/v2/team/app/blobs/uploads/${uuid}`), { code: 'UNSUPPORTED' })
+  t.match(refused('GET', '/v2/team/app/blobs/uploads/'), { code: 'UNSUPPORTED' }, 'GET on the upload collection')
+  t.match(refused('PATCH', `/v2/team/app/blobs/uploads/${'x'.repeat(257)}`), { code: 'BLOB_UPLOAD_INVALID' }, 'absurd upload ids')
+  t.match(refused('PATCH', '/v2/team/app/blobs/uploads/a%20b'), { status: 400 }, 'spaces in upload ids')
+})
+
+t.test('referrers', async (t) => {
+  const request = classify('GET', `/v2/team/app/referrers/${digest}?artifactType=application%2Fvnd.example`)
+  t.equal(request.op, 'referrers.list')
+  t.equal(request.reference, digest)
+  t.same(request.scopes, [{ type: 'repository', name: 'team/app', actions: ['pull'] }])
+  t.match(refused('GET', '/v2/team/app/referrers/latest'), { code: 'DIGEST_INVALID' })
+})
+
+t.test('repository names: the distribution grammar, at most 255 characters', async (t) => {
+  t.equal(MAX_REPOSITORY_LENGTH, 255)
+  const long255 = `${'a'.repeat(127)}/${'b'.repeat(127)}`
+  t.equal(long255.length, 255)
+  t.equal(classify('GET', `/v2/${long255}/tags/list`).repository, long255, '255 characters are accepted')
+  t.equal(classify('GET', `/v2/${'c'.repeat(255)}/manifests/latest`).op, 'manifest.get', 'one component of 255')
+  const long256 = `${'a'.repeat(128)}/${'b'.repeat(127)}`
+  t.match(refused('GET', `/v2/${long256}/tags/list`), { code: 'NAME_INVALID', status: 400 }, '256 characters are refused')
+  t.match(refused('PUT', `/v2/${'c'.repeat(256)}/manifests/latest`), { code: 'NAME_INVALID' })
+
+  t.match(refused('GET', '/v2/Library/Alpine/manifests/latest'), { code: 'NAME_INVALID', wire: 'NAME_INVALID' }, 'upper case')
+  t.match(refused('GET', '/v2/library/alpinE/tags/list'), { code: 'NAME_INVALID' })
+  for (const good of ['a', 'a.b', 'a_b', 'a__b', 'a-b', 'a---b', 'a0/b1/c2', 'registry.example/team-1/app_2.x']) {
+    t.ok(isValidRepository(good), `${good} is a valid name`)
+  }
+  for (const bad of ['', '-a', 'a-', '.a', 'a.', 'a___b', 'a..b', 'a/', '/a', 'a//b', 'a b', 'a:b', 'a@b', 'é']) {
+    t.notOk(isValidRepository(bad), `${JSON.stringify(bad)} is not`)
+  }
+  t.ok(isValidTag('latest') && isValidTag('_x') && isValidTag('1.0') && !isValidTag('-x') && !isValidTag(''), 'tags')
+  t.ok(isValidDigest(digest) && !isValidDigest('sha256:') && !isValidDigest(':abc') && !isValidDigest('md5'), 'digests')
+})
+
+t.test('paths that could mean something else are refused before routing', async (t) => {
+  const bad = [
+    '/v2/../v2/_catalog',
+    '/v2/a/../b/tags/list',
+    '/v2/a/./b/tags/list',
+    '/v2/a/..',
+    '/v2//a/tags/list',
+    '/v2/a//b/tags/list',
+    '/v2/a%2fb/tags/list',
+    '/v2/a%2Fb/tags/list',
+    '/v2/%2e%2e/_catalog',
+    '/v2/a/%2E%2E/b/tags/list',
+    '/v2/a/%2e/tags/list',
+    '/v2/a%5cb/tags/list',
+    '/v2/a\\b/tags/list',
+    '/v2/a%252fb/tags/list',
+    '/v2/a%00/tags/list',
+    '/v2/a%0a/tags/list',
+    '/v2/a%0D%0AX-Injected:%201/tags/list',
+    '/v2/a%7f/tags/list',
+    '/v2/a\u0001b/tags/list',
+    '/v2/a\tb/tags/list',
+    '/v2/a%zz/tags/list',
+    '/v2/a%/tags/list',
+    'v2/a/tags/list',
+    'http://evil.example/v2/_catalog',
+    '*',
+  ]
+  for (const url of bad) {
+    const result = refused('GET', url)
+    t.equal(result.status, 400, `${JSON.stringify(url)} → 400 (${result.code})`)
+    t.equal(result.code, 'PATH_INVALID', `${JSON.stringify(url)} is a path problem, not a name problem`)
+  }
+  t.equal(safePath('/v2/a/b/tags/list'), '/v2/a/b/tags/list')
+  t.equal(safePath('/v2/a%62c/tags/list'), '/v2/abc/tags/list', 'harmless encodings decode')
+  t.equal(classify('GET', '/v2/a%62c/tags/list').repository, 'abc')
+})
+
+t.test('unknown endpoints', async (t) => {
+  t.match(refused('GET', '/'), { code: 'NOT_FOUND', status: 404 })
+  t.match(refused('GET', '/v1/_ping'), { code: 'NOT_FOUND' })
+  t.match(refused('GET', '/v2/a/b'), { code: 'NOT_FOUND' })
+  t.match(refused('GET', '/v2/a/blobs/'), { code: 'NOT_FOUND' })
+  t.match(refused('GET', '/v2/tags/list'), { code: 'NOT_FOUND' }, 'no repository before /tags/list')
+  t.match(refused('GET', '/metrics'), { code: 'NOT_FOUND' })
+})
+
+t.test('error bodies are registry JSON', async (t) => {
+  try {
+    classify('GET', '/v2/UPPER/tags/list')
+    t.fail('should throw')
+  } catch (error) {
+    const body = JSON.parse((error as RegistryError).body()) as { errors: Array<{ code: string; message: string; detail: unknown }> }
+    t.equal(body.errors.length, 1)
+    t.equal(body.errors[0]?.code, 'NAME_INVALID')
+    t.type(body.errors[0]?.message, 'string')
+    t.same(body.errors[0]?.detail, { name: 'UPPER' })
+  }
+})

@@ -1,0 +1,185 @@
+// Header rules: Location rewriting toward the public origin, client/proxy resolution with and without trusted proxies, hop-by-hop removal.
+import t from 'tap'
+import {
+  clientResponseHeaders,
+  createTrustedProxies,
+  describeClient,
+  rewriteLocation,
+  upstreamRequestHeaders,
+  type ClientView,
+} from '../../src/proxy/headers.js'
+
+const upstream = 'http://127.0.0.1:5000'
+const none = createTrustedProxies([])
+const client: ClientView = describeClient({ host: 'registry.example.com:5443' }, '203.0.113.7', true, none, '', 'localhost:5443')
+const uploadPath = '/v2/team/app/blobs/uploads/6f1c2b1e-3a4d?_state=c2lnbmVk%3D%3D'
+
+t.test('rewriteLocation', async (t) => {
+  t.equal(client.publicOrigin, 'https://registry.example.com:5443')
+
+  t.equal(rewriteLocation(uploadPath, 202, upstream, client), `https://registry.example.com:5443${uploadPath}`, 'relative Location')
+  t.equal(rewriteLocation(`${upstream}${uploadPath}`, 202, upstream, client), `https://registry.example.com:5443${uploadPath}`, 'upstream-absolute Location')
+  t.equal(
+    rewriteLocation(`${upstream}/v2/team/app/blobs/${'sha256:' + 'a'.repeat(64)}`, 201, upstream, client),
+    `https://registry.example.com:5443/v2/team/app/blobs/sha256:${'a'.repeat(64)}`,
+    'a finished upload points at the gateway',
+  )
+  // registry:2 builds absolute URLs from the X-Forwarded-* headers the gateway sent it.
+  t.equal(
+    rewriteLocation(`https://registry.example.com:5443${uploadPath}`, 202, upstream, client),
+    `https://registry.example.com:5443${uploadPath}`,
+    'forwarded-derived Location (already public) stays public',
+  )
+  t.equal(
+    rewriteLocation(`http://registry.example.com:5443${uploadPath}`, 202, upstream, client),
+    `https://registry.example.com:5443${uploadPath}`,
+    'a forwarded-derived Location with the wrong scheme is corrected to https',
+  )
+  t.equal(
+    rewriteLocation(`http://registry:5000${uploadPath}`, 202, upstream, client),
+    `https://registry.example.com:5443${uploadPath}`,
+    'the upstream under another name (compose service name) is rewritten too',
+  )
+
+  const s3 = 'https://bucket.s3.eu-west-1.amazonaws.com/docker/registry/v2/blobs/sha256/ab/abcd/data?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=0123'
+  t.equal(rewriteLocation(s3, 307, upstream, client), s3, 'a 307 to object storage passes unchanged')
+  const cdn = 'https://cdn.example.net/v2/team/app/blobs/sha256:abc?sig=1'
+  t.equal(rewriteLocation(cdn, 307, upstream, client), cdn, 'a redirect to another host passes unchanged even with a /v2/ path')
+  t.equal(rewriteLocation(`${upstream}/v2/team/app/`, 301, upstream, client), 'https://registry.example.com:5443/v2/team/app/', 'a redirect within the upstream is rewritten')
+  t.equal(rewriteLocation('/v2/team/app/', 307, upstream, client), 'https://registry.example.com:5443/v2/team/app/', 'a relative redirect is rewritten')
+  t.equal(rewriteLocation('https://example.org/docs', 201, upstream, client), 'https://example.org/docs', 'a foreign non-registry Location is left alone')
+  t.equal(rewriteLocation('http://[invalid', 202, upstream, client), 'http://[invalid', 'an unparsable Location is passed as it is')
+
+  const behindProxy = describeClient({ host: 'internal:5443' }, '127.0.0.1', true, none, 'https://registry.example.com', 'localhost:5443')
+  t.equal(rewriteLocation(uploadPath, 202, upstream, behindProxy), `https://registry.example.com${uploadPath}`, 'the configured public_url wins')
+})
+
+t.test('clientResponseHeaders drops hop-by-hop headers and rewrites Location', async (t) => {
+  const out = clientResponseHeaders(
+    {
+      location: uploadPath,
+      'docker-upload-uuid': '6f1c2b1e-3a4d',
+      range: '0-0',
+      connection: 'keep-alive, x-upstream-private',
+      'keep-alive': 'timeout=5',
+      'transfer-encoding': 'chunked',
+      'x-upstream-private': 'secret',
+      'docker-distribution-api-version': 'registry/2.0',
+    },
+    202,
+    upstream,
+    client,
+  )
+  t.same(out, {
+    location: `https://registry.example.com:5443${uploadPath}`,
+    'docker-upload-uuid': '6f1c2b1e-3a4d',
+    range: '0-0',
+    'docker-distribution-api-version': 'registry/2.0',
+  })
+})
+
+t.test('describeClient without trusted proxies ignores forwarded headers', async (t) => {
+  const headers = {
+    host: 'registry.example.com',
+    'x-forwarded-for': '198.51.100.1',
+    'x-forwarded-proto': 'http',
+    'x-forwarded-host': 'evil.example',
+    forwarded: 'for=198.51.100.1;proto=http',
+  }
+  const view = describeClient(headers, '203.0.113.7', true, none, '', 'localhost:5443')
+  t.same(view, {
+    peer: '203.0.113.7',
+    clientIp: '203.0.113.7',
+    forwardedFor: '203.0.113.7',
+    proto: 'https',
+    host: 'registry.example.com',
+    publicOrigin: 'https://registry.example.com',
+  }, 'the peer is the client; proto from the connection; host from Host')
+  t.equal(describeClient(headers, '::ffff:203.0.113.7', false, none, '', 'x').peer, '203.0.113.7', 'IPv4-mapped addresses are shown as IPv4')
+  t.equal(describeClient(headers, '::ffff:203.0.113.7', false, none, '', 'x').proto, 'http', 'plain connections are http')
+
+  const noHost = describeClient({}, '203.0.113.7', true, none, '', 'localhost:5443')
+  t.equal(noHost.publicOrigin, 'https://localhost:5443', 'no Host: the fallback')
+  const badHost = describeClient({ host: 'evil.example/path?x' }, '203.0.113.7', true, none, '', 'localhost:5443')
+  t.equal(badHost.host, 'localhost:5443', 'a malformed Host is not echoed into Locations')
+  const v6 = describeClient({ host: '[::1]:5443' }, '::1', true, none, '', 'localhost:5443')
+  t.equal(v6.publicOrigin, 'https://[::1]:5443')
+})
+
+t.test('describeClient with trusted proxies believes them, and only them', async (t) => {
+  const trusted = createTrustedProxies(['10.0.0.0/8', '192.168.1.1'])
+  t.ok(trusted.isTrusted('10.1.2.3'))
+  t.ok(trusted.isTrusted('::ffff:10.1.2.3'), 'IPv4-mapped peers match IPv4 rules')
+  t.ok(trusted.isTrusted('192.168.1.1'))
+  t.notOk(trusted.isTrusted('192.168.1.2'))
+  t.notOk(trusted.isTrusted(''))
+  t.notOk(none.isTrusted('10.1.2.3'), 'nobody is trusted by default')
+
+  const headers = {
+    host: 'internal:5443',
+    'x-forwarded-for': '198.51.100.1, 10.9.9.9',
+    'x-forwarded-proto': 'https',
+    'x-forwarded-host': 'registry.example.com, internal',
+    forwarded: 'for=198.51.100.1;proto=https',
+  }
+  const view = describeClient(headers, '10.0.0.2', false, trusted, '', 'localhost:5443')
+  t.equal(view.peer, '10.0.0.2')
+  t.equal(view.clientIp, '198.51.100.1', 'the right-most untrusted address is the client')
+  t.equal(view.forwardedFor, '198.51.100.1, 10.9.9.9, 10.0.0.2', 'the chain grows by the peer')
+  t.equal(view.proto, 'https', 'X-Forwarded-Proto from a trusted proxy')
+  t.equal(view.host, 'registry.example.com', 'the first X-Forwarded-Host')
+  t.equal(view.publicOrigin, 'https://registry.example.com')
+  t.equal(view.priorForwarded, 'for=198.51.100.1;proto=https')
+
+  const spoofed = describeClient({ ...headers, 'x-forwarded-for': '1.1.1.1, 198.51.100.1' }, '10.0.0.2', false, trusted, '', 'x')
+  t.equal(spoofed.clientIp, '198.51.100.1', 'addresses left of the first untrusted hop cannot be spoofed in')
+
+  const untrustedPeer = describeClient(headers, '198.51.100.99', false, trusted, '', 'localhost:5443')
+  t.equal(untrustedPeer.proto, 'http', 'the same headers from an untrusted peer are ignored')
+  t.equal(untrustedPeer.host, 'internal:5443')
+  t.equal(untrustedPeer.clientIp, '198.51.100.99')
+  t.equal(untrustedPeer.priorForwarded, undefined)
+
+  const badProto = describeClient({ ...headers, 'x-forwarded-proto': 'gopher' }, '10.0.0.2', true, trusted, '', 'x')
+  t.equal(badProto.proto, 'https', 'an unknown forwarded proto keeps the connection scheme')
+
+  const configured = describeClient(headers, '10.0.0.2', false, trusted, 'https://cr.example.org', 'x')
+  t.equal(configured.publicOrigin, 'https://cr.example.org', 'public_url beats forwarded headers')
+  t.equal(configured.host, 'cr.example.org')
+  t.equal(configured.proto, 'https')
+})
+
+t.test('upstreamRequestHeaders: end-to-end headers plus a fresh forwarded set', async (t) => {
+  const view = describeClient({ host: 'registry.example.com' }, '203.0.113.7', true, none, '', 'x')
+  const out = upstreamRequestHeaders(
+    {
+      host: 'registry.example.com',
+      authorization: 'Basic abc',
+      'content-type': 'application/octet-stream',
+      'content-length': '10',
+      connection: 'keep-alive, x-hop',
+      'x-hop': 'drop me',
+      'keep-alive': 'timeout=5',
+      te: 'trailers',
+      expect: '100-continue',
+      'x-forwarded-for': '6.6.6.6',
+      'x-forwarded-proto': 'http',
+      'x-forwarded-host': 'evil',
+      forwarded: 'for=6.6.6.6',
+      'x-real-ip': '6.6.6.6',
+    },
+    view,
+  )
+  t.same(out, {
+    authorization: 'Basic abc',
+    'content-type': 'application/octet-stream',
+    'content-length': '10',
+    forwarded: 'for=203.0.113.7;host="registry.example.com";proto=https',
+    'x-forwarded-for': '203.0.113.7',
+    'x-forwarded-proto': 'https',
+    'x-forwarded-host': 'registry.example.com',
+    'x-real-ip': '203.0.113.7',
+  })
+  const v6 = describeClient({ host: 'r' }, '2001:db8::1', true, none, '', 'x')
+  t.match(upstreamRequestHeaders({}, v6).forwarded, /^for="\[2001:db8::1\]";/, 'IPv6 nodes are quoted and bracketed (RFC 7239)')
+})
