@@ -1,0 +1,34 @@
+# Portier image: compile the TypeScript in a build stage, run the compiled gateway as a non-root user.
+# Build:  docker build -t portier .
+# Run:    docker run -p 443:5443 -v ./portier.yaml:/etc/portier/portier.yaml:ro portier
+
+FROM node:20-bookworm-slim AS build
+WORKDIR /src
+# Dependencies first, so source edits do not re-run npm ci.
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src ./src
+RUN npm run build \
+ && npm prune --omit=dev --no-audit --no-fund
+
+FROM node:20-bookworm-slim AS runtime
+ENV NODE_ENV=production
+RUN groupadd --system portier \
+ && useradd --system --gid portier --home-dir /app --no-create-home --shell /usr/sbin/nologin portier
+WORKDIR /app
+COPY --from=build /src/dist ./dist
+COPY --from=build /src/node_modules ./node_modules
+COPY --from=build /src/package.json ./package.json
+COPY config ./config
+# certs/ (the generated self-signed certificate) and data/ must be writable by portier; a named volume
+# mounted on /app/certs starts with this ownership.
+RUN mkdir -p /app/certs /app/data /etc/portier \
+ && chown portier:portier /app/certs /app/data
+USER portier
+EXPOSE 5443
+# Healthy when /v2/ answers 200, or 401 once authentication is on (what load balancers should accept too).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["node", "-e", "require('node:https').get({host:'127.0.0.1',port:5443,path:'/v2/',rejectUnauthorized:false,timeout:4000},(r)=>{r.resume();process.exit(r.statusCode===200||r.statusCode===401?0:1)}).on('timeout',function(){this.destroy(new Error('timeout'))}).on('error',()=>process.exit(1))"]
+ENTRYPOINT ["node", "dist/cli.js"]
+CMD ["serve", "--config", "/etc/portier/portier.yaml"]

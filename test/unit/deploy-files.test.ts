@@ -1,0 +1,253 @@
+// Dockerfile, .dockerignore, compose.yaml and config/compose.portier.yaml agree with each other and with the CLI (ports, paths, user, health check).
+import t from 'tap'
+import { readFileSync, mkdtempSync, rmSync, existsSync } from 'node:fs'
+import { createServer } from 'node:https'
+import { tmpdir } from 'node:os'
+import { join, posix } from 'node:path'
+import yaml from 'js-yaml'
+import { run, runOk } from '../helpers/exec.js'
+import { CLI, ROOT } from '../helpers/gateway.js'
+
+interface Instruction {
+  keyword: string
+  args: string
+  line: number
+}
+
+interface Stage {
+  from: string
+  name: string | undefined
+  instructions: Instruction[]
+}
+
+/** Line-based Dockerfile reader: comments dropped, backslash continuations joined, split into stages at FROM. */
+function parseDockerfile(text: string): Stage[] {
+  const stages: Stage[] = []
+  let pending = ''
+  let startLine = 0
+  text.split('\n').forEach((raw, index) => {
+    const line = raw.trim()
+    if (pending === '' && (line === '' || line.startsWith('#'))) return
+    if (pending !== '' && line.startsWith('#')) return
+    if (pending === '') startLine = index + 1
+    if (line.endsWith('\\')) {
+      pending += `${line.slice(0, -1).trim()} `
+      return
+    }
+    const full = `${pending}${line}`.trim()
+    pending = ''
+    const match = /^(\w+)\s+(.*)$/s.exec(full)
+    if (!match) throw new Error(`Dockerfile line ${startLine}: cannot parse ${JSON.stringify(full)}`)
+    const keyword = (match[1] as string).toUpperCase()
+    const args = match[2] as string
+    if (keyword === 'FROM') {
+      const from = /^(\S+)(?:\s+AS\s+(\S+))?$/i.exec(args)
+      if (!from) throw new Error(`Dockerfile line ${startLine}: bad FROM`)
+      stages.push({ from: from[1] as string, name: from[2], instructions: [] })
+      return
+    }
+    const stage = stages[stages.length - 1]
+    if (!stage) throw new Error(`Dockerfile line ${startLine}: ${keyword} before FROM`)
+    stage.instructions.push({ keyword, args, line: startLine })
+  })
+  return stages
+}
+
+function all(stage: Stage, keyword: string): Instruction[] {
+  return stage.instructions.filter((i) => i.keyword === keyword)
+}
+
+function last(stage: Stage, keyword: string): Instruction | undefined {
+  return all(stage, keyword).pop()
+}
+
+/** The JSON (exec) form of CMD/ENTRYPOINT/HEALTHCHECK CMD. */
+function execForm(args: string): string[] {
+  const parsed = JSON.parse(args) as unknown
+  if (!Array.isArray(parsed) || !parsed.every((a) => typeof a === 'string')) throw new Error(`not an exec-form array: ${args}`)
+  return parsed
+}
+
+type Tree = Record<string, unknown>
+
+const dockerfile = parseDockerfile(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))
+const compose = yaml.load(readFileSync(join(ROOT, 'compose.yaml'), 'utf8')) as { services: Record<string, Tree>; volumes: Record<string, unknown> }
+const composeConfigFile = join(ROOT, 'config', 'compose.portier.yaml')
+const composeConfig = yaml.load(readFileSync(composeConfigFile, 'utf8')) as { server: { listen: string }; upstreams?: Array<{ url: string }> }
+
+const build = dockerfile[0] as Stage
+const runtime = dockerfile[dockerfile.length - 1] as Stage
+const listenPort = Number(/:(\d+)$/.exec(composeConfig.server.listen)?.[1])
+const entrypoint = execForm(last(runtime, 'ENTRYPOINT')?.args ?? '[]')
+const cmd = execForm(last(runtime, 'CMD')?.args ?? '[]')
+const configPathInImage = cmd[cmd.indexOf('--config') + 1] as string
+
+/** "host:container[/proto]" or the long syntax → the container port. */
+function containerPort(mapping: unknown): number {
+  if (typeof mapping === 'object' && mapping !== null) return Number((mapping as { target: unknown }).target)
+  const text = String(mapping).replace(/\/(tcp|udp)$/, '')
+  return Number(text.split(':').pop())
+}
+
+/** "source:target[:mode]" or the long syntax → { source, target }. */
+function volume(entry: unknown): { source: string; target: string; readOnly: boolean } {
+  if (typeof entry === 'object' && entry !== null) {
+    const long = entry as { source: string; target: string; read_only?: boolean }
+    return { source: long.source, target: long.target, readOnly: long.read_only === true }
+  }
+  const [source, target, mode] = String(entry).split(':') as [string, string, string | undefined]
+  return { source, target, readOnly: mode === 'ro' }
+}
+
+t.test('Dockerfile: two stages on node:20-bookworm-slim; the build stage builds and prunes', async (t) => {
+  t.equal(dockerfile.length, 2, 'build and runtime stages')
+  t.equal(build.from, 'node:20-bookworm-slim')
+  t.equal(build.name, 'build')
+  t.equal(runtime.from, 'node:20-bookworm-slim')
+  const runs = all(build, 'RUN').map((i) => i.args).join('\n')
+  t.match(runs, /npm ci\b/, 'npm ci (the lock file decides)')
+  t.match(runs, /npm run build/)
+  t.match(runs, /npm prune --omit=dev/, 'dev dependencies are not shipped')
+  const copies = all(build, 'COPY').map((i) => i.args)
+  t.ok(copies.some((c) => /package-lock\.json/.test(c)), 'the lock file is copied for npm ci')
+  const ciAt = all(build, 'RUN').find((i) => /npm ci/.test(i.args))?.line ?? 0
+  const srcAt = all(build, 'COPY').find((i) => /\bsrc\b/.test(i.args))?.line ?? 0
+  t.ok(ciAt > 0 && srcAt > ciAt, 'dependencies install before the source is copied (layer cache)')
+})
+
+t.test('Dockerfile: the runtime stage runs as a non-root user with a health check', async (t) => {
+  const user = last(runtime, 'USER')?.args.trim()
+  t.equal(user, 'portier', 'USER portier')
+  t.notOk(user === 'root' || user?.startsWith('0'), 'not root')
+  t.match(all(runtime, 'RUN').map((i) => i.args).join('\n'), /useradd[^\n]*\bportier\b/, 'the user is created')
+  t.equal(last(runtime, 'WORKDIR')?.args.trim(), '/app')
+  const copies = all(runtime, 'COPY').map((i) => i.args)
+  for (const item of ['dist', 'node_modules', 'package.json']) {
+    t.ok(copies.some((c) => c.startsWith('--from=build') && c.includes(`/${item}`)), `${item} comes from the build stage`)
+  }
+  t.ok(copies.some((c) => /^config\s/.test(c)), 'config/ is copied')
+  t.same(entrypoint, ['node', 'dist/cli.js'])
+  t.same(cmd, ['serve', '--config', '/etc/portier/portier.yaml'])
+  const healthcheck = last(runtime, 'HEALTHCHECK')
+  t.ok(healthcheck, 'HEALTHCHECK present')
+  t.match(healthcheck?.args, /\bCMD\s+\[/, 'exec form')
+
+  const expose = all(runtime, 'EXPOSE').map((i) => Number(i.args.trim().replace(/\/tcp$/, '')))
+  t.same(expose, [listenPort], `EXPOSE equals the port in config/compose.portier.yaml server.listen (${listenPort})`)
+
+  // The generated self-signed certificate lands in WORKDIR + tls.self_signed.dir, which must be writable by the user.
+  const runs = all(runtime, 'RUN').map((i) => i.args).join('\n')
+  t.match(runs, /chown[^\n]*portier[^\n]*\/app\/certs/, '/app/certs belongs to portier (a fresh named volume copies this ownership)')
+})
+
+t.test('compose.yaml: registry service', async (t) => {
+  const registry = compose.services.registry as Tree
+  t.ok(registry, 'a service called registry')
+  t.equal(registry.image, 'registry:2')
+  t.equal(registry.ports, undefined, 'no published ports: only reachable through Portier')
+  const volumes = (registry.volumes as unknown[]).map(volume)
+  t.ok(volumes.some((v) => v.source === 'registry-data' && v.target === '/var/lib/registry'), 'registry-data:/var/lib/registry')
+  t.ok('registry-data' in compose.volumes, 'the named volume is declared')
+  const environment = registry.environment as Record<string, unknown> | string[]
+  const env = Array.isArray(environment) ? Object.fromEntries(environment.map((e) => e.split('='))) : environment
+  t.equal(String(env.REGISTRY_STORAGE_DELETE_ENABLED), 'true')
+})
+
+t.test('compose.yaml: portier service matches the image and its config', async (t) => {
+  const portier = compose.services.portier as Tree
+  t.ok(portier, 'a service called portier')
+  const build = portier.build
+  t.equal(typeof build === 'object' && build !== null ? (build as { context: string }).context : build, '.', 'built from this repository')
+  t.equal(portier.restart, 'unless-stopped')
+  const dependsOn = portier.depends_on
+  t.ok(Array.isArray(dependsOn) ? dependsOn.includes('registry') : typeof dependsOn === 'object' && dependsOn !== null && 'registry' in dependsOn, 'depends on registry')
+
+  const ports = portier.ports as unknown[]
+  t.equal(ports.length, 1)
+  t.equal(containerPort(ports[0]), listenPort, `the container side of the port mapping is the listen port (${listenPort})`)
+  t.equal(Number(String(ports[0]).split(':')[0]), 443, 'published on 443')
+
+  const volumes = (portier.volumes as unknown[]).map(volume)
+  const configMount = volumes.find((v) => v.target === configPathInImage)
+  t.ok(configMount, `a volume is mounted at the CMD --config path ${configPathInImage}`)
+  t.equal(configMount?.source, './config/compose.portier.yaml')
+  t.ok(configMount?.readOnly, 'read-only')
+  const certs = volumes.find((v) => v.source === 'portier-certs')
+  t.equal(certs?.target, '/app/certs')
+  t.ok('portier-certs' in compose.volumes, 'the named volume is declared')
+  const selfSignedDir = posix.join('/app', 'certs/self-signed')
+  t.ok(selfSignedDir.startsWith(`${certs?.target}/`), 'the default self-signed directory (relative to WORKDIR) is inside the certs volume')
+  t.ok(volumes.some((v) => v.source === './auth' && v.target === '/etc/portier/auth' && v.readOnly), './auth:/etc/portier/auth:ro')
+})
+
+t.test('the upstream Portier uses in compose is the registry service on port 5000', async (t) => {
+  const portier = compose.services.portier as Tree
+  const environment = (portier.environment ?? {}) as Record<string, unknown>
+  const fromEnv = environment.PORTIER_UPSTREAMS
+  const upstreams = fromEnv !== undefined ? (yaml.load(String(fromEnv)) as Array<{ url: string }>) : composeConfig.upstreams
+  t.ok(upstreams && upstreams.length > 0, 'upstreams are configured (otherwise Portier would try to run its own registry)')
+  for (const upstream of upstreams ?? []) {
+    const url = new URL(upstream.url)
+    t.equal(url.protocol, 'http:')
+    t.equal(url.hostname, 'registry', 'the host is the registry service name')
+    t.ok(url.hostname in compose.services, 'which exists in compose.yaml')
+    t.equal(url.port, '5000', 'registry:2 listens on 5000')
+  }
+})
+
+t.test('config/compose.portier.yaml passes check-config (with the compose environment applied)', async (t) => {
+  const portier = compose.services.portier as Tree
+  const environment = Object.fromEntries(Object.entries((portier.environment ?? {}) as Record<string, unknown>).map(([k, v]) => [k, String(v)]))
+  const env: NodeJS.ProcessEnv = {}
+  for (const [name, value] of Object.entries(process.env)) {
+    if (!name.startsWith('PORTIER_') && name !== 'NODE_OPTIONS' && name !== 'NODE_EXTRA_CA_CERTS') env[name] = value
+  }
+  const r = await run(process.execPath, [CLI, 'check-config', '--config', composeConfigFile], { env: { ...env, ...environment }, cwd: ROOT })
+  t.equal(r.code, 0, r.stderr)
+  t.match(r.stdout, /valid/)
+  t.equal(composeConfig.server.listen, '0.0.0.0:5443', 'listens on all interfaces inside the container')
+})
+
+t.test('.dockerignore keeps the build context small without dropping what the build needs', async (t) => {
+  const patterns = readFileSync(join(ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'))
+  for (const ignored of ['node_modules', 'dist', '.git']) t.ok(patterns.includes(ignored), `${ignored} is ignored`)
+  for (const needed of ['src', 'config', 'package.json', 'package-lock.json', 'tsconfig.json']) {
+    t.notOk(patterns.some((p) => p === needed || p === `${needed}/` || p === `/${needed}`), `${needed} is not ignored`)
+    t.ok(existsSync(join(ROOT, needed)), `${needed} exists`)
+  }
+})
+
+t.test('the HEALTHCHECK command treats 200 and 401 as healthy, anything else as not', async (t) => {
+  const command = execForm(/\bCMD\s+(\[.*\])\s*$/s.exec(last(runtime, 'HEALTHCHECK')?.args ?? '')?.[1] ?? '[]')
+  t.equal(command[0], 'node')
+  t.equal(command[1], '-e')
+  const script = command[2] as string
+  t.equal(script.split(`port:${listenPort}`).length, 2, `the script targets port ${listenPort} once`)
+  t.match(script, /host:'127\.0\.0\.1'/)
+  t.match(script, /path:'\/v2\/'/)
+
+  const dir = mkdtempSync(join(tmpdir(), 'portier-healthcheck-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  await runOk('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=localhost',
+  ])
+  let status = 200
+  const server = createServer({ cert: readFileSync(join(dir, 'cert.pem')), key: readFileSync(join(dir, 'key.pem')) }, (req, res) => {
+    res.writeHead(req.url === '/v2/' ? status : 404, { 'content-type': 'application/json' })
+    res.end('{}')
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const port = (server.address() as { port: number }).port
+  const probe = async (): Promise<number | null> => {
+    const r = await run(process.execPath, ['-e', script.replace(`port:${listenPort}`, `port:${port}`)], { timeoutMs: 10_000, env: { PATH: process.env.PATH } })
+    return r.code
+  }
+  for (const [code, healthy] of [[200, true], [401, true], [503, false]] as const) {
+    status = code
+    t.equal(await probe(), healthy ? 0 : 1, `${code} → ${healthy ? 'healthy' : 'unhealthy'} (self-signed certificate accepted)`)
+  }
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  t.equal(await probe(), 1, 'nothing listening → unhealthy')
+})
