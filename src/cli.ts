@@ -9,10 +9,14 @@ const help = `portier — an HTTPS gateway for Docker/OCI registries
 Usage:
   portier serve [--config FILE]          run the gateway
   portier check-config [--config FILE]   validate the configuration and exit (0 = valid)
+  portier passwd add|remove|list [--file FILE] [USER]
+                                         manage an htpasswd file (bcrypt, cost 10); the password
+                                         is read from the terminal, or the first line of stdin
   portier --help | --version
 
 Options:
   -c, --config FILE   YAML configuration (default: $PORTIER_CONFIG, else built-in defaults)
+  -f, --file FILE     for passwd: the htpasswd file (default: auth.htpasswd.path of the config)
 
 Configuration:
   Every key has a default; see config/portier.yaml for all of them. Any key can be set from the
@@ -22,7 +26,8 @@ Configuration:
 
 With no upstreams configured, portier starts a local registry (docker-registry) itself, storing
 data in data/registry, and with no certificates configured it generates a self-signed one in
-certs/self-signed (its SHA-256 fingerprint is logged).
+certs/self-signed (its SHA-256 fingerprint is logged). With auth.mode htpasswd (the default) and
+no htpasswd file yet, it creates auth/htpasswd with user "admin" and prints the password once.
 `
 
 function version(): string {
@@ -33,10 +38,13 @@ function version(): string {
 interface Args {
   command: string
   config?: string
+  file?: string
+  /** Positional arguments after the command (passwd ACTION USER). */
+  rest: string[]
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { command: '' }
+  const args: Args = { command: '', rest: [] }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string
     if (arg === '-h' || arg === '--help') args.command = 'help'
@@ -46,8 +54,14 @@ function parseArgs(argv: string[]): Args {
       if (!value) throw new UsageError(`${arg} needs a file`)
       args.config = value
     } else if (arg.startsWith('--config=')) args.config = arg.slice('--config='.length)
+    else if (arg === '-f' || arg === '--file') {
+      const value = argv[++i]
+      if (!value) throw new UsageError(`${arg} needs a file`)
+      args.file = value
+    } else if (arg.startsWith('--file=')) args.file = arg.slice('--file='.length)
     else if (arg.startsWith('-')) throw new UsageError(`unknown option ${arg}`)
     else if (!args.command) args.command = arg
+    else if (args.command === 'passwd' && args.rest.length < 2) args.rest.push(arg)
     else throw new UsageError(`unexpected argument ${arg}`)
   }
   if (!args.config && process.env.PORTIER_CONFIG) args.config = process.env.PORTIER_CONFIG
@@ -109,6 +123,15 @@ async function serve(args: Args): Promise<number> {
     process.stderr.write(`portier: serving ${running.url}\n`)
   }
   if (running.embedded) process.stderr.write(`  upstream: embedded registry ${running.embedded.url} (${running.embedded.binary})\n`)
+  if (running.generatedAdmin) {
+    const { user, password, file } = running.generatedAdmin
+    // Shown once, on the terminal only: never in the JSON log.
+    process.stderr.write(
+      `  created ${file} with generated credentials (shown only now, keep them):\n` +
+        `    user: ${user}  password: ${password}\n` +
+        `  log in:  docker login localhost:${running.address.port} -u ${user}\n`,
+    )
+  }
 
   const started = running
   await new Promise<void>((resolve) => {
@@ -141,6 +164,19 @@ async function main(argv: string[]): Promise<number> {
         return 0
       case 'serve':
         return await serve(args)
+      case 'passwd': {
+        const [action, user] = args.rest
+        if (!action) throw new UsageError('passwd needs add, remove or list')
+        const file = args.file ?? load(args).config.auth.htpasswd.path
+        const { passwdCommand } = await import('./auth/passwd.js')
+        try {
+          process.stdout.write(await passwdCommand(action, file, user))
+        } catch (error) {
+          process.stderr.write(`portier: ${(error as Error).message}\n`)
+          return 1
+        }
+        return 0
+      }
       case 'check-config': {
         const { sources } = load(args)
         process.stdout.write(`configuration is valid (${sources.length > 0 ? sources.join(', ') : 'defaults only'})\n`)
@@ -157,6 +193,10 @@ async function main(argv: string[]): Promise<number> {
     if (error instanceof ConfigError) {
       printConfigErrors(error)
       return 2
+    }
+    if (error instanceof UsageError) {
+      process.stderr.write(`portier: ${error.message}\n\n${help}`)
+      return 64
     }
     throw error
   }

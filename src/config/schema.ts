@@ -94,6 +94,21 @@ export const schema: Section = {
         },
       },
     },
+    auth: {
+      kind: 'section',
+      fields: {
+        mode: { kind: 'string', default: 'htpasswd', oneOf: ['none', 'htpasswd'] },
+        htpasswd: {
+          kind: 'section',
+          fields: {
+            path: { kind: 'string', default: 'auth/htpasswd' },
+            realm: { kind: 'string', default: 'Portier registry' },
+            generate_admin: { kind: 'bool', default: true },
+          },
+        },
+        cache_ttl: { kind: 'duration', default: 300_000 },
+      },
+    },
     log: {
       kind: 'section',
       fields: {
@@ -120,5 +135,10 @@ export interface Config {
   embedded_registry: { binary: string; data_dir: string; restart_max_backoff: number }
   timeouts: { upstream_connect: number; upstream_headers: number; body_idle: number }
   limits: { blob_max_bytes: number; manifest_max_bytes: number; repositories: RepositoryLimitRule[] }
+  auth: {
+    mode: 'none' | 'htpasswd'
+    htpasswd: { path: string; realm: string; generate_admin: boolean }
+    cache_ttl: number
+  }
   log: { level: string }
 }

@@ -10,6 +10,7 @@ import { Forwarder } from '../proxy/forward.js'
 import { CertificateStore } from '../tls/store.js'
 import { ensureSelfSigned, type SelfSignedCertificate } from '../tls/selfsigned.js'
 import { startEmbeddedRegistry, type EmbeddedRegistry } from '../embedded/registry.js'
+import { createAuthenticator, type GeneratedAdmin } from '../auth/index.js'
 import type { Logger } from '../observe/log.js'
 import { createGateway } from './gateway.js'
 import { listen, parseListen, type ListenAddress } from './listen.js'
@@ -23,6 +24,8 @@ export interface RunningPortier {
   certificates?: CertificateStore
   embedded?: EmbeddedRegistry
   redirectAddress?: ListenAddress
+  /** Set on the start that created the htpasswd file: the credentials to show the operator once. */
+  generatedAdmin?: GeneratedAdmin
   close(): Promise<void>
 }
 
@@ -72,9 +75,13 @@ async function start(
   const upstreams = createUpstreams(targets, config.timeouts)
   cleanups.push(() => upstreams.close())
 
+  const auth = await createAuthenticator(config.auth, log)
+  cleanups.push(() => auth.close())
+
   const requested = parseListen(config.server.listen)
   const gateway = createGateway({
     upstreams,
+    authenticator: auth.authenticator,
     limits: createLimits(config.limits),
     forwarder: new Forwarder((error, path) =>
       log.warn({ path: path.split('?')[0], err: error instanceof Error ? error.message : String(error) }, 'could not cancel upstream upload'),
@@ -144,6 +151,7 @@ async function start(
   if (certificates) running.certificates = certificates
   if (embedded) running.embedded = embedded
   if (redirectAddress) running.redirectAddress = redirectAddress
+  if (auth.generatedAdmin) running.generatedAdmin = auth.generatedAdmin
   return running
 }
 

@@ -59,6 +59,8 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
   const config = structuredClone(options.config ?? {}) as Record<string, Record<string, unknown>>
   config.server = { ...(config.server ?? {}) }
   if (config.server.listen === undefined) config.server.listen = `127.0.0.1:${await freePort()}`
+  // Tests get open access unless they are about auth.
+  if (config.auth === undefined) config.auth = { mode: 'none' }
   const configFile = join(cwd, 'portier.yaml')
   writeFileSync(configFile, yaml.dump(config))
 
