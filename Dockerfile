@@ -21,10 +21,13 @@ COPY --from=build /src/dist ./dist
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/package.json ./package.json
 COPY config ./config
-# certs/ (the generated self-signed certificate) and data/ must be writable by portier; a named volume
-# mounted on /app/certs starts with this ownership.
-RUN mkdir -p /app/certs /app/data /etc/portier \
- && chown portier:portier /app/certs /app/data
+# The documented defaults as the config the CMD names, so the image also runs without a mounted
+# file, configured by PORTIER_* variables alone (e.g. PORTIER_UPSTREAMS='[{url: "http://registry:5000"}]').
+COPY config/portier.yaml /etc/portier/portier.yaml
+# certs/ (the generated self-signed certificate), auth/ (a generated htpasswd) and data/ must be
+# writable by portier; a named volume mounted on one of them starts with this ownership.
+RUN mkdir -p /app/certs /app/auth /app/data \
+ && chown portier:portier /app/certs /app/auth /app/data
 USER portier
 EXPOSE 5443
 # Healthy when /v2/ answers 200, or 401 once authentication is on (what load balancers should accept too).

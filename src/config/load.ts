@@ -56,6 +56,8 @@ export function leafPaths(section: Section = schema, prefix: string[] = []): Arr
   return out
 }
 
+const MAX_TIMER_MS = 2 ** 31 - 1
+
 /** Variables that configure the CLI itself rather than a config key. */
 const reservedEnv = new Set(['PORTIER_CONFIG'])
 
@@ -145,6 +147,8 @@ function validateField(field: Field, value: unknown, key: string, origin: Origin
     case 'duration': {
       const ms = parseDuration(value)
       if (ms === undefined) return problem('a duration like 30s, 5m, 250ms or 1h30m (a bare number is seconds)')
+      // Node timers cannot wait longer: a larger value fires after 1 ms instead (TimeoutOverflowWarning).
+      if (ms > MAX_TIMER_MS) return problem('a duration of at most 24d (2147483647ms), the longest a timer can wait')
       return ms
     }
   }
@@ -153,7 +157,8 @@ function validateField(field: Field, value: unknown, key: string, origin: Origin
 function validateSection(section: Section, tree: Tree, prefix: string, origin: Origin, problems: ConfigProblem[]): Tree {
   const out: Tree = {}
   for (const name of Object.keys(tree)) {
-    if (!(name in section.fields)) {
+    // Own keys only: `toString` or `constructor` are not configuration keys.
+    if (!Object.hasOwn(section.fields, name)) {
       const key = prefix ? `${prefix}.${name}` : name
       problems.push({
         source: sourceOf(origin, key),

@@ -193,6 +193,21 @@ t.test('structural mistakes are problems, never crashes', async (t) => {
   }
 })
 
+t.test('keys inherited from Object.prototype are unknown keys too', async (t) => {
+  const { problems } = problemsOf({ file: yamlFile('server:\n  toString: 1\nconstructor: 2\n'), env: {} })
+  t.same(problems.map((p) => p.key).sort(), ['constructor', 'server.toString'])
+})
+
+t.test('durations longer than a Node timer can wait are refused', async (t) => {
+  const { config } = loadConfig({ file: yamlFile('server:\n  drain_timeout: 24d\ntimeouts:\n  body_idle: 0\n'), env: {} })
+  t.equal(config.server.drain_timeout, 24 * 86_400_000)
+  t.equal(config.timeouts.body_idle, 0)
+  // 30 days would overflow setTimeout, which then fires after 1 ms: every drain or wait would end at once.
+  const { problems } = problemsOf({ file: yamlFile('server:\n  drain_timeout: 30d\n'), env: { PORTIER_TIMEOUTS_UPSTREAM_HEADERS: '999999999' } })
+  t.same(problems.map((p) => p.key).sort(), ['server.drain_timeout', 'timeouts.upstream_headers'])
+  t.match(problems[0]?.expected, /at most 24d/)
+})
+
 t.test('not YAML, not a mapping, not a file', async (t) => {
   const syntax = problemsOf({ file: yamlFile('server:\n  listen: [unclosed\n'), env: {} })
   t.match(syntax.problems[0], { key: '(file)', expected: 'valid YAML' })

@@ -7,6 +7,7 @@ import { join, posix } from 'node:path'
 import yaml from 'js-yaml'
 import { run, runOk } from '../helpers/exec.js'
 import { CLI, ROOT } from '../helpers/gateway.js'
+import { loadConfig } from '../../src/config/index.js'
 
 interface Instruction {
   keyword: string
@@ -192,6 +193,36 @@ t.test('the upstream Portier uses in compose is the registry service on port 500
     t.equal(url.hostname, 'registry', 'the host is the registry service name')
     t.ok(url.hostname in compose.services, 'which exists in compose.yaml')
     t.equal(url.port, '5000', 'registry:2 listens on 5000')
+  }
+})
+
+t.test('the compose auth setup works with a read-only ./auth mount', async (t) => {
+  const portier = compose.services.portier as Tree
+  const volumes = (portier.volumes as unknown[]).map(volume)
+  const { config } = loadConfig({ file: composeConfigFile, env: {} })
+  if (config.auth.mode === 'none') {
+    t.pass('auth is off in the compose config')
+    return
+  }
+  const file = config.auth.htpasswd.path
+  t.ok(posix.isAbsolute(file), `the htpasswd path is absolute (${file})`)
+  const mount = volumes.find((v) => file.startsWith(`${v.target}/`))
+  t.ok(mount, 'the htpasswd file lies inside a mounted volume')
+  t.equal(mount?.source, './auth', 'the ./auth directory from the host')
+  if (mount?.readOnly) t.equal(config.auth.htpasswd.generate_admin, false, 'a read-only mount: Portier must not try to create the file')
+})
+
+t.test('the image without a mounted config: the CMD --config file exists in the image and is the documented default', async (t) => {
+  const copies = all(runtime, 'COPY').map((i) => i.args.split(/\s+/))
+  const target = copies.find((parts) => parts[parts.length - 1] === configPathInImage)
+  t.ok(target, `a COPY puts a file at ${configPathInImage}`)
+  t.equal(target?.[0], 'config/portier.yaml')
+  const runs = all(runtime, 'RUN').map((i) => i.args).join('\n')
+  const { config } = loadConfig({ file: join(ROOT, 'config', 'portier.yaml'), env: {} })
+  // Relative paths resolve against WORKDIR /app: each generated file's directory must be writable.
+  for (const dir of [config.tls.self_signed.dir, config.auth.htpasswd.path, config.embedded_registry.data_dir]) {
+    const top = posix.join('/app', dir.split('/')[0] as string)
+    t.match(runs, new RegExp(`chown[^\\n]*portier[^\\n]*${top.replace(/\//g, '\\/')}(\\s|$)`), `${top} (for ${dir}) belongs to portier`)
   }
 })
 
