@@ -264,6 +264,27 @@ function crossChecks(config: Config, origin: Origin): ConfigProblem[] {
   })
   const server = isTree(config.server) ? config.server : undefined
   if (typeof server?.public_url === 'string' && server.public_url.endsWith('/')) server.public_url = server.public_url.slice(0, -1)
+  const problem = (key: string, expected: string, found: string): void => {
+    problems.push({ source: sourceOf(origin, key), key, expected, found })
+  }
+  for (const name of ['listen', 'http_redirect_listen'] as const) {
+    const address = server?.[name]
+    const port = typeof address === 'string' ? /:(\d+)$/.exec(address)?.[1] : undefined
+    if (port !== undefined && Number(port) > 65535) problem(`server.${name}`, 'a port from 0 to 65535', JSON.stringify(address))
+  }
+  if (typeof server?.http_redirect_listen === 'string' && server.http_redirect_listen !== '') {
+    if (server.http_redirect_listen === server.listen) {
+      problem('server.http_redirect_listen', 'an address other than server.listen', JSON.stringify(server.http_redirect_listen))
+    }
+    const tls = isTree(config.tls) ? config.tls : undefined
+    if (tls?.enabled === false && !String(server.public_url ?? '').startsWith('https://')) {
+      problem(
+        'server.http_redirect_listen',
+        'tls.enabled: true, or an https:// server.public_url (it redirects to HTTPS, which this gateway does not serve with TLS off)',
+        JSON.stringify(server.http_redirect_listen),
+      )
+    }
+  }
   const proxies = Array.isArray(server?.trusted_proxies) ? server.trusted_proxies : []
   for (const [index, proxy] of proxies.entries()) {
     if (!isCidrOrIp(proxy)) {

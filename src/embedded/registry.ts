@@ -144,9 +144,19 @@ export async function startEmbeddedRegistry(options: EmbeddedRegistryOptions): P
   let backoff = firstDelay
   let restartTimer: NodeJS.Timeout | undefined
 
+  // registry:2 lets REGISTRY_HTTP_* variables override its config: inherited ones (left over from a
+  // registry container's settings) would move it off the loopback port the gateway forwards to.
+  const env: NodeJS.ProcessEnv = {}
+  const dropped: string[] = []
+  for (const [name, value] of Object.entries(process.env)) {
+    if (name.startsWith('REGISTRY_HTTP_')) dropped.push(name)
+    else env[name] = value
+  }
+  if (dropped.length > 0) log.warn({ ignored: dropped }, 'not passing REGISTRY_HTTP_* variables to the embedded registry: Portier sets its address and secret')
+
   const launch = (): ChildProcess => {
     const launchedAt = Date.now()
-    const started = spawn(binary, ['serve', configPath], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const started = spawn(binary, ['serve', configPath], { stdio: ['ignore', 'pipe', 'pipe'], env })
     for (const stream of [started.stdout, started.stderr]) {
       if (stream) createInterface({ input: stream }).on('line', (line) => relayLine(log, line))
     }

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process'
 import { run } from '../helpers/exec.js'
 import { CLI, gatewayFixture, type GatewayHandle, type LogLine } from '../helpers/gateway.js'
 import { makeOciLayout, readOciLayout } from '../helpers/oci.js'
+import { freePort } from '../helpers/ports.js'
 import { skopeoCopy } from '../helpers/skopeo.js'
 
 const work = mkdtempSync(join(tmpdir(), 'portier-embedded-'))
@@ -58,8 +59,13 @@ async function pushAndPull(t: Test, gateway: GatewayHandle, name: string): Promi
 
 t.test('no upstreams: the embedded registry serves pushes and pulls, restarts when killed, and stops with the gateway', async (t) => {
   const cwd = mkdtempSync(join(work, 'gw-'))
-  const gateway = await gatewayFixture(t, { env, cwd })
+  // Left over from a registry:2 container's settings: must not move the embedded registry elsewhere.
+  const strayAddr = `127.0.0.1:${await freePort()}`
+  const gateway = await gatewayFixture(t, { env: { ...env, REGISTRY_HTTP_ADDR: strayAddr, REGISTRY_HTTP_SECRET: 'stray' }, cwd })
   const started = await gateway.waitForLog((line) => line.msg === 'embedded registry started')
+  const ignored = await gateway.waitForLog((line) => Array.isArray(line.ignored))
+  t.same([...(ignored.ignored as string[])].sort(), ['REGISTRY_HTTP_ADDR', 'REGISTRY_HTTP_SECRET'], 'stray REGISTRY_HTTP_* variables are named and ignored')
+  t.not(String(started.url), `http://${strayAddr}`)
   const registryUrl = String(started.url)
   t.match(registryUrl, /^http:\/\/127\.0\.0\.1:\d+$/, 'bound to loopback only')
   t.match(gateway.stderr(), /upstream: embedded registry/, 'the banner says which registry is behind')

@@ -294,6 +294,24 @@ t.test('trusted_proxies: IPs and CIDRs, bad ones named', async (t) => {
   t.match(env.problems[0], { source: 'environment PORTIER_SERVER_TRUSTED_PROXIES', key: 'server.trusted_proxies[1]' })
 })
 
+t.test('listen addresses: ports in range, the redirect listener distinct and only useful with HTTPS', async (t) => {
+  const ports = problemsOf({ env: { PORTIER_SERVER_LISTEN: '0.0.0.0:70000', PORTIER_SERVER_HTTP_REDIRECT_LISTEN: '0.0.0.0:99999' } })
+  t.same(ports.problems.map((p) => p.key).sort(), ['server.http_redirect_listen', 'server.listen'])
+  t.match(ports.problems[0]?.expected, /65535/)
+  t.match(ports.problems[0]?.source, /^environment PORTIER_SERVER_/)
+
+  const same = problemsOf({ env: { PORTIER_SERVER_LISTEN: '0.0.0.0:443', PORTIER_SERVER_HTTP_REDIRECT_LISTEN: '0.0.0.0:443' } })
+  t.match(same.problems[0], { key: 'server.http_redirect_listen', expected: /other than server\.listen/ })
+
+  const plain = problemsOf({ env: { PORTIER_TLS_ENABLED: 'false', PORTIER_SERVER_HTTP_REDIRECT_LISTEN: '0.0.0.0:80' } })
+  t.match(plain.problems[0], { key: 'server.http_redirect_listen', expected: /tls\.enabled/ })
+  const behindTls = loadConfig({
+    env: { PORTIER_TLS_ENABLED: 'false', PORTIER_SERVER_HTTP_REDIRECT_LISTEN: '0.0.0.0:80', PORTIER_SERVER_PUBLIC_URL: 'https://registry.example.com' },
+  })
+  t.equal(behindTls.config.server.http_redirect_listen, '0.0.0.0:80', 'fine when the public URL is HTTPS (TLS terminated in front)')
+  t.equal(loadConfig({ env: { PORTIER_SERVER_LISTEN: '127.0.0.1:0' } }).config.server.listen, '127.0.0.1:0', 'port 0 picks a free port')
+})
+
 t.test('public_url is normalised and checked', async (t) => {
   const { config } = loadConfig({ env: { PORTIER_SERVER_PUBLIC_URL: 'https://registry.example.com/' } })
   t.equal(config.server.public_url, 'https://registry.example.com')
