@@ -47,6 +47,10 @@ export interface GatewayHandle {
   stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
 
+function withoutPortierVariables(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(env).filter(([name]) => !name.startsWith('PORTIER_')))
+}
+
 const live = new Set<ChildProcess>()
 process.on('exit', () => {
   for (const child of live) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
@@ -66,7 +70,9 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
 
   const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], {
     cwd,
-    env: { ...process.env, ...options.env },
+    // Test-harness variables (PORTIER_KEEP_TMP, PORTIER_REGISTRY_BIN, …) are not gateway config:
+    // pass only the ones the test sets for the gateway.
+    env: { ...withoutPortierVariables(process.env), ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   live.add(child)
