@@ -5,8 +5,10 @@ import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { RegistryError } from '../registry/errors.js'
 import type { RegistryRequest } from '../registry/classify.js'
+import { isValidDigest } from '../registry/names.js'
 import { clientResponseHeaders, type ClientView, type Headers, upstreamRequestHeaders } from './headers.js'
 import { ByteLimitStream, LimitExceeded, type SizeLimit } from './limits.js'
+import { stateOffset, UploadBody } from './uploads.js'
 import type { Upstream } from './upstreams.js'
 
 export interface Exchange {
@@ -50,7 +52,7 @@ export function upstreamFailure(error: unknown, upstream: Upstream): RegistryErr
   return new RegistryError('BAD_GATEWAY', detail, { 'Retry-After': RETRY_AFTER_SECONDS }, 'upstream registry failed before answering')
 }
 
-function hasBody(req: IncomingMessage): boolean {
+export function hasBody(req: IncomingMessage): boolean {
   if (req.headers['transfer-encoding'] !== undefined) return true
   const length = req.headers['content-length']
   return length !== undefined && length !== '0'
@@ -74,7 +76,7 @@ function tooLarge(error: LimitExceeded): RegistryError {
   return new RegistryError(
     'TOO_LARGE',
     { limit: error.limit.name, max_bytes: error.limit.maxBytes, bytes: error.bytes },
-    { Connection: 'close' },
+    {},
     error.message,
   )
 }
@@ -84,12 +86,30 @@ function drain(response: UpstreamResponse): void {
   response.body.resume()
 }
 
+/** Path and query of a Location the upstream returned (absolute or relative). */
+function upstreamPath(location: string, upstream: Upstream): string {
+  const url = new URL(location, `${upstream.origin}/`)
+  return `${url.pathname}${url.search}`
+}
+
+function withParam(path: string, name: string, value: string | undefined): string {
+  const url = new URL(path, 'http://upstream.invalid')
+  if (value === undefined) url.searchParams.delete(name)
+  else url.searchParams.set(name, value)
+  return `${url.pathname}${url.search}`
+}
+
+/** Which of the client's headers travel with a request the gateway makes. */
+type BodyKind = 'client' | 'none' | 'stream'
+
 export class Forwarder {
   constructor(private readonly onCancelError: (error: unknown, path: string) => void) {}
 
   /** Streams one client request to the upstream and the answer back. Throws RegistryError before headers are sent. */
   async forward(exchange: Exchange): Promise<ExchangeResult> {
     const { request, req, res } = exchange
+    if (isUploadWrite(request) && hasBody(req)) return await this.uploadWrite(exchange)
+
     const controller = new AbortController()
     let responded = false
     const onClose = (): void => {
@@ -97,24 +117,23 @@ export class Forwarder {
     }
     res.on('close', onClose)
     try {
-      if (request.op === 'upload.monolithic' && hasBody(req)) {
-        return await this.monolithicUpload(exchange, controller.signal)
-      }
-      const { body, limiter } = await this.prepareBody(exchange, controller.signal)
-      const path = request.query ? `${request.path}?${request.query}` : request.path
+      const { body, limiter } = this.prepareBody(exchange)
+      const path = pathOf(request)
       let response: UpstreamResponse
       try {
-        response = await this.send(exchange, request.method, path, body, controller.signal)
+        response = await this.send(exchange, request.method, path, body, 'client', controller.signal)
       } catch (error) {
-        return await this.failedSend(exchange, error, limiter, path)
+        const exceeded = limiter?.errored instanceof LimitExceeded ? limiter.errored : error instanceof LimitExceeded ? error : undefined
+        if (exceeded) throw tooLarge(exceeded)
+        throw upstreamFailure(error, exchange.upstream)
       }
       responded = true
       await this.relay(exchange, response)
       return { status: response.statusCode }
     } catch (error) {
-      if (!responded && controller.signal.aborted && isUploadWrite(request)) {
-        await this.cancelUpload(exchange, uploadUrl(request))
-        return { status: 499, cancelledUpload: uploadUrl(request) }
+      if (!responded && controller.signal.aborted && request.op === 'upload.finish') {
+        await this.cancelUpload(exchange, pathOf(request))
+        return { status: 499, cancelledUpload: pathOf(request) }
       }
       throw error
     } finally {
@@ -122,8 +141,8 @@ export class Forwarder {
     }
   }
 
-  /** Checks declared sizes before anything is sent, and wraps the body in a counter when a limit applies. */
-  private async prepareBody(exchange: Exchange, signal: AbortSignal): Promise<{ body: Readable | null; limiter?: ByteLimitStream }> {
+  /** Requests that are not upload writes: a declared size is checked up front, a streamed one counted. */
+  private prepareBody(exchange: Exchange): { body: Readable | null; limiter?: ByteLimitStream } {
     const { request, req, limit } = exchange
     if (request.method === 'GET' || request.method === 'HEAD' || request.method === 'DELETE') {
       req.resume() // a body on these methods means nothing to a registry: discard it
@@ -131,45 +150,125 @@ export class Forwarder {
     }
     if (!hasBody(req)) return { body: null }
     if (!limit) return { body: req }
-
-    let alreadyStored = 0
     const length = declaredLength(req)
-    if (request.op === 'upload.chunk' || request.op === 'upload.finish') {
-      const range = declaredRange(req)
-      if (range) {
-        alreadyStored = range.start
-        if (range.end + 1 > limit.maxBytes) await this.reject(exchange, new LimitExceeded(limit, range.end + 1, true))
-      } else {
-        alreadyStored = await this.uploadedSoFar(exchange, signal)
-      }
-    }
-    if (length !== undefined && alreadyStored + length > limit.maxBytes) {
-      await this.reject(exchange, new LimitExceeded(limit, alreadyStored + length, true))
-    }
-    const limiter = new ByteLimitStream(limit, alreadyStored)
+    if (length !== undefined && length > limit.maxBytes) throw tooLarge(new LimitExceeded(limit, length, true))
+    const limiter = new ByteLimitStream(limit, 0)
     req.on('error', (error) => limiter.destroy(error))
     return { body: req.pipe(limiter), limiter }
   }
 
-  /** Rejects an oversized body: cancels the upload session upstream, then answers 413. */
-  private async reject(exchange: Exchange, error: LimitExceeded): Promise<never> {
-    if (isUploadWrite(exchange.request)) await this.cancelUpload(exchange, uploadUrl(exchange.request))
+  /**
+   * Every request that carries blob bytes into an upload session (PATCH, PUT ?digest= with a body,
+   * monolithic POST ?digest=) is sent upstream as one streamed PATCH, followed by an empty
+   * `PUT ?digest=` when the client meant to finish. That one shape gives the gateway what it needs:
+   * registry:2 ignores the body of `POST ?digest=`; the size limit counts bytes across all chunks
+   * of a session; and when the limit is crossed, the client aborts or the digest does not match,
+   * the PATCH still ends cleanly with a fresh session state, so the session can be cancelled.
+   */
+  private async uploadWrite(exchange: Exchange): Promise<ExchangeResult> {
+    const { request, req, limit } = exchange
+    const length = declaredLength(req)
+    const range = request.op === 'upload.chunk' ? declaredRange(req) : undefined
+    const finishing = request.op !== 'upload.chunk'
+    const digest = request.op === 'upload.monolithic' ? request.reference : request.params.get('digest') ?? undefined
+    if (finishing && (digest === undefined || !isValidDigest(digest))) {
+      throw new RegistryError('DIGEST_INVALID', { digest: digest ?? null }, {}, 'digest missing or invalid')
+    }
+    if (range && range.end < range.start) throw new RegistryError('RANGE_INVALID', { range: req.headers['content-range'] })
+    if (range && length !== undefined && range.end - range.start + 1 !== length) {
+      throw new RegistryError('SIZE_INVALID', { range: req.headers['content-range'], length }, {}, 'Content-Range does not match Content-Length')
+    }
+
+    let sessionPath: string
+    let alreadyStored = 0
+    const ownSession = request.op === 'upload.monolithic'
+    if (ownSession) {
+      if (limit && length !== undefined && length > limit.maxBytes) throw tooLarge(new LimitExceeded(limit, length, true))
+      const started = await this.send(exchange, 'POST', request.path, null, 'none').catch((error: unknown) => {
+        throw upstreamFailure(error, exchange.upstream)
+      })
+      const location = started.headers.location
+      if (started.statusCode !== 202 || typeof location !== 'string') {
+        req.resume()
+        await this.relay(exchange, started)
+        return { status: started.statusCode }
+      }
+      drain(started)
+      sessionPath = upstreamPath(location, exchange.upstream)
+    } else {
+      sessionPath = withParam(pathOf(request), 'digest', undefined)
+      const offset = stateOffset(request.params.get('_state'))
+      if (limit) {
+        alreadyStored = offset ?? range?.start ?? (await this.uploadedSoFar(exchange))
+        if (range && range.end + 1 > limit.maxBytes) await this.reject(exchange, sessionPath, new LimitExceeded(limit, range.end + 1, true))
+        if (length !== undefined && alreadyStored + length > limit.maxBytes) {
+          await this.reject(exchange, sessionPath, new LimitExceeded(limit, alreadyStored + length, true))
+        }
+      }
+      // registry 2.8 ignores Content-Range and would append an out-of-order chunk where it does not belong.
+      if (range && offset !== undefined && range.start !== offset) {
+        throw new RegistryError('RANGE_INVALID', { range: req.headers['content-range'], stored: offset }, { Range: `0-${Math.max(offset - 1, 0)}` })
+      }
+    }
+
+    const body = new UploadBody(req, limit, alreadyStored)
+    let patched: UpstreamResponse
+    try {
+      // Finishing requests become a PATCH of the same bytes: the registry only accepts octet-stream there.
+      const headers: Headers = finishing ? { 'content-type': 'application/octet-stream' } : {}
+      patched = await this.send(exchange, 'PATCH', sessionPath, body, finishing ? 'none' : 'stream', undefined, headers)
+    } catch (error) {
+      body.destroy()
+      if (ownSession) await this.cancelUpload(exchange, sessionPath)
+      if (body.stopped === 'client') return { status: 499 }
+      throw upstreamFailure(error, exchange.upstream)
+    }
+    body.release()
+    const location = patched.headers.location
+    const next = patched.statusCode === 202 && typeof location === 'string' ? upstreamPath(location, exchange.upstream) : undefined
+
+    if (body.stopped) {
+      drain(patched)
+      const cancelled = next ?? sessionPath
+      await this.cancelUpload(exchange, cancelled)
+      if (body.stopped === 'limit' && body.exceeded) throw tooLarge(body.exceeded)
+      return { status: 499, cancelledUpload: cancelled }
+    }
+    if (next === undefined) {
+      // The upstream refused the bytes: its answer is the client's answer.
+      if (ownSession) await this.cancelUpload(exchange, sessionPath)
+      await this.relay(exchange, patched)
+      return { status: patched.statusCode }
+    }
+    if (!finishing) {
+      await this.relay(exchange, patched)
+      return { status: patched.statusCode }
+    }
+
+    drain(patched)
+    let finished: UpstreamResponse
+    try {
+      finished = await this.send(exchange, 'PUT', withParam(next, 'digest', digest), null, 'none')
+    } catch (error) {
+      await this.cancelUpload(exchange, next)
+      throw upstreamFailure(error, exchange.upstream)
+    }
+    // registry 2.8 cannot cancel a session whose commit failed (digest mismatch): the fresh state can.
+    if (finished.statusCode >= 400) await this.cancelUpload(exchange, next)
+    await this.relay(exchange, finished)
+    return { status: finished.statusCode }
+  }
+
+  /** Rejects an oversized body before any of it is sent: cancels the upload session upstream, then answers 413. */
+  private async reject(exchange: Exchange, sessionPath: string, error: LimitExceeded): Promise<never> {
+    await this.cancelUpload(exchange, sessionPath)
     throw tooLarge(error)
   }
 
-  private async failedSend(exchange: Exchange, error: unknown, limiter: ByteLimitStream | undefined, path: string): Promise<never> {
-    const exceeded = limiter?.errored instanceof LimitExceeded ? limiter.errored : error instanceof LimitExceeded ? error : undefined
-    if (exceeded) {
-      if (isUploadWrite(exchange.request)) await this.cancelUpload(exchange, path)
-      throw tooLarge(exceeded)
-    }
-    throw upstreamFailure(error, exchange.upstream)
-  }
-
   /** Bytes the upstream already holds for this upload session, from its status endpoint. */
-  private async uploadedSoFar(exchange: Exchange, signal: AbortSignal): Promise<number> {
+  private async uploadedSoFar(exchange: Exchange): Promise<number> {
     try {
-      const response = await this.send(exchange, 'GET', uploadUrl(exchange.request), null, signal)
+      const response = await this.send(exchange, 'GET', withParam(pathOf(exchange.request), 'digest', undefined), null, 'none')
       drain(response)
       const range = response.headers.range
       const match = typeof range === 'string' ? /^(?:bytes=)?0-(\d+)$/.exec(range) : null
@@ -180,76 +279,36 @@ export class Forwarder {
     }
   }
 
-  /**
-   * registry:2 ignores the body of `POST ?digest=` and answers 202, so the gateway performs the
-   * monolithic upload itself: open a session, then stream the body in one `PUT ?digest=`.
-   */
-  private async monolithicUpload(exchange: Exchange, signal: AbortSignal): Promise<ExchangeResult> {
-    const { request, req, limit } = exchange
-    const length = declaredLength(req)
-    if (limit && length !== undefined && length > limit.maxBytes) throw tooLarge(new LimitExceeded(limit, length, true))
-
-    let started: UpstreamResponse
-    try {
-      started = await this.send(exchange, 'POST', request.path, null, signal, { 'content-length': '0' })
-    } catch (error) {
-      throw upstreamFailure(error, exchange.upstream)
-    }
-    const location = started.headers.location
-    if (started.statusCode !== 202 || typeof location !== 'string') {
-      req.resume()
-      await this.relay(exchange, started)
-      return { status: started.statusCode }
-    }
-    drain(started)
-    const session = new URL(location, `${exchange.upstream.origin}/`)
-    session.searchParams.set('digest', request.reference as string)
-    const sessionPath = `${session.pathname}${session.search}`
-
-    const limiter = limit ? new ByteLimitStream(limit, 0) : undefined
-    if (limiter) req.on('error', (error) => limiter.destroy(error))
-    const body = limiter ? req.pipe(limiter) : req
-    let finished: UpstreamResponse
-    try {
-      finished = await this.send(exchange, 'PUT', sessionPath, body, signal)
-    } catch (error) {
-      if (signal.aborted) {
-        await this.cancelUpload(exchange, sessionPath)
-        return { status: 499, cancelledUpload: sessionPath }
-      }
-      return await this.failedSend(exchange, error, limiter, sessionPath).catch(async (failure: unknown) => {
-        if (!(failure instanceof RegistryError && failure.code === 'TOO_LARGE')) await this.cancelUpload(exchange, sessionPath)
-        throw failure
-      })
-    }
-    if (finished.statusCode >= 400) await this.cancelUpload(exchange, sessionPath)
-    await this.relay(exchange, finished)
-    return { status: finished.statusCode }
-  }
-
   private send(
     exchange: Exchange,
     method: string,
     path: string,
     body: Readable | null,
-    signal: AbortSignal,
+    kind: BodyKind,
+    signal?: AbortSignal,
     extraHeaders: Headers = {},
   ): Promise<UpstreamResponse> {
-    const headers = upstreamRequestHeaders(exchange.req.headers, exchange.client, extraHeaders)
-    if (body === null && method !== exchange.req.method) {
+    const headers = upstreamRequestHeaders(exchange.req.headers, exchange.client)
+    if (kind !== 'client') {
+      // The gateway's own request: the client's framing headers describe a different body.
       delete headers['content-length']
-      delete headers['content-type']
-      delete headers['content-range']
+      if (kind === 'none') {
+        delete headers['content-type']
+        delete headers['content-range']
+        if (body === null && (method === 'PUT' || method === 'POST' || method === 'PATCH')) headers['content-length'] = '0'
+      }
     }
-    return exchange.upstream.pool.request({
+    Object.assign(headers, extraHeaders)
+    const options: Dispatcher.RequestOptions = {
       origin: exchange.upstream.origin,
       method: method as Dispatcher.HttpMethod,
       path,
       headers,
       body,
-      signal,
       highWaterMark: 1 << 20,
-    })
+    }
+    if (signal) options.signal = signal
+    return exchange.upstream.pool.request(options)
   }
 
   /** Writes the upstream's status and headers, then streams its body with backpressure. */
@@ -264,15 +323,7 @@ export class Forwarder {
   /** Best effort: asks the upstream to drop an upload session so nothing half-written stays. */
   async cancelUpload(exchange: Exchange, path: string): Promise<void> {
     try {
-      const response = await exchange.upstream.pool.request({
-        origin: exchange.upstream.origin,
-        method: 'DELETE',
-        path,
-        headers: upstreamRequestHeaders(
-          Object.fromEntries(Object.entries(exchange.req.headers).filter(([name]) => !['content-length', 'content-type', 'content-range', 'transfer-encoding'].includes(name))),
-          exchange.client,
-        ),
-      })
+      const response = await this.send(exchange, 'DELETE', withParam(path, 'digest', undefined), null, 'none')
       drain(response)
     } catch (error) {
       this.onCancelError(error, path)
@@ -281,9 +332,9 @@ export class Forwarder {
 }
 
 function isUploadWrite(request: RegistryRequest): boolean {
-  return request.op === 'upload.chunk' || request.op === 'upload.finish'
+  return request.op === 'upload.chunk' || request.op === 'upload.finish' || request.op === 'upload.monolithic'
 }
 
-function uploadUrl(request: RegistryRequest): string {
+function pathOf(request: RegistryRequest): string {
   return request.query ? `${request.path}?${request.query}` : request.path
 }

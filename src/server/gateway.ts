@@ -22,6 +22,26 @@ export interface GatewayDeps {
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void
 
+/** How long the gateway keeps reading a request body it refused, so the client can read the answer. */
+const LINGER_MS = 5000
+
+/**
+ * Answering before the request body has arrived (a 413, an early error, an upstream that answered
+ * without reading everything) and then closing makes the kernel reset the connection while the
+ * client is still sending, and the client often reports a broken pipe instead of the answer.
+ * Like nginx's lingering close, the gateway keeps the connection, discards what still arrives,
+ * and closes it only when the client has not finished within LINGER_MS.
+ */
+function lingerOnUnreadBody(req: IncomingMessage): void {
+  if (req.complete || req.readableEnded || req.destroyed) return
+  const timer = setTimeout(() => req.socket.destroy(), LINGER_MS)
+  timer.unref()
+  const done = (): void => clearTimeout(timer)
+  req.once('end', done)
+  req.once('close', done)
+  req.resume()
+}
+
 export function createGateway(deps: GatewayDeps): RequestHandler {
   const { upstreams, limits, forwarder, trustedProxies, log } = deps
 
@@ -50,6 +70,7 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
         res.destroy()
       }
     } finally {
+      lingerOnUnreadBody(req)
       const ms = Number(process.hrtime.bigint() - startedAt) / 1e6
       const line = {
         method: req.method,

@@ -37,7 +37,7 @@ export interface RegistryHandle {
   kill(signal?: NodeJS.Signals): void;
   /** Resolves when the process has exited. */
   exited(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** Names of in-progress upload dirs of `repo` (e.g. "harness/test"); [] when the dir is missing. */
+  /** Names of in-progress upload sessions of `repo` (e.g. "harness/test"): dirs holding `startedat` or `data`; [] when none. */
   uploadsOpen(repo: string): Promise<string[]>;
   /** Current content of logFile. */
   log(): Promise<string>;
@@ -207,7 +207,16 @@ async function startOnce(opts: RegistryOptions): Promise<RegistryHandle> {
       const dir = join(storageDir, 'docker/registry/v2/repositories', repo, '_uploads');
       try {
         const ents = await readdir(dir, { withFileTypes: true });
-        return ents.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+        const open: string[] = [];
+        for (const e of ents) {
+          if (!e.isDirectory()) continue;
+          // A session the registry can still resume has `startedat` (and `data` once bytes arrived).
+          // registry 2.8.2 leaves `<uuid>/hashstates/sha256/0` behind after every DELETE of an upload
+          // (its Close after Cancel re-saves the hash state): inert, never resumable, not an open upload.
+          const files = await readdir(join(dir, e.name)).catch(() => [] as string[]);
+          if (files.includes('startedat') || files.includes('data')) open.push(e.name);
+        }
+        return open.sort();
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
         throw e;
