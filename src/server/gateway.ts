@@ -8,9 +8,11 @@ import type { Limits } from '../proxy/limits.js'
 import type { UpstreamSet } from '../proxy/upstreams.js'
 import type { Forwarder } from '../proxy/forward.js'
 import type { Logger } from '../observe/log.js'
+import type { Authenticator, Identity } from '../auth/index.js'
 
 export interface GatewayDeps {
   upstreams: UpstreamSet
+  authenticator: Authenticator
   limits: Limits
   forwarder: Forwarder
   trustedProxies: TrustedProxies
@@ -43,18 +45,22 @@ function lingerOnUnreadBody(req: IncomingMessage): void {
 }
 
 export function createGateway(deps: GatewayDeps): RequestHandler {
-  const { upstreams, limits, forwarder, trustedProxies, log } = deps
+  const { upstreams, authenticator, limits, forwarder, trustedProxies, log } = deps
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const startedAt = process.hrtime.bigint()
     let request: RegistryRequest | undefined
     let failure: RegistryError | undefined
     let upstreamName: string | undefined
+    let identity: Identity | undefined
     const encrypted = (req.socket as TLSSocket).encrypted === true
     const client = describeClient(req.headers, req.socket.remoteAddress, encrypted, trustedProxies, deps.publicUrl, deps.fallbackHost)
     try {
       request = classify(req.method ?? 'GET', req.url ?? '/')
-      // authenticate + authorize: open access until the auth stage lands (every request is anonymous).
+      identity = await authenticator.authenticate(req.headers)
+      // Credentials for the gateway are not the upstream's business.
+      if (identity.via === 'htpasswd') delete req.headers.authorization
+      // authorize: every authenticated user may do everything until ACLs land.
       const limit = limits.forRequest(request)
       const upstream = upstreams.pick(request)
       upstreamName = upstream.name
@@ -80,6 +86,7 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
         status: res.headersSent ? res.statusCode : 499,
         ms: Math.round(ms * 10) / 10,
         client: client.clientIp,
+        user: identity?.user || undefined,
         upstream: upstreamName,
         ...(failure ? { error: failure.code, detail: failure.detail } : {}),
       }
