@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import yaml from 'js-yaml'
+import { aclProblems } from '../auth/acl.js'
 import { type Config, type Field, type Section, schema } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
 
@@ -290,6 +291,14 @@ function crossChecks(config: Config, origin: Origin): ConfigProblem[] {
     if (!isCidrOrIp(proxy)) {
       const key = `server.trusted_proxies[${index}]`
       problems.push({ source: sourceOf(origin, key), key, expected: 'an IP address or CIDR like 10.0.0.0/8', found: JSON.stringify(proxy) })
+    }
+  }
+  const auth = isTree(config.auth) ? config.auth : undefined
+  for (const found of aclProblems(auth)) problem(found.key, found.expected, found.found)
+  const throttle = isTree(auth?.throttle) ? auth.throttle : undefined
+  if (typeof throttle?.max_failures === 'number' && throttle.max_failures > 0) {
+    for (const name of ['window', 'lockout'] as const) {
+      if (throttle[name] === 0) problem(`auth.throttle.${name}`, 'a duration above 0 (set auth.throttle.max_failures: 0 to turn throttling off)', '0')
     }
   }
   return problems

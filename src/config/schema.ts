@@ -107,6 +107,39 @@ export const schema: Section = {
           },
         },
         cache_ttl: { kind: 'duration', default: 300_000 },
+        acl: {
+          kind: 'list',
+          of: {
+            kind: 'section',
+            fields: {
+              match: {
+                kind: 'section',
+                fields: {
+                  account: { kind: 'string', optional: true },
+                  group: { kind: 'string', optional: true },
+                  name: { kind: 'string', optional: true },
+                  type: { kind: 'string', optional: true, oneOf: ['repository', 'registry'] },
+                  ip: { kind: 'string', optional: true },
+                },
+              },
+              actions: { kind: 'strings' },
+              comment: { kind: 'string', optional: true },
+            },
+          },
+        },
+        groups: {
+          kind: 'list',
+          of: { kind: 'section', fields: { name: { kind: 'string' }, members: { kind: 'strings' } } },
+        },
+        throttle: {
+          kind: 'section',
+          fields: {
+            max_failures: { kind: 'int', default: 10, min: 0 },
+            ip_max_failures: { kind: 'int', default: 50, min: 0 },
+            window: { kind: 'duration', default: 300_000 },
+            lockout: { kind: 'duration', default: 300_000 },
+          },
+        },
       },
     },
     log: {
@@ -121,6 +154,12 @@ export const schema: Section = {
 export interface CertificateFiles { cert: string; key: string }
 export interface UpstreamConfig { url: string; name: string }
 export interface RepositoryLimitRule { match: string; blob_max_bytes?: number; manifest_max_bytes?: number }
+export type AclAction = 'pull' | 'push' | 'delete' | '*'
+/** Every key present must fit the caller and the scope; see auth.acl in config/portier.yaml. */
+export interface AclMatch { account?: string; group?: string; name?: string; type?: 'repository' | 'registry'; ip?: string }
+export interface AclRule { match: AclMatch; actions: AclAction[]; comment?: string }
+export interface AclGroup { name: string; members: string[] }
+export interface ThrottleConfig { max_failures: number; ip_max_failures: number; window: number; lockout: number }
 
 /** The validated configuration; durations are milliseconds and sizes bytes. */
 export interface Config {
@@ -139,6 +178,9 @@ export interface Config {
     mode: 'none' | 'htpasswd'
     htpasswd: { path: string; realm: string; generate_admin: boolean }
     cache_ttl: number
+    acl: AclRule[]
+    groups: AclGroup[]
+    throttle: ThrottleConfig
   }
   log: { level: string }
 }
