@@ -2,6 +2,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { RegistryError } from '../registry/errors.js'
 import type { HtpasswdStore } from './htpasswd.js'
+import type { Throttle } from './throttle.js'
 
 export interface Identity {
   /** The account name, or '' for anonymous callers. */
@@ -10,12 +11,21 @@ export interface Identity {
 }
 
 export interface Authenticator {
-  /** Who is calling; throws UNAUTHORIZED (with the challenge header) when credentials are missing or wrong. */
-  authenticate(headers: IncomingHttpHeaders): Promise<Identity>
+  /**
+   * Who is calling: anonymous when no credentials were sent; throws UNAUTHORIZED for wrong ones and
+   * TOOMANYREQUESTS while the user or address is locked out after repeated failures.
+   */
+  authenticate(headers: IncomingHttpHeaders, clientIp: string): Promise<Identity>
+  /** The 401 that asks a client for credentials (the challenge header Docker clients expect). */
+  challenge(detail?: unknown): RegistryError
+  /** False when auth is off: then nothing, not even the base endpoint, asks for credentials. */
+  readonly asksForCredentials: boolean
 }
 
 export const anonymous: Authenticator = {
   authenticate: async () => ({ user: '', via: 'anonymous' }),
+  challenge: (detail) => new RegistryError('UNAUTHORIZED', detail),
+  asksForCredentials: false,
 }
 
 export function parseBasic(header: string | undefined): { user: string; password: string } | undefined {
@@ -27,15 +37,25 @@ export function parseBasic(header: string | undefined): { user: string; password
   return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) }
 }
 
-export function createBasicAuthenticator(store: HtpasswdStore, realm: string): Authenticator {
-  const challenge = { 'WWW-Authenticate': `Basic realm="${realm.replace(/"/g, "'")}"` }
+export function createBasicAuthenticator(store: HtpasswdStore, realm: string, throttle: Throttle): Authenticator {
+  const header = { 'WWW-Authenticate': `Basic realm="${realm.replace(/"/g, "'")}"` }
+  const challenge = (detail?: unknown, message?: string): RegistryError => new RegistryError('UNAUTHORIZED', detail, header, message)
   return {
-    async authenticate(headers) {
+    challenge,
+    asksForCredentials: true,
+    async authenticate(headers, clientIp) {
+      if (headers.authorization === undefined) return { user: '', via: 'anonymous' }
       const credentials = parseBasic(headers.authorization)
-      if (!credentials) throw new RegistryError('UNAUTHORIZED', undefined, challenge)
-      if (!(await store.verify(credentials.user, credentials.password))) {
-        throw new RegistryError('UNAUTHORIZED', { reason: 'invalid username or password' }, challenge, 'authentication failed')
+      if (!credentials) throw challenge({ reason: 'expected Basic credentials' })
+      const wait = throttle.retryAfter(credentials.user, clientIp)
+      if (wait > 0) {
+        throw new RegistryError('TOOMANYREQUESTS', { reason: 'too many failed logins; try later' }, { 'Retry-After': String(wait) })
       }
+      if (!(await store.verify(credentials.user, credentials.password))) {
+        throttle.failed(credentials.user, clientIp)
+        throw challenge({ reason: 'invalid username or password' }, 'authentication failed')
+      }
+      throttle.succeeded(credentials.user, clientIp)
       return { user: credentials.user, via: 'htpasswd' }
     },
   }

@@ -52,6 +52,12 @@ export interface HtpasswdEvents {
   onError(error: Error, path: string): void
 }
 
+let decoy: Promise<string> | undefined
+function unknownUserHash(): Promise<string> {
+  decoy ??= hashPassword(randomBytes(16).toString('hex'), 10)
+  return decoy
+}
+
 export class HtpasswdStore {
   private users = new Map<string, string>()
   /** sha256(user, password) → expiry (ms since epoch). Cleared on every reload. */
@@ -87,7 +93,11 @@ export class HtpasswdStore {
 
   async verify(user: string, password: string): Promise<boolean> {
     const hash = this.users.get(user)
-    if (hash === undefined) return false
+    if (hash === undefined) {
+      // Spend the same bcrypt time as for a real user, so timing does not tell which names exist.
+      await this.checkHash(password, await unknownUserHash())
+      return false
+    }
     const key = createHash('sha256').update(user).update('\0').update(password).update('\0').update(hash).digest('base64')
     const expires = this.verified.get(key)
     const now = Date.now()

@@ -4,8 +4,11 @@ import type { Config } from '../config/index.js'
 import type { Logger } from '../observe/log.js'
 import { anonymous, createBasicAuthenticator, type Authenticator } from './basic.js'
 import { createWithGeneratedAdmin, HtpasswdStore } from './htpasswd.js'
+import { createAcl, type Acl } from './acl.js'
+import { createThrottle } from './throttle.js'
 
 export type { Authenticator, Identity } from './basic.js'
+export type { Acl, Caller } from './acl.js'
 
 export interface GeneratedAdmin {
   user: string
@@ -15,6 +18,7 @@ export interface GeneratedAdmin {
 
 export interface AuthSetup {
   authenticator: Authenticator
+  acl: Acl
   generatedAdmin?: GeneratedAdmin
   close(): void
 }
@@ -22,7 +26,7 @@ export interface AuthSetup {
 export async function createAuthenticator(config: Config['auth'], log: Logger): Promise<AuthSetup> {
   if (config.mode === 'none') {
     log.warn('auth.mode is none: anyone who can reach Portier can push, pull and delete')
-    return { authenticator: anonymous, close: () => undefined }
+    return { authenticator: anonymous, acl: createAcl(config), close: () => undefined }
   }
   const { path, realm, generate_admin: generateAdmin } = config.htpasswd
   let generatedAdmin: GeneratedAdmin | undefined
@@ -47,7 +51,11 @@ export async function createAuthenticator(config: Config['auth'], log: Logger): 
     onError: (error, file) => log.error({ file, err: error.message }, 'htpasswd reload failed; keeping the users loaded before'),
   })
   store.watch()
-  const setup: AuthSetup = { authenticator: createBasicAuthenticator(store, realm), close: () => store.close() }
+  const setup: AuthSetup = {
+    authenticator: createBasicAuthenticator(store, realm, createThrottle(config.throttle)),
+    acl: createAcl(config),
+    close: () => store.close(),
+  }
   if (generatedAdmin) setup.generatedAdmin = generatedAdmin
   return setup
 }

@@ -18,7 +18,12 @@ export interface Exchange {
   client: ClientView
   upstream: Upstream
   limit: SizeLimit | undefined
+  /** Rewrites a successful JSON response (small bodies only, e.g. the catalog filtered by ACL). */
+  filterJson?: (body: unknown) => unknown
 }
+
+/** Largest JSON body the gateway reads to filter; registries page catalogs far below this. */
+const MAX_FILTERED_BODY = 16 * 1024 * 1024
 
 export interface ExchangeResult {
   status: number
@@ -315,6 +320,13 @@ export class Forwarder {
   private async relay(exchange: Exchange, response: UpstreamResponse): Promise<void> {
     const { res, client, upstream } = exchange
     const headers = clientResponseHeaders(response.headers, response.statusCode, upstream.origin, client)
+    if (exchange.filterJson && response.statusCode === 200) {
+      const body = Buffer.from(JSON.stringify(exchange.filterJson(await readJson(response))))
+      headers['content-length'] = String(body.length)
+      res.writeHead(response.statusCode, headers)
+      res.end(exchange.request.method === 'HEAD' ? undefined : body)
+      return
+    }
     res.writeHead(response.statusCode, headers)
     // A failure mid-body destroys the client response: the client sees a broken transfer, never a short 200.
     await pipeline(response.body, res)
@@ -328,6 +340,21 @@ export class Forwarder {
     } catch (error) {
       this.onCancelError(error, path)
     }
+  }
+}
+
+async function readJson(response: UpstreamResponse): Promise<unknown> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of response.body) {
+    size += (chunk as Buffer).length
+    if (size > MAX_FILTERED_BODY) throw new RegistryError('BAD_GATEWAY', { reason: 'upstream JSON response too large to filter' })
+    chunks.push(chunk as Buffer)
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown
+  } catch {
+    throw new RegistryError('BAD_GATEWAY', { reason: 'upstream answered with invalid JSON' })
   }
 }
 

@@ -8,11 +8,12 @@ import type { Limits } from '../proxy/limits.js'
 import type { UpstreamSet } from '../proxy/upstreams.js'
 import type { Forwarder } from '../proxy/forward.js'
 import type { Logger } from '../observe/log.js'
-import type { Authenticator, Identity } from '../auth/index.js'
+import type { Acl, Authenticator, Identity } from '../auth/index.js'
 
 export interface GatewayDeps {
   upstreams: UpstreamSet
   authenticator: Authenticator
+  acl: Acl
   limits: Limits
   forwarder: Forwarder
   trustedProxies: TrustedProxies
@@ -45,7 +46,21 @@ function lingerOnUnreadBody(req: IncomingMessage): void {
 }
 
 export function createGateway(deps: GatewayDeps): RequestHandler {
-  const { upstreams, authenticator, limits, forwarder, trustedProxies, log } = deps
+  const { upstreams, authenticator, acl, limits, forwarder, trustedProxies, log } = deps
+
+  /** Anonymous callers are asked for credentials (clients only send them after a 401); others are denied. */
+  function authorize(request: RegistryRequest, identity: Identity, clientIp: string): void {
+    const anonymousCaller = identity.via === 'anonymous'
+    // The base endpoint is how `docker login` checks credentials: it must challenge unless auth is off.
+    if (request.op === 'base' && anonymousCaller && authenticator.asksForCredentials) {
+      throw authenticator.challenge()
+    }
+    const decision = acl.allows(callerOf(identity), request.scopes, clientIp)
+    if (decision.ok) return
+    const missing = decision.missing.map((scope) => `${scope.type}:${scope.name}:${scope.actions.join(',')}`)
+    if (anonymousCaller) throw authenticator.challenge({ missing })
+    throw new RegistryError('DENIED', { missing })
+  }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const startedAt = process.hrtime.bigint()
@@ -57,14 +72,16 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
     const client = describeClient(req.headers, req.socket.remoteAddress, encrypted, trustedProxies, deps.publicUrl, deps.fallbackHost)
     try {
       request = classify(req.method ?? 'GET', req.url ?? '/')
-      identity = await authenticator.authenticate(req.headers)
+      identity = await authenticator.authenticate(req.headers, client.clientIp)
       // Credentials for the gateway are not the upstream's business.
       if (identity.via === 'htpasswd') delete req.headers.authorization
-      // authorize: every authenticated user may do everything until ACLs land.
+      authorize(request, identity, client.clientIp)
       const limit = limits.forRequest(request)
       const upstream = upstreams.pick(request)
       upstreamName = upstream.name
-      await forwarder.forward({ request, req, res, client, upstream, limit })
+      const caller = callerOf(identity)
+      const filterJson = request.op === 'catalog' ? (body: unknown) => filterCatalog(body, (name) => acl.canPull(caller, name, client.clientIp)) : undefined
+      await forwarder.forward({ request, req, res, client, upstream, limit, ...(filterJson ? { filterJson } : {}) })
     } catch (error) {
       failure = error instanceof RegistryError
         ? error
@@ -99,4 +116,15 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
   return (req, res) => {
     void handle(req, res)
   }
+}
+
+function callerOf(identity: Identity): { user: string; anonymous: boolean } {
+  return { user: identity.user, anonymous: identity.via === 'anonymous' }
+}
+
+/** Keeps only the repositories the caller may pull; the upstream's Link (pagination) header stays. */
+function filterCatalog(body: unknown, canPull: (repository: string) => boolean): unknown {
+  if (typeof body !== 'object' || body === null || !Array.isArray((body as { repositories?: unknown }).repositories)) return body
+  const repositories = (body as { repositories: unknown[] }).repositories
+  return { ...body, repositories: repositories.filter((name) => typeof name === 'string' && canPull(name)) }
 }

@@ -82,6 +82,7 @@ async function start(
   const gateway = createGateway({
     upstreams,
     authenticator: auth.authenticator,
+    acl: auth.acl,
     limits: createLimits(config.limits),
     forwarder: new Forwarder((error, path) =>
       log.warn({ path: path.split('?')[0], err: error instanceof Error ? error.message : String(error) }, 'could not cancel upstream upload'),
