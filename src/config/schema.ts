@@ -57,6 +57,9 @@ export const schema: Section = {
         fields: {
           url: { kind: 'string', pattern: /^https?:\/\/[^/?#\s]+\/?$/, expect: 'a registry origin like "http://registry:5000"' },
           name: { kind: 'string', default: '' },
+          username: { kind: 'string', default: '' },
+          password: { kind: 'string', default: '' },
+          forward_authorization: { kind: 'bool', default: false },
         },
       },
     },
@@ -152,7 +155,15 @@ export const schema: Section = {
 }
 
 export interface CertificateFiles { cert: string; key: string }
-export interface UpstreamConfig { url: string; name: string }
+export interface UpstreamConfig {
+  url: string
+  name: string
+  /** Basic credentials Portier itself presents to this upstream (empty: none). */
+  username: string
+  password: string
+  /** Pass the client's own Authorization header through (e.g. the upstream verifies Portier's tokens). */
+  forward_authorization: boolean
+}
 export interface RepositoryLimitRule { match: string; blob_max_bytes?: number; manifest_max_bytes?: number }
 export type AclAction = 'pull' | 'push' | 'delete' | '*'
 /** Every key present must fit the caller and the scope; see auth.acl in config/portier.yaml. */

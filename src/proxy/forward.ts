@@ -294,6 +294,9 @@ export class Forwarder {
     extraHeaders: Headers = {},
   ): Promise<UpstreamResponse> {
     const headers = upstreamRequestHeaders(exchange.req.headers, exchange.client)
+    // The client's credentials are for the gateway: the upstream gets its own, or the client's only when configured.
+    if (!exchange.upstream.forwardAuthorization) delete headers.authorization
+    if (exchange.upstream.authorization) headers.authorization = exchange.upstream.authorization
     if (kind !== 'client') {
       // The gateway's own request: the client's framing headers describe a different body.
       delete headers['content-length']

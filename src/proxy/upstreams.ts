@@ -1,10 +1,14 @@
 // Owns the upstream registries: one pooled keep-alive undici dispatcher each, and the choice of upstream.
 import { Pool } from 'undici'
-import type { Config } from '../config/index.js'
+import type { Config, UpstreamConfig } from '../config/index.js'
 import type { RegistryRequest } from '../registry/classify.js'
 
 export interface Upstream {
   name: string
+  /** Authorization sent to this upstream in place of the client's (undefined: none). */
+  authorization?: string
+  /** Whether the client's own Authorization header goes through unchanged. */
+  forwardAuthorization: boolean
   /** Origin without a trailing slash, e.g. "http://127.0.0.1:5000". */
   origin: string
   pool: Pool
@@ -17,11 +21,13 @@ export interface UpstreamSet {
   close(): Promise<void>
 }
 
-export function createUpstreams(targets: Array<{ name: string; url: string }>, timeouts: Config['timeouts']): UpstreamSet {
+export function createUpstreams(targets: Array<Partial<UpstreamConfig> & { url: string }>, timeouts: Config['timeouts']): UpstreamSet {
   const all: Upstream[] = targets.map((target) => {
     const origin = new URL(target.url).origin
     return {
       name: target.name || new URL(origin).host,
+      forwardAuthorization: target.forward_authorization ?? false,
+      ...(target.username ? { authorization: `Basic ${Buffer.from(`${target.username}:${target.password ?? ''}`).toString('base64')}` } : {}),
       origin,
       pool: new Pool(origin, {
         connections: 128,

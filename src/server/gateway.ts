@@ -73,8 +73,6 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
     try {
       request = classify(req.method ?? 'GET', req.url ?? '/')
       identity = await authenticator.authenticate(req.headers, client.clientIp)
-      // Credentials for the gateway are not the upstream's business.
-      if (identity.via === 'htpasswd') delete req.headers.authorization
       authorize(request, identity, client.clientIp)
       const limit = limits.forRequest(request)
       const upstream = upstreams.pick(request)

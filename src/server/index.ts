@@ -70,7 +70,7 @@ async function start(
       log,
     })
     cleanups.push(() => embedded?.stop())
-    targets = [{ name: 'embedded', url: embedded.url }]
+    targets = [{ name: 'embedded', url: embedded.url, username: '', password: '', forward_authorization: false }]
   }
   const upstreams = createUpstreams(targets, config.timeouts)
   cleanups.push(() => upstreams.close())

@@ -246,3 +246,21 @@ t.test('registry headers pass unchanged, HEAD keeps Content-Length', async (t) =
   t.equal(put.request?.headers['content-type'], 'application/vnd.oci.image.manifest.v1+json', 'Content-Type reaches the upstream')
   t.equal(put.request?.body, 19, 'the manifest body reaches the upstream')
 })
+
+t.test("the client's Authorization never reaches the upstream unless configured; upstream credentials replace it", async (t) => {
+  const bearer = { authorization: 'Bearer client-token-for-the-gateway' }
+  const { request: plain } = await through(openClient, 'GET', '/v2/', bearer)
+  t.equal(plain?.headers.authorization, undefined, 'not forwarded by default')
+
+  const withCredentials = await gatewayFixture(t, { config: { upstreams: [{ url: upstreamUrl, username: 'portier', password: 'upstream-secret' }] } })
+  const credentialsClient = new GatewayClient(withCredentials)
+  t.teardown(() => credentialsClient.close())
+  const { request: replaced } = await through(credentialsClient, 'GET', '/v2/', bearer)
+  t.equal(replaced?.headers.authorization, `Basic ${Buffer.from('portier:upstream-secret').toString('base64')}`, "the upstream gets Portier's own credentials")
+
+  const passing = await gatewayFixture(t, { config: { upstreams: [{ url: upstreamUrl, forward_authorization: true }] } })
+  const passingClient = new GatewayClient(passing)
+  t.teardown(() => passingClient.close())
+  const { request: passed } = await through(passingClient, 'GET', '/v2/', bearer)
+  t.equal(passed?.headers.authorization, bearer.authorization, 'forward_authorization: true passes it through')
+})

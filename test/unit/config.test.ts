@@ -268,10 +268,10 @@ t.test('an unknown PORTIER_* variable is an error', async (t) => {
 t.test('list override via the environment', async (t) => {
   const file = yamlFile('upstreams:\n  - url: http://from-file:5000\n')
   const { config } = loadConfig({ file, env: { PORTIER_UPSTREAMS: '[{url: "http://r:5000"}]' } })
-  t.same(config.upstreams, [{ url: 'http://r:5000', name: 'r:5000' }], 'replaces the file list; name defaults to host:port')
+  t.same(config.upstreams, [{ url: 'http://r:5000', name: 'r:5000', username: '', password: '', forward_authorization: false }], 'replaces the file list; name defaults to host:port')
 
   const json = loadConfig({ env: { PORTIER_UPSTREAMS: '[{"url": "http://a:5000", "name": "a"}, {"url": "https://b"}]' } })
-  t.same(json.config.upstreams, [{ url: 'http://a:5000', name: 'a' }, { url: 'https://b', name: 'b' }])
+  t.same(json.config.upstreams, [{ url: 'http://a:5000', name: 'a', username: '', password: '', forward_authorization: false }, { url: 'https://b', name: 'b', username: '', password: '', forward_authorization: false }])
 
   const bad = problemsOf({ env: { PORTIER_UPSTREAMS: '[{url: "registry"}]' } })
   t.match(bad.problems[0], { source: 'environment PORTIER_UPSTREAMS', key: 'upstreams[0].url' })
