@@ -1,0 +1,119 @@
+// Signs registry access tokens (distribution token spec JWTs that registry:2 verifies) and Portier's refresh tokens.
+import { randomBytes } from 'node:crypto'
+import { SignJWT, jwtVerify, errors as joseErrors, type JWTHeaderParameters } from 'jose'
+import type { Scope } from './scope.js'
+import type { TokenKey } from './keys.js'
+import { TokenError } from './errors.js'
+
+export interface IssuerOptions {
+  key: TokenKey
+  /** `iss`: registry:2's `auth.token.issuer` must equal it. */
+  issuer: string
+  /** `aud`: the registry's `auth.token.service`. */
+  service: string
+  /** Access token lifetime, default 300 s; at least 60 (clients treat less as 60 anyway). */
+  ttlSeconds?: number
+  /** Refresh token lifetime, default 30 days. */
+  refreshTtlSeconds?: number
+  /** Put the certificate chain into the header as `x5c` (needs `key.chain`); `kid` is always set. */
+  includeX5c?: boolean
+  /** Clock, in ms since the epoch; for tests. */
+  now?: () => number
+}
+
+export interface IssuedToken {
+  token: string
+  /** Seconds until `exp`. */
+  expiresIn: number
+  /** `iat` as RFC 3339. */
+  issuedAt: string
+}
+
+export interface Issuer {
+  readonly service: string
+  readonly issuer: string
+  issue(request: { subject: string; access: Scope[] }): Promise<IssuedToken>
+  issueRefresh(subject: string): Promise<string>
+  /** The subject of a refresh token this issuer signed for this service; throws TokenError('invalid_grant') otherwise. */
+  verifyRefresh(token: string): Promise<{ subject: string }>
+}
+
+/** Header `typ` of refresh tokens; access tokens carry `JWT`, and verifiers of access tokens refuse any other. */
+export const REFRESH_TOKEN_TYPE = 'portier-refresh+jwt'
+
+/** Refresh tokens are addressed to the token server, never to the registry: registry:2 rejects them on `aud`. */
+export function refreshAudience(service: string): string {
+  return `portier-token-refresh:${service}`
+}
+
+export function createIssuer(options: IssuerOptions): Issuer {
+  const { key, issuer, service } = options
+  const ttlSeconds = options.ttlSeconds ?? 300
+  const refreshTtlSeconds = options.refreshTtlSeconds ?? 30 * 24 * 3600
+  const now = options.now ?? Date.now
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 60) throw new RangeError('token ttlSeconds must be a whole number of at least 60')
+  if (!Number.isInteger(refreshTtlSeconds) || refreshTtlSeconds < ttlSeconds) throw new RangeError('refreshTtlSeconds must be a whole number no shorter than ttlSeconds')
+  if (issuer === '' || service === '') throw new RangeError('issuer and service must not be empty')
+  if (options.includeX5c && key.chain.length === 0) throw new RangeError('includeX5c needs the signing certificate (load the key with its certificate)')
+
+  const header: JWTHeaderParameters = { alg: key.alg, typ: 'JWT', kid: key.kid }
+  if (options.includeX5c) header.x5c = key.chain.map((der) => der.toString('base64'))
+  const refreshHeader: JWTHeaderParameters = { alg: key.alg, typ: REFRESH_TOKEN_TYPE, kid: key.kid }
+  const jti = (): string => randomBytes(16).toString('base64url')
+
+  return {
+    service,
+    issuer,
+
+    async issue({ subject, access }) {
+      const iat = Math.floor(now() / 1000)
+      const token = await new SignJWT({
+        access: access.map((scope) => ({ type: scope.type, name: scope.name, actions: [...scope.actions] })),
+      })
+        .setProtectedHeader(header)
+        .setIssuer(issuer)
+        .setSubject(subject)
+        .setAudience(service)
+        .setIssuedAt(iat)
+        .setNotBefore(iat)
+        .setExpirationTime(iat + ttlSeconds)
+        .setJti(jti())
+        .sign(key.privateKey)
+      return { token, expiresIn: ttlSeconds, issuedAt: new Date(iat * 1000).toISOString() }
+    },
+
+    async issueRefresh(subject) {
+      const iat = Math.floor(now() / 1000)
+      return new SignJWT({})
+        .setProtectedHeader(refreshHeader)
+        .setIssuer(issuer)
+        .setSubject(subject)
+        .setAudience(refreshAudience(service))
+        .setIssuedAt(iat)
+        .setNotBefore(iat)
+        .setExpirationTime(iat + refreshTtlSeconds)
+        .setJti(jti())
+        .sign(key.privateKey)
+    },
+
+    async verifyRefresh(token) {
+      try {
+        const { payload } = await jwtVerify(token, key.publicKey, {
+          algorithms: [key.alg],
+          issuer,
+          audience: refreshAudience(service),
+          typ: REFRESH_TOKEN_TYPE,
+          requiredClaims: ['exp', 'sub'],
+          clockTolerance: 30,
+          currentDate: new Date(now()),
+        })
+        if (typeof payload.sub !== 'string' || payload.sub === '') throw new TokenError('invalid_grant', 'claims', 'refresh token has no subject')
+        return { subject: payload.sub }
+      } catch (error) {
+        if (error instanceof TokenError) throw error
+        const expired = error instanceof joseErrors.JWTExpired
+        throw new TokenError('invalid_grant', expired ? 'expired' : 'invalid', expired ? 'refresh token expired' : 'refresh token is not valid')
+      }
+    },
+  }
+}

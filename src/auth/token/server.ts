@@ -1,0 +1,216 @@
+// The token endpoint (distribution token spec): GET with Basic credentials or anonymously, POST as an OAuth2 form (password, refresh_token).
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { parseBasic } from '../basic.js'
+import { TokenError } from './errors.js'
+import type { Issuer } from './issuer.js'
+import { formatScope, intersectScopes, parseScopes, type Scope } from './scope.js'
+
+export interface Requester {
+  /** The account name, '' when anonymous. */
+  user: string
+  anonymous: boolean
+}
+
+export interface TokenEvent {
+  grantType: 'get' | 'password' | 'refresh_token'
+  who: Requester
+  requested: Scope[]
+  granted: Scope[]
+  clientIp: string
+  refreshTokenIssued: boolean
+}
+
+export interface TokenEndpointOptions {
+  issuer: Issuer
+  /** Whether the password is right for the user. */
+  authenticate(user: string, password: string): Promise<boolean>
+  /**
+   * What the ACL allows of the requested scopes. The result is intersected with the request, so it
+   * may be the granted subset or everything the caller may do on those names.
+   */
+  grant(who: Requester, scopes: Scope[], clientIp: string): Scope[] | Promise<Scope[]>
+  /** Tokens without credentials (for what `grant` allows anonymous callers). */
+  allowAnonymous: boolean
+  /** The service this endpoint issues tokens for; requests naming another are refused. Default: the issuer's. */
+  service?: string
+  /** Realm of the Basic challenge on bad or missing credentials, default "Portier token". */
+  realm?: string
+  /** Whether a refresh token's account still exists; refresh fails once it returns false. */
+  accountActive?(user: string): boolean | Promise<boolean>
+  /** Called once per token issued; carries no secret. */
+  onIssued?(event: TokenEvent): void
+  /** Called with unexpected errors (the client gets a 500). */
+  onError?(error: unknown): void
+  /** Largest POST body read, default 16 KiB. */
+  maxBodyBytes?: number
+}
+
+export type TokenEndpoint = (req: IncomingMessage, res: ServerResponse, clientIp: string) => Promise<void>
+
+// The endpoint's own refusals: an OAuth2 code (RFC 6749 §5.2) and the distribution error code Docker
+// clients print from the `errors` list.
+const tokenErrors = {
+  invalid_request: { status: 400, wire: 'UNSUPPORTED' },
+  unsupported_grant_type: { status: 400, wire: 'UNSUPPORTED' },
+  invalid_grant: { status: 400, wire: 'UNAUTHORIZED' },
+  unauthorized: { status: 401, wire: 'UNAUTHORIZED' },
+  method_not_allowed: { status: 405, wire: 'UNSUPPORTED' },
+  payload_too_large: { status: 413, wire: 'UNSUPPORTED' },
+  server_error: { status: 500, wire: 'UNKNOWN' },
+} as const
+
+type TokenErrorCode = keyof typeof tokenErrors
+
+class Refusal extends Error {
+  readonly code: TokenErrorCode
+  readonly headers: Record<string, string>
+
+  constructor(code: TokenErrorCode, message: string, headers: Record<string, string> = {}) {
+    super(message)
+    this.code = code
+    this.headers = headers
+  }
+}
+
+const jsonHeaders = {
+  'Content-Type': 'application/json',
+  // RFC 6749 §5.1: token responses are never cached.
+  'Cache-Control': 'no-store',
+  Pragma: 'no-cache',
+}
+
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { ...jsonHeaders, ...headers, 'Content-Length': String(Buffer.byteLength(text)) })
+  res.end(text)
+}
+
+function sendRefusal(res: ServerResponse, refusal: Refusal): void {
+  const { status, wire } = tokenErrors[refusal.code]
+  const error = refusal.code === 'unauthorized' ? 'invalid_client' : refusal.code
+  send(res, status, { errors: [{ code: wire, message: refusal.message }], error, error_description: refusal.message }, refusal.headers)
+}
+
+async function readForm(req: IncomingMessage, limit: number): Promise<URLSearchParams> {
+  const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
+  if (type !== 'application/x-www-form-urlencoded') throw new Refusal('invalid_request', 'POST needs an application/x-www-form-urlencoded body')
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length
+    if (size > limit) throw new Refusal('payload_too_large', 'request body too large', { Connection: 'close' })
+    chunks.push(chunk as Buffer)
+  }
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'))
+}
+
+export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoint {
+  const { issuer } = options
+  const service = options.service ?? issuer.service
+  const realm = (options.realm ?? 'Portier token').replace(/[\\"]/g, "'")
+  const maxBodyBytes = options.maxBodyBytes ?? 16 * 1024
+  const basicChallenge = { 'WWW-Authenticate': `Basic realm="${realm}"` }
+  const badCredentials = (): Refusal => new Refusal('unauthorized', 'incorrect username or password', basicChallenge)
+
+  function checkService(params: URLSearchParams): void {
+    const asked = params.get('service')
+    // Absent is taken as this service; naming another one would mint a token the caller did not mean.
+    if (asked !== null && asked !== service) throw new Refusal('invalid_request', `this token server issues tokens for service "${service}" only`)
+  }
+
+  async function login(user: string, password: string): Promise<Requester> {
+    if (user === '' || !(await options.authenticate(user, password))) throw badCredentials()
+    return { user, anonymous: false }
+  }
+
+  async function tokenFor(grantType: TokenEvent['grantType'], who: Requester, requested: Scope[], clientIp: string, refreshToken: string | undefined) {
+    const granted = intersectScopes(requested, await options.grant(who, requested, clientIp))
+    const issued = await issuer.issue({ subject: who.user, access: granted })
+    options.onIssued?.({ grantType, who, requested, granted, clientIp, refreshTokenIssued: refreshToken !== undefined })
+    const body: Record<string, string | number> = {
+      token: issued.token,
+      access_token: issued.token,
+      expires_in: issued.expiresIn,
+      issued_at: issued.issuedAt,
+    }
+    if (refreshToken !== undefined) body.refresh_token = refreshToken
+    return { body, granted }
+  }
+
+  async function handleGet(req: IncomingMessage, res: ServerResponse, clientIp: string): Promise<void> {
+    const params = new URL(req.url ?? '/', 'http://token.invalid').searchParams
+    checkService(params)
+    const requested = parseScopes(params.getAll('scope'))
+    const authorization = req.headers.authorization
+    let who: Requester
+    if (authorization === undefined) {
+      if (!options.allowAnonymous) throw new Refusal('unauthorized', 'authentication required', basicChallenge)
+      who = { user: '', anonymous: true }
+    } else {
+      const credentials = parseBasic(authorization)
+      if (!credentials) throw badCredentials()
+      who = await login(credentials.user, credentials.password)
+      const account = params.get('account')
+      if (account !== null && account !== '' && account !== who.user) throw new Refusal('invalid_request', 'account does not match the credentials')
+    }
+    const offline = params.get('offline_token') === 'true' && !who.anonymous
+    const refreshToken = offline ? await issuer.issueRefresh(who.user) : undefined
+    const { body } = await tokenFor('get', who, requested, clientIp, refreshToken)
+    send(res, 200, body)
+  }
+
+  async function handlePost(req: IncomingMessage, res: ServerResponse, clientIp: string): Promise<void> {
+    const form = await readForm(req, maxBodyBytes)
+    checkService(form)
+    const requested = parseScopes(form.getAll('scope'))
+    const offline = form.get('access_type') === 'offline'
+    const grantType = form.get('grant_type')
+    let who: Requester
+    let refreshToken: string | undefined
+    if (grantType === 'password') {
+      const user = form.get('username')
+      const password = form.get('password')
+      if (user === null || password === null) throw new Refusal('invalid_request', 'grant_type=password needs username and password')
+      who = await login(user, password)
+      if (offline) refreshToken = await issuer.issueRefresh(who.user)
+    } else if (grantType === 'refresh_token') {
+      const given = form.get('refresh_token')
+      if (given === null || given === '') throw new Refusal('invalid_request', 'grant_type=refresh_token needs refresh_token')
+      let subject: string
+      try {
+        ;({ subject } = await issuer.verifyRefresh(given))
+      } catch (error) {
+        if (error instanceof TokenError) throw new Refusal('invalid_grant', error.message)
+        throw error
+      }
+      if (options.accountActive && !(await options.accountActive(subject))) throw new Refusal('invalid_grant', 'the account of this refresh token no longer exists')
+      who = { user: subject, anonymous: false }
+      // The spec: a refresh grant hands back the same refresh token, never a new one.
+      if (offline) refreshToken = given
+    } else {
+      throw new Refusal(grantType === null ? 'invalid_request' : 'unsupported_grant_type', 'grant_type must be password or refresh_token')
+    }
+    const { body, granted } = await tokenFor(grantType, who, requested, clientIp, refreshToken)
+    body.scope = granted.map(formatScope).join(' ')
+    send(res, 200, body)
+  }
+
+  return async (req, res, clientIp) => {
+    try {
+      if (req.method === 'GET') await handleGet(req, res, clientIp)
+      else if (req.method === 'POST') await handlePost(req, res, clientIp)
+      else throw new Refusal('method_not_allowed', 'use GET or POST', { Allow: 'GET, POST' })
+    } catch (error) {
+      if (res.headersSent) {
+        res.destroy()
+        return
+      }
+      if (error instanceof Refusal) {
+        sendRefusal(res, error)
+        return
+      }
+      options.onError?.(error)
+      sendRefusal(res, new Refusal('server_error', 'the token server failed'))
+    }
+  }
+}
