@@ -12,11 +12,14 @@ Usage:
   portier passwd add|remove|list [--file FILE] [USER]
                                          manage an htpasswd file (bcrypt, cost 10); the password
                                          is read from the terminal, or the first line of stdin
+  portier token-key [--out DIR]          make the token signing key and its certificate (the
+                                         rootcertbundle registry:2 needs to verify Portier's tokens)
   portier --help | --version
 
 Options:
   -c, --config FILE   YAML configuration (default: $PORTIER_CONFIG, else built-in defaults)
   -f, --file FILE     for passwd: the htpasswd file (default: auth.htpasswd.path of the config)
+  -o, --out DIR       for token-key: where token.key and token.crt go (default: certs/token)
 
 Configuration:
   Every key has a default; see config/portier.yaml for all of them. Any key can be set from the
@@ -39,6 +42,7 @@ interface Args {
   command: string
   config?: string
   file?: string
+  out?: string
   /** Positional arguments after the command (passwd ACTION USER). */
   rest: string[]
 }
@@ -59,6 +63,11 @@ function parseArgs(argv: string[]): Args {
       if (!value) throw new UsageError(`${arg} needs a file`)
       args.file = value
     } else if (arg.startsWith('--file=')) args.file = arg.slice('--file='.length)
+    else if (arg === '-o' || arg === '--out') {
+      const value = argv[++i]
+      if (!value) throw new UsageError(`${arg} needs a directory`)
+      args.out = value
+    } else if (arg.startsWith('--out=')) args.out = arg.slice('--out='.length)
     else if (arg.startsWith('-')) throw new UsageError(`unknown option ${arg}`)
     else if (!args.command) args.command = arg
     else if (args.command === 'passwd' && args.rest.length < 2) args.rest.push(arg)
@@ -173,6 +182,25 @@ async function main(argv: string[]): Promise<number> {
           process.stdout.write(await passwdCommand(action, file, user))
         } catch (error) {
           process.stderr.write(`portier: ${(error as Error).message}\n`)
+          return 1
+        }
+        return 0
+      }
+      case 'token-key': {
+        const { generateTokenKey, TokenKeyError } = await import('./auth/token/index.js')
+        const issuer = args.config ? load(args).config.auth.token.issuer : 'portier'
+        try {
+          const key = generateTokenKey(args.out ?? 'certs/token', { commonName: issuer })
+          process.stdout.write(
+            `wrote ${key.keyPath} (${key.alg}, mode 0600) and ${key.certPath}\n` +
+              `key id (kid): ${key.kid}\n` +
+              `certificate valid until ${key.expires.toISOString()}\n\n` +
+              `Portier:     auth: { mode: token, token: { key: ${key.keyPath}, cert: ${key.certPath} } }\n` +
+              `registry:2:  auth: { token: { realm: https://<portier>/auth/token, service: portier-registry, issuer: ${issuer}, rootcertbundle: ${key.certPath} } }\n`,
+          )
+        } catch (error) {
+          if (!(error instanceof TokenKeyError)) throw error
+          process.stderr.write(`portier: ${error.message}\n`)
           return 1
         }
         return 0

@@ -3,29 +3,46 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { RegistryError } from '../registry/errors.js'
 import type { HtpasswdStore } from './htpasswd.js'
 import type { Throttle } from './throttle.js'
+import type { Scope } from '../registry/classify.js'
 
 export interface Identity {
   /** The account name, or '' for anonymous callers. */
   user: string
-  via: 'htpasswd' | 'anonymous'
+  via: 'htpasswd' | 'token' | 'anonymous'
+  /** What a verified token grants (token mode only). */
+  access?: Scope[]
 }
+
+/** What a stage knows about the request when it must authenticate or challenge. */
+export interface AuthContext {
+  clientIp: string
+  /** e.g. https://registry.example.com, for the token realm. */
+  publicOrigin: string
+  /** The scopes the operation needs (for the Bearer challenge). */
+  scopes: Scope[]
+}
+
+export type ChallengeError = 'invalid_token' | 'insufficient_scope'
 
 export interface Authenticator {
   /**
    * Who is calling: anonymous when no credentials were sent; throws UNAUTHORIZED for wrong ones and
    * TOOMANYREQUESTS while the user or address is locked out after repeated failures.
    */
-  authenticate(headers: IncomingHttpHeaders, clientIp: string): Promise<Identity>
+  authenticate(headers: IncomingHttpHeaders, context: AuthContext): Promise<Identity>
   /** The 401 that asks a client for credentials (the challenge header Docker clients expect). */
-  challenge(detail?: unknown): RegistryError
+  challenge(context: AuthContext, detail?: unknown, error?: ChallengeError): RegistryError
   /** False when auth is off: then nothing, not even the base endpoint, asks for credentials. */
   readonly asksForCredentials: boolean
+  /** True when anonymous callers may reach the ACL (Basic); false when they must fetch a token first. */
+  readonly anonymousReachesAcl: boolean
 }
 
 export const anonymous: Authenticator = {
   authenticate: async () => ({ user: '', via: 'anonymous' }),
-  challenge: (detail) => new RegistryError('UNAUTHORIZED', detail),
+  challenge: (_context, detail) => new RegistryError('UNAUTHORIZED', detail),
   asksForCredentials: false,
+  anonymousReachesAcl: true,
 }
 
 export function parseBasic(header: string | undefined): { user: string; password: string } | undefined {
@@ -41,22 +58,30 @@ export function createBasicAuthenticator(store: HtpasswdStore, realm: string, th
   const header = { 'WWW-Authenticate': `Basic realm="${realm.replace(/"/g, "'")}"` }
   const challenge = (detail?: unknown, message?: string): RegistryError => new RegistryError('UNAUTHORIZED', detail, header, message)
   return {
-    challenge,
+    challenge: (_context, detail) => challenge(detail),
     asksForCredentials: true,
-    async authenticate(headers, clientIp) {
+    anonymousReachesAcl: true,
+    async authenticate(headers, context) {
       if (headers.authorization === undefined) return { user: '', via: 'anonymous' }
       const credentials = parseBasic(headers.authorization)
       if (!credentials) throw challenge({ reason: 'expected Basic credentials' })
-      const wait = throttle.retryAfter(credentials.user, clientIp)
-      if (wait > 0) {
-        throw new RegistryError('TOOMANYREQUESTS', { reason: 'too many failed logins; try later' }, { 'Retry-After': String(wait) })
+      const user = await verifyThrottled(store, throttle, credentials.user, credentials.password, context.clientIp)
+      if (user === 'locked') {
+        throw new RegistryError('TOOMANYREQUESTS', { reason: 'too many failed logins; try later' }, { 'Retry-After': String(throttle.retryAfter(credentials.user, context.clientIp)) })
       }
-      if (!(await store.verify(credentials.user, credentials.password))) {
-        throttle.failed(credentials.user, clientIp)
-        throw challenge({ reason: 'invalid username or password' }, 'authentication failed')
-      }
-      throttle.succeeded(credentials.user, clientIp)
+      if (!user) throw challenge({ reason: 'invalid username or password' }, 'authentication failed')
       return { user: credentials.user, via: 'htpasswd' }
     },
   }
+}
+
+/** One password check under the throttle: 'locked' while locked out, else whether it was right. */
+export async function verifyThrottled(store: HtpasswdStore, throttle: Throttle, user: string, password: string, clientIp: string): Promise<boolean | 'locked'> {
+  if (throttle.retryAfter(user, clientIp) > 0) return 'locked'
+  if (!(await store.verify(user, password))) {
+    throttle.failed(user, clientIp)
+    return false
+  }
+  throttle.succeeded(user, clientIp)
+  return true
 }

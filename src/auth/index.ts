@@ -1,14 +1,27 @@
-// Public surface of auth: builds the authenticator the pipeline calls, from the auth config.
-import { existsSync } from 'node:fs'
+// Public surface of auth: builds, from the auth config, the authenticator, the ACL and (token mode) the token server.
+import { existsSync, readFileSync, renameSync } from 'node:fs'
+import { dirname } from 'node:path'
 import type { Config } from '../config/index.js'
 import type { Logger } from '../observe/log.js'
-import { anonymous, createBasicAuthenticator, type Authenticator } from './basic.js'
+import { anonymous, createBasicAuthenticator, verifyThrottled, type Authenticator } from './basic.js'
+import { createBearerAuthenticator } from './bearer.js'
 import { createWithGeneratedAdmin, HtpasswdStore } from './htpasswd.js'
 import { createAcl, type Acl } from './acl.js'
-import { createThrottle } from './throttle.js'
+import { createThrottle, type Throttle } from './throttle.js'
+import {
+  createIssuer,
+  createTokenEndpoint,
+  createVerifier,
+  generateTokenKey,
+  loadTokenKey,
+  type TokenEndpoint,
+  type TokenKey,
+  type Verifier,
+} from './token/index.js'
 
-export type { Authenticator, Identity } from './basic.js'
+export type { Authenticator, AuthContext, Identity } from './basic.js'
 export type { Acl, Caller } from './acl.js'
+export type { TokenEndpoint } from './token/index.js'
 
 export interface GeneratedAdmin {
   user: string
@@ -19,16 +32,35 @@ export interface GeneratedAdmin {
 export interface AuthSetup {
   authenticator: Authenticator
   acl: Acl
+  tokenEndpoint?: TokenEndpoint
   generatedAdmin?: GeneratedAdmin
   close(): void
 }
 
 export async function createAuthenticator(config: Config['auth'], log: Logger): Promise<AuthSetup> {
+  const acl = createAcl(config)
   if (config.mode === 'none') {
     log.warn('auth.mode is none: anyone who can reach Portier can push, pull and delete')
-    return { authenticator: anonymous, acl: createAcl(config), close: () => undefined }
+    return { authenticator: anonymous, acl, close: () => undefined }
   }
-  const { path, realm, generate_admin: generateAdmin } = config.htpasswd
+  if (config.mode === 'token' && config.token.external.enabled) {
+    return { authenticator: createBearerAuthenticator({ verifier: await externalVerifier(config.token, log), service: config.token.service, realm: config.token.realm }), acl, close: () => undefined }
+  }
+
+  const { store, generatedAdmin } = await openHtpasswd(config, log)
+  const throttle = createThrottle(config.throttle)
+  const setup: AuthSetup = { authenticator: createBasicAuthenticator(store, config.htpasswd.realm, throttle), acl, close: () => store.close() }
+  if (generatedAdmin) setup.generatedAdmin = generatedAdmin
+  if (config.mode === 'token') {
+    const built = await builtInTokenServer(config, store, throttle, acl, log)
+    setup.authenticator = built.authenticator
+    setup.tokenEndpoint = built.endpoint
+  }
+  return setup
+}
+
+async function openHtpasswd(config: Config['auth'], log: Logger): Promise<{ store: HtpasswdStore; generatedAdmin?: GeneratedAdmin }> {
+  const { path, generate_admin: generateAdmin } = config.htpasswd
   let generatedAdmin: GeneratedAdmin | undefined
   if (!existsSync(path)) {
     if (!generateAdmin) {
@@ -51,11 +83,57 @@ export async function createAuthenticator(config: Config['auth'], log: Logger): 
     onError: (error, file) => log.error({ file, err: error.message }, 'htpasswd reload failed; keeping the users loaded before'),
   })
   store.watch()
-  const setup: AuthSetup = {
-    authenticator: createBasicAuthenticator(store, realm, createThrottle(config.throttle)),
-    acl: createAcl(config),
-    close: () => store.close(),
+  return generatedAdmin ? { store, generatedAdmin } : { store }
+}
+
+/** The signing key: loaded, or generated with its certificate (registry:2's rootcertbundle) on first start. */
+function signingKey(token: Config['auth']['token'], log: Logger): TokenKey {
+  if (!existsSync(token.key)) {
+    const generated = generateTokenKey(dirname(token.key), { commonName: token.issuer })
+    if (generated.keyPath !== token.key) renameSync(generated.keyPath, token.key)
+    if (generated.certPath !== token.cert) renameSync(generated.certPath, token.cert)
+    log.warn({ key: token.key, cert: token.cert, kid: generated.kid }, 'generated the token signing key; give the certificate to registries that verify tokens (rootcertbundle)')
   }
-  if (generatedAdmin) setup.generatedAdmin = generatedAdmin
-  return setup
+  return loadTokenKey(token.key, existsSync(token.cert) ? token.cert : undefined)
+}
+
+async function builtInTokenServer(
+  config: Config['auth'],
+  store: HtpasswdStore,
+  throttle: Throttle,
+  acl: Acl,
+  log: Logger,
+): Promise<{ authenticator: Authenticator; endpoint: TokenEndpoint }> {
+  const { token } = config
+  const key = signingKey(token, log)
+  const issuer = createIssuer({ key, issuer: token.issuer, service: token.service, ttlSeconds: Math.max(60, Math.round(token.ttl / 1000)), includeX5c: token.include_x5c && key.chain.length > 0 })
+  const verifier = await createVerifier({ issuer: token.issuer, audience: token.service, keys: [key.publicKey] })
+  const endpointFor = (clientIp: string): TokenEndpoint =>
+    createTokenEndpoint({
+      issuer,
+      service: token.service,
+      realm: config.htpasswd.realm,
+      allowAnonymous: token.anonymous,
+      // A locked-out login is refused like a wrong password (the token server answers 401 either way).
+      authenticate: async (user, password) => (await verifyThrottled(store, throttle, user, password, clientIp)) === true,
+      grant: (who, scopes, ip) => scopes.map((scope) => ({ ...scope, actions: acl.granted(who, scope, ip) })).filter((scope) => scope.actions.length > 0),
+      accountActive: (user) => store.userNames.includes(user),
+      onIssued: (event) => log.info({ token: event }, 'token issued'),
+      onError: (error) => log.error({ err: error instanceof Error ? error.message : String(error) }, 'token endpoint failed'),
+    })
+  log.info({ kid: key.kid, alg: key.alg, issuer: token.issuer, service: token.service }, 'token server ready at /auth/token')
+  return {
+    authenticator: createBearerAuthenticator({ verifier, service: token.service, realm: token.realm }),
+    endpoint: (req, res, clientIp) => endpointFor(clientIp)(req, res, clientIp),
+  }
+}
+
+async function externalVerifier(token: Config['auth']['token'], log: Logger): Promise<Verifier> {
+  const { external } = token
+  if (!external.issuer || !token.realm || (!external.rootcertbundle && !external.jwks)) {
+    throw new Error('auth.token.external: needs issuer, auth.token.realm (the token server URL) and rootcertbundle or jwks')
+  }
+  const keys = external.jwks ? (JSON.parse(readFileSync(external.jwks, 'utf8')) as Parameters<typeof createVerifier>[0]['keys']) : readFileSync(external.rootcertbundle, 'utf8')
+  log.info({ issuer: external.issuer, realm: token.realm }, 'verifying tokens from an external issuer')
+  return createVerifier({ issuer: external.issuer, audience: token.service, keys, clockSkewSeconds: Math.round(external.clock_skew / 1000) })
 }

@@ -100,7 +100,7 @@ export const schema: Section = {
     auth: {
       kind: 'section',
       fields: {
-        mode: { kind: 'string', default: 'htpasswd', oneOf: ['none', 'htpasswd'] },
+        mode: { kind: 'string', default: 'htpasswd', oneOf: ['none', 'htpasswd', 'token'] },
         htpasswd: {
           kind: 'section',
           fields: {
@@ -110,6 +110,29 @@ export const schema: Section = {
           },
         },
         cache_ttl: { kind: 'duration', default: 300_000 },
+        token: {
+          kind: 'section',
+          fields: {
+            service: { kind: 'string', default: 'portier-registry' },
+            issuer: { kind: 'string', default: 'portier' },
+            realm: { kind: 'string', default: '', pattern: /^(?:https?:\/\/\S+)?$/, expect: 'empty (the built-in token server) or a URL like "https://auth.example.com/token"' },
+            key: { kind: 'string', default: 'certs/token/token.key' },
+            cert: { kind: 'string', default: 'certs/token/token.crt' },
+            ttl: { kind: 'duration', default: 300_000 },
+            include_x5c: { kind: 'bool', default: true },
+            anonymous: { kind: 'bool', default: false },
+            external: {
+              kind: 'section',
+              fields: {
+                enabled: { kind: 'bool', default: false },
+                issuer: { kind: 'string', default: '' },
+                rootcertbundle: { kind: 'string', default: '' },
+                jwks: { kind: 'string', default: '' },
+                clock_skew: { kind: 'duration', default: 30_000 },
+              },
+            },
+          },
+        },
         acl: {
           kind: 'list',
           of: {
@@ -186,9 +209,20 @@ export interface Config {
   timeouts: { upstream_connect: number; upstream_headers: number; body_idle: number }
   limits: { blob_max_bytes: number; manifest_max_bytes: number; repositories: RepositoryLimitRule[] }
   auth: {
-    mode: 'none' | 'htpasswd'
+    mode: 'none' | 'htpasswd' | 'token'
     htpasswd: { path: string; realm: string; generate_admin: boolean }
     cache_ttl: number
+    token: {
+      service: string
+      issuer: string
+      realm: string
+      key: string
+      cert: string
+      ttl: number
+      include_x5c: boolean
+      anonymous: boolean
+      external: { enabled: boolean; issuer: string; rootcertbundle: string; jwks: string; clock_skew: number }
+    }
     acl: AclRule[]
     groups: AclGroup[]
     throttle: ThrottleConfig

@@ -8,12 +8,15 @@ import type { Limits } from '../proxy/limits.js'
 import type { UpstreamSet } from '../proxy/upstreams.js'
 import type { Forwarder } from '../proxy/forward.js'
 import type { Logger } from '../observe/log.js'
-import type { Acl, Authenticator, Identity } from '../auth/index.js'
+import type { Acl, AuthContext, Authenticator, Identity, TokenEndpoint } from '../auth/index.js'
+import { covers, formatScope } from '../auth/token/index.js'
 
 export interface GatewayDeps {
   upstreams: UpstreamSet
   authenticator: Authenticator
   acl: Acl
+  /** The built-in token server (token mode), served at /auth/token. */
+  tokenEndpoint?: TokenEndpoint
   limits: Limits
   forwarder: Forwarder
   trustedProxies: TrustedProxies
@@ -46,19 +49,27 @@ function lingerOnUnreadBody(req: IncomingMessage): void {
 }
 
 export function createGateway(deps: GatewayDeps): RequestHandler {
-  const { upstreams, authenticator, acl, limits, forwarder, trustedProxies, log } = deps
+  const { upstreams, authenticator, acl, tokenEndpoint, limits, forwarder, trustedProxies, log } = deps
 
-  /** Anonymous callers are asked for credentials (clients only send them after a 401); others are denied. */
-  function authorize(request: RegistryRequest, identity: Identity, clientIp: string): void {
+  /**
+   * Token callers are held to what their token grants; everyone else to the ACL. Anonymous callers
+   * who lack access are asked for credentials (clients only send them after a 401); others are denied.
+   */
+  function authorize(request: RegistryRequest, identity: Identity, context: AuthContext): void {
     const anonymousCaller = identity.via === 'anonymous'
-    // The base endpoint is how `docker login` checks credentials: it must challenge unless auth is off.
-    if (request.op === 'base' && anonymousCaller && authenticator.asksForCredentials) {
-      throw authenticator.challenge()
+    if (anonymousCaller && authenticator.asksForCredentials) {
+      // The base endpoint is how `docker login` checks credentials; in token mode every call needs a token.
+      if (request.op === 'base' || !authenticator.anonymousReachesAcl) throw authenticator.challenge(context)
     }
-    const decision = acl.allows(callerOf(identity), request.scopes, clientIp)
+    if (identity.via === 'token') {
+      const missing = covers(identity.access ?? [], request.scopes)
+      if (missing.length > 0) throw authenticator.challenge(context, { missing: missing.map(formatScope) }, 'insufficient_scope')
+      return
+    }
+    const decision = acl.allows(callerOf(identity), request.scopes, context.clientIp)
     if (decision.ok) return
-    const missing = decision.missing.map((scope) => `${scope.type}:${scope.name}:${scope.actions.join(',')}`)
-    if (anonymousCaller) throw authenticator.challenge({ missing })
+    const missing = decision.missing.map(formatScope)
+    if (anonymousCaller) throw authenticator.challenge(context, { missing })
     throw new RegistryError('DENIED', { missing })
   }
 
@@ -71,9 +82,15 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
     const encrypted = (req.socket as TLSSocket).encrypted === true
     const client = describeClient(req.headers, req.socket.remoteAddress, encrypted, trustedProxies, deps.publicUrl, deps.fallbackHost)
     try {
+      if (tokenEndpoint && isTokenPath(req.url)) {
+        upstreamName = 'token-server'
+        await tokenEndpoint(req, res, client.clientIp)
+        return
+      }
       request = classify(req.method ?? 'GET', req.url ?? '/')
-      identity = await authenticator.authenticate(req.headers, client.clientIp)
-      authorize(request, identity, client.clientIp)
+      const context: AuthContext = { clientIp: client.clientIp, publicOrigin: client.publicOrigin, scopes: request.scopes }
+      identity = await authenticator.authenticate(req.headers, context)
+      authorize(request, identity, context)
       const limit = limits.forRequest(request)
       const upstream = upstreams.pick(request)
       upstreamName = upstream.name
@@ -125,4 +142,9 @@ function filterCatalog(body: unknown, canPull: (repository: string) => boolean):
   if (typeof body !== 'object' || body === null || !Array.isArray((body as { repositories?: unknown }).repositories)) return body
   const repositories = (body as { repositories: unknown[] }).repositories
   return { ...body, repositories: repositories.filter((name) => typeof name === 'string' && canPull(name)) }
+}
+
+function isTokenPath(url: string | undefined): boolean {
+  const path = (url ?? '').split('?')[0]
+  return path === '/auth/token' || path === '/auth/token/'
 }

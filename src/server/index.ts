@@ -83,6 +83,7 @@ async function start(
     upstreams,
     authenticator: auth.authenticator,
     acl: auth.acl,
+    ...(auth.tokenEndpoint ? { tokenEndpoint: auth.tokenEndpoint } : {}),
     limits: createLimits(config.limits),
     forwarder: new Forwarder((error, path) =>
       log.warn({ path: path.split('?')[0], err: error instanceof Error ? error.message : String(error) }, 'could not cancel upstream upload'),

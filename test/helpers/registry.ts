@@ -19,6 +19,8 @@ export interface RegistryOptions {
   deleteEnabled?: boolean;
   /** Max time to wait for GET /v2/ == 200, default 10 000 ms. */
   readyTimeoutMs?: number;
+  /** Configure registry:2's own token auth (auth.token); then GET /v2/ answering 401 means ready. */
+  tokenAuth?: { realm: string; service: string; issuer: string; rootcertbundle: string };
 }
 
 export interface RegistryHandle {
@@ -138,7 +140,13 @@ async function startOnce(opts: RegistryOptions): Promise<RegistryHandle> {
   const secret = opts.secret ?? `portier-test-${Math.random().toString(36).slice(2)}`;
   const configFile = join(configDir, 'config.yml');
   const logFile = join(configDir, 'registry.log');
-  await writeFile(configFile, configYaml(port, storageDir, secret, opts.deleteEnabled ?? true));
+  let configText = configYaml(port, storageDir, secret, opts.deleteEnabled ?? true);
+  if (opts.tokenAuth) {
+    const { realm, service, issuer, rootcertbundle } = opts.tokenAuth;
+    configText += ['', 'auth:', '  token:', `    realm: ${JSON.stringify(realm)}`, `    service: ${JSON.stringify(service)}`,
+      `    issuer: ${JSON.stringify(issuer)}`, `    rootcertbundle: ${JSON.stringify(rootcertbundle)}`, ''].join('\n');
+  }
+  await writeFile(configFile, configText);
 
   // The child writes straight into the log file, so nothing is lost if the test process stalls.
   const logFd = openSync(logFile, 'a');
@@ -242,7 +250,7 @@ async function startOnce(opts: RegistryOptions): Promise<RegistryHandle> {
     }
     try {
       const status = await getStatus(`${url}/v2/`, 1000);
-      if (status === 200) return handle;
+      if (status === 200 || (opts.tokenAuth && status === 401)) return handle;
       lastErr = `GET /v2/ returned ${status}`;
     } catch (e) {
       lastErr = (e as Error).message;

@@ -1,0 +1,35 @@
+// Token mode at the registry API: verifies Bearer tokens and answers with the Bearer challenge Docker clients follow.
+import type { IncomingHttpHeaders } from 'node:http'
+import { RegistryError } from '../registry/errors.js'
+import type { Authenticator, AuthContext, ChallengeError } from './basic.js'
+import { bearerToken, challengeFor, TokenError, type Verifier } from './token/index.js'
+
+export interface BearerOptions {
+  verifier: Verifier
+  service: string
+  /** Token server URL for challenges; empty means this gateway's own /auth/token. */
+  realm: string
+}
+
+export function createBearerAuthenticator(options: BearerOptions): Authenticator {
+  const realmFor = (context: AuthContext): string => options.realm || `${context.publicOrigin}/auth/token`
+  const challenge = (context: AuthContext, detail?: unknown, error?: ChallengeError): RegistryError =>
+    new RegistryError('UNAUTHORIZED', detail, { 'WWW-Authenticate': challengeFor(context.scopes, realmFor(context), options.service, error) })
+  return {
+    challenge,
+    asksForCredentials: true,
+    anonymousReachesAcl: false,
+    async authenticate(headers: IncomingHttpHeaders, context: AuthContext) {
+      if (headers.authorization === undefined) return { user: '', via: 'anonymous' }
+      const token = bearerToken(headers.authorization)
+      if (!token) throw challenge(context, { reason: 'expected a Bearer token from the token server' })
+      try {
+        const verified = await options.verifier.verify(token)
+        return { user: verified.subject, via: 'token', access: verified.access }
+      } catch (error) {
+        if (error instanceof TokenError) throw challenge(context, { reason: error.problem }, 'invalid_token')
+        throw error
+      }
+    },
+  }
+}
