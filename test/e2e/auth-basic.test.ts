@@ -9,6 +9,7 @@ import { registryFixture } from '../helpers/registry.js'
 import { gatewayFixture, startGateway } from '../helpers/gateway.js'
 import { makeOciLayout, readOciLayout } from '../helpers/oci.js'
 import { skopeoCopy } from '../helpers/skopeo.js'
+import { run } from '../helpers/exec.js'
 import { hashPassword } from '../../src/auth/hashes.js'
 
 const MiB = 1024 * 1024
@@ -81,4 +82,17 @@ t.test('first start generates an admin, prints the password once, and it works',
   const second = await startGateway({ cwd, config })
   t.teardown(() => second.stop())
   t.notMatch(second.stderr(), /password:/, 'a second start prints no password')
+})
+
+t.test('skopeo login works in htpasswd mode', async (t) => {
+  const registry = await registryFixture(t)
+  const work = await mkdtemp(join(tmpdir(), 'portier-login-'))
+  t.teardown(() => rm(work, { recursive: true, force: true }))
+  const htpasswd = join(work, 'htpasswd')
+  await writeFile(htpasswd, `alice:${await hashPassword('alice-password', 10)}\n`)
+  const gateway = await gatewayFixture(t, { config: { upstreams: [{ url: registry.url }], auth: { mode: 'htpasswd', htpasswd: { path: htpasswd } } } })
+  const authfile = join(work, 'auth.json')
+  const login = (password: string) => run('skopeo', ['login', '--authfile', authfile, '--cert-dir', gateway.certDir, '-u', 'alice', '--password-stdin', gateway.host], { input: `${password}\n` })
+  t.equal((await login('alice-password')).code, 0, 'right password: skopeo login succeeds')
+  t.not((await login('wrong-password')).code, 0, 'wrong password: skopeo login fails')
 })

@@ -132,3 +132,58 @@ t.test('a registry:2 with auth.token verifies the tokens Portier issues (key fro
   t.equal((await readOciLayout(join(work, 'back'), 'latest')).manifestDigest, image.manifestDigest, "push and pull through Portier with the registry verifying Portier's tokens")
   t.match(await registry.log(), /PUT \/v2\/verified\/app\/manifests\/v1 HTTP\/1.1" 201/, 'the registry accepted the manifest PUT with the forwarded token')
 })
+
+t.test('external issuer mode verifies tokens from another token server and issues none itself', async (t) => {
+  const registry = await registryFixture(t)
+  const work = await mkdtemp(join(tmpdir(), 'portier-token-external-'))
+  t.teardown(() => rm(work, { recursive: true, force: true }))
+  // Stand-in for docker_auth: another key, another issuer name, its certificate as the trust bundle.
+  const externalFiles = generateTokenKey(join(work, 'external'), { bits: 2048, commonName: 'docker_auth' })
+  const external = createIssuer({ key: loadTokenKey(externalFiles.keyPath, externalFiles.certPath), issuer: 'docker_auth', service: 'portier-registry' })
+  const ownFiles = generateTokenKey(join(work, 'own'), { bits: 2048 })
+  const realm = 'https://auth.example.test/token'
+  const gateway = await gatewayFixture(t, {
+    config: {
+      upstreams: [{ url: registry.url }],
+      auth: { mode: 'token', token: { realm, external: { enabled: true, issuer: 'docker_auth', rootcertbundle: externalFiles.certPath } } },
+    },
+  })
+  const dispatcher = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
+  t.teardown(() => dispatcher.close())
+  const tags = async (headers: Record<string, string>) => {
+    const response = await request(`${gateway.url}/v2/ext/app/tags/list`, { dispatcher, headers })
+    await response.body.dump()
+    return response
+  }
+  const access = [{ type: 'repository' as const, name: 'ext/app', actions: ['pull' as const] }]
+
+  const challenged = await tags({})
+  t.equal(challenged.headers['www-authenticate'], `Bearer realm="${realm}",service="portier-registry",scope="repository:ext/app:pull"`, 'the challenge sends clients to the external token server')
+  const good = await tags({ authorization: `Bearer ${(await external.issue({ subject: 'carol', access })).token}` })
+  t.equal(good.statusCode, 404, "the external issuer's token is accepted (registry: repository unknown)")
+  const foreign = createIssuer({ key: loadTokenKey(ownFiles.keyPath, ownFiles.certPath), issuer: 'docker_auth', service: 'portier-registry' })
+  const bad = await tags({ authorization: `Bearer ${(await foreign.issue({ subject: 'carol', access })).token}` })
+  t.equal(bad.statusCode, 401, 'a token with the right issuer name but another key is refused')
+  t.match(bad.headers['www-authenticate'], /error="invalid_token"/)
+  const endpoint = await request(`${gateway.url}/auth/token?service=portier-registry`, { dispatcher })
+  await endpoint.body.dump()
+  t.equal(endpoint.statusCode, 404, 'no built-in token server in external mode')
+})
+
+t.test('skopeo login works in token mode (ping, challenge, token, ping)', async (t) => {
+  const registry = await registryFixture(t)
+  const work = await mkdtemp(join(tmpdir(), 'portier-token-login-'))
+  t.teardown(() => rm(work, { recursive: true, force: true }))
+  const htpasswd = join(work, 'htpasswd')
+  await writeFile(htpasswd, `alice:${await hashPassword('alice-password', 10)}\n`)
+  const gateway = await gatewayFixture(t, {
+    config: { upstreams: [{ url: registry.url }], auth: { mode: 'token', htpasswd: { path: htpasswd }, token: { key: join(work, 'k', 'token.key'), cert: join(work, 'k', 'token.crt') } } },
+  })
+  const authfile = join(work, 'auth.json')
+  const login = (password: string) => run('skopeo', ['login', '--authfile', authfile, '--cert-dir', gateway.certDir, '-u', 'alice', '--password-stdin', gateway.host], { input: `${password}\n` })
+  const ok = await login('alice-password')
+  t.equal(ok.code, 0, `skopeo login succeeds (${ok.stderr.trim()})`)
+  t.match(readFileSync(authfile, 'utf8'), gateway.host, 'and stores the credentials for this registry')
+  const denied = await login('wrong-password')
+  t.not(denied.code, 0, 'a wrong password fails skopeo login')
+})
