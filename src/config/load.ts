@@ -243,6 +243,15 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
 /** Rules that span several keys. Runs on a partly invalid tree too, so it checks shapes before use. */
 function crossChecks(config: Config, origin: Origin): ConfigProblem[] {
   const problems: ConfigProblem[] = []
+  const token = config.auth?.token
+  if (config.auth?.mode === 'token' && token?.external?.enabled) {
+    const need = (key: string, ok: boolean, expected: string): void => {
+      if (!ok) problems.push({ source: sourceOf(origin, key), key, expected, found: 'nothing' })
+    }
+    need('auth.token.external.issuer', Boolean(token.external.issuer), "the external token server's issuer (iss) name")
+    need('auth.token.realm', Boolean(token.realm), 'the external token server URL clients are sent to')
+    need('auth.token.external.rootcertbundle', Boolean(token.external.rootcertbundle || token.external.jwks), 'a PEM bundle of its certificates or public keys (or auth.token.external.jwks)')
+  }
   const names = new Set<string>()
   const upstreams = Array.isArray(config.upstreams) ? config.upstreams : []
   upstreams.forEach((upstream, index) => {
