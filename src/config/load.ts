@@ -283,7 +283,8 @@ function crossChecks(config: Config, origin: Origin): ConfigProblem[] {
     if (port !== undefined && Number(port) > 65535) problem(`server.${name}`, 'a port from 0 to 65535', JSON.stringify(address))
   }
   if (typeof server?.http_redirect_listen === 'string' && server.http_redirect_listen !== '') {
-    if (server.http_redirect_listen === server.listen) {
+    // Port 0 means "any free port": two of those never collide.
+    if (server.http_redirect_listen === server.listen && !server.listen.endsWith(':0')) {
       problem('server.http_redirect_listen', 'an address other than server.listen', JSON.stringify(server.http_redirect_listen))
     }
     const tls = isTree(config.tls) ? config.tls : undefined

@@ -146,7 +146,7 @@ async function start(
     cleanups.push(() => closeServer(redirect, 1000, log))
   }
 
-  log.info({ url, listen: `${address.host}:${address.port}`, upstreams: upstreams.all.map((u) => ({ name: u.name, url: u.origin })), hostname: hostname() }, 'portier ready')
+  log.info({ url, listen: `${address.host}:${address.port}`, ...(redirectAddress ? { redirect_listen: `${redirectAddress.host}:${redirectAddress.port}` } : {}), upstreams: upstreams.all.map((u) => ({ name: u.name, url: u.origin })), hostname: hostname() }, 'portier ready')
 
   const running: RunningPortier = { url, address, upstreams, close: cleanup }
   if (selfSigned) running.selfSigned = selfSigned

@@ -10,7 +10,6 @@ import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls'
 import type { Socket } from 'node:net'
 import { runOk } from '../helpers/exec.js'
 import { gatewayFixture } from '../helpers/gateway.js'
-import { freePort } from '../helpers/ports.js'
 import { registryFixture } from '../helpers/registry.js'
 
 const work = mkdtempSync(join(tmpdir(), 'portier-tls-'))
@@ -259,11 +258,13 @@ t.test('without certificates a self-signed one is generated once and reused', as
 
 t.test('http_redirect_listen answers 301 to https with path and query kept', async (t) => {
   const registry = await registryFixture(t)
-  const redirectPort = await freePort()
   const gateway = await gatewayFixture(t, {
     env,
-    config: { upstreams: [{ url: registry.url }], server: { http_redirect_listen: `127.0.0.1:${redirectPort}` } },
+    config: { upstreams: [{ url: registry.url }], server: { http_redirect_listen: '127.0.0.1:0' } },
   })
+  const ready = gateway.logs.find((line) => line.msg === 'portier ready')
+  const redirectPort = Number(String(ready?.redirect_listen).split(':').pop())
+  t.ok(redirectPort > 0, `the redirect listener's port is in the ready log line (${redirectPort})`)
   const get = (path: string, method = 'GET') => new Promise<{ status: number; location: string | undefined }>((resolve, reject) => {
     httpRequest({ host: '127.0.0.1', port: redirectPort, path, method }, (res) => {
       res.resume()

@@ -7,13 +7,12 @@ import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import type { Test } from 'tap'
 import yaml from 'js-yaml'
-import { freePort } from './ports.js'
 
 export const ROOT = resolve(import.meta.dirname, '..', '..')
 export const CLI = join(ROOT, 'dist', 'cli.js')
 
 export interface GatewayOptions {
-  /** Config tree written as portier.yaml; `server.listen` defaults to 127.0.0.1:<free port>. */
+  /** Config tree written as portier.yaml; `server.listen` defaults to 127.0.0.1:0 (any free port). */
   config?: Record<string, unknown>
   env?: NodeJS.ProcessEnv
   /** Working directory (certs/, data/ are relative to it); a fresh temp dir by default. */
@@ -62,7 +61,9 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
   const cwd = options.cwd ?? (await mkdtemp(join(tmpdir(), 'portier-gw-')))
   const config = structuredClone(options.config ?? {}) as Record<string, Record<string, unknown>>
   config.server = { ...(config.server ?? {}) }
-  if (config.server.listen === undefined) config.server.listen = `127.0.0.1:${await freePort()}`
+  // Port 0: the kernel picks a free port at bind time (no race with tests running in parallel);
+  // the real port is read from the 'portier ready' log line.
+  if (config.server.listen === undefined) config.server.listen = '127.0.0.1:0'
   // Tests get open access unless they are about auth.
   if (config.auth === undefined) config.auth = { mode: 'none' }
   const configFile = join(cwd, 'portier.yaml')
