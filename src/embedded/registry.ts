@@ -129,14 +129,21 @@ export async function startEmbeddedRegistry(options: EmbeddedRegistryOptions): P
   const dataDir = resolve(options.dataDir)
   const storage = join(dataDir, 'storage')
   mkdirSync(storage, { recursive: true })
-  const port = await freeLoopbackPort()
   const configPath = join(dataDir, 'config.yml')
-  writeFileSync(configPath, registryConfig(storage, port, persistentSecret(dataDir)))
-  const url = `http://127.0.0.1:${port}`
+  const secret = persistentSecret(dataDir)
+  let url = ''
+  const choosePort = async (): Promise<void> => {
+    const port = await freeLoopbackPort()
+    writeFileSync(configPath, registryConfig(storage, port, secret))
+    url = `http://127.0.0.1:${port}`
+  }
+  await choosePort()
   const log = options.log.child({ component: 'embedded-registry' })
 
   let child: ChildProcess
   let stopping = false
+  // During start-up an exit is handled by the start loop (new port), not by the restart logic.
+  let starting = true
   // Restart delays: 1 s doubling up to restart_max_backoff. A registry that crashes soon after every
   // start keeps backing off; one that ran for at least the longest delay starts over at 1 s.
   const firstDelay = Math.max(100, Math.min(1000, options.maxBackoffMs))
@@ -163,7 +170,7 @@ export async function startEmbeddedRegistry(options: EmbeddedRegistryOptions): P
     // Without a listener a spawn failure (binary removed, permissions) would crash the gateway.
     started.on('error', (error) => log.error({ err: error.message }, 'embedded registry could not be started'))
     started.on('close', (code, signal) => {
-      if (stopping) return
+      if (stopping || starting) return
       if (Date.now() - launchedAt >= maxDelay) backoff = firstDelay
       log.error({ code, signal, pid: started.pid, ranMs: Date.now() - launchedAt, restartInMs: backoff }, 'embedded registry exited; restarting')
       restartTimer = setTimeout(() => {
@@ -178,19 +185,29 @@ export async function startEmbeddedRegistry(options: EmbeddedRegistryOptions): P
     return started
   }
 
-  child = launch()
   // Even on a hard exit (second signal, crash) the registry must not outlive the gateway.
   const killOnExit = (): void => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
   }
   process.once('exit', killOnExit)
-  try {
-    await waitUntilUp(url, child, 15_000)
-  } catch (error) {
-    stopping = true
-    child.kill('SIGKILL')
-    throw error
+  for (let attempt = 1; ; attempt++) {
+    child = launch()
+    try {
+      await waitUntilUp(url, child, 15_000)
+      break
+    } catch (error) {
+      const exitedEarly = child.exitCode !== null || child.signalCode !== null
+      if (!exitedEarly || attempt >= 3) {
+        stopping = true
+        child.kill('SIGKILL')
+        throw error
+      }
+      // Most often another process took the port between choosing it and the registry binding it.
+      log.warn({ url, attempt }, 'embedded registry exited during start-up; trying another port')
+      await choosePort()
+    }
   }
+  starting = false
   log.info({ url, binary, storage, config: configPath, pid: child.pid }, 'embedded registry started')
 
   return {
