@@ -1,10 +1,11 @@
 // Generates (once) and reuses a self-signed certificate so Portier serves HTTPS out of the box.
 import { createPrivateKey, generateKeyPairSync, X509Certificate, randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, chmodSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import forge from 'node-forge'
+import { writeKeyAndCertificate } from './pem-files.js'
 
 export interface SelfSignedCertificate {
   certPath: string
@@ -106,15 +107,7 @@ export function ensureSelfSigned(dir: string, extraHosts: string[] = []): SelfSi
   cert.sign(forge.pki.privateKeyFromPem(keyPem), forge.md.sha256.create())
   const certPem = forge.pki.certificateToPem(cert)
 
-  mkdirSync(dir, { recursive: true })
-  // Written beside and renamed into place: the key is never readable by others, not even briefly,
-  // and a reader (or a crash) never sees a half-written file or a new key next to the old certificate.
-  const suffix = `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
-  writeFileSync(`${keyPath}${suffix}`, keyPem, { mode: 0o600 })
-  chmodSync(`${keyPath}${suffix}`, 0o600)
-  writeFileSync(`${certPath}${suffix}`, certPem, { mode: 0o644 })
-  renameSync(`${keyPath}${suffix}`, keyPath)
-  renameSync(`${certPath}${suffix}`, certPath)
+  writeKeyAndCertificate(keyPath, keyPem, certPath, certPem)
   const parsed = new X509Certificate(certPem)
   return { certPath, keyPath, fingerprint: parsed.fingerprint256, created: true, names: [...names.dns, ...names.ips] }
 }

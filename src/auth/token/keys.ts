@@ -1,8 +1,9 @@
 // Token signing keys: generating an RSA key with a self-signed certificate (registry:2's rootcertbundle), loading keys, libtrust key IDs.
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, X509Certificate, type KeyObject } from 'node:crypto'
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import forge from 'node-forge'
+import { writeKeyAndCertificate } from '../../tls/pem-files.js'
 
 export type TokenAlg = 'RS256' | 'ES256'
 
@@ -170,14 +171,6 @@ export function generateTokenKey(dir: string, options: GenerateTokenKeyOptions =
   cert.sign(forge.pki.privateKeyFromPem(keyPem), forge.md.sha256.create())
   const certPem = forge.pki.certificateToPem(cert)
 
-  mkdirSync(dir, { recursive: true })
-  // Written beside and renamed into place: the key is never readable by others, and nobody sees a
-  // new key next to the old certificate.
-  const suffix = `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
-  writeFileSync(`${keyPath}${suffix}`, keyPem, { mode: 0o600 })
-  chmodSync(`${keyPath}${suffix}`, 0o600)
-  writeFileSync(`${certPath}${suffix}`, certPem, { mode: 0o644 })
-  renameSync(`${keyPath}${suffix}`, keyPath)
-  renameSync(`${certPath}${suffix}`, certPath)
+  writeKeyAndCertificate(keyPath, keyPem, certPath, certPem)
   return { keyPath, certPath, kid: libtrustKeyId(publicKey), alg, expires: cert.validity.notAfter }
 }
