@@ -39,6 +39,9 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext su
   -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 htpasswd -B -C 10 -b -c "$work/htpasswd" bench bench-password 2>/dev/null
 auth="Authorization: Basic $(printf 'bench:bench-password' | base64)"
+# nginx's workers run as an unprivileged user: let them read the users file (bench data only).
+chmod 755 "$work"
+chmod 644 "$work/htpasswd"
 
 # nginx as in distribution's "Authenticate proxy with nginx" recipe, one worker.
 mkdir -p "$work/nginx"
@@ -118,6 +121,17 @@ measure() { # name url [auth header]
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 path=/v2/bench/app/manifests/v1
+# Every target must answer the request being measured with 200, or its figure means nothing.
+check() { # name url [auth header]
+  local status
+  if [ $# -ge 3 ]; then status=$(curl -sk -o /dev/null -w '%{http_code}' -I -H "$accept" -H "$3" "$2")
+  else status=$(curl -sk -o /dev/null -w '%{http_code}' -I -H "$accept" "$2"); fi
+  if [ "$status" != 200 ]; then echo "$1 answers $status, not 200: $2" >&2; tail -5 "$work/nginx/error.log" >&2 || true; exit 1; fi
+}
+check direct "http://127.0.0.1:$reg_port$path"
+check nginx "https://127.0.0.1:$nginx_port$path" "$auth"
+check portier "https://127.0.0.1:$portier_port$path" "$auth"
+
 for round in $(seq 1 "$rounds"); do
   measure direct "http://127.0.0.1:$reg_port$path"
   measure nginx "https://127.0.0.1:$nginx_port$path" "$auth"
