@@ -130,6 +130,8 @@ export class Forwarder {
       } catch (error) {
         const exceeded = limiter?.errored instanceof LimitExceeded ? limiter.errored : error instanceof LimitExceeded ? error : undefined
         if (exceeded) throw tooLarge(exceeded)
+        // The client left before the upstream answered: nothing failed upstream, and nobody is there to answer.
+        if (controller.signal.aborted && request.op !== 'upload.finish') return { status: 499 }
         throw upstreamFailure(error, exchange.upstream)
       }
       responded = true
@@ -314,6 +316,9 @@ export class Forwarder {
       headers,
       body,
       highWaterMark: 1 << 20,
+      // undici closes the connection after every HEAD (for servers that wrongly send a body);
+      // registries do not, and docker checks blobs and manifests with HEAD all the time.
+      reset: false,
     }
     if (signal) options.signal = signal
     return exchange.upstream.pool.request(options)

@@ -30,6 +30,8 @@ const upstream = createServer((req: IncomingMessage, res: ServerResponse) => {
     answer(req, res, body)
   })
 })
+let upstreamConnections = 0
+upstream.on('connection', () => upstreamConnections++)
 await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
 const upstreamPort = (upstream.address() as { port: number }).port
 const upstreamUrl = `http://127.0.0.1:${upstreamPort}`
@@ -263,4 +265,13 @@ t.test("the client's Authorization never reaches the upstream unless configured;
   t.teardown(() => passingClient.close())
   const { request: passed } = await through(passingClient, 'GET', '/v2/', bearer)
   t.equal(passed?.headers.authorization, bearer.authorization, 'forward_authorization: true passes it through')
+})
+
+t.test('HEAD requests reuse the upstream keep-alive connection (docker checks blobs with HEAD all the time)', async (t) => {
+  await through(openClient, 'HEAD', `/v2/hdrs/app/blobs/${DIGEST}`)
+  const before = upstreamConnections
+  const statuses: number[] = []
+  for (let i = 0; i < 20; i++) statuses.push((await through(openClient, 'HEAD', `/v2/hdrs/app/blobs/${DIGEST}`)).reply.status)
+  t.ok(statuses.every((status) => status === 200), 'every HEAD answered 200')
+  t.equal(upstreamConnections - before, 0, '20 sequential HEADs opened no new upstream connection')
 })
