@@ -183,7 +183,7 @@ function compileName(glob: string): NameMatcher {
 }
 
 interface CompiledRule {
-  /** undefined: any authenticated caller; '' : anonymous callers only; otherwise a glob on the account. */
+  /** undefined means every authenticated caller; '' means anonymous callers only; otherwise a glob on the account. */
   account: RegExp | '' | undefined
   group: string | undefined
   name: NameMatcher | undefined

@@ -52,7 +52,7 @@ const curveFor: Record<string, string> = { ES256: 'prime256v1', ES384: 'secp384r
 
 interface TrustedKey {
   key: KeyObject
-  /** libtrust key ID, RFC 7638 thumbprint and the JWK's own `kid`: any of them may arrive as `kid`. */
+  /** libtrust key ID, RFC 7638 thumbprint and the JWK's own `kid`: each of them may arrive as `kid`. */
   ids: Set<string>
   /** The JWK's `alg`, when it named one. */
   alg?: string
