@@ -1,7 +1,7 @@
 // An htpasswd file: parsed with line-numbered problems, reloaded when it changes, and a cache of
 // verified credentials so bcrypt runs once per credential rather than once per request.
 import { createHash, randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, watch, writeFileSync, type FSWatcher } from 'node:fs'
+import { mkdirSync, readFileSync, watch, writeFileSync, type FSWatcher } from 'node:fs'
 import { basename, dirname, resolve } from 'node:path'
 import { hashKind, hashPassword, verifyPassword, type HashKind } from './hashes.js'
 
@@ -144,8 +144,4 @@ export async function createWithGeneratedAdmin(path: string, user = 'admin'): Pr
   mkdirSync(dirname(resolve(path)), { recursive: true })
   writeFileSync(path, formatHtpasswd(new Map([[user, await hashPassword(password, 10)]])), { mode: 0o600, flag: 'wx' })
   return password
-}
-
-export function htpasswdExists(path: string): boolean {
-  return existsSync(path)
 }

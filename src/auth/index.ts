@@ -108,23 +108,22 @@ async function builtInTokenServer(
   const key = signingKey(token, log)
   const issuer = createIssuer({ key, issuer: token.issuer, service: token.service, ttlSeconds: Math.max(60, Math.round(token.ttl / 1000)), includeX5c: token.include_x5c && key.chain.length > 0 })
   const verifier = await createVerifier({ issuer: token.issuer, audience: token.service, keys: [key.publicKey] })
-  const endpointFor = (clientIp: string): TokenEndpoint =>
-    createTokenEndpoint({
-      issuer,
-      service: token.service,
-      realm: config.htpasswd.realm,
-      allowAnonymous: token.anonymous,
-      // A locked-out login is refused like a wrong password (the token server answers 401 either way).
-      authenticate: async (user, password) => (await verifyThrottled(store, throttle, user, password, clientIp)) === true,
-      grant: (who, scopes, ip) => scopes.map((scope) => ({ ...scope, actions: acl.granted(who, scope, ip) })).filter((scope) => scope.actions.length > 0),
-      accountActive: (user) => store.userNames.includes(user),
-      onIssued: (event) => log.info({ token: event }, 'token issued'),
-      onError: (error) => log.error({ err: error instanceof Error ? error.message : String(error) }, 'token endpoint failed'),
-    })
+  const endpoint = createTokenEndpoint({
+    issuer,
+    service: token.service,
+    realm: config.htpasswd.realm,
+    allowAnonymous: token.anonymous,
+    // A locked-out login is refused like a wrong password (the token server answers 401 either way).
+    authenticate: async (user, password, clientIp) => (await verifyThrottled(store, throttle, user, password, clientIp)) === true,
+    grant: (who, scopes, ip) => scopes.map((scope) => ({ ...scope, actions: acl.granted(who, scope, ip) })).filter((scope) => scope.actions.length > 0),
+    accountActive: (user) => store.userNames.includes(user),
+    onIssued: (event) => log.info({ token: event }, 'token issued'),
+    onError: (error) => log.error({ err: error instanceof Error ? error.message : String(error) }, 'token endpoint failed'),
+  })
   log.info({ kid: key.kid, alg: key.alg, issuer: token.issuer, service: token.service }, 'token server ready at /auth/token')
   return {
     authenticator: createBearerAuthenticator({ verifier, service: token.service, realm: token.realm }),
-    endpoint: (req, res, clientIp) => endpointFor(clientIp)(req, res, clientIp),
+    endpoint,
   }
 }
 

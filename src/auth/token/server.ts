@@ -22,8 +22,8 @@ export interface TokenEvent {
 
 export interface TokenEndpointOptions {
   issuer: Issuer
-  /** Whether the password is right for the user. */
-  authenticate(user: string, password: string): Promise<boolean>
+  /** Whether the password is right for the user (clientIp lets the caller throttle failed logins). */
+  authenticate(user: string, password: string, clientIp: string): Promise<boolean>
   /**
    * What the ACL allows of the requested scopes. The result is intersected with the request, so it
    * may be the granted subset or everything the caller may do on those names.
@@ -118,8 +118,8 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
     if (asked !== null && asked !== service) throw new Refusal('invalid_request', `this token server issues tokens for service "${service}" only`)
   }
 
-  async function login(user: string, password: string): Promise<Requester> {
-    if (user === '' || !(await options.authenticate(user, password))) throw badCredentials()
+  async function login(user: string, password: string, clientIp: string): Promise<Requester> {
+    if (user === '' || !(await options.authenticate(user, password, clientIp))) throw badCredentials()
     return { user, anonymous: false }
   }
 
@@ -149,7 +149,7 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
     } else {
       const credentials = parseBasic(authorization)
       if (!credentials) throw badCredentials()
-      who = await login(credentials.user, credentials.password)
+      who = await login(credentials.user, credentials.password, clientIp)
       const account = params.get('account')
       if (account !== null && account !== '' && account !== who.user) throw new Refusal('invalid_request', 'account does not match the credentials')
     }
@@ -171,7 +171,7 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
       const user = form.get('username')
       const password = form.get('password')
       if (user === null || password === null) throw new Refusal('invalid_request', 'grant_type=password needs username and password')
-      who = await login(user, password)
+      who = await login(user, password, clientIp)
       if (offline) refreshToken = await issuer.issueRefresh(who.user)
     } else if (grantType === 'refresh_token') {
       const given = form.get('refresh_token')
