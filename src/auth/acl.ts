@@ -1,5 +1,5 @@
 // docker_auth-style access rules: which actions a caller may take on a scope, first matching rule wins, default deny.
-import { BlockList, isIP } from 'node:net'
+import { createAddressList, parseCidr, type AddressList } from '../net/addresses.js'
 import type { AclAction, AclRule, Config } from '../config/schema.js'
 import type { Action, Scope } from '../registry/classify.js'
 
@@ -80,27 +80,6 @@ function nameGlobProblem(glob: string): string | undefined {
 }
 
 /** Parses "10.0.0.0/8", "::1/128" or a bare address; undefined when it is neither. */
-export function parseCidr(text: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
-  const [address, bits, extra] = text.split('/')
-  if (extra !== undefined || address === undefined) return undefined
-  const version = isIP(address)
-  if (version === 0) return undefined
-  const family = version === 4 ? 'ipv4' : 'ipv6'
-  const max = version === 4 ? 32 : 128
-  if (bits === undefined) return { address, prefix: max, family }
-  if (!/^\d{1,3}$/.test(bits) || Number(bits) > max) return undefined
-  return { address, prefix: Number(bits), family }
-}
-
-/** The address as node:net checks it: an IPv4-mapped IPv6 address (::ffff:10.1.2.3) becomes plain IPv4. */
-function normalizeIp(ip: string): { address: string; family: 'ipv4' | 'ipv6' } | undefined {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)
-  const address = mapped ? (mapped[1] as string) : ip
-  const version = isIP(address)
-  if (version === 0) return undefined
-  return { address, family: version === 4 ? 'ipv4' : 'ipv6' }
-}
-
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
@@ -188,19 +167,14 @@ interface CompiledRule {
   group: string | undefined
   name: NameMatcher | undefined
   type: 'repository' | 'registry' | undefined
-  ips: BlockList | undefined
+  ips: AddressList | undefined
   all: boolean
   actions: Set<AclAction>
 }
 
 function compileRule(rule: AclRule): CompiledRule {
   const { account, group, name, ip } = rule.match
-  let ips: BlockList | undefined
-  if (ip !== undefined) {
-    const cidr = parseCidr(ip) as NonNullable<ReturnType<typeof parseCidr>>
-    ips = new BlockList()
-    ips.addSubnet(cidr.address, cidr.prefix, cidr.family)
-  }
+  const ips = ip === undefined ? undefined : createAddressList([ip])
   return {
     account: account === undefined ? undefined : account === '' ? '' : new RegExp(`^${accountGlobSource(account)}$`),
     group,
@@ -228,7 +202,7 @@ export function createAcl(config: Pick<Config['auth'], 'mode' | 'acl' | 'groups'
     }
   }
 
-  const matches = (rule: CompiledRule, account: string | undefined, scope: Scope, ip: ReturnType<typeof normalizeIp>): boolean => {
+  const matches = (rule: CompiledRule, account: string | undefined, scope: Scope, ip: string): boolean => {
     if (rule.account === '') {
       if (account !== undefined) return false
     } else {
@@ -239,15 +213,14 @@ export function createAcl(config: Pick<Config['auth'], 'mode' | 'acl' | 'groups'
     if (rule.group !== undefined && !(account !== undefined && groupsOf.get(account)?.has(rule.group))) return false
     if (rule.type !== undefined && rule.type !== scope.type) return false
     if (rule.name && !rule.name(scope.name, account)) return false
-    if (rule.ips && !(ip && rule.ips.check(ip.address, ip.family))) return false
+    if (rule.ips && !rule.ips.has(ip)) return false
     return true
   }
 
   const granted = (who: Caller, scope: Scope, clientIp: string): Action[] => {
     if (scope.type !== 'repository' && scope.type !== 'registry') return []
     const account = who.anonymous || who.user === '' ? undefined : who.user
-    const ip = normalizeIp(clientIp)
-    const rule = rules.find((candidate) => matches(candidate, account, scope, ip))
+    const rule = rules.find((candidate) => matches(candidate, account, scope, clientIp))
     if (!rule) return []
     const requested = [...new Set(scope.actions)]
     return rule.all ? requested : requested.filter((action) => action !== '*' && rule.actions.has(action))

@@ -1,7 +1,7 @@
 // Loads YAML config, applies PORTIER_* environment overrides and validates against the schema.
 import { readFileSync } from 'node:fs'
-import { isIP } from 'node:net'
 import yaml from 'js-yaml'
+import { parseCidr } from '../net/addresses.js'
 import { aclProblems } from '../auth/acl.js'
 import { type Config, type Field, type Section, schema } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
@@ -298,7 +298,7 @@ function crossChecks(config: Config, origin: Origin): ConfigProblem[] {
   }
   const proxies = Array.isArray(server?.trusted_proxies) ? server.trusted_proxies : []
   for (const [index, proxy] of proxies.entries()) {
-    if (!isCidrOrIp(proxy)) {
+    if (parseCidr(proxy) === undefined) {
       const key = `server.trusted_proxies[${index}]`
       problems.push({ source: sourceOf(origin, key), key, expected: 'an IP address or CIDR like 10.0.0.0/8', found: JSON.stringify(proxy) })
     }
@@ -312,14 +312,4 @@ function crossChecks(config: Config, origin: Origin): ConfigProblem[] {
     }
   }
   return problems
-}
-
-function isCidrOrIp(text: string): boolean {
-  const [address, bits, extra] = text.split('/')
-  if (extra !== undefined || address === undefined) return false
-  // node:net's own parser: whatever passes here is accepted by BlockList at start-up.
-  const family = isIP(address)
-  if (family === 0) return false
-  if (bits === undefined) return true
-  return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128)
 }

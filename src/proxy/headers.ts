@@ -1,5 +1,6 @@
 // Header rules at the gateway boundary: hop-by-hop removal, forwarded headers, and Location rewriting.
-import { BlockList, isIPv6 } from 'node:net'
+import { isIPv6 } from 'node:net'
+import { createAddressList, plainIp } from '../net/addresses.js'
 import type { IncomingHttpHeaders } from 'node:http'
 
 const hopByHop = new Set([
@@ -26,20 +27,8 @@ export interface TrustedProxies {
 }
 
 export function createTrustedProxies(entries: string[]): TrustedProxies {
-  const list = new BlockList()
-  for (const entry of entries) {
-    const [address, bits] = entry.split('/') as [string, string | undefined]
-    const type = isIPv6(address) ? 'ipv6' : 'ipv4'
-    if (bits === undefined) list.addAddress(address, type)
-    else list.addSubnet(address, Number(bits), type)
-  }
-  return {
-    isTrusted(ip: string): boolean {
-      if (entries.length === 0 || !ip) return false
-      const plain = ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip
-      return list.check(plain, isIPv6(plain) ? 'ipv6' : 'ipv4')
-    },
-  }
+  const list = createAddressList(entries)
+  return { isTrusted: (ip) => list.has(ip) }
 }
 
 /** Who the client is and which public origin it used, after trusted-proxy resolution. */
@@ -71,7 +60,7 @@ export function describeClient(
   configuredPublicUrl: string,
   fallbackHost: string,
 ): ClientView {
-  const peer = normalizeIp(peerAddress ?? '')
+  const peer = plainIp(peerAddress ?? '')
   const peerTrusted = trusted.isTrusted(peer)
   let proto: 'http' | 'https' = encrypted ? 'https' : 'http'
   let host = headers.host && hostPattern.test(headers.host) ? headers.host : fallbackHost
@@ -105,10 +94,6 @@ export function describeClient(
   const view: ClientView = { peer, clientIp, forwardedFor, proto, host, publicOrigin }
   if (priorForwarded !== undefined) view.priorForwarded = priorForwarded
   return view
-}
-
-export function normalizeIp(ip: string): string {
-  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip
 }
 
 function forwardedNode(ip: string): string {
