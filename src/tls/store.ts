@@ -39,7 +39,7 @@ export class CertificateStore {
   private lastDigest = ''
 
   constructor(
-    private readonly files: CertificateFiles[],
+    private files: CertificateFiles[],
     private readonly minVersion: 'TLSv1.2' | 'TLSv1.3',
     private readonly events: CertificateStoreEvents,
   ) {
@@ -96,6 +96,27 @@ export class CertificateStore {
     this.wildcard = wildcard
     this.lastDigest = hex
     return true
+  }
+
+  /**
+   * Serves another set of files from now on (ACME swapping its certificate in for the placeholder).
+   * Throws, keeping the current set, when the new files do not load.
+   */
+  setFiles(files: CertificateFiles[]): void {
+    if (files.length === 0) throw new Error('no certificate files given')
+    const previous = this.files
+    this.files = files
+    try {
+      if (this.load()) this.events.onReload(this.loaded)
+    } catch (error) {
+      this.files = previous
+      throw error
+    }
+    if (this.watchers.length > 0) {
+      for (const watcher of this.watchers) watcher.close()
+      this.watchers = []
+      this.watch()
+    }
   }
 
   /** Watches the certificates' directories (which also catches atomic renames and symlink swaps). */

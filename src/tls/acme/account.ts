@@ -1,0 +1,89 @@
+// The ACME account: its key (created once, mode 0600) and URL in storage, and the client that signs with it.
+import { randomBytes } from 'node:crypto'
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { Agent } from 'node:https'
+import { rootCertificates } from 'node:tls'
+import acme from 'acme-client'
+import type { Logger } from '../../observe/log.js'
+import type { AcmePaths } from './storage.js'
+
+interface AccountInfo {
+  directory: string
+  url: string
+  email: string
+}
+
+export interface AccountOptions {
+  directoryUrl: string
+  email: string
+  eab: { kid: string; hmac_key: string }
+  paths: AcmePaths
+  log: Logger
+}
+
+function writePrivate(path: string, text: string): void {
+  const temporary = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
+  writeFileSync(temporary, text, { mode: 0o600 })
+  renameSync(temporary, path)
+}
+
+function readInfo(path: string): AccountInfo | undefined {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as AccountInfo
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Applies to every ACME request this process makes (acme-client shares one HTTP instance):
+ * trust `caBundlePem` besides the public roots, and retry a failed request only briefly, since
+ * the order scheduler has its own, longer backoff.
+ */
+export function configureTransport(caBundlePem: string | undefined): void {
+  if (caBundlePem) acme.axios.defaults.httpsAgent = new Agent({ ca: [...rootCertificates, caBundlePem], keepAlive: true })
+  const settings = acme.axios.defaults as { acmeSettings?: { retryMaxAttempts: number; retryDefaultDelay: number } }
+  if (settings.acmeSettings) {
+    settings.acmeSettings.retryMaxAttempts = 2
+    settings.acmeSettings.retryDefaultDelay = 1
+  }
+}
+
+/** Sends acme-client's own progress lines to the log at debug level. */
+export function routeLibraryLog(log: Logger): void {
+  acme.setLogger((message) => log.debug({ acme: message }, 'acme-client'))
+}
+
+/** A client for the account in storage, creating the key on first use; registers on the CA when needed. */
+export async function accountClient(options: AccountOptions): Promise<acme.Client> {
+  const { paths, directoryUrl, email, eab, log } = options
+  if (!existsSync(paths.accountKey)) {
+    writePrivate(paths.accountKey, (await acme.crypto.createPrivateEcdsaKey('P-256')).toString())
+    log.info({ key: paths.accountKey }, 'created an ACME account key')
+  }
+  const accountKey = readFileSync(paths.accountKey)
+  const info = readInfo(paths.accountInfo)
+  const known = info?.directory === directoryUrl ? info : undefined
+  const client = new acme.Client({
+    directoryUrl,
+    accountKey,
+    ...(known ? { accountUrl: known.url } : {}),
+    ...(eab.kid ? { externalAccountBinding: { kid: eab.kid, hmacKey: eab.hmac_key } } : {}),
+    // Polls for a challenge's or order's status: 1 s, 2 s, 4 s … up to 10 s between polls.
+    backoffAttempts: 10,
+    backoffMin: 1000,
+    backoffMax: 10_000,
+  })
+  const contact = email ? [`mailto:${email}`] : []
+  if (!known) {
+    // With a key the CA already knows, this returns the existing account.
+    await client.createAccount({ termsOfServiceAgreed: true, contact })
+    writePrivate(paths.accountInfo, `${JSON.stringify({ directory: directoryUrl, url: client.getAccountUrl(), email } satisfies AccountInfo, null, 2)}\n`)
+    log.info({ account: client.getAccountUrl(), email: email || undefined }, 'registered the ACME account')
+  } else if (known.email !== email) {
+    await client.updateAccount({ contact })
+    writePrivate(paths.accountInfo, `${JSON.stringify({ ...known, email } satisfies AccountInfo, null, 2)}\n`)
+    log.info({ account: known.url, email: email || undefined }, 'updated the ACME account contact')
+  }
+  return client
+}
