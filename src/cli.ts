@@ -110,7 +110,7 @@ async function serve(args: Args): Promise<number> {
     import('./server/index.js'),
     import('./embedded/registry.js'),
   ])
-  const log = createLogger(config.log.level)
+  const log = createLogger(config.log.level, config.log.format)
   log.info({ sources: sources.length > 0 ? sources : ['defaults'] }, 'configuration loaded')
   let running
   try {

@@ -296,16 +296,24 @@ function crossChecks(config: Config, origin: Origin): ConfigProblem[] {
       )
     }
   }
-  const proxies = Array.isArray(server?.trusted_proxies) ? server.trusted_proxies : []
-  for (const [index, proxy] of proxies.entries()) {
-    if (parseCidr(proxy) === undefined) {
-      const key = `server.trusted_proxies[${index}]`
-      problems.push({ source: sourceOf(origin, key), key, expected: 'an IP address or CIDR like 10.0.0.0/8', found: JSON.stringify(proxy) })
+  const admin = isTree(config.admin) ? config.admin : undefined
+  for (const [listKey, entries] of [
+    ['server.trusted_proxies', server?.trusted_proxies],
+    ['admin.allow', admin?.allow],
+  ] as const) {
+    for (const [index, entry] of (Array.isArray(entries) ? entries : []).entries()) {
+      if (parseCidr(String(entry)) === undefined) {
+        const key = `${listKey}[${index}]`
+        problems.push({ source: sourceOf(origin, key), key, expected: 'an IP address or CIDR like 10.0.0.0/8', found: JSON.stringify(entry) })
+      }
     }
   }
   const auth = isTree(config.auth) ? config.auth : undefined
   for (const found of aclProblems(auth)) problem(found.key, found.expected, found.found)
   const throttle = isTree(auth?.throttle) ? auth.throttle : undefined
+  if (typeof admin?.listen === 'string' && admin.listen !== '' && admin.listen === server?.listen && !admin.listen.endsWith(':0')) {
+    problem('admin.listen', 'an address other than server.listen (or admin.on_main_listener: true to serve the admin paths there)', JSON.stringify(admin.listen))
+  }
   if (typeof throttle?.max_failures === 'number' && throttle.max_failures > 0) {
     for (const name of ['window', 'lockout'] as const) {
       if (throttle[name] === 0) problem(`auth.throttle.${name}`, 'a duration above 0 (set auth.throttle.max_failures: 0 to turn throttling off)', '0')

@@ -172,6 +172,33 @@ export const schema: Section = {
       kind: 'section',
       fields: {
         level: { kind: 'string', default: 'info', oneOf: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
+        format: { kind: 'string', default: 'json', oneOf: ['json', 'pretty'] },
+      },
+    },
+    admin: {
+      kind: 'section',
+      fields: {
+        listen: { kind: 'string', default: '127.0.0.1:9113', pattern: new RegExp(`^(?:${hostPort.source.slice(1, -1)})?$`), expect: `empty (no admin listener), or ${hostPortExpect}` },
+        on_main_listener: { kind: 'bool', default: false },
+        allow: { kind: 'strings', default: [] },
+        htpasswd: { kind: 'string', default: '' },
+      },
+    },
+    metrics: {
+      kind: 'section',
+      fields: {
+        enabled: { kind: 'bool', default: true },
+        per_repository: { kind: 'bool', default: false },
+        max_repositories: { kind: 'int', default: 100, min: 1 },
+      },
+    },
+    health: {
+      kind: 'section',
+      fields: {
+        interval: { kind: 'duration', default: 10_000 },
+        timeout: { kind: 'duration', default: 5_000 },
+        failure_threshold: { kind: 'int', default: 3, min: 1 },
+        success_threshold: { kind: 'int', default: 1, min: 1 },
       },
     },
   },
@@ -227,5 +254,8 @@ export interface Config {
     groups: AclGroup[]
     throttle: ThrottleConfig
   }
-  log: { level: string }
+  log: { level: string; format: 'json' | 'pretty' }
+  admin: { listen: string; on_main_listener: boolean; allow: string[]; htpasswd: string }
+  metrics: { enabled: boolean; per_repository: boolean; max_repositories: number }
+  health: { interval: number; timeout: number; failure_threshold: number; success_threshold: number }
 }

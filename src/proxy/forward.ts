@@ -20,6 +20,15 @@ export interface Exchange {
   limit: SizeLimit | undefined
   /** Rewrites a successful JSON response (small bodies only, e.g. the catalog filtered by ACL). */
   filterJson?: (body: unknown) => unknown
+  /** Body bytes moved for this request, kept up to date while it runs (read after it ends, also on failure). */
+  bytes: ByteCounts
+}
+
+export interface ByteCounts {
+  /** Request body bytes taken from the client and passed upstream. */
+  received: number
+  /** Response body bytes sent to the client. */
+  sent: number
 }
 
 /** Largest JSON body the gateway reads to filter; registries page catalogs far below this. */
@@ -33,7 +42,7 @@ export interface ExchangeResult {
 
 type UpstreamResponse = Dispatcher.ResponseData
 
-const connectErrorCodes = new Set([
+export const connectErrorCodes: ReadonlySet<string> = new Set([
   'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'UND_ERR_CONNECT_TIMEOUT',
 ])
 const RETRY_AFTER_SECONDS = '5'
@@ -117,12 +126,15 @@ export class Forwarder {
 
     const controller = new AbortController()
     let responded = false
+    let limiter: ByteLimitStream | undefined
     const onClose = (): void => {
       if (!res.writableFinished) controller.abort(new Error('client closed the connection'))
     }
     res.on('close', onClose)
     try {
-      const { body, limiter } = this.prepareBody(exchange)
+      const prepared = this.prepareBody(exchange)
+      const body = prepared.body
+      limiter = prepared.limiter
       const path = pathOf(request)
       let response: UpstreamResponse
       try {
@@ -145,6 +157,7 @@ export class Forwarder {
       throw error
     } finally {
       res.off('close', onClose)
+      if (limiter) exchange.bytes.received += limiter.bytes
     }
   }
 
@@ -156,9 +169,8 @@ export class Forwarder {
       return { body: null }
     }
     if (!hasBody(req)) return { body: null }
-    if (!limit) return { body: req }
     const length = declaredLength(req)
-    if (length !== undefined && length > limit.maxBytes) throw tooLarge(new LimitExceeded(limit, length, true))
+    if (limit && length !== undefined && length > limit.maxBytes) throw tooLarge(new LimitExceeded(limit, length, true))
     const limiter = new ByteLimitStream(limit, 0)
     req.on('error', (error) => limiter.destroy(error))
     return { body: req.pipe(limiter), limiter }
@@ -219,6 +231,20 @@ export class Forwarder {
     }
 
     const body = new UploadBody(req, limit, alreadyStored)
+    try {
+      return await this.sendUploadBody(exchange, body, { sessionPath, ownSession, finishing, digest })
+    } finally {
+      exchange.bytes.received += body.bytes
+    }
+  }
+
+  /** Streams the upload body as one PATCH, then finishes the session when the client meant to. */
+  private async sendUploadBody(
+    exchange: Exchange,
+    body: UploadBody,
+    session: { sessionPath: string; ownSession: boolean; finishing: boolean; digest: string | undefined },
+  ): Promise<ExchangeResult> {
+    const { sessionPath, ownSession, finishing, digest } = session
     let patched: UpstreamResponse
     try {
       // Finishing requests become a PATCH of the same bytes: the registry only accepts octet-stream there.
@@ -332,10 +358,19 @@ export class Forwarder {
       const body = Buffer.from(JSON.stringify(exchange.filterJson(await readJson(response))))
       headers['content-length'] = String(body.length)
       res.writeHead(response.statusCode, headers)
-      res.end(exchange.request.method === 'HEAD' ? undefined : body)
+      if (exchange.request.method === 'HEAD') {
+        res.end()
+      } else {
+        exchange.bytes.sent += body.length
+        res.end(body)
+      }
       return
     }
     res.writeHead(response.statusCode, headers)
+    const counts = exchange.bytes
+    response.body.on('data', (chunk: Buffer) => {
+      counts.sent += chunk.length
+    })
     // A failure mid-body destroys the client response: the client sees a broken transfer, never a short 200.
     await pipeline(response.body, res)
   }

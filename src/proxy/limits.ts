@@ -52,17 +52,22 @@ export class LimitExceeded extends Error {
   }
 }
 
-/** Passes bytes through and fails the stream as soon as `alreadyStored + passed` would exceed the limit. */
+/** Counts bytes passing through and, with a limit, fails the stream as soon as `alreadyStored + passed` would exceed it. */
 export class ByteLimitStream extends Transform {
   private passed = 0
-  constructor(private readonly limit: SizeLimit, private readonly alreadyStored: number) {
+  constructor(private readonly limit: SizeLimit | undefined, private readonly alreadyStored: number) {
     super({ highWaterMark: 1 << 20 })
+  }
+
+  /** Bytes passed so far. */
+  get bytes(): number {
+    return this.passed
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.passed += chunk.length
     const total = this.alreadyStored + this.passed
-    if (total > this.limit.maxBytes) {
+    if (this.limit && total > this.limit.maxBytes) {
       callback(new LimitExceeded(this.limit, total, false))
       return
     }

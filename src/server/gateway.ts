@@ -6,8 +6,10 @@ import { RegistryError, sendRegistryError } from '../registry/errors.js'
 import { describeClient, type TrustedProxies } from '../proxy/headers.js'
 import type { Limits } from '../proxy/limits.js'
 import type { UpstreamSet } from '../proxy/upstreams.js'
-import type { Forwarder } from '../proxy/forward.js'
+import type { ByteCounts, Forwarder } from '../proxy/forward.js'
 import type { Logger } from '../observe/log.js'
+import type { AuthOutcome, Metrics } from '../observe/metrics.js'
+import { requestIdFrom, type Recorder } from '../observe/record.js'
 import type { Acl, AuthContext, Authenticator, Identity, TokenEndpoint } from '../auth/index.js'
 import { covers, formatScope } from '../auth/token/index.js'
 
@@ -24,6 +26,11 @@ export interface GatewayDeps {
   /** Host to use when a client sends no usable Host header. */
   fallbackHost: string
   log: Logger
+  /** The record step: access log, metrics, recent pushes. */
+  recorder: Recorder
+  metrics?: Metrics
+  /** The configured auth mode, the label of the auth metrics. */
+  authMode: string
 }
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void
@@ -49,7 +56,8 @@ function lingerOnUnreadBody(req: IncomingMessage): void {
 }
 
 export function createGateway(deps: GatewayDeps): RequestHandler {
-  const { upstreams, authenticator, acl, tokenEndpoint, limits, forwarder, trustedProxies, log } = deps
+  const { upstreams, authenticator, acl, tokenEndpoint, limits, forwarder, trustedProxies, recorder, metrics, authMode } = deps
+  const countAuth = (outcome: AuthOutcome): void => metrics?.authOutcome(authMode, outcome)
 
   /**
    * Token callers are held to what their token grants; everyone else to the ACL. Anonymous callers
@@ -75,29 +83,43 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const startedAt = process.hrtime.bigint()
+    metrics?.inFlight.inc()
     let request: RegistryRequest | undefined
     let failure: RegistryError | undefined
     let upstreamName: string | undefined
     let identity: Identity | undefined
+    let route: 'token' | undefined
+    let stage: 'classify' | 'authenticate' | 'authorize' | 'forward' = 'classify'
+    const bytes: ByteCounts = { received: 0, sent: 0 }
+    // Accepted from the client or generated; travels upstream and back, and names the access-log line.
+    const requestId = requestIdFrom(req.headers['x-request-id'])
+    req.headers['x-request-id'] = requestId
+    res.setHeader('X-Request-Id', requestId)
     const encrypted = (req.socket as TLSSocket).encrypted === true
     const client = describeClient(req.headers, req.socket.remoteAddress, encrypted, trustedProxies, deps.publicUrl, deps.fallbackHost)
     try {
       if (tokenEndpoint && isTokenPath(req.url)) {
+        route = 'token'
         upstreamName = 'token-server'
         await tokenEndpoint(req, res, client.clientIp)
         return
       }
       request = classify(req.method ?? 'GET', req.url ?? '/')
       const context: AuthContext = { clientIp: client.clientIp, publicOrigin: client.publicOrigin, scopes: request.scopes }
+      stage = 'authenticate'
       identity = await authenticator.authenticate(req.headers, context)
+      stage = 'authorize'
       authorize(request, identity, context)
+      if (identity.via !== 'anonymous') countAuth('success')
+      stage = 'forward'
       const limit = limits.forRequest(request)
       const upstream = upstreams.pick(request)
       upstreamName = upstream.name
       const caller = callerOf(identity)
       const filterJson = request.op === 'catalog' ? (body: unknown) => filterCatalog(body, (name) => acl.canPull(caller, name, client.clientIp)) : undefined
-      await forwarder.forward({ request, req, res, client, upstream, limit, ...(filterJson ? { filterJson } : {}) })
+      await forwarder.forward({ request, req, res, client, upstream, limit, bytes, ...(filterJson ? { filterJson } : {}) })
     } catch (error) {
+      if (stage === 'authenticate' || stage === 'authorize') countAuth(authFailure(error, identity))
       failure = error instanceof RegistryError
         ? error
         : new RegistryError('BAD_GATEWAY', { reason: error instanceof Error ? error.message : String(error) }, {}, 'transfer failed')
@@ -109,28 +131,42 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       }
     } finally {
       lingerOnUnreadBody(req)
-      const ms = Number(process.hrtime.bigint() - startedAt) / 1e6
-      const line = {
-        method: req.method,
-        op: request?.op,
-        repository: request?.repository,
-        reference: request?.reference,
+      metrics?.inFlight.dec()
+      recorder.record({
+        requestId,
+        method: req.method ?? 'GET',
+        request,
+        ...(route ? { route } : {}),
         status: res.headersSent ? res.statusCode : 499,
-        ms: Math.round(ms * 10) / 10,
-        client: client.clientIp,
-        user: identity?.user || undefined,
+        seconds: Number(process.hrtime.bigint() - startedAt) / 1e9,
+        clientIp: client.clientIp,
+        user: identity?.user,
         upstream: upstreamName,
-        ...(failure ? { error: failure.code, detail: failure.detail } : {}),
-      }
-      if (failure && failure.status >= 500) log.error(line, failure.message)
-      else if (failure) log.warn(line, failure.message)
-      else log.info(line, 'request')
+        bytesReceived: bytes.received,
+        bytesSent: bytes.sent,
+        failure,
+        contentDigest: headerText(res.getHeader('docker-content-digest')),
+      })
     }
   }
 
   return (req, res) => {
     void handle(req, res)
   }
+}
+
+/** Why authentication or authorization stopped a request, as a bounded metric label. */
+function authFailure(error: unknown, identity: Identity | undefined): AuthOutcome {
+  const code = error instanceof RegistryError ? error.code : undefined
+  if (code === 'TOOMANYREQUESTS') return 'locked_out'
+  if (code === 'DENIED') return 'denied'
+  if (identity === undefined) return 'invalid_credentials'
+  // A known caller (or an anonymous one) the ACL or token does not cover.
+  return identity.via === 'anonymous' ? 'no_credentials' : 'denied'
+}
+
+function headerText(value: number | string | string[] | undefined): string | undefined {
+  return typeof value === 'string' ? value : undefined
 }
 
 function callerOf(identity: Identity): { user: string; anonymous: boolean } {

@@ -1,5 +1,6 @@
 // Wires the modules together and owns lifecycles: upstreams, certificates, listeners, shutdown.
-import { createServer as createHttpServer, type Server as HttpServer, type ServerOptions } from 'node:http'
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerOptions, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import { hostname } from 'node:os'
 import type { Config } from '../config/index.js'
@@ -11,8 +12,13 @@ import { CertificateStore } from '../tls/store.js'
 import { ensureSelfSigned, type SelfSignedCertificate } from '../tls/selfsigned.js'
 import { startEmbeddedRegistry, type EmbeddedRegistry } from '../embedded/registry.js'
 import { createAuthenticator, type GeneratedAdmin } from '../auth/index.js'
+import { HtpasswdStore } from '../auth/htpasswd.js'
+import { createAddressList } from '../net/addresses.js'
 import type { Logger } from '../observe/log.js'
+import type { HealthMonitor } from '../proxy/health.js'
 import { createGateway } from './gateway.js'
+import { ADMIN_PATHS, createAdminHandler, type ReadinessCheck } from './admin.js'
+import { createObservability, type Observability } from './observability.js'
 import { listen, parseListen, type ListenAddress } from './listen.js'
 
 export interface RunningPortier {
@@ -24,6 +30,10 @@ export interface RunningPortier {
   certificates?: CertificateStore
   embedded?: EmbeddedRegistry
   redirectAddress?: ListenAddress
+  /** The admin listener (/metrics, /healthz, /readyz), when admin.listen is set. */
+  adminAddress?: ListenAddress
+  health: HealthMonitor
+  observability: Observability
   /** Set on the start that created the htpasswd file: the credentials to show the operator once. */
   generatedAdmin?: GeneratedAdmin
   close(): Promise<void>
@@ -74,6 +84,9 @@ async function start(
   }
   const upstreams = createUpstreams(targets, config.timeouts)
   cleanups.push(() => upstreams.close())
+  const observability = createObservability(config, upstreams.all, log)
+  cleanups.push(() => observability.close())
+  const { metrics, health } = observability
 
   const auth = await createAuthenticator(config.auth, log)
   cleanups.push(() => auth.close())
@@ -92,7 +105,45 @@ async function start(
     publicUrl: config.server.public_url,
     fallbackHost: `${displayHost(requested)}:${requested.port}`,
     log,
+    recorder: observability.recorder,
+    ...(metrics ? { metrics } : {}),
+    authMode: config.auth.mode,
   })
+
+  let serving = false
+  let certificatesLoaded: () => ReadinessCheck = () => ({ name: 'certificate', ready: true, detail: 'TLS disabled' })
+  const readiness = (): ReadinessCheck[] => {
+    const upstreamStates = health.snapshot()
+    return [
+      { name: 'listeners', ready: serving },
+      certificatesLoaded(),
+      // Every upstream serves part of the traffic, so every one must pass its checks.
+      { name: 'upstreams', ready: upstreamStates.every((state) => state.state === 'up'), detail: upstreamStates },
+    ]
+  }
+  const metricsUsers = config.admin.htpasswd
+    ? new HtpasswdStore(config.admin.htpasswd, config.auth.cache_ttl, {
+        onLoad: (parsed, path) => log.info({ path, users: parsed.users.size }, 'loaded the metrics users (admin.htpasswd)'),
+        onError: (error, path) => log.error({ path, err: error.message }, 'could not reload admin.htpasswd; keeping the users loaded before'),
+      })
+    : undefined
+  if (metricsUsers) {
+    metricsUsers.watch()
+    cleanups.push(() => metricsUsers.close())
+  }
+  const admin = createAdminHandler({
+    metrics,
+    allow: config.admin.allow.length > 0 ? createAddressList(config.admin.allow) : undefined,
+    users: metricsUsers,
+    readiness,
+    log,
+  })
+  const handler = config.admin.on_main_listener
+    ? (req: IncomingMessage, res: ServerResponse): void => {
+        if (ADMIN_PATHS.has((req.url ?? '').split('?')[0] ?? '')) void admin(req, res)
+        else gateway(req, res)
+      }
+    : gateway
 
   let server: HttpServer | HttpsServer
   let selfSigned: SelfSignedCertificate | undefined
@@ -116,20 +167,40 @@ async function start(
     })
     const httpsServer = createHttpsServer(
       { ...serverOptions, ...store.defaultOptions(), SNICallback: (name, done) => done(null, store.contextFor(name)) },
-      gateway,
+      handler,
     )
     store.watch()
     cleanups.push(() => store.close())
     certificates = store
+    certificatesLoaded = () => ({
+      name: 'certificate',
+      ready: store.certificates.length > 0,
+      detail: store.certificates.map((c) => ({ names: c.names, notAfter: c.notAfter.toISOString(), selfSigned: selfSigned !== undefined })),
+    })
+    observability.watchCertificates(() => store.certificates)
     server = httpsServer
   } else {
-    server = createHttpServer(serverOptions, gateway)
+    server = createHttpServer(serverOptions, handler)
     log.warn('TLS is disabled (tls.enabled: false): serving plain HTTP; only do this behind another TLS terminator')
   }
   // Idle sockets (no bytes either way) are closed after the body idle timeout.
   server.timeout = config.timeouts.body_idle
+  if (metrics) {
+    const connections = metrics.openConnections
+    server.on('connection', (socket: Socket) => {
+      connections.inc()
+      socket.once('close', () => connections.dec())
+    })
+  }
   const address = await listen(server, requested)
   cleanups.push(() => closeServer(server, config.server.drain_timeout, log))
+
+  let adminAddress: ListenAddress | undefined
+  if (config.admin.listen) {
+    const adminServer = createHttpServer({ ...serverOptions, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => void admin(req, res))
+    adminAddress = await listen(adminServer, parseListen(config.admin.listen))
+    cleanups.push(() => closeServer(adminServer, 1000, log))
+  }
 
   const scheme = config.tls.enabled ? 'https' : 'http'
   const url = config.server.public_url || `${scheme}://${displayHost(address)}:${address.port}`
@@ -146,9 +217,11 @@ async function start(
     cleanups.push(() => closeServer(redirect, 1000, log))
   }
 
-  log.info({ url, listen: `${address.host}:${address.port}`, ...(redirectAddress ? { redirect_listen: `${redirectAddress.host}:${redirectAddress.port}` } : {}), upstreams: upstreams.all.map((u) => ({ name: u.name, url: u.origin })), hostname: hostname() }, 'portier ready')
+  serving = true
+  log.info({ url, listen: `${address.host}:${address.port}`, ...(redirectAddress ? { redirect_listen: `${redirectAddress.host}:${redirectAddress.port}` } : {}), ...(adminAddress ? { admin_listen: `${adminAddress.host}:${adminAddress.port}` } : {}), upstreams: upstreams.all.map((u) => ({ name: u.name, url: u.origin })), hostname: hostname() }, 'portier ready')
 
-  const running: RunningPortier = { url, address, upstreams, close: cleanup }
+  const running: RunningPortier = { url, address, upstreams, health, observability, close: cleanup }
+  if (adminAddress) running.adminAddress = adminAddress
   if (selfSigned) running.selfSigned = selfSigned
   if (certificates) running.certificates = certificates
   if (embedded) running.embedded = embedded

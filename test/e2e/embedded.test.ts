@@ -151,7 +151,7 @@ t.test('SIGTERM while the embedded registry is still starting leaves no registry
   // A registry that is slow to start (as on a busy host), so the signal surely lands during start-up.
   const slow = join(cwd, 'slow-registry')
   writeFileSync(slow, '#!/bin/sh\n[ "$1" = serve ] && sleep 1\nexec docker-registry "$@"\n', { mode: 0o755 })
-  writeFileSync(join(cwd, 'portier.yaml'), `server:\n  listen: 127.0.0.1:0\nembedded_registry:\n  binary: ${slow}\n`)
+  writeFileSync(join(cwd, 'portier.yaml'), `server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nembedded_registry:\n  binary: ${slow}\n`)
   const configPath = join(cwd, 'data', 'registry', 'config.yml')
   const child = spawn(process.execPath, [CLI, 'serve', '--config', join(cwd, 'portier.yaml')], {
     cwd,
@@ -174,7 +174,7 @@ t.test('SIGTERM while the embedded registry is still starting leaves no registry
 
 t.test('without docker-registry on PATH and no embedded_registry.binary, start-up fails and says what to do', async (t) => {
   const cwd = mkdtempSync(join(work, 'missing-'))
-  writeFileSync(join(cwd, 'portier.yaml'), 'server:\n  listen: 127.0.0.1:0\n')
+  writeFileSync(join(cwd, 'portier.yaml'), 'server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n')
   const r = await run(process.execPath, [CLI, 'serve', '--config', join(cwd, 'portier.yaml')], {
     cwd,
     env: { PATH: join(cwd, 'empty-bin'), HOME: cwd },

@@ -40,6 +40,8 @@ export interface GatewayHandle {
   child: ChildProcess
   logs: LogLine[]
   stderr(): string
+  /** The admin listener, e.g. http://127.0.0.1:PORT (undefined when admin.listen is empty). */
+  adminUrl: string | undefined
   /** Resolves with the first log line matching, waiting up to timeoutMs. */
   waitForLog(match: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>
   /** SIGTERM and wait (SIGKILL after 10 s); removes the temp dir it made. Idempotent. */
@@ -64,6 +66,8 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
   // Port 0: the kernel picks a free port at bind time (no race with tests running in parallel);
   // the real port is read from the 'portier ready' log line.
   if (config.server.listen === undefined) config.server.listen = '127.0.0.1:0'
+  config.admin = { ...(config.admin ?? {}) }
+  if (config.admin.listen === undefined) config.admin.listen = '127.0.0.1:0'
   // Tests get open access unless they are about auth.
   if (config.auth === undefined) config.auth = { mode: 'none' }
   const configFile = join(cwd, 'portier.yaml')
@@ -153,8 +157,9 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     await stop()
     throw error
   }
-  const ready = logs.find((line) => line.msg === 'portier ready') as LogLine & { listen: string }
+  const ready = logs.find((line) => line.msg === 'portier ready') as LogLine & { listen: string; admin_listen?: string }
   const port = Number(String(ready.listen).split(':').pop())
+  const adminUrl = ready.admin_listen ? `http://127.0.0.1:${String(ready.admin_listen).split(':').pop()}` : undefined
   const tlsEnabled = (config.tls as { enabled?: boolean } | undefined)?.enabled !== false
   const certificates = (config.tls as { certificates?: Array<{ cert: string }> } | undefined)?.certificates
   const caFile = certificates?.[0] ? resolve(cwd, certificates[0].cert) : join(cwd, 'certs', 'self-signed', 'cert.pem')
@@ -166,6 +171,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     url: `${tlsEnabled ? 'https' : 'http'}://127.0.0.1:${port}`,
     host: `127.0.0.1:${port}`,
     port,
+    adminUrl,
     cwd,
     certDir,
     caFile,

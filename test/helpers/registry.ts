@@ -17,6 +17,8 @@ export interface RegistryOptions {
   secret?: string;
   /** storage.delete.enabled, default true. */
   deleteEnabled?: boolean;
+  /** Listen on this port (e.g. to restart a registry where a gateway expects it); a free one by default. */
+  port?: number;
   /** Max time to wait for GET /v2/ == 200, default 10 000 ms. */
   readyTimeoutMs?: number;
   /** Configure registry:2's own token auth (auth.token); then GET /v2/ answering 401 means ready. */
@@ -136,7 +138,7 @@ async function startOnce(opts: RegistryOptions): Promise<RegistryHandle> {
     storageDir = await mkdtemp(join(tmpdir(), 'portier-registry-storage-'));
     tempDirs.push(storageDir);
   }
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const secret = opts.secret ?? `portier-test-${Math.random().toString(36).slice(2)}`;
   const configFile = join(configDir, 'config.yml');
   const logFile = join(configDir, 'registry.log');
@@ -270,7 +272,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
     try {
       return await startOnce(opts);
     } catch (e) {
-      if (attempt < 3 && (e as Error & { addrInUse?: boolean }).addrInUse === true) continue;
+      if (attempt < 3 && opts.port === undefined && (e as Error & { addrInUse?: boolean }).addrInUse === true) continue;
       throw e;
     }
   }

@@ -1,0 +1,168 @@
+// Prometheus metrics: one registry, every metric Portier exports, with small bounded label sets.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { Operation } from '../registry/classify.js'
+
+export interface MetricsOptions {
+  /** Adds a `repository` label to the push/pull/byte counters. */
+  perRepository: boolean
+  /** Distinct repositories labelled before the rest are counted as "other". */
+  maxRepositories: number
+}
+
+/** What the record step knows about one finished request. */
+export interface RequestMetric {
+  operation: Operation | 'token' | 'unknown'
+  method: string
+  status: number
+  seconds: number
+  repository?: string
+  bytesReceived: number
+  bytesSent: number
+}
+
+export type AuthOutcome = 'success' | 'no_credentials' | 'invalid_credentials' | 'locked_out' | 'denied'
+export type UpstreamErrorKind = 'connect' | 'timeout' | 'reset' | 'other'
+
+/** Durations from a cached HEAD (~1 ms) to a multi-GiB layer over a slow link (~30 min). */
+const REQUEST_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 180, 600, 1800]
+const OTHER = 'other'
+
+export class Metrics {
+  readonly registry = new Registry()
+  private readonly repositories = new Set<string>()
+
+  private readonly requests: Counter<'operation' | 'method' | 'status_class'>
+  private readonly duration: Histogram<'operation'>
+  private readonly received: Counter<'operation'>
+  private readonly sent: Counter<'operation'>
+  private readonly blobsPushed: Counter<string>
+  private readonly blobsPulled: Counter<string>
+  private readonly blobsDeleted: Counter<string>
+  private readonly manifestsPushed: Counter<string>
+  private readonly manifestsPulled: Counter<string>
+  private readonly manifestsDeleted: Counter<string>
+  private readonly repositoryReceived: Counter<'repository'> | undefined
+  private readonly repositorySent: Counter<'repository'> | undefined
+  readonly inFlight: Gauge
+  readonly openConnections: Gauge
+  private readonly auth: Counter<'mode' | 'result'>
+  private readonly limitRejections: Counter<'limit'>
+  readonly upstreamUp: Gauge<'upstream'>
+  readonly upstreamDuration: Histogram<'upstream'>
+  readonly upstreamErrors: Counter<'upstream' | 'kind'>
+  readonly upstreamInFlight: Gauge<'upstream'>
+  readonly healthChecks: Counter<'upstream' | 'result'>
+
+  constructor(private readonly options: MetricsOptions) {
+    const registers = [this.registry]
+    collectDefaultMetrics({ register: this.registry })
+    this.requests = new Counter({
+      name: 'portier_requests_total',
+      help: 'Requests answered, by registry operation, method and status class (2xx, 4xx, ...; 499 = client went away).',
+      labelNames: ['operation', 'method', 'status_class'],
+      registers,
+    })
+    this.duration = new Histogram({
+      name: 'portier_request_duration_seconds',
+      help: 'Time from request start to the end of the response, by registry operation.',
+      labelNames: ['operation'],
+      buckets: REQUEST_BUCKETS,
+      registers,
+    })
+    this.received = new Counter({ name: 'portier_received_bytes_total', help: 'Request body bytes received from clients and passed upstream, by operation.', labelNames: ['operation'], registers })
+    this.sent = new Counter({ name: 'portier_sent_bytes_total', help: 'Response body bytes sent to clients, by operation.', labelNames: ['operation'], registers })
+    const repo = options.perRepository ? ['repository'] : []
+    this.blobsPushed = new Counter({ name: 'portier_blobs_pushed_total', help: 'Blob uploads completed (201 Created).', labelNames: repo, registers })
+    this.blobsPulled = new Counter({ name: 'portier_blobs_pulled_total', help: 'Blob downloads answered with 200 or 206.', labelNames: repo, registers })
+    this.blobsDeleted = new Counter({ name: 'portier_blobs_deleted_total', help: 'Blobs deleted (202 Accepted).', labelNames: repo, registers })
+    this.manifestsPushed = new Counter({ name: 'portier_manifests_pushed_total', help: 'Manifests stored (201 Created).', labelNames: repo, registers })
+    this.manifestsPulled = new Counter({ name: 'portier_manifests_pulled_total', help: 'Manifests downloaded with GET (200); HEAD checks are not counted.', labelNames: repo, registers })
+    this.manifestsDeleted = new Counter({ name: 'portier_manifests_deleted_total', help: 'Manifests deleted (202 Accepted).', labelNames: repo, registers })
+    if (options.perRepository) {
+      this.repositoryReceived = new Counter({ name: 'portier_repository_received_bytes_total', help: 'Request body bytes received, by repository.', labelNames: ['repository'], registers })
+      this.repositorySent = new Counter({ name: 'portier_repository_sent_bytes_total', help: 'Response body bytes sent, by repository.', labelNames: ['repository'], registers })
+    }
+    this.inFlight = new Gauge({ name: 'portier_requests_in_flight', help: 'Requests being handled now.', registers })
+    this.openConnections = new Gauge({ name: 'portier_open_connections', help: 'Client connections open on the main listener.', registers })
+    this.auth = new Counter({
+      name: 'portier_auth_attempts_total',
+      help: 'Authentication and authorization outcomes, by auth mode and result (success, no_credentials, invalid_credentials, locked_out, denied).',
+      labelNames: ['mode', 'result'],
+      registers,
+    })
+    this.limitRejections = new Counter({ name: 'portier_limit_rejections_total', help: 'Requests refused by a size limit, by limit.', labelNames: ['limit'], registers })
+    this.upstreamUp = new Gauge({ name: 'portier_upstream_up', help: '1 when the upstream passes its health checks, 0 when it is marked down.', labelNames: ['upstream'], registers })
+    this.upstreamDuration = new Histogram({
+      name: 'portier_upstream_response_seconds',
+      help: 'Time from sending a request upstream to its response headers.',
+      labelNames: ['upstream'],
+      buckets: REQUEST_BUCKETS,
+      registers,
+    })
+    this.upstreamErrors = new Counter({ name: 'portier_upstream_errors_total', help: 'Failed upstream requests, by kind (connect, timeout, reset, other).', labelNames: ['upstream', 'kind'], registers })
+    this.upstreamInFlight = new Gauge({ name: 'portier_upstream_requests_in_flight', help: 'Requests sent to the upstream and not yet complete.', labelNames: ['upstream'], registers })
+    this.healthChecks = new Counter({ name: 'portier_upstream_health_checks_total', help: 'Active health checks, by result (success, failure).', labelNames: ['upstream', 'result'], registers })
+  }
+
+  /** The repository label value: the name itself while under the cap, then "other". */
+  private repositoryLabel(repository: string): string {
+    if (this.repositories.has(repository)) return repository
+    if (this.repositories.size >= this.options.maxRepositories) return OTHER
+    this.repositories.add(repository)
+    return repository
+  }
+
+  request(metric: RequestMetric): void {
+    const { operation, status } = metric
+    this.requests.inc({ operation, method: metric.method, status_class: statusClass(status) })
+    this.duration.observe({ operation }, metric.seconds)
+    if (metric.bytesReceived > 0) this.received.inc({ operation }, metric.bytesReceived)
+    if (metric.bytesSent > 0) this.sent.inc({ operation }, metric.bytesSent)
+    let labels = {}
+    if (this.options.perRepository && metric.repository) {
+      const repository = this.repositoryLabel(metric.repository)
+      labels = { repository }
+      if (metric.bytesReceived > 0) this.repositoryReceived?.inc(labels, metric.bytesReceived)
+      if (metric.bytesSent > 0) this.repositorySent?.inc(labels, metric.bytesSent)
+    }
+    this.registryCounter(operation, status)?.inc(labels)
+  }
+
+  /** Which push/pull/delete counter a successful request adds to, if any. */
+  private registryCounter(operation: RequestMetric['operation'], status: number): Counter<string> | undefined {
+    switch (operation) {
+      case 'upload.finish':
+      case 'upload.monolithic':
+        return status === 201 ? this.blobsPushed : undefined
+      case 'blob.get':
+        return status === 200 || status === 206 ? this.blobsPulled : undefined
+      case 'blob.delete':
+        return status === 202 ? this.blobsDeleted : undefined
+      case 'manifest.put':
+        return status === 201 ? this.manifestsPushed : undefined
+      case 'manifest.get':
+        return status === 200 ? this.manifestsPulled : undefined
+      case 'manifest.delete':
+        return status === 202 ? this.manifestsDeleted : undefined
+      default:
+        return undefined
+    }
+  }
+
+  authOutcome(mode: string, result: AuthOutcome): void {
+    this.auth.inc({ mode, result })
+  }
+
+  limitRejected(limit: string): void {
+    this.limitRejections.inc({ limit })
+  }
+
+  async exposition(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() }
+  }
+}
+
+function statusClass(status: number): string {
+  if (status === 499) return '499'
+  return `${Math.floor(status / 100)}xx`
+}

@@ -1,0 +1,87 @@
+// Builds the record side of the gateway from config: metrics, upstream health checks, the upstream observer, the recorder.
+import { Gauge } from 'prom-client'
+import type { Config } from '../config/index.js'
+import type { Logger } from '../observe/log.js'
+import { Metrics } from '../observe/metrics.js'
+import { RecentPushes } from '../observe/recent.js'
+import { Recorder } from '../observe/record.js'
+import { observeUpstreams } from '../observe/upstream-events.js'
+import { HealthMonitor } from '../proxy/health.js'
+import type { Upstream } from '../proxy/upstreams.js'
+
+export interface CertificateInfo {
+  names: string[]
+  notAfter: Date
+}
+
+export interface Observability {
+  metrics: Metrics | undefined
+  health: HealthMonitor
+  recorder: Recorder
+  recent: RecentPushes
+  /** Exports the expiry of the served certificates (read at every scrape). */
+  watchCertificates(list: () => readonly CertificateInfo[]): void
+  close(): void
+}
+
+export function createObservability(config: Config, upstreams: Upstream[], log: Logger): Observability {
+  const metrics = config.metrics.enabled
+    ? new Metrics({ perRepository: config.metrics.per_repository, maxRepositories: config.metrics.max_repositories })
+    : undefined
+  for (const upstream of upstreams) metrics?.upstreamUp.set({ upstream: upstream.name }, 0)
+
+  const health = new HealthMonitor(
+    upstreams,
+    {
+      interval: config.health.interval,
+      timeout: config.health.timeout,
+      failureThreshold: config.health.failure_threshold,
+      successThreshold: config.health.success_threshold,
+    },
+    {
+      onCheck: (upstream, ok) => metrics?.healthChecks.inc({ upstream: upstream.name, result: ok ? 'success' : 'failure' }),
+      onChange: (upstream, state, previous, reason) => {
+        metrics?.upstreamUp.set({ upstream: upstream.name }, state === 'up' ? 1 : 0)
+        const line = { upstream: upstream.name, url: upstream.origin, state, previous, reason }
+        if (state === 'down') log.error(line, 'upstream marked down')
+        else if (previous === 'down') log.info(line, 'upstream is back up')
+        else log.info(line, 'upstream is up')
+      },
+    },
+  )
+  const unsubscribe = observeUpstreams(upstreams, {
+    started: (upstream) => metrics?.upstreamInFlight.inc({ upstream: upstream.name }),
+    answered: (upstream, seconds) => metrics?.upstreamDuration.observe({ upstream: upstream.name }, seconds),
+    ended: (upstream) => metrics?.upstreamInFlight.dec({ upstream: upstream.name }),
+    failed: (upstream, kind, code) => {
+      metrics?.upstreamErrors.inc({ upstream: upstream.name, kind })
+      if (kind === 'connect') health.reportConnectFailure(upstream, code)
+    },
+  })
+  health.start()
+
+  const recent = new RecentPushes()
+  return {
+    metrics,
+    health,
+    recent,
+    recorder: new Recorder(log, metrics, recent),
+    watchCertificates(list) {
+      if (!metrics) return
+      new Gauge({
+        name: 'portier_tls_certificate_expiry_timestamp_seconds',
+        help: 'When each served certificate expires (Unix time), by its first name.',
+        labelNames: ['name'],
+        registers: [metrics.registry],
+        collect() {
+          this.reset()
+          for (const certificate of list()) this.set({ name: certificate.names[0] ?? 'unnamed' }, Math.floor(certificate.notAfter.getTime() / 1000))
+        },
+      })
+    },
+    close() {
+      unsubscribe()
+      health.close()
+    },
+  }
+}
