@@ -1,14 +1,14 @@
 // Automatic HTTPS against a real ACME CA (pebble) on loopback: HTTP-01 and TLS-ALPN-01 issuance, a
 // skopeo push verified against pebble's root, renewal without dropping connections, a CA that is
 // down at start, a name the CA refuses, and two instances sharing one storage directory.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { X509Certificate } from 'node:crypto'
 import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { Agent, request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { connect } from 'node:tls'
+import { connect, type TLSSocket } from 'node:tls'
 import { run } from '../helpers/exec.js'
 import { gatewayFixture, type GatewayHandle, type LogLine } from '../helpers/gateway.js'
 import { makeOciLayout, readOciLayout } from '../helpers/oci.js'
@@ -152,4 +152,202 @@ t.test('HTTP-01: self-signed until pebble issues, then skopeo pushes and pulls w
   const back = await readOciLayout(join(work, 'http01-back'), 'latest')
   t.equal(back.manifestDigest, image.manifestDigest, 'manifest digest survives')
   t.same(back.layerDigests, image.layerDigests, 'layer digests survive')
+})
+
+interface Reply {
+  status: number
+  socket: TLSSocket
+  reused: boolean
+  peerFingerprint: string
+}
+
+/** GET over a keep-alive agent (verifying against `ca` for DOMAIN), reporting which socket carried it. */
+function agentGet(agent: Agent, port: number, path: string, ca: string): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest({ host: '127.0.0.1', port, path, agent, servername: DOMAIN, ca, headers: { host: `${DOMAIN}:${port}` } }, (res) => {
+      res.resume()
+      res.on('end', () => {
+        const socket = req.socket as TLSSocket
+        resolve({ status: res.statusCode ?? 0, socket, reused: req.reusedSocket, peerFingerprint: socket.getPeerCertificate().fingerprint256 })
+      })
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+async function pushWithVerification(t: Test, options: { port: number; root: string; proxyUrl: string; name: string }): Promise<void> {
+  const certDir = join(work, `${options.name}-ca`)
+  mkdirSync(certDir, { recursive: true })
+  writeFileSync(join(certDir, 'pebble-root.crt'), options.root)
+  const image = await makeOciLayout(join(work, `${options.name}-image`), { layers: [1024 * 1024] })
+  const ref = `docker://${DOMAIN}:${options.port}/acme/${options.name}:v1`
+  const skopeoEnv = { ...process.env, HTTPS_PROXY: options.proxyUrl, https_proxy: options.proxyUrl, NO_PROXY: '', no_proxy: '' }
+  const push = await run(SKOPEO_BIN, skopeoCopyArgs(`oci:${image.dir}:latest`, ref, { destCertDir: certDir }), { env: skopeoEnv })
+  t.equal(push.code, 0, `skopeo push verified against pebble's root succeeds${push.code === 0 ? '' : `: ${push.stderr}`}`)
+}
+
+t.test('TLS-ALPN-01: pebble validates on the TLS port itself; no plain-HTTP listener needed', async (t) => {
+  const listen = await ports()
+  // httpPort points at a port nobody listens on: an http-01 validation could not succeed.
+  const pebble = await pebbleFixture(t, { httpPort: listen.http, tlsPort: listen.tls })
+  const registry = await registryFixture(t)
+  const proxy = await connectProxyFixture(t)
+  const gateway = await gatewayFixture(t, {
+    env,
+    config: {
+      server: { listen: `127.0.0.1:${listen.tls}` },
+      upstreams: [{ url: registry.url }],
+      tls: { acme: acmeConfig(pebble, { challenge: 'tls-alpn-01' }) },
+    },
+  })
+  t.notOk(gateway.logs.find((line) => line.msg === 'portier ready')?.redirect_listen, 'no plain-HTTP listener')
+  const issued = await waitForIssued(gateway)
+  t.comment(`TLS-ALPN-01 issuance against pebble: ${String(issued.ms)} ms from order start to certificate served`)
+  const answered = gateway.logs.filter((line) => line.msg === 'answered ACME tls-alpn-01 challenge')
+  t.ok(answered.length >= 1, 'pebble completed an acme-tls/1 handshake on the TLS port')
+  t.equal(answered[0]?.servername, DOMAIN, 'for the ordered name')
+  t.notOk(gateway.logs.some((line) => line.msg === 'answered ACME http-01 challenge'), 'no http-01 validation happened')
+
+  const root = await pebble.root()
+  const served = await handshake(listen.tls, DOMAIN, root)
+  t.ok(served.authorized, `ordinary clients on the same port get the ACME certificate, verified (${served.authorizationError ?? 'ok'})`)
+  t.equal(served.fingerprint, issued.sha256)
+  // A client offering acme-tls/1 for a name with no pending challenge is refused, not served.
+  const refused = await new Promise<string>((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port: listen.tls, servername: DOMAIN, ALPNProtocols: ['acme-tls/1'], rejectUnauthorized: false })
+    socket.once('secureConnect', () => {
+      socket.destroy()
+      resolve('handshake completed')
+    })
+    socket.once('error', (error) => resolve(`error: ${error.message}`))
+    socket.once('close', () => resolve('closed'))
+  })
+  t.not(refused, 'handshake completed', `acme-tls/1 without a pending challenge gets no certificate (${refused})`)
+  await pushWithVerification(t, { port: listen.tls, root, proxyUrl: proxy.url, name: 'alpn' })
+})
+
+t.test('renewal: a new certificate is served on the next handshake while a keep-alive connection opened before keeps working', async (t) => {
+  const listen = await ports()
+  // 40 s certificates renewed when 35 s are left: renewal comes about 5 s after each issuance.
+  const pebble = await pebbleFixture(t, { httpPort: listen.http, tlsPort: listen.tls, validitySeconds: 40 })
+  const registry = await registryFixture(t)
+  const gateway = await gatewayFixture(t, {
+    env,
+    config: {
+      server: { listen: `127.0.0.1:${listen.tls}`, http_redirect_listen: `127.0.0.1:${listen.http}` },
+      upstreams: [{ url: registry.url }],
+      tls: { acme: acmeConfig(pebble, { renew_before: '35s' }) },
+    },
+  })
+  const first = await gateway.waitForLog((line) => line.msg === 'ACME certificate issued', ISSUE_TIMEOUT_MS)
+  const root = await pebble.root()
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  const before = await agentGet(agent, listen.tls, '/v2/', root)
+  t.equal(before.status, 200)
+  t.equal(before.peerFingerprint, first.sha256, 'the keep-alive connection was opened on the first certificate')
+
+  const renewed = await gateway.waitForLog((line) => line.msg === 'ACME certificate renewed', ISSUE_TIMEOUT_MS)
+  t.not(renewed.sha256, first.sha256, 'renewal brought a different certificate')
+  const fresh = await handshake(listen.tls, DOMAIN, root)
+  t.ok(fresh.authorized, 'the renewed chain verifies')
+  t.not(fresh.fingerprint, first.sha256, 'the next handshake presents the renewed certificate')
+
+  const after = await agentGet(agent, listen.tls, '/v2/', root)
+  t.equal(after.status, 200, 'the connection opened before renewal still serves requests')
+  t.ok(after.reused, 'on the same keep-alive socket')
+  t.equal(after.socket, before.socket)
+  t.equal(after.peerFingerprint, first.sha256, 'still on the certificate it was opened with')
+  t.ok(gateway.logs.some((line) => line.msg === 'renewing the ACME certificate'), 'the renewal is logged')
+})
+
+t.test('pebble down at start: Portier serves self-signed, logs the failure with a retry time, then gets the certificate once pebble is up', async (t) => {
+  const listen = await ports()
+  const pebble = await pebbleFixture(t, { httpPort: listen.http, tlsPort: listen.tls, start: false })
+  const registry = await registryFixture(t)
+  const gateway = await gatewayFixture(t, {
+    env,
+    config: {
+      server: { listen: `127.0.0.1:${listen.tls}`, http_redirect_listen: `127.0.0.1:${listen.http}` },
+      upstreams: [{ url: registry.url }],
+      tls: { acme: acmeConfig(pebble) },
+    },
+  })
+  const placeholder = await handshake(listen.tls, DOMAIN)
+  const placeholderCert = new X509Certificate(placeholder.pem)
+  t.equal(placeholderCert.issuer, placeholderCert.subject, 'a self-signed certificate is served meanwhile')
+  t.ok(placeholderCert.checkHost(DOMAIN), 'naming the ACME domain')
+  const status = await new Promise<number>((resolve, reject) => {
+    httpsRequest({ host: '127.0.0.1', port: listen.tls, path: '/v2/', rejectUnauthorized: false }, (res) => {
+      res.resume()
+      resolve(res.statusCode ?? 0)
+    }).on('error', reject).end()
+  })
+  t.equal(status, 200, 'the registry API is served while the CA is unreachable')
+
+  const failed = await gateway.waitForLog((line) => line.msg.startsWith('ACME order failed; next attempt at'), ISSUE_TIMEOUT_MS)
+  t.match(String(failed.err), /ECONNREFUSED|connect/i, 'the log line says why')
+  t.ok(Date.parse(String(failed.nextAttemptAt)) > Date.parse(String(failed.time)), 'and when it tries again')
+  t.equal(gateway.child.exitCode, null, 'still running')
+
+  await pebble.start()
+  const issued = await waitForIssued(gateway)
+  const served = await handshake(listen.tls, DOMAIN, await pebble.root())
+  t.ok(served.authorized, 'the certificate from pebble is served once it came up')
+  t.equal(served.fingerprint, issued.sha256)
+})
+
+t.test('a name the CA refuses: a clear log line and a growing retry schedule, never a crash', async (t) => {
+  const listen = await ports()
+  const pebble = await pebbleFixture(t, { httpPort: listen.http, tlsPort: listen.tls, blocklist: ['refused.test'] })
+  const registry = await registryFixture(t)
+  const gateway = await gatewayFixture(t, {
+    env,
+    config: {
+      server: { listen: `127.0.0.1:${listen.tls}`, http_redirect_listen: `127.0.0.1:${listen.http}` },
+      upstreams: [{ url: registry.url }],
+      tls: { acme: acmeConfig(pebble, { domains: ['refused.test'] }) },
+    },
+  })
+  const isFailure = (attempt: number) => (line: LogLine) => line.msg.startsWith('ACME order failed') && line.attempt === attempt
+  const first = await gateway.waitForLog(isFailure(1), ISSUE_TIMEOUT_MS)
+  t.match(String(first.err), /refused\.test|policy|forbid/i, `the CA's reason is logged: ${String(first.err)}`)
+  const second = await gateway.waitForLog(isFailure(2), ISSUE_TIMEOUT_MS)
+  const gap = (line: LogLine): number => Date.parse(String(line.nextAttemptAt)) - Date.parse(String(line.time))
+  t.ok(gap(second) > gap(first), `the retry delay grows (${gap(first)} ms, then ${gap(second)} ms)`)
+  t.equal(gateway.child.exitCode, null, 'still running')
+  const placeholder = new X509Certificate((await handshake(listen.tls, 'refused.test')).pem)
+  t.equal(placeholder.issuer, placeholder.subject, 'still serving the self-signed certificate')
+})
+
+t.test('two instances sharing one storage: one orders, the other picks the certificate up', async (t) => {
+  const a = await ports()
+  const b = await ports()
+  // pebble validates only against instance A's listeners, whichever instance ordered.
+  const pebble = await pebbleFixture(t, { httpPort: a.http, tlsPort: a.tls })
+  const registry = await registryFixture(t)
+  const storage = join(work, 'shared-storage')
+  const config = (listen: Ports): Record<string, unknown> => ({
+    server: { listen: `127.0.0.1:${listen.tls}`, http_redirect_listen: `127.0.0.1:${listen.http}` },
+    upstreams: [{ url: registry.url }],
+    tls: { acme: acmeConfig(pebble, { storage }) },
+  })
+  const [first, second] = await Promise.all([gatewayFixture(t, { env, config: config(a) }), gatewayFixture(t, { env, config: config(b) })])
+  const both = [first, second]
+  const servedLine = (line: LogLine): boolean =>
+    ['ACME certificate issued', 'serving the ACME certificate found in storage', 'serving the stored ACME certificate'].includes(line.msg)
+  const lines = await Promise.all(both.map((gateway) => gateway.waitForLog(servedLine, ISSUE_TIMEOUT_MS)))
+  const orders = both.map((gateway) => gateway.logs.filter((line) => line.msg === 'ordering an ACME certificate').length)
+  t.same(orders.slice().sort(), [0, 1], `exactly one instance ordered (A: ${orders[0]}, B: ${orders[1]})`)
+  t.equal(lines[0]?.sha256, lines[1]?.sha256, 'both serve the same certificate')
+  const root = await pebble.root()
+  for (const [index, listen] of [a, b].entries()) {
+    const served = await handshake(listen.tls, DOMAIN, root)
+    t.ok(served.authorized, `instance ${'AB'[index]} presents the verified ACME certificate`)
+    t.equal(served.fingerprint, lines[0]?.sha256)
+  }
+  const answeredBy = first.logs.some((line) => line.msg === 'answered ACME http-01 challenge') ? 'A' : 'nobody'
+  t.equal(answeredBy, 'A', 'instance A answered the validation')
+  t.comment(orders[1] === 1 ? 'B ordered; A answered its http-01 token from the shared storage' : 'A ordered; B picked the certificate up from storage')
 })

@@ -1,7 +1,7 @@
 // The ACME account: its key (created once, mode 0600) and URL in storage, and the client that signs with it.
 import { randomBytes } from 'node:crypto'
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
-import { Agent } from 'node:https'
+import { Agent, get } from 'node:https'
 import { rootCertificates } from 'node:tls'
 import acme from 'acme-client'
 import type { Logger } from '../../observe/log.js'
@@ -40,8 +40,11 @@ function readInfo(path: string): AccountInfo | undefined {
  * trust `caBundlePem` besides the public roots, and retry a failed request only briefly, since
  * the order scheduler has its own, longer backoff.
  */
+let agent: Agent | undefined
+
 export function configureTransport(caBundlePem: string | undefined): void {
-  if (caBundlePem) acme.axios.defaults.httpsAgent = new Agent({ ca: [...rootCertificates, caBundlePem], keepAlive: true })
+  agent = caBundlePem ? new Agent({ ca: [...rootCertificates, caBundlePem], keepAlive: true }) : undefined
+  if (agent) acme.axios.defaults.httpsAgent = agent
   const settings = acme.axios.defaults as { acmeSettings?: { retryMaxAttempts: number; retryDefaultDelay: number } }
   if (settings.acmeSettings) {
     settings.acmeSettings.retryMaxAttempts = 2
@@ -54,9 +57,38 @@ export function routeLibraryLog(log: Logger): void {
   acme.setLogger((message) => log.debug({ acme: message }, 'acme-client'))
 }
 
+/**
+ * Fetches the directory first: acme-client reports a CA it cannot reach as a TypeError about
+ * "config" (its retry handler loses the network error), so this says what actually went wrong.
+ */
+function checkDirectory(directoryUrl: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const fail = (why: string): void => reject(new Error(`cannot reach the ACME directory ${directoryUrl}: ${why}`))
+    const req = get(directoryUrl, { ...(agent ? { agent } : {}), timeout: 15_000 }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => (body += chunk.length + body.length < 1_000_000 ? chunk : ''))
+      res.on('end', () => {
+        if (res.statusCode !== 200) return fail(`HTTP ${res.statusCode}`)
+        try {
+          const directory = JSON.parse(body) as { newNonce?: unknown }
+          if (typeof directory.newNonce !== 'string') return fail('the answer is not an ACME directory (no newNonce)')
+        } catch {
+          return fail('the answer is not JSON')
+        }
+        resolve()
+      })
+      res.on('error', (error) => fail(error.message))
+    })
+    req.on('timeout', () => req.destroy(new Error('no answer within 15 s')))
+    req.on('error', (error) => fail(error.message))
+  })
+}
+
 /** A client for the account in storage, creating the key on first use; registers on the CA when needed. */
 export async function accountClient(options: AccountOptions): Promise<acme.Client> {
   const { paths, directoryUrl, email, eab, log } = options
+  await checkDirectory(directoryUrl)
   if (!existsSync(paths.accountKey)) {
     writePrivate(paths.accountKey, (await acme.crypto.createPrivateEcdsaKey('P-256')).toString())
     log.info({ key: paths.accountKey }, 'created an ACME account key')

@@ -173,11 +173,10 @@ export class ChallengeResponder {
       this.log.warn({ servername, err: error.message }, 'ACME tls-alpn-01 handshake failed')
       tls.destroy()
     })
-    tls.on('secure', () => {
-      this.counters.tlsAlpn01Answered++
-      this.log.info({ servername, client: socket.remoteAddress }, 'answered ACME tls-alpn-01 challenge')
-      // RFC 8737: nothing follows the handshake.
-      tls.end()
-    })
+    // Counted when presented: the validator may close before our side sees its Finished.
+    this.counters.tlsAlpn01Answered++
+    this.log.info({ servername, client: socket.remoteAddress }, 'answered ACME tls-alpn-01 challenge')
+    // RFC 8737: nothing follows the handshake.
+    tls.on('secure', () => tls.end())
   }
 }

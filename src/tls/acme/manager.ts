@@ -52,6 +52,10 @@ const MAX_SLEEP_MS = 3_600_000
 const LOCK_POLL_MS = 2000
 
 function describe(error: unknown): string {
+  if (error instanceof TypeError && /reading 'config'/.test(error.message)) {
+    // acme-client's retry handler drops the network error of a request it gave up on.
+    return 'the CA stopped answering during the order (network error)'
+  }
   if (error instanceof Error) return error.message || error.name
   return String(error)
 }
