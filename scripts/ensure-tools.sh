@@ -12,6 +12,7 @@ package_for() {
     openssl) echo openssl ;;
     podman) echo podman ;;
     pebble) echo pebble ;;
+    pebble-challtestsrv) echo pebble ;;
     nginx) echo nginx ;;
     wrk) echo wrk ;;
     ab) echo apache2-utils ;;
