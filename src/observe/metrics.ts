@@ -11,13 +11,18 @@ export interface MetricsOptions {
 
 /** What the record step knows about one finished request. */
 export interface RequestMetric {
-  operation: Operation | 'token' | 'unknown'
+  operation: Operation | 'token' | 'ui' | 'unknown'
   method: string
   status: number
   seconds: number
   repository?: string
   bytesReceived: number
   bytesSent: number
+}
+
+export interface CertificateInfo {
+  names: string[]
+  notAfter: Date
 }
 
 export type AuthOutcome = 'success' | 'no_credentials' | 'invalid_credentials' | 'locked_out' | 'denied'
@@ -30,6 +35,7 @@ const OTHER = 'other'
 export class Metrics {
   readonly registry = new Registry()
   private readonly repositories = new Set<string>()
+  private certificates: () => readonly CertificateInfo[] = () => []
 
   private readonly requests: Counter<'operation' | 'method' | 'status_class'>
   private readonly duration: Histogram<'operation'>
@@ -101,6 +107,17 @@ export class Metrics {
     })
     this.upstreamErrors = new Counter({ name: 'portier_upstream_errors_total', help: 'Failed upstream requests, by kind (connect, timeout, reset, other).', labelNames: ['upstream', 'kind'], registers })
     this.upstreamInFlight = new Gauge({ name: 'portier_upstream_requests_in_flight', help: 'Requests sent to the upstream and not yet complete.', labelNames: ['upstream'], registers })
+    const certificates = (): readonly CertificateInfo[] => this.certificates()
+    new Gauge({
+      name: 'portier_tls_certificate_expiry_timestamp_seconds',
+      help: 'When each served certificate expires (Unix time), by its first name.',
+      labelNames: ['name'],
+      registers,
+      collect() {
+        this.reset()
+        for (const certificate of certificates()) this.set({ name: certificate.names[0] ?? 'unnamed' }, Math.floor(certificate.notAfter.getTime() / 1000))
+      },
+    })
     this.healthChecks = new Counter({ name: 'portier_upstream_health_checks_total', help: 'Active health checks, by result (success, failure).', labelNames: ['upstream', 'result'], registers })
   }
 
@@ -147,6 +164,11 @@ export class Metrics {
       default:
         return undefined
     }
+  }
+
+  /** Where the served certificates come from (read at every scrape). */
+  watchCertificates(list: () => readonly CertificateInfo[]): void {
+    this.certificates = list
   }
 
   authOutcome(mode: string, result: AuthOutcome): void {

@@ -1,18 +1,12 @@
 // Builds the record side of the gateway from config: metrics, upstream health checks, the upstream observer, the recorder.
-import { Gauge } from 'prom-client'
 import type { Config } from '../config/index.js'
 import type { Logger } from '../observe/log.js'
-import { Metrics } from '../observe/metrics.js'
+import { Metrics, type CertificateInfo } from '../observe/metrics.js'
 import { RecentPushes } from '../observe/recent.js'
 import { Recorder } from '../observe/record.js'
 import { observeUpstreams } from '../observe/upstream-events.js'
 import { HealthMonitor } from '../proxy/health.js'
 import type { Upstream } from '../proxy/upstreams.js'
-
-export interface CertificateInfo {
-  names: string[]
-  notAfter: Date
-}
 
 export interface Observability {
   metrics: Metrics | undefined
@@ -66,19 +60,7 @@ export function createObservability(config: Config, upstreams: Upstream[], log: 
     health,
     recent,
     recorder: new Recorder(log, metrics, recent),
-    watchCertificates(list) {
-      if (!metrics) return
-      new Gauge({
-        name: 'portier_tls_certificate_expiry_timestamp_seconds',
-        help: 'When each served certificate expires (Unix time), by its first name.',
-        labelNames: ['name'],
-        registers: [metrics.registry],
-        collect() {
-          this.reset()
-          for (const certificate of list()) this.set({ name: certificate.names[0] ?? 'unnamed' }, Math.floor(certificate.notAfter.getTime() / 1000))
-        },
-      })
-    },
+    watchCertificates: (list) => metrics?.watchCertificates(list),
     close() {
       unsubscribe()
       health.close()
