@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import yaml from 'js-yaml'
 import { parseCidr } from '../net/addresses.js'
 import { aclProblems } from '../auth/acl.js'
+import { acmeProblems } from '../tls/acme/config.js'
 import { type Config, type Field, type Section, schema } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
 
@@ -149,7 +150,9 @@ function validateField(field: Field, value: unknown, key: string, origin: Origin
       const ms = parseDuration(value)
       if (ms === undefined) return problem('a duration like 30s, 5m, 250ms or 1h30m (a bare number is seconds)')
       // Node timers cannot wait longer: a larger value fires after 1 ms instead (TimeoutOverflowWarning).
-      if (ms > MAX_TIMER_MS) return problem('a duration of at most 24d (2147483647ms), the longest a timer can wait')
+      if (field.max !== undefined) {
+        if (ms > field.max) return problem(`a duration of at most ${Math.floor(field.max / 86_400_000)}d`)
+      } else if (ms > MAX_TIMER_MS) return problem('a duration of at most 24d (2147483647ms), the longest a timer can wait')
       return ms
     }
   }
@@ -308,12 +311,13 @@ function crossChecks(config: Config, origin: Origin): ConfigProblem[] {
       }
     }
   }
-  const auth = isTree(config.auth) ? config.auth : undefined
-  for (const found of aclProblems(auth)) problem(found.key, found.expected, found.found)
-  const throttle = isTree(auth?.throttle) ? auth.throttle : undefined
   if (typeof admin?.listen === 'string' && admin.listen !== '' && admin.listen === server?.listen && !admin.listen.endsWith(':0')) {
     problem('admin.listen', 'an address other than server.listen (or admin.on_main_listener: true to serve the admin paths there)', JSON.stringify(admin.listen))
   }
+  for (const found of acmeProblems(config.tls, server)) problem(found.key, found.expected, found.found)
+  const auth = isTree(config.auth) ? config.auth : undefined
+  for (const found of aclProblems(auth)) problem(found.key, found.expected, found.found)
+  const throttle = isTree(auth?.throttle) ? auth.throttle : undefined
   if (typeof throttle?.max_failures === 'number' && throttle.max_failures > 0) {
     for (const name of ['window', 'lockout'] as const) {
       if (throttle[name] === 0) problem(`auth.throttle.${name}`, 'a duration above 0 (set auth.throttle.max_failures: 0 to turn throttling off)', '0')
