@@ -58,6 +58,8 @@ export class Metrics {
   readonly upstreamErrors: Counter<'upstream' | 'kind'>
   readonly upstreamInFlight: Gauge<'upstream'>
   readonly healthChecks: Counter<'upstream' | 'result'>
+  readonly acmeCertificates: Counter<'kind'>
+  readonly acmeFailures: Counter
 
   constructor(private readonly options: MetricsOptions) {
     const registers = [this.registry]
@@ -118,6 +120,8 @@ export class Metrics {
         for (const certificate of certificates()) this.set({ name: certificate.names[0] ?? 'unnamed' }, Math.floor(certificate.notAfter.getTime() / 1000))
       },
     })
+    this.acmeCertificates = new Counter({ name: 'portier_acme_certificates_total', help: 'Certificates obtained from the ACME CA, by kind (issued: first one, renewed).', labelNames: ['kind'], registers })
+    this.acmeFailures = new Counter({ name: 'portier_acme_failures_total', help: 'Failed ACME orders and renewals (each is retried with backoff).', registers })
     this.healthChecks = new Counter({ name: 'portier_upstream_health_checks_total', help: 'Active health checks, by result (success, failure).', labelNames: ['upstream', 'result'], registers })
   }
 

@@ -7,6 +7,7 @@ import { Recorder } from '../observe/record.js'
 import { observeUpstreams } from '../observe/upstream-events.js'
 import { HealthMonitor } from '../proxy/health.js'
 import type { Upstream } from '../proxy/upstreams.js'
+import type { Acme } from '../tls/acme/index.js'
 
 export interface Observability {
   metrics: Metrics | undefined
@@ -15,6 +16,8 @@ export interface Observability {
   recent: RecentPushes
   /** Exports the expiry of the served certificates (read at every scrape). */
   watchCertificates(list: () => readonly CertificateInfo[]): void
+  /** Counts ACME issuances, renewals and failures. */
+  watchAcme(acme: Acme): void
   close(): void
 }
 
@@ -61,6 +64,13 @@ export function createObservability(config: Config, upstreams: Upstream[], log: 
     recent,
     recorder: new Recorder(log, metrics, recent),
     watchCertificates: (list) => metrics?.watchCertificates(list),
+    watchAcme(acme) {
+      if (!metrics) return
+      acme.onEvent((event) => {
+        if (event.type === 'issued' || event.type === 'renewed') metrics.acmeCertificates.inc({ kind: event.type })
+        else if (event.type === 'failed') metrics.acmeFailures.inc()
+      })
+    },
     close() {
       unsubscribe()
       health.close()
