@@ -131,6 +131,11 @@ async function serve(args: Args): Promise<number> {
   } else {
     process.stderr.write(`portier: serving ${running.url}\n`)
   }
+  if (running.acme) {
+    const acme = running.acme.status()
+    const now = acme.serving === 'acme' ? `the stored certificate, valid until ${acme.notAfter?.toISOString()}` : 'a self-signed certificate until the first one is issued'
+    process.stderr.write(`  certificates: ACME (${acme.challenge}) from ${acme.directoryUrl} for ${acme.domains.join(', ')}; serving ${now}\n`)
+  }
   if (running.embedded) process.stderr.write(`  upstream: embedded registry ${running.embedded.url} (${running.embedded.binary})\n`)
   if (running.generatedAdmin) {
     const { user, password, file } = running.generatedAdmin

@@ -111,6 +111,7 @@ t.test('HTTP-01: self-signed until pebble issues, then skopeo pushes and pulls w
     },
   })
   t.ok(gateway.logs.some((line) => line.msg === 'serving a self-signed certificate until ACME issues one'), 'start-up says it serves self-signed for now')
+  t.match(gateway.stderr(), /certificates: ACME \(http-01\) from https:\/\/127\.0\.0\.1:\d+\/dir for registry\.test; serving a self-signed certificate until the first one is issued/, 'and so does the banner')
 
   const issued = await waitForIssued(gateway)
   t.comment(`HTTP-01 issuance against pebble: ${String(issued.ms)} ms from order start to certificate served (${Date.now() - started} ms from gateway spawn)`)

@@ -260,6 +260,7 @@ export class AcmeManager {
     const { config, paths, log, directoryUrl, responder } = this.options
     const started = performance.now()
     log.info({ domains: this.domains, challenge: config.challenge, directory: directoryUrl, notAfter: previous?.notAfter }, previous ? 'renewing the ACME certificate' : 'ordering an ACME certificate')
+    let stored: StoredCertificate | undefined
     try {
       this.client ??= await accountClient({ directoryUrl, email: config.email, eab: config.eab, paths, log })
       const issued = await orderCertificate({
@@ -271,14 +272,8 @@ export class AcmeManager {
         selfCheck: config.self_check,
       })
       writeKeyAndCertificate(paths.key, issued.keyPem, paths.cert, issued.chainPem)
-      const stored = this.usable(readStored(paths))
+      stored = this.usable(readStored(paths))
       if (!stored) throw new Error(`the certificate written to ${paths.cert} does not cover ${this.domains.join(', ')} or does not match its key`)
-      this.consecutiveFailures = 0
-      this.retryAt = undefined
-      this.lastError = undefined
-      const renewed = previous !== undefined || this.served !== undefined
-      this.serve(stored, renewed ? 'renewed' : 'issued', Math.round(performance.now() - started))
-      this.schedule(this.renewAt(stored).getTime() - Date.now())
     } catch (error) {
       // The next attempt registers again (harmless for a known key) in case the CA forgot the account.
       this.client = undefined
@@ -293,7 +288,15 @@ export class AcmeManager {
       )
       this.emit({ type: 'failed', error: this.lastError, nextAttemptAt: this.retryAt, consecutiveFailures: this.consecutiveFailures })
       this.schedule(delay)
+      return
     }
+    this.consecutiveFailures = 0
+    this.retryAt = undefined
+    this.lastError = undefined
+    const renewed = previous !== undefined || this.served !== undefined
+    this.schedule(this.renewAt(stored).getTime() - Date.now())
+    // A certificate that fails to load here is not re-ordered: the next check serves it from storage.
+    this.serve(stored, renewed ? 'renewed' : 'issued', Math.round(performance.now() - started))
   }
 
   /** Swaps `stored` in when it is not what is served already. */
