@@ -34,6 +34,13 @@ export interface AuthSetup {
   acl: Acl
   tokenEndpoint?: TokenEndpoint
   generatedAdmin?: GeneratedAdmin
+  /**
+   * A password check under the login throttle, for logins outside the registry API (the web UI):
+   * true, false, or 'locked'. Absent when there are no local users (auth.mode none, external issuer).
+   */
+  verifyLogin?: (user: string, password: string, clientIp: string) => Promise<boolean | 'locked'>
+  /** Whether a local user still exists (a web UI session ends when its user is removed). */
+  accountActive?: (user: string) => boolean
   close(): void
 }
 
@@ -49,7 +56,13 @@ export async function createAuthenticator(config: Config['auth'], log: Logger): 
 
   const { store, generatedAdmin } = await openHtpasswd(config, log)
   const throttle = createThrottle(config.throttle)
-  const setup: AuthSetup = { authenticator: createBasicAuthenticator(store, config.htpasswd.realm, throttle), acl, close: () => store.close() }
+  const setup: AuthSetup = {
+    authenticator: createBasicAuthenticator(store, config.htpasswd.realm, throttle),
+    acl,
+    verifyLogin: (user, password, clientIp) => verifyThrottled(store, throttle, user, password, clientIp),
+    accountActive: (user) => store.userNames.includes(user),
+    close: () => store.close(),
+  }
   if (generatedAdmin) setup.generatedAdmin = generatedAdmin
   if (config.mode === 'token') {
     const built = await builtInTokenServer(config, store, throttle, acl, log)

@@ -13,7 +13,7 @@ export interface FinishedRequest {
   /** Undefined when the request never became a registry operation (bad path, token endpoint). */
   request: RegistryRequest | undefined
   /** Set for requests outside the registry API, e.g. "token". */
-  route?: 'token'
+  route?: 'token' | 'ui'
   status: number
   seconds: number
   clientIp: string

@@ -12,6 +12,7 @@ import type { AuthOutcome, Metrics } from '../observe/metrics.js'
 import { requestIdFrom, type Recorder } from '../observe/record.js'
 import type { Acl, AuthContext, Authenticator, Identity, TokenEndpoint } from '../auth/index.js'
 import { covers, formatScope } from '../auth/token/index.js'
+import type { Ui } from '../ui/index.js'
 
 export interface GatewayDeps {
   upstreams: UpstreamSet
@@ -19,6 +20,8 @@ export interface GatewayDeps {
   acl: Acl
   /** The built-in token server (token mode), served at /auth/token. */
   tokenEndpoint?: TokenEndpoint
+  /** The web UI at /ui/ (ui.enabled). */
+  ui?: Ui
   limits: Limits
   forwarder: Forwarder
   trustedProxies: TrustedProxies
@@ -88,7 +91,7 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
     let failure: RegistryError | undefined
     let upstreamName: string | undefined
     let identity: Identity | undefined
-    let route: 'token' | undefined
+    let route: 'token' | 'ui' | undefined
     let stage: 'classify' | 'authenticate' | 'authorize' | 'forward' = 'classify'
     const bytes: ByteCounts = { received: 0, sent: 0 }
     // Accepted from the client or generated; travels upstream and back, and names the access-log line.
@@ -102,6 +105,11 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
         route = 'token'
         upstreamName = 'token-server'
         await tokenEndpoint(req, res, client.clientIp)
+        return
+      }
+      if (deps.ui?.owns(req)) {
+        route = 'ui'
+        await deps.ui.handle(req, res, client)
         return
       }
       request = classify(req.method ?? 'GET', req.url ?? '/')

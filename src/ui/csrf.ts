@@ -1,0 +1,49 @@
+// CSRF defences for the web UI's state-changing calls: a token bound to the session, and a same-origin check.
+import { createHmac, timingSafeEqual } from 'node:crypto'
+import type { IncomingHttpHeaders } from 'node:http'
+import { deriveKey, type Session } from './session.js'
+
+export const CSRF_HEADER = 'x-csrf-token'
+
+export interface Csrf {
+  /** The token the page sends back in X-CSRF-Token; it only fits the session it was made for. */
+  tokenFor(session: Session): string
+  /** Whether `presented` is the token of this session. */
+  verify(session: Session, presented: string | string[] | undefined): boolean
+}
+
+export function createCsrf(secret: Buffer): Csrf {
+  const key = deriveKey(secret, 'csrf')
+  const tokenOf = (session: Session): Buffer => createHmac('sha256', key).update(session.id).digest()
+  return {
+    tokenFor: (session) => tokenOf(session).toString('base64url'),
+    verify(session, presented) {
+      if (typeof presented !== 'string' || presented.length > 100) return false
+      const given = Buffer.from(presented, 'base64url')
+      const expected = tokenOf(session)
+      return given.length === expected.length && timingSafeEqual(given, expected)
+    },
+  }
+}
+
+/**
+ * Whether a state-changing request comes from a page of this origin. Browsers send Origin on every
+ * POST and DELETE; it must name the host the request was sent to (the Host header) or the public
+ * origin, and Sec-Fetch-Site, when sent, must say same-origin. A request without Origin is refused:
+ * the UI's API is for the UI's pages, and every browser the UI supports sends it.
+ */
+export function isSameOrigin(headers: IncomingHttpHeaders, publicOrigin: string): boolean {
+  const site = headers['sec-fetch-site']
+  if (site !== undefined && site !== 'same-origin') return false
+  const origin = headers.origin
+  if (typeof origin !== 'string' || origin === 'null') return false
+  let url: URL
+  try {
+    url = new URL(origin)
+  } catch {
+    return false
+  }
+  if (url.origin.toLowerCase() === publicOrigin.toLowerCase()) return true
+  const host = headers.host
+  return typeof host === 'string' && url.host.toLowerCase() === host.toLowerCase()
+}

@@ -1,0 +1,138 @@
+// Web UI sessions: a signed, expiring cookie (HMAC-SHA256, no server-side store) and the key it is signed with.
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { dirname } from 'node:path'
+
+export interface Session {
+  /** The account; '' for anonymous sessions (auth.mode none). */
+  user: string
+  /** Random per sign-in: the CSRF token is bound to it and logout revokes it. */
+  id: string
+  /** Milliseconds since the epoch. */
+  issuedAt: number
+  expiresAt: number
+}
+
+/** `__Host-`: the browser only keeps it when it is Secure, has Path=/ and no Domain, so no sibling host can plant one. */
+export const SESSION_COOKIE = '__Host-portier-ui'
+const VERSION = 'v1'
+const MAX_COOKIE_LENGTH = 2048
+const MIN_SECRET_LENGTH = 32
+
+export interface Sessions {
+  /** A new session and the Set-Cookie header value that carries it. */
+  issue(user: string, now?: number): { session: Session; setCookie: string }
+  /** The session a Cookie header carries, when its signature holds and it has not expired or been revoked. */
+  fromCookieHeader(header: string | undefined, now?: number): Session | undefined
+  /** Verifies one cookie value. */
+  verify(value: string, now?: number): Session | undefined
+  /** Ends a session early (logout): refused by this instance until it would have expired anyway. */
+  revoke(session: Session, now?: number): void
+  /** The Set-Cookie header value that makes the browser drop the cookie. */
+  readonly clearCookie: string
+  readonly ttlMs: number
+}
+
+/** Separate keys for separate jobs, derived from the one configured secret. */
+export function deriveKey(secret: Buffer, purpose: 'session' | 'csrf'): Buffer {
+  return createHmac('sha256', secret).update(`portier-ui-${purpose}`).digest()
+}
+
+function sign(key: Buffer, text: string): Buffer {
+  return createHmac('sha256', key).update(text).digest()
+}
+
+export function createSessions(secret: Buffer, ttlMs: number): Sessions {
+  if (secret.length < MIN_SECRET_LENGTH) throw new Error(`the UI session secret must have at least ${MIN_SECRET_LENGTH} bytes`)
+  const key = deriveKey(secret, 'session')
+  // Revoked session ids until their expiry. Per instance: other instances still accept the cookie
+  // until it expires, but the browser that logged out has dropped it.
+  const revoked = new Map<string, number>()
+  const prune = (now: number): void => {
+    for (const [id, expiresAt] of revoked) if (expiresAt <= now) revoked.delete(id)
+  }
+  const cookie = (value: string, maxAgeSeconds: number): string =>
+    `${SESSION_COOKIE}=${value}; Path=/; Max-Age=${maxAgeSeconds}; HttpOnly; Secure; SameSite=Strict`
+
+  const verify = (value: string, now = Date.now()): Session | undefined => {
+    if (value.length > MAX_COOKIE_LENGTH) return undefined
+    const parts = value.split('.')
+    if (parts.length !== 3 || parts[0] !== VERSION) return undefined
+    const [, payload, signature] = parts as [string, string, string]
+    const expected = sign(key, `${VERSION}.${payload}`)
+    const presented = Buffer.from(signature, 'base64url')
+    if (presented.length !== expected.length || !timingSafeEqual(presented, expected)) return undefined
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'))
+    } catch {
+      return undefined
+    }
+    const fields = parsed as { u?: unknown; i?: unknown; t?: unknown; e?: unknown }
+    if (typeof fields.u !== 'string' || typeof fields.i !== 'string' || typeof fields.t !== 'number' || typeof fields.e !== 'number') return undefined
+    if (fields.e <= now || fields.t > now + 60_000) return undefined
+    if (revoked.has(fields.i)) return undefined
+    return { user: fields.u, id: fields.i, issuedAt: fields.t, expiresAt: fields.e }
+  }
+
+  return {
+    ttlMs,
+    clearCookie: cookie('', 0),
+    issue(user, now = Date.now()) {
+      const session: Session = { user, id: randomBytes(16).toString('base64url'), issuedAt: now, expiresAt: now + ttlMs }
+      const payload = Buffer.from(JSON.stringify({ u: user, i: session.id, t: session.issuedAt, e: session.expiresAt })).toString('base64url')
+      const value = `${VERSION}.${payload}.${sign(key, `${VERSION}.${payload}`).toString('base64url')}`
+      return { session, setCookie: cookie(value, Math.floor(ttlMs / 1000)) }
+    },
+    verify,
+    fromCookieHeader(header, now = Date.now()) {
+      const value = cookieValue(header, SESSION_COOKIE)
+      return value === undefined ? undefined : verify(value, now)
+    },
+    revoke(session, now = Date.now()) {
+      prune(now)
+      revoked.set(session.id, session.expiresAt)
+    },
+  }
+}
+
+/** The value of one cookie in a Cookie header (the first, if a confused client sends it twice). */
+export function cookieValue(header: string | undefined, name: string): string | undefined {
+  if (!header) return undefined
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=')
+    if (eq < 0) continue
+    if (part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim()
+  }
+  return undefined
+}
+
+/**
+ * The signing secret: ui.session_secret when set, else the file, created with a random key on first
+ * start (mode 0600). Instances that share the file or the setting accept each other's sessions.
+ */
+export function loadSessionSecret(configured: string, file: string): { secret: Buffer; created: boolean } {
+  if (configured !== '') return { secret: Buffer.from(configured, 'utf8'), created: false }
+  const read = (): Buffer => {
+    const text = readFileSync(file, 'utf8').trim()
+    if (text.length < MIN_SECRET_LENGTH) {
+      throw new Error(`ui.session_secret_file: ${file} holds ${text.length} characters; expected a random key of at least ${MIN_SECRET_LENGTH} (delete the file to have one generated)`)
+    }
+    return Buffer.from(text, 'utf8')
+  }
+  try {
+    return { secret: read(), created: false }
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
+  }
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
+  try {
+    // 'wx': when another instance sharing the directory wrote it first, use theirs.
+    writeFileSync(file, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' })
+    chmodSync(file, 0o600)
+    return { secret: read(), created: true }
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return { secret: read(), created: false }
+    throw error
+  }
+}

@@ -1,0 +1,117 @@
+// Builds OCI layouts with chosen image configs (env, entrypoint, labels, history) and multi-platform indexes, for UI tests.
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { MT_OCI_CONFIG, MT_OCI_INDEX, MT_OCI_LAYER_TAR, MT_OCI_MANIFEST, REF_NAME_ANNOTATION } from './oci.js'
+
+export interface Platform {
+  os: string
+  architecture: string
+  variant?: string
+}
+
+export interface ImageSpec {
+  platform?: Platform
+  /** Sizes of random layers (kept small: they are held in memory). */
+  layers: number[]
+  env?: string[]
+  entrypoint?: string[]
+  cmd?: string[]
+  labels?: Record<string, string>
+  created?: string
+}
+
+export interface BuiltImage {
+  manifestDigest: string
+  configDigest: string
+  layerDigests: string[]
+  layerSizes: number[]
+  platform: Platform
+}
+
+export interface BuiltLayout {
+  dir: string
+  tag: string
+  /** The digest the tag points at: the image manifest, or the index for several platforms. */
+  digest: string
+  mediaType: string
+  images: BuiltImage[]
+}
+
+function digestOf(bytes: Buffer): string {
+  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`
+}
+
+async function writeBlob(dir: string, bytes: Buffer): Promise<{ digest: string; size: number }> {
+  const digest = digestOf(bytes)
+  await writeFile(join(dir, 'blobs', 'sha256', digest.slice(7)), bytes)
+  return { digest, size: bytes.length }
+}
+
+async function writeImage(dir: string, spec: ImageSpec): Promise<BuiltImage & { manifestSize: number }> {
+  const platform = spec.platform ?? { os: 'linux', architecture: 'amd64' }
+  const layers = []
+  for (const size of spec.layers) layers.push(await writeBlob(dir, randomBytes(size)))
+  const created = spec.created ?? new Date().toISOString()
+  const config = {
+    created,
+    architecture: platform.architecture,
+    os: platform.os,
+    ...(platform.variant ? { variant: platform.variant } : {}),
+    config: {
+      Env: spec.env ?? ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
+      ...(spec.entrypoint ? { Entrypoint: spec.entrypoint } : {}),
+      ...(spec.cmd ? { Cmd: spec.cmd } : {}),
+      ...(spec.labels ? { Labels: spec.labels } : {}),
+    },
+    rootfs: { type: 'layers', diff_ids: layers.map((layer) => layer.digest) },
+    history: layers.map((_, index) => ({ created, created_by: `/bin/sh -c portier-test-step-${index + 1}` })),
+  }
+  const configBlob = await writeBlob(dir, Buffer.from(JSON.stringify(config)))
+  const manifest = {
+    schemaVersion: 2,
+    mediaType: MT_OCI_MANIFEST,
+    config: { mediaType: MT_OCI_CONFIG, ...configBlob },
+    layers: layers.map((layer) => ({ mediaType: MT_OCI_LAYER_TAR, ...layer })),
+  }
+  const manifestBlob = await writeBlob(dir, Buffer.from(JSON.stringify(manifest)))
+  return {
+    manifestDigest: manifestBlob.digest,
+    manifestSize: manifestBlob.size,
+    configDigest: configBlob.digest,
+    layerDigests: layers.map((layer) => layer.digest),
+    layerSizes: layers.map((layer) => layer.size),
+    platform,
+  }
+}
+
+/** One image, or an OCI index over several when more than one spec is given, tagged `tag` in a new layout. */
+export async function buildLayout(dir: string, tag: string, specs: ImageSpec[]): Promise<BuiltLayout> {
+  await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true })
+  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }))
+  const images = []
+  for (const spec of specs) images.push(await writeImage(dir, spec))
+  let top: { mediaType: string; digest: string; size: number }
+  if (images.length === 1) {
+    const image = images[0] as (typeof images)[number]
+    top = { mediaType: MT_OCI_MANIFEST, digest: image.manifestDigest, size: image.manifestSize }
+  } else {
+    const index = {
+      schemaVersion: 2,
+      mediaType: MT_OCI_INDEX,
+      manifests: images.map((image) => ({ mediaType: MT_OCI_MANIFEST, digest: image.manifestDigest, size: image.manifestSize, platform: image.platform })),
+    }
+    top = { mediaType: MT_OCI_INDEX, ...(await writeBlob(dir, Buffer.from(JSON.stringify(index)))) }
+  }
+  await writeFile(
+    join(dir, 'index.json'),
+    JSON.stringify({ schemaVersion: 2, mediaType: MT_OCI_INDEX, manifests: [{ ...top, annotations: { [REF_NAME_ANNOTATION]: tag } }] }),
+  )
+  return {
+    dir,
+    tag,
+    digest: top.digest,
+    mediaType: top.mediaType,
+    images: images.map(({ manifestSize: _size, ...image }) => image),
+  }
+}
