@@ -352,3 +352,34 @@ t.test('two instances sharing one storage: one orders, the other picks the certi
   t.equal(answeredBy, 'A', 'instance A answered the validation')
   t.comment(orders[1] === 1 ? 'B ordered; A answered its http-01 token from the shared storage' : 'A ordered; B picked the certificate up from storage')
 })
+
+t.test('external account binding: a CA that requires it issues with the configured kid and key, and refuses without them', async (t) => {
+  const listen = await ports()
+  const hmacKey = 'zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W'
+  const pebble = await pebbleFixture(t, { httpPort: listen.http, tlsPort: listen.tls, eab: { 'kid-portier': hmacKey } })
+  const registry = await registryFixture(t)
+  const without = await gatewayFixture(t, {
+    env,
+    config: {
+      server: { listen: '127.0.0.1:0' },
+      upstreams: [{ url: registry.url }],
+      tls: { acme: acmeConfig(pebble, { challenge: 'tls-alpn-01' }) },
+    },
+  })
+  const refused = await without.waitForLog((line) => line.msg.startsWith('ACME order failed'), ISSUE_TIMEOUT_MS)
+  t.match(String(refused.err), /externalAccountBinding/, `without EAB the CA's reason is logged: ${String(refused.err)}`)
+  await without.stop()
+
+  const gateway = await gatewayFixture(t, {
+    env,
+    config: {
+      server: { listen: `127.0.0.1:${listen.tls}`, http_redirect_listen: `127.0.0.1:${listen.http}` },
+      upstreams: [{ url: registry.url }],
+      tls: { acme: acmeConfig(pebble, { eab: { kid: 'kid-portier', hmac_key: hmacKey } }) },
+    },
+  })
+  const issued = await waitForIssued(gateway)
+  const served = await handshake(listen.tls, DOMAIN, await pebble.root())
+  t.ok(served.authorized, 'issued with external account binding')
+  t.equal(served.fingerprint, issued.sha256)
+})

@@ -21,6 +21,8 @@ export interface PebbleOptions {
   validitySeconds?: number
   /** Names pebble refuses to issue for. */
   blocklist?: string[]
+  /** Require external account binding with these key ids → base64url HMAC keys. */
+  eab?: Record<string, string>
   /** Start the processes now (default) or later with start(). */
   start?: boolean
 }
@@ -93,7 +95,8 @@ export async function startPebble(options: PebbleOptions): Promise<PebbleHandle>
       httpPort: options.httpPort,
       tlsPort: options.tlsPort,
       ocspResponderURL: '',
-      externalAccountBindingRequired: false,
+      externalAccountBindingRequired: options.eab !== undefined,
+      ...(options.eab ? { externalAccountMACKeys: options.eab } : {}),
       ...(options.validitySeconds ? { certificateValidityPeriod: options.validitySeconds } : {}),
       ...(options.blocklist ? { domainBlocklist: options.blocklist } : {}),
     },
