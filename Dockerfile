@@ -29,7 +29,8 @@ COPY config/portier.yaml /etc/portier/portier.yaml
 RUN mkdir -p /app/certs /app/auth /app/data \
  && chown portier:portier /app/certs /app/auth /app/data
 USER portier
-EXPOSE 5443
+# 5443: the registry (HTTPS); 9113: /metrics, /healthz, /readyz when admin.listen is "0.0.0.0:9113" (config/compose.portier.yaml)
+EXPOSE 5443 9113
 # Healthy when /v2/ answers 200, or 401 once authentication is on (what load balancers should accept too).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "require('node:https').get({host:'127.0.0.1',port:5443,path:'/v2/',rejectUnauthorized:false,timeout:4000},(r)=>{r.resume();process.exit(r.statusCode===200||r.statusCode===401?0:1)}).on('timeout',function(){this.destroy(new Error('timeout'))}).on('error',()=>process.exit(1))"]

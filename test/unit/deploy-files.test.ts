@@ -74,11 +74,12 @@ type Tree = Record<string, unknown>
 const dockerfile = parseDockerfile(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))
 const compose = yaml.load(readFileSync(join(ROOT, 'compose.yaml'), 'utf8')) as { services: Record<string, Tree>; volumes: Record<string, unknown> }
 const composeConfigFile = join(ROOT, 'config', 'compose.portier.yaml')
-const composeConfig = yaml.load(readFileSync(composeConfigFile, 'utf8')) as { server: { listen: string }; upstreams?: Array<{ url: string }> }
+const composeConfig = yaml.load(readFileSync(composeConfigFile, 'utf8')) as { server: { listen: string }; admin?: { listen?: string }; upstreams?: Array<{ url: string }> }
 
 const build = dockerfile[0] as Stage
 const runtime = dockerfile[dockerfile.length - 1] as Stage
 const listenPort = Number(/:(\d+)$/.exec(composeConfig.server.listen)?.[1])
+const adminPort = Number(/:(\d+)$/.exec(composeConfig.admin?.listen ?? '')?.[1])
 const entrypoint = execForm(last(runtime, 'ENTRYPOINT')?.args ?? '[]')
 const cmd = execForm(last(runtime, 'CMD')?.args ?? '[]')
 const configPathInImage = cmd[cmd.indexOf('--config') + 1] as string
@@ -133,8 +134,9 @@ t.test('Dockerfile: the runtime stage runs as a non-root user with a health chec
   t.ok(healthcheck, 'HEALTHCHECK present')
   t.match(healthcheck?.args, /\bCMD\s+\[/, 'exec form')
 
-  const expose = all(runtime, 'EXPOSE').map((i) => Number(i.args.trim().replace(/\/tcp$/, '')))
-  t.same(expose, [listenPort], `EXPOSE equals the port in config/compose.portier.yaml server.listen (${listenPort})`)
+  const expose = all(runtime, 'EXPOSE').flatMap((i) => i.args.trim().split(/\s+/).map((port) => Number(port.replace(/\/tcp$/, ''))))
+  t.same(expose, [listenPort, adminPort], `EXPOSE equals the ports of config/compose.portier.yaml server.listen (${listenPort}) and admin.listen (${adminPort})`)
+  t.match(composeConfig.admin?.listen, /^0\.0\.0\.0:/, 'the admin listener is reachable from the compose network')
 
   // The generated self-signed certificate lands in WORKDIR + tls.self_signed.dir, which must be writable by the user.
   const runs = all(runtime, 'RUN').map((i) => i.args).join('\n')
