@@ -62,6 +62,8 @@ export class HtpasswdStore {
   private users = new Map<string, string>()
   /** sha256(user, password) → expiry (ms since epoch). Cleared on every reload. */
   private verified = new Map<string, number>()
+  /** Checks running now, by the same key: a client that opens many connections at once gets one bcrypt, not one each. */
+  private readonly checking = new Map<string, Promise<boolean>>()
   private watcher: FSWatcher | undefined
   private reloadTimer: NodeJS.Timeout | undefined
   private lastText = ''
@@ -102,11 +104,23 @@ export class HtpasswdStore {
     const expires = this.verified.get(key)
     const now = Date.now()
     if (expires !== undefined && expires > now) return true
+    const running = this.checking.get(key)
+    if (running) return await running
+    const check = this.checkAndCache(key, user, password, hash)
+    this.checking.set(key, check)
+    try {
+      return await check
+    } finally {
+      this.checking.delete(key)
+    }
+  }
+
+  private async checkAndCache(key: string, user: string, password: string, hash: string): Promise<boolean> {
     const ok = await this.checkHash(password, hash)
     // The file may have been reloaded while bcrypt ran: only cache against the hash still current.
     if (ok && this.users.get(user) === hash) {
       if (this.verified.size > 10_000) this.verified.clear()
-      this.verified.set(key, now + this.cacheTtlMs)
+      this.verified.set(key, Date.now() + this.cacheTtlMs)
     }
     return ok
   }

@@ -76,3 +76,26 @@ t.test('the store caches a verified credential and drops the cache when the file
   t.equal(await store.verify('ann', 'first-password'), false, 'old password no longer accepted (cache dropped)')
   t.equal(await store.verify('ann', 'second-password'), true)
 })
+
+t.test('many requests with the same uncached credential at once share one bcrypt check', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portier-htpasswd-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'htpasswd')
+  writeFileSync(file, `ann:${await hashPassword('right', 10)}\n`)
+  let hashChecks = 0
+  const counting = (password: string, hash: string): Promise<boolean> => {
+    hashChecks++
+    return verifyPassword(password, hash)
+  }
+  const store = new HtpasswdStore(file, 60_000, { onLoad: () => undefined, onError: () => undefined }, counting)
+  t.teardown(() => store.close())
+
+  const accepted = await Promise.all(Array.from({ length: 32 }, () => store.verify('ann', 'right')))
+  t.ok(accepted.every(Boolean), '32 concurrent requests accepted')
+  t.equal(hashChecks, 1, 'one bcrypt check for 32 concurrent requests (like 32 connections opened at once)')
+  const rejected = await Promise.all(Array.from({ length: 8 }, () => store.verify('ann', 'wrong')))
+  t.ok(rejected.every((ok) => !ok), 'a wrong password is refused for every request that shared its check')
+  t.equal(hashChecks, 2, 'the wrong password was checked once for the concurrent requests')
+  t.equal(await store.verify('ann', 'wrong'), false, 'and a later attempt is checked again (failures are not cached)')
+  t.equal(hashChecks, 3)
+})
