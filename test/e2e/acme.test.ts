@@ -383,3 +383,33 @@ t.test('external account binding: a CA that requires it issues with the configur
   t.ok(served.authorized, 'issued with external account binding')
   t.equal(served.fingerprint, issued.sha256)
 })
+
+t.test('restart: the stored certificate is served from the first handshake and nothing is ordered', async (t) => {
+  const listen = await ports()
+  const pebble = await pebbleFixture(t, { httpPort: listen.http, tlsPort: listen.tls })
+  const registry = await registryFixture(t)
+  const cwd = mkdtempSync(join(work, 'restart-'))
+  const options = {
+    env,
+    cwd,
+    config: {
+      server: { listen: `127.0.0.1:${listen.tls}`, http_redirect_listen: `127.0.0.1:${listen.http}` },
+      upstreams: [{ url: registry.url }],
+      tls: { acme: acmeConfig(pebble) },
+    },
+  }
+  const first = await gatewayFixture(t, options)
+  const issued = await waitForIssued(first)
+  await first.stop()
+
+  const second = await gatewayFixture(t, options)
+  const stored = second.logs.find((line) => line.msg === 'serving the stored ACME certificate')
+  t.ok(stored, 'start-up serves the stored certificate')
+  t.equal(stored?.sha256, issued.sha256, 'the one issued before')
+  t.notOk(second.logs.some((line) => line.msg === 'serving a self-signed certificate until ACME issues one'), 'no self-signed placeholder')
+  t.match(second.stderr(), /serving the stored certificate, valid until/, 'the banner says so')
+  const served = await handshake(listen.tls, DOMAIN, await pebble.root())
+  t.ok(served.authorized, 'the first handshake after restart verifies')
+  t.equal(served.fingerprint, issued.sha256)
+  t.notOk(second.logs.some((line) => line.msg === 'ordering an ACME certificate'), 'no new order')
+})
