@@ -9,6 +9,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src
+# The web UI's source; `npm run build` bundles it into dist/ui/static (nothing is fetched at run time).
+COPY ui ./ui
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund
 

@@ -10,5 +10,6 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
-npx --no-install tsc -p tsconfig.json
+# One build command for everything: the server (tsc) and the web UI bundle (vite, into dist/ui/static).
+npm run build --silent
 chmod +x dist/cli.js

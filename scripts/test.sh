@@ -3,7 +3,7 @@
 # and ends with one "N passed, N failed" line. Exit status is non-zero when any test failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/ensure-tools.sh docker-registry skopeo curl openssl htpasswd pebble pebble-challtestsrv || exit 1
+bash scripts/ensure-tools.sh docker-registry skopeo curl openssl htpasswd pebble pebble-challtestsrv chromium || exit 1
 bash scripts/node-deps.sh || exit 1
 
 out=$(mktemp)

@@ -137,6 +137,7 @@ async function serve(args: Args): Promise<number> {
     process.stderr.write(`  certificates: ACME (${acme.challenge}) from ${acme.directoryUrl} for ${acme.domains.join(', ')}; serving ${now}\n`)
   }
   if (running.embedded) process.stderr.write(`  upstream: embedded registry ${running.embedded.url} (${running.embedded.binary})\n`)
+  if (config.ui.enabled) process.stderr.write(`  web UI:   ${running.url}/ui/ (sign in with the registry's users)\n`)
   if (running.generatedAdmin) {
     const { user, password, file } = running.generatedAdmin
     // Shown once, on the terminal only: never in the JSON log.

@@ -1,10 +1,13 @@
 // The web UI in a real headless Chromium against a real registry: sign-in, repositories, tags, image details,
-// deletes checked through the registry API, the status panel, per-user visibility, CSRF refusals, sign-out.
+// deletes checked through the registry API, the status panel, per-user visibility, CSRF refusals, sign-out;
+// and without a browser: routing of / and /ui/, token mode, ui.enabled false.
 import t from 'tap'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Page } from 'playwright-core'
+import { Agent, request } from 'undici'
 import { registryFixture } from '../helpers/registry.js'
 import { gatewayFixture } from '../helpers/gateway.js'
 import { skopeoCopy } from '../helpers/skopeo.js'
@@ -317,4 +320,74 @@ t.test('with deletes turned off in the registry, the page says so and says how t
   await screenshot(page, 'delete-disabled')
   t.same(await tagsOf(registry.url, 'library/kept'), ['v1'], 'the tag is still there')
   t.same(problems.errors, [], 'no page errors')
+})
+
+t.test('routing: browsers at / go to /ui/, registry clients do not; token mode signs in with htpasswd users; ui.enabled false serves no UI', async (t) => {
+  const registry = await registryFixture(t)
+  const work = await mkdtemp(join(tmpdir(), 'portier-ui-token-'))
+  t.teardown(() => rm(work, { recursive: true, force: true }))
+  const htpasswd = join(work, 'htpasswd')
+  await writeFile(htpasswd, `alice:${await hashPassword(PASSWORDS.alice, 5)}\n`)
+  const gateway = await gatewayFixture(t, {
+    config: {
+      upstreams: [{ url: registry.url }],
+      auth: { mode: 'token', htpasswd: { path: htpasswd }, token: { key: join(work, 'token.key'), cert: join(work, 'token.crt') } },
+      ui: { session_secret_file: join(work, 'ui-secret') },
+    },
+  })
+  const dispatcher = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
+  t.teardown(() => dispatcher.close())
+  const send = async (method: 'GET' | 'POST', path: string, headers: Record<string, string> = {}, body?: string) => {
+    const answer = await request(`${gateway.url}${path}`, { dispatcher, method, headers, ...(body ? { body } : {}) })
+    const text = await answer.body.text()
+    return { status: answer.statusCode, headers: answer.headers, text }
+  }
+
+  const browserRoot = await send('GET', '/', { accept: 'text/html,application/xhtml+xml' })
+  t.equal(browserRoot.status, 302)
+  t.equal(browserRoot.headers.location, '/ui/')
+  const clientRoot = await send('GET', '/', { accept: 'application/json' })
+  t.equal(clientRoot.status, 404, 'a registry client asking for / gets the registry answer')
+  t.match(clientRoot.text, /"code":"NOT_FOUND"/)
+  const base = await send('GET', '/v2/', { accept: 'text/html' })
+  t.equal(base.status, 401, '/v2/ is untouched, even for browsers')
+  t.match(String(base.headers['www-authenticate']), /^Bearer /)
+  const page = await send('GET', '/ui/', { 'accept-encoding': 'gzip, br' })
+  t.equal(page.status, 200)
+  t.match(String(page.headers['content-type']), /^text\/html/)
+  const script = /src="(\/ui\/assets\/[^"]+\.js)"/.exec(page.text)?.[1] ?? ''
+  const asset = await send('GET', script, { 'accept-encoding': 'br' })
+  t.equal(asset.status, 200, 'the bundle is served from the package')
+  t.equal(asset.headers['content-encoding'], 'br')
+  t.equal(asset.headers['cache-control'], 'public, max-age=31536000, immutable', 'hashed assets are cached for good')
+  t.match(String(asset.headers['content-type']), /^text\/javascript/)
+
+  // Token mode: the UI signs in with the htpasswd users, as the token server does.
+  const origin = gateway.url
+  const login = (password: string) => send('POST', '/ui/api/login', { origin, 'content-type': 'application/json' }, JSON.stringify({ username: 'alice', password }))
+  const wrong = await login('wrong')
+  t.equal(wrong.status, 401)
+  t.match(wrong.text, /"code":"UNAUTHORIZED"/)
+  t.equal(wrong.headers['www-authenticate'], undefined, 'no Basic challenge: the browser must not pop up its own dialog')
+  const right = await login(PASSWORDS.alice)
+  t.equal(right.status, 200)
+  const cookie = String(right.headers['set-cookie']).split(';')[0] ?? ''
+  t.match(cookie, /^__Host-portier-ui=v1\./)
+  const list = await send('GET', '/ui/api/repositories', { cookie })
+  t.equal(list.status, 200)
+  t.same(JSON.parse(list.text), { repositories: [] })
+  const formPost = await send('POST', '/ui/api/login', { origin, 'content-type': 'application/x-www-form-urlencoded' }, `username=alice&password=${PASSWORDS.alice}`)
+  t.equal(formPost.status, 405, 'an HTML form post (what a cross-site page could send) is refused')
+  const crossSite = await send('POST', '/ui/api/login', { origin: 'https://evil.example', 'content-type': 'application/json' }, JSON.stringify({ username: 'alice', password: PASSWORDS.alice }))
+  t.equal(crossSite.status, 403, 'login from another origin is refused')
+
+  const off = await gatewayFixture(t, { config: { upstreams: [{ url: registry.url }], ui: { enabled: false } } })
+  const offDispatcher = new Agent({ connect: { ca: readFileSync(off.caFile) } })
+  t.teardown(() => offDispatcher.close())
+  const offPage = await request(`${off.url}/ui/`, { dispatcher: offDispatcher })
+  t.equal(offPage.statusCode, 404, 'ui.enabled false: no UI')
+  await offPage.body.dump()
+  const offRoot = await request(`${off.url}/`, { dispatcher: offDispatcher, headers: { accept: 'text/html' } })
+  t.equal(offRoot.statusCode, 404, 'and no redirect')
+  await offRoot.body.dump()
 })
