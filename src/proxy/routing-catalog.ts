@@ -1,0 +1,114 @@
+// The catalog of upstreams that do not share storage: merged, de-duplicated and paginated by Portier.
+import { RegistryError } from '../registry/errors.js'
+import { drain, readJson, type Exchange, type ExchangeResult, type Forwarder } from './forward.js'
+import type { RouteContext } from './routing-mirror.js'
+import type { Upstream } from './upstreams.js'
+
+/** Entries per page when the client does not ask (distribution's default catalog.maxentries). */
+export const DEFAULT_PAGE = 1000
+
+export interface CatalogPage {
+  repositories: string[]
+  /** Set when there is more after this page: the `last` to continue from. */
+  nextLast?: string
+}
+
+/** One upstream's entries after `last`, and whether it has more than it returned. */
+export interface UpstreamPage {
+  repositories: string[]
+  more: boolean
+}
+
+/**
+ * Merges pages that each upstream returned for the same `last` and `n`. Each list is sorted (as
+ * the registry sorts), so the first `n` names of the union are among the first `n` of each. An
+ * upstream that returned fewer names than it has only vouches for names up to its last one: the
+ * merged page stops there too, and continues from there on the next page.
+ */
+export function mergePages(pages: UpstreamPage[], n: number, visible: (names: string[]) => string[]): CatalogPage {
+  let boundary: string | undefined
+  for (const page of pages) {
+    const last = page.repositories[page.repositories.length - 1]
+    if (page.more && last !== undefined && (boundary === undefined || last < boundary)) boundary = last
+  }
+  const union = [...new Set(pages.flatMap((page) => page.repositories))].sort(compare)
+  const vouched = boundary === undefined ? union : union.filter((name) => compare(name, boundary) <= 0)
+  const truncated = vouched.length < union.length || pages.some((page) => page.more)
+  const shown = visible(vouched)
+  const repositories = shown.slice(0, n)
+  const more = shown.length > n || truncated
+  if (!more) return { repositories }
+  const nextLast = shown.length > n ? repositories[repositories.length - 1] : (vouched[vouched.length - 1] ?? repositories[repositories.length - 1])
+  return nextLast === undefined ? { repositories } : { repositories, nextLast }
+}
+
+/** Byte order, as distribution sorts repository names. */
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
+function pageSize(params: URLSearchParams): number {
+  const text = params.get('n')
+  if (text === null || !/^\d{1,9}$/.test(text)) return DEFAULT_PAGE
+  return Math.min(Number(text), DEFAULT_PAGE)
+}
+
+export class MergedCatalog {
+  constructor(
+    private readonly forwarder: Forwarder,
+    private readonly onUpstreamError: (upstream: Upstream, reason: string) => void,
+  ) {}
+
+  async serve(upstreams: Upstream[], context: RouteContext): Promise<ExchangeResult> {
+    const { request, res } = context
+    context.req.resume()
+    const n = pageSize(request.params)
+    const last = request.params.get('last') ?? undefined
+    const query = new URLSearchParams({ n: String(Math.max(n, 1)) })
+    if (last !== undefined) query.set('last', last)
+    const results = await Promise.all(upstreams.map((upstream) => this.fetchPage(context, upstream, `/v2/_catalog?${query}`)))
+    const pages = results.filter((page): page is UpstreamPage => page !== undefined)
+    if (pages.length === 0) {
+      throw new RegistryError('UNAVAILABLE', { upstreams: upstreams.map((upstream) => upstream.name) }, { 'Retry-After': '5' }, 'no upstream answered the catalog')
+    }
+    const visible = (names: string[]): string[] => {
+      if (!context.filterJson) return names
+      const filtered = context.filterJson({ repositories: names }) as { repositories?: unknown }
+      return Array.isArray(filtered.repositories) ? filtered.repositories.filter((name): name is string => typeof name === 'string') : []
+    }
+    const page = mergePages(pages, n, visible)
+    const body = Buffer.from(JSON.stringify({ repositories: page.repositories }))
+    const headers: Record<string, string> = {
+      'content-type': 'application/json; charset=utf-8',
+      'docker-distribution-api-version': 'registry/2.0',
+      'content-length': String(body.length),
+    }
+    if (page.nextLast !== undefined) {
+      headers.link = `</v2/_catalog?${new URLSearchParams({ last: page.nextLast, n: String(n) }).toString()}>; rel="next"`
+    }
+    res.writeHead(200, headers)
+    context.bytes.sent += body.length
+    res.end(body)
+    return { status: 200 }
+  }
+
+  /** One upstream's page, or undefined (reported) when it could not give one. */
+  private async fetchPage(context: RouteContext, upstream: Upstream, path: string): Promise<UpstreamPage | undefined> {
+    const exchange: Exchange = { ...context, upstream }
+    try {
+      const response = await this.forwarder.send(exchange, 'GET', path, null, 'none')
+      if (response.statusCode !== 200) {
+        drain(response)
+        this.onUpstreamError(upstream, `answered ${response.statusCode}`)
+        return undefined
+      }
+      const more = typeof response.headers.link === 'string' && /rel="?next"?/.test(response.headers.link)
+      const parsed = (await readJson(response)) as { repositories?: unknown }
+      const repositories = Array.isArray(parsed.repositories) ? parsed.repositories.filter((name): name is string => typeof name === 'string') : []
+      return { repositories, more }
+    } catch (error) {
+      this.onUpstreamError(upstream, error instanceof Error ? error.message : String(error))
+      return undefined
+    }
+  }
+}
