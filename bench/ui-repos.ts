@@ -3,7 +3,7 @@
 // Run: npm run bench:ui -- [repositories] [loads]   (default 1000 repositories, 9 loads)
 import { createHash } from 'node:crypto'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { cpus, tmpdir } from 'node:os'
+import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium, type BrowserContext } from 'playwright-core'
 import { startRegistry } from '../test/helpers/registry.js'
@@ -139,7 +139,7 @@ try {
     [`GET /ui/api/repositories?n=${PAGE} (first page)`, firstPage],
     [`GET /ui/api/repositories?q=… matching nothing (scans all ${repositories})`, fullScan],
   ] as const
-  process.stdout.write(`\nWeb UI with ${repositories} repositories, ${loads} loads each (Chromium ${browser.version()}, ${cpus().length} cores, node ${process.version})\n`)
+  process.stdout.write(`\nWeb UI with ${repositories} repositories, ${loads} loads each (Chromium ${browser.version()}, ${cpus().length} cores, node ${process.version}, load average ${loadavg().map((load) => load.toFixed(1)).join(' ')})\n`)
   for (const [label, values] of rows) process.stdout.write(`  ${label}: median ${median([...values]).toFixed(0)} ms (range ${range([...values])} ms)\n`)
 } finally {
   await browser.close()

@@ -8,12 +8,14 @@ import { createBearerAuthenticator } from './bearer.js'
 import { createWithGeneratedAdmin, HtpasswdStore } from './htpasswd.js'
 import { createAcl, type Acl } from './acl.js'
 import { createThrottle, type Throttle } from './throttle.js'
+import type { Scope } from '../registry/classify.js'
 import {
   createIssuer,
   createTokenEndpoint,
   createVerifier,
   generateTokenKey,
   loadTokenKey,
+  type Issuer,
   type TokenEndpoint,
   type TokenKey,
   type Verifier,
@@ -41,6 +43,11 @@ export interface AuthSetup {
   verifyLogin?: (user: string, password: string, clientIp: string) => Promise<boolean | 'locked'>
   /** Whether a local user still exists (a web UI session ends when its user is removed). */
   accountActive?: (user: string) => boolean
+  /**
+   * A token for Portier's own calls (the web UI's) to an upstream that verifies Portier's tokens
+   * (forward_authorization); built-in token mode only. Callers check the ACL first.
+   */
+  issueServiceToken?: (subject: string, access: Scope[]) => Promise<{ token: string; expiresIn: number }>
   close(): void
 }
 
@@ -68,6 +75,10 @@ export async function createAuthenticator(config: Config['auth'], log: Logger): 
     const built = await builtInTokenServer(config, store, throttle, acl, log)
     setup.authenticator = built.authenticator
     setup.tokenEndpoint = built.endpoint
+    setup.issueServiceToken = async (subject, access) => {
+      const issued = await built.issuer.issue({ subject, access })
+      return { token: issued.token, expiresIn: issued.expiresIn }
+    }
   }
   return setup
 }
@@ -116,7 +127,7 @@ async function builtInTokenServer(
   throttle: Throttle,
   acl: Acl,
   log: Logger,
-): Promise<{ authenticator: Authenticator; endpoint: TokenEndpoint }> {
+): Promise<{ authenticator: Authenticator; endpoint: TokenEndpoint; issuer: Issuer }> {
   const { token } = config
   const key = signingKey(token, log)
   const issuer = createIssuer({ key, issuer: token.issuer, service: token.service, ttlSeconds: Math.max(60, Math.round(token.ttl / 1000)), includeX5c: token.include_x5c && key.chain.length > 0 })
@@ -137,6 +148,7 @@ async function builtInTokenServer(
   return {
     authenticator: createBearerAuthenticator({ verifier, service: token.service, realm: token.realm }),
     endpoint,
+    issuer,
   }
 }
 

@@ -19,7 +19,7 @@ export type { UiClient } from './api.js'
 export interface UiDeps {
   config: Config['ui']
   authMode: Config['auth']['mode']
-  auth: Pick<AuthSetup, 'acl' | 'verifyLogin' | 'accountActive'>
+  auth: Pick<AuthSetup, 'acl' | 'verifyLogin' | 'accountActive' | 'issueServiceToken'>
   upstreams: UpstreamSet
   status: StatusSource
   log: Logger
@@ -52,7 +52,9 @@ export function createUi(deps: UiDeps): Ui {
   if (deps.authMode === 'token' && !deps.auth.verifyLogin) {
     log.warn('ui: with an external token issuer Portier has no users of its own, so nobody can sign in to the web UI')
   }
-  const registry = createRegistryClient(deps.upstreams)
+  const issue = deps.auth.issueServiceToken
+  // Tokens name the UI as their subject; which user asked is in Portier's own log.
+  const registry = createRegistryClient(deps.upstreams, issue ? (access) => issue('portier-ui', access) : undefined)
   const api = createApi({
     sessions: createSessions(secret, config.session_ttl),
     csrf: createCsrf(secret),

@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto'
 import { request as undiciRequest } from 'undici'
 import type { Readable } from 'node:stream'
-import { classify } from '../registry/classify.js'
+import { classify, type Scope } from '../registry/classify.js'
 import { errorCatalogue, RegistryError, type RegistryErrorCode } from '../registry/errors.js'
 import type { UpstreamSet } from '../proxy/upstreams.js'
 
@@ -90,13 +90,34 @@ function unreachable(error: unknown): RegistryError {
   return new RegistryError('UNAVAILABLE', { reason: error instanceof Error ? error.message : String(error) })
 }
 
-export function createRegistryClient(upstreams: UpstreamSet): RegistryClient {
+/** Mints a token for an upstream that verifies Portier's tokens (see AuthSetup.issueServiceToken); the UI checks the user's access before it calls. */
+export type ServiceTokens = (access: Scope[]) => Promise<{ token: string; expiresIn: number }>
+
+export function createRegistryClient(upstreams: UpstreamSet, serviceTokens?: ServiceTokens): RegistryClient {
+  const tokens = new Map<string, { authorization: string; until: number }>()
+
+  /** Bearer credentials for exactly the scopes of one call, reused until shortly before they expire. */
+  async function bearerFor(scopes: Scope[]): Promise<string | undefined> {
+    if (!serviceTokens) return undefined
+    const key = scopes.map((scope) => `${scope.type}:${scope.name}:${scope.actions.join(',')}`).join(' ')
+    const cached = tokens.get(key)
+    if (cached && cached.until > Date.now()) return cached.authorization
+    const issued = await serviceTokens(scopes.map((scope) => ({ ...scope, actions: [...scope.actions] })))
+    const entry = { authorization: `Bearer ${issued.token}`, until: Date.now() + Math.max(0, issued.expiresIn - 15) * 1000 }
+    if (tokens.size > 1000) tokens.clear()
+    tokens.set(key, entry)
+    return entry.authorization
+  }
+
   /** One call to the upstream that would serve the same request from a client. */
   async function call(method: 'GET' | 'HEAD' | 'DELETE', path: string, accept?: string): Promise<Answer> {
     const request = classify(method, path)
     const upstream = upstreams.pick(request)
     const headers: Record<string, string> = {}
-    if (upstream.authorization) headers.authorization = upstream.authorization
+    // An upstream that verifies Portier's tokens gets one; otherwise its own credentials, if any.
+    const bearer = upstream.forwardAuthorization ? await bearerFor(request.scopes) : undefined
+    if (bearer) headers.authorization = bearer
+    else if (upstream.authorization) headers.authorization = upstream.authorization
     if (accept) headers.accept = accept
     try {
       const answer = await upstream.pool.request({ origin: upstream.origin, method, path, headers })

@@ -1,6 +1,6 @@
 // The web UI in a real headless Chromium against a real registry: sign-in, repositories, tags, image details,
 // deletes checked through the registry API, the status panel, per-user visibility, CSRF refusals, sign-out;
-// and without a browser: routing of / and /ui/, token mode, ui.enabled false.
+// and without a browser: routing of / and /ui/, token mode, ui.enabled false, a registry verifying Portier's tokens.
 import t from 'tap'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
@@ -14,6 +14,7 @@ import { skopeoCopy } from '../helpers/skopeo.js'
 import { buildLayout, type BuiltLayout } from '../helpers/oci-build.js'
 import { browserFixture, openPage, screenshot } from '../helpers/browser.js'
 import { hashPassword } from '../../src/auth/hashes.js'
+import { generateTokenKey } from '../../src/auth/token/index.js'
 
 const KiB = 1024
 const PASSWORDS = { alice: 'alice-secret-pw', bob: 'bob-secret-pw' }
@@ -390,4 +391,47 @@ t.test('routing: browsers at / go to /ui/, registry clients do not; token mode s
   const offRoot = await request(`${off.url}/`, { dispatcher: offDispatcher, headers: { accept: 'text/html' } })
   t.equal(offRoot.statusCode, 404, 'and no redirect')
   await offRoot.body.dump()
+})
+
+t.test('a registry that verifies Portier\'s tokens (forward_authorization) gets a token for each UI call', async (t) => {
+  const work = await mkdtemp(join(tmpdir(), 'portier-ui-verifying-'))
+  t.teardown(() => rm(work, { recursive: true, force: true }))
+  const keys = generateTokenKey(join(work, 'keys'), { bits: 2048, commonName: 'portier' })
+  const htpasswd = join(work, 'htpasswd')
+  await writeFile(htpasswd, `alice:${await hashPassword(PASSWORDS.alice, 5)}\n`)
+  const registry = await registryFixture(t, {
+    tokenAuth: { realm: 'https://127.0.0.1/auth/token', service: 'portier-registry', issuer: 'portier', rootcertbundle: keys.certPath },
+  })
+  const gateway = await gatewayFixture(t, {
+    config: {
+      upstreams: [{ url: registry.url, forward_authorization: true }],
+      auth: { mode: 'token', htpasswd: { path: htpasswd }, token: { key: keys.keyPath, cert: keys.certPath } },
+    },
+  })
+  const image = await buildLayout(join(work, 'image'), 'v1', [{ layers: [4 * KiB, 2 * KiB] }])
+  await skopeoCopy(`oci:${image.dir}:v1`, `docker://${gateway.host}/verified/app:v1`, { destCertDir: gateway.certDir, destCreds: `alice:${PASSWORDS.alice}` })
+
+  const dispatcher = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
+  t.teardown(() => dispatcher.close())
+  const login = await request(`${gateway.url}/ui/api/login`, {
+    dispatcher,
+    method: 'POST',
+    headers: { origin: gateway.url, 'content-type': 'application/json' },
+    body: JSON.stringify({ username: 'alice', password: PASSWORDS.alice }),
+  })
+  await login.body.dump()
+  t.equal(login.statusCode, 200)
+  const cookie = String(login.headers['set-cookie']).split(';')[0] ?? ''
+  const api = async (path: string) => {
+    const answer = await request(`${gateway.url}/ui/api/${path}`, { dispatcher, headers: { cookie } })
+    return { status: answer.statusCode, body: (await answer.body.json()) as Record<string, unknown> }
+  }
+  const list = await api('repositories')
+  t.equal(list.status, 200, 'the catalog through a token')
+  t.same(list.body, { repositories: [{ name: 'verified/app', canPush: true, canDelete: true }] })
+  const tags = await api('tags?repository=verified/app')
+  t.equal(tags.status, 200)
+  const summaries = tags.body.tags as Array<{ tag: string; digest: string; size: number }>
+  t.same(summaries.map(({ tag, digest, size }) => ({ tag, digest, size })), [{ tag: 'v1', digest: image.digest, size: 6 * KiB }], 'manifest and config read with a token')
+  t.match(await registry.log(), /GET \/v2\/verified\/app\/tags\/list HTTP\/1.1" 200/, 'the registry itself accepted the UI\'s token')
 })

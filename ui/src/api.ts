@@ -63,6 +63,23 @@ export async function call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, b
   return parsed as T
 }
 
+const prefetched = new Map<string, Promise<unknown>>()
+
+/** Starts a GET now (e.g. while the session is still being checked); the next get() of the same path takes it. */
+export function prefetch(path: string): void {
+  const pending = call('GET', path)
+  pending.catch(() => undefined)
+  prefetched.set(path, pending)
+}
+
+/** A GET, answered by a matching prefetch when there is one. */
+export function get<T>(path: string): Promise<T> {
+  const pending = prefetched.get(path)
+  prefetched.delete(path)
+  // A prefetch that failed (not signed in yet) is simply asked again.
+  return pending ? (pending as Promise<T>).catch(() => call<T>('GET', path)) : call<T>('GET', path)
+}
+
 export function query(params: Record<string, string | number | undefined>): string {
   const search = new URLSearchParams()
   for (const [name, value] of Object.entries(params)) if (value !== undefined && value !== '') search.set(name, String(value))

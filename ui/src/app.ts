@@ -1,10 +1,10 @@
 // <portier-app>: the session (signed in or the login form), the header, and the view the hash route names.
 import { LitElement, html, nothing } from 'lit'
 import type { SessionInfo, SignedOut } from '../../src/ui/types.js'
-import { ApiError, call, onSignedOut, setCsrfToken } from './api.js'
+import { ApiError, call, onSignedOut, prefetch, setCsrfToken } from './api.js'
 import { parseRoute, type Route } from './router.js'
 import './views/login-view.js'
-import './views/repositories-view.js'
+import { listPath } from './views/repositories-view.js'
 import './views/tags-view.js'
 import './views/manifest-view.js'
 import './views/status-view.js'
@@ -52,9 +52,12 @@ export class PortierApp extends LitElement {
     super.connectedCallback()
     window.addEventListener('hashchange', this.onHashChange)
     onSignedOut(() => {
+      if (!this.session) return
       this.session = undefined
       this.notice = 'Your session has ended. Sign in again.'
     })
+    // The usual first page is the repository list: ask for it while the session is being checked.
+    if (this.route.view === 'repositories') prefetch(listPath(this.route.q, this.route.last))
     void this.loadSession()
   }
 

@@ -1,12 +1,17 @@
 // <repositories-view>: the repositories the user may pull, filtered by name, a page at a time (n/last).
 import { LitElement, html, nothing } from 'lit'
 import type { RepositoryPage } from '../../../src/ui/types.js'
-import { ApiError, call, query } from '../api.js'
+import { ApiError, get, query } from '../api.js'
 import { href } from '../router.js'
 import type { NavigateDetail } from '../app.js'
 
 const PAGE_SIZE = 100
 const FILTER_DELAY_MS = 200
+
+/** The API path of one page of the list. */
+export function listPath(q: string, last: string): string {
+  return `repositories${query({ q, last, n: PAGE_SIZE })}`
+}
 
 export class RepositoriesView extends LitElement {
   static override properties = {
@@ -42,7 +47,7 @@ export class RepositoriesView extends LitElement {
   private async load(): Promise<void> {
     const ticket = ++this.loadCount
     try {
-      const page = await call<RepositoryPage>('GET', `repositories${query({ q: this.q, last: this.last, n: PAGE_SIZE })}`)
+      const page = await get<RepositoryPage>(listPath(this.q, this.last))
       if (ticket !== this.loadCount) return
       this.page = page
       this.error = ''
