@@ -1,0 +1,64 @@
+// Streams an upstream response body to the client with backpressure, counting bytes, in one small loop.
+// stream.pipeline() does the same with an AbortController, end-of-stream watchers and an AbortError
+// (DOMException) per call; on small registry answers (HEAD, GET /v2/, manifests) that was a measurable
+// share of the gateway's CPU (npm run bench, --cpu-prof).
+import type { ServerResponse } from 'node:http'
+import type { Readable } from 'node:stream'
+
+export class ClientGone extends Error {
+  constructor() {
+    super('client closed the connection before the response was complete')
+  }
+}
+
+/**
+ * Resolves when the whole body is written and the response finished. Rejects when the upstream body
+ * fails (the client response is destroyed, so the client sees a broken transfer, never a short 200)
+ * or the client goes away (the upstream body is destroyed).
+ */
+export function relayBody(body: Readable, res: ServerResponse, onBytes: (count: number) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let settled = false
+    const settle = (error?: Error): void => {
+      if (settled) return
+      settled = true
+      body.off('data', onData)
+      body.off('end', onEnd)
+      body.off('error', onBodyError)
+      res.off('drain', onDrain)
+      res.off('finish', onFinish)
+      res.off('close', onClose)
+      if (error) reject(error)
+      else resolve()
+    }
+    const onData = (chunk: Buffer): void => {
+      onBytes(chunk.length)
+      if (!res.write(chunk)) body.pause()
+    }
+    const onDrain = (): void => {
+      body.resume()
+    }
+    const onEnd = (): void => {
+      res.end()
+    }
+    const onFinish = (): void => settle()
+    const onBodyError = (error: Error): void => {
+      res.destroy(error)
+      settle(error)
+    }
+    const onClose = (): void => {
+      if (res.writableFinished) return settle()
+      body.destroy()
+      settle(new ClientGone())
+    }
+    // Errors on the client socket end in 'close'; without a listener they would be thrown.
+    res.on('error', () => undefined)
+    body.on('data', onData)
+    body.once('end', onEnd)
+    body.once('error', onBodyError)
+    res.on('drain', onDrain)
+    res.once('finish', onFinish)
+    res.once('close', onClose)
+    if (res.destroyed) onClose()
+  })
+}
