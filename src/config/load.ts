@@ -4,6 +4,7 @@ import yaml from 'js-yaml'
 import { parseCidr } from '../net/addresses.js'
 import { aclProblems } from '../auth/acl.js'
 import { acmeProblems } from '../tls/acme/config.js'
+import { routingProblems } from '../proxy/routing-config.js'
 import { type Config, type Field, type Section, schema } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
 
@@ -315,6 +316,7 @@ function crossChecks(config: Config, origin: Origin): ConfigProblem[] {
     problem('admin.listen', 'an address other than server.listen (or admin.on_main_listener: true to serve the admin paths there)', JSON.stringify(admin.listen))
   }
   for (const found of acmeProblems(config.tls, server)) problem(found.key, found.expected, found.found)
+  for (const found of routingProblems(config.upstreams, config.routing)) problem(found.key, found.expected, found.found)
   const auth = isTree(config.auth) ? config.auth : undefined
   for (const found of aclProblems(auth)) problem(found.key, found.expected, found.found)
   const throttle = isTree(auth?.throttle) ? auth.throttle : undefined

@@ -58,6 +58,8 @@ export class Metrics {
   readonly upstreamErrors: Counter<'upstream' | 'kind'>
   readonly upstreamInFlight: Gauge<'upstream'>
   readonly healthChecks: Counter<'upstream' | 'result'>
+  readonly upstreamFailovers: Counter<'upstream' | 'reason'>
+  readonly mirrorBranchFailures: Counter<'upstream' | 'operation'>
   readonly acmeCertificates: Counter<'kind'>
   readonly acmeFailures: Counter
 
@@ -123,6 +125,18 @@ export class Metrics {
     this.acmeCertificates = new Counter({ name: 'portier_acme_certificates_total', help: 'Certificates obtained from the ACME CA, by kind (issued: first one, renewed).', labelNames: ['kind'], registers })
     this.acmeFailures = new Counter({ name: 'portier_acme_failures_total', help: 'Failed ACME orders and renewals (each is retried with backoff).', registers })
     this.healthChecks = new Counter({ name: 'portier_upstream_health_checks_total', help: 'Active health checks, by result (success, failure).', labelNames: ['upstream', 'result'], registers })
+    this.upstreamFailovers = new Counter({
+      name: 'portier_upstream_failovers_total',
+      help: 'Reads moved on from this upstream to another, by reason (connect: unreachable; not_found: a mirror lacked it).',
+      labelNames: ['upstream', 'reason'],
+      registers,
+    })
+    this.mirrorBranchFailures = new Counter({
+      name: 'portier_mirror_branch_failures_total',
+      help: 'Mirrored writes this upstream failed its part of (routing.strategy mirror), by registry operation.',
+      labelNames: ['upstream', 'operation'],
+      registers,
+    })
   }
 
   /** The repository label value: the name itself while under the cap, then "other". */

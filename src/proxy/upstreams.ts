@@ -1,4 +1,6 @@
 // Owns the upstream registries: one pooled keep-alive undici dispatcher each, and the choice of upstream.
+import { readFileSync } from 'node:fs'
+import { rootCertificates } from 'node:tls'
 import { Pool } from 'undici'
 import type { Config, UpstreamConfig } from '../config/index.js'
 import type { RegistryRequest } from '../registry/classify.js'
@@ -11,12 +13,17 @@ export interface Upstream {
   forwardAuthorization: boolean
   /** Origin without a trailing slash, e.g. "http://127.0.0.1:5000". */
   origin: string
+  /** Relative share of repositories (by-repository) or requests (shared); 1 unless configured. */
+  weight: number
   pool: Pool
 }
 
 export interface UpstreamSet {
   all: Upstream[]
-  /** The upstream that serves this request. One upstream for now; routing strategies build on this. */
+  /**
+   * The one upstream that would serve this read (for callers other than the gateway, e.g. the UI).
+   * The first upstream until the router replaces it with its own choice (src/proxy/routing.ts).
+   */
   pick(request: RegistryRequest): Upstream
   close(): Promise<void>
 }
@@ -29,11 +36,12 @@ export function createUpstreams(targets: Array<Partial<UpstreamConfig> & { url: 
       forwardAuthorization: target.forward_authorization ?? false,
       ...(target.username ? { authorization: `Basic ${Buffer.from(`${target.username}:${target.password ?? ''}`).toString('base64')}` } : {}),
       origin,
+      weight: target.weight ?? 1,
       pool: new Pool(origin, {
         connections: 128,
         pipelining: 1,
         keepAliveTimeout: 30_000,
-        connect: { timeout: timeouts.upstream_connect },
+        connect: { timeout: timeouts.upstream_connect, ...tlsOptions(target) },
         headersTimeout: timeouts.upstream_headers,
         // Blob bodies have no total timeout: only an idle timeout between chunks.
         bodyTimeout: timeouts.body_idle,
@@ -48,4 +56,15 @@ export function createUpstreams(targets: Array<Partial<UpstreamConfig> & { url: 
       await Promise.all(all.map((upstream) => upstream.pool.close().catch(() => undefined)))
     },
   }
+}
+
+/** TLS options toward one upstream: extra CA certificates (added to the system roots) and a client certificate. */
+function tlsOptions(target: Partial<UpstreamConfig>): { ca?: string[]; cert?: string; key?: string } {
+  const options: { ca?: string[]; cert?: string; key?: string } = {}
+  if (target.ca_bundle) options.ca = [...rootCertificates, readFileSync(target.ca_bundle, 'utf8')]
+  if (target.client_cert && target.client_key) {
+    options.cert = readFileSync(target.client_cert, 'utf8')
+    options.key = readFileSync(target.client_key, 'utf8')
+  }
+  return options
 }

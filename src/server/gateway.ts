@@ -5,8 +5,8 @@ import { classify, type RegistryRequest } from '../registry/classify.js'
 import { RegistryError, sendRegistryError } from '../registry/errors.js'
 import { describeClient, type TrustedProxies } from '../proxy/headers.js'
 import type { Limits } from '../proxy/limits.js'
-import type { UpstreamSet } from '../proxy/upstreams.js'
-import type { ByteCounts, Forwarder } from '../proxy/forward.js'
+import type { ByteCounts } from '../proxy/forward.js'
+import type { Router } from '../proxy/routing.js'
 import type { Logger } from '../observe/log.js'
 import type { AuthOutcome, Metrics } from '../observe/metrics.js'
 import { requestIdFrom, type Recorder } from '../observe/record.js'
@@ -15,7 +15,8 @@ import { covers, formatScope } from '../auth/token/index.js'
 import type { Ui } from '../ui/index.js'
 
 export interface GatewayDeps {
-  upstreams: UpstreamSet
+  /** The route stage: which upstream(s) serve a request, and the forwarding to them. */
+  router: Router
   authenticator: Authenticator
   acl: Acl
   /** The built-in token server (token mode), served at /auth/token. */
@@ -23,7 +24,6 @@ export interface GatewayDeps {
   /** The web UI at /ui/ (ui.enabled). */
   ui?: Ui
   limits: Limits
-  forwarder: Forwarder
   trustedProxies: TrustedProxies
   publicUrl: string
   /** Host to use when a client sends no usable Host header. */
@@ -59,7 +59,7 @@ function lingerOnUnreadBody(req: IncomingMessage): void {
 }
 
 export function createGateway(deps: GatewayDeps): RequestHandler {
-  const { upstreams, authenticator, acl, tokenEndpoint, limits, forwarder, trustedProxies, recorder, metrics, authMode } = deps
+  const { router, authenticator, acl, tokenEndpoint, limits, trustedProxies, recorder, metrics, authMode } = deps
   const countAuth = (outcome: AuthOutcome): void => metrics?.authOutcome(authMode, outcome)
 
   /**
@@ -121,11 +121,16 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       if (identity.via !== 'anonymous') countAuth('success')
       stage = 'forward'
       const limit = limits.forRequest(request)
-      const upstream = upstreams.pick(request)
-      upstreamName = upstream.name
+      const routed = router.route(request)
+      upstreamName = routed.served
       const caller = callerOf(identity)
       const filterJson = request.op === 'catalog' ? (body: unknown) => filterCatalog(body, (name) => acl.canPull(caller, name, client.clientIp)) : undefined
-      await forwarder.forward({ request, req, res, client, upstream, limit, bytes, ...(filterJson ? { filterJson } : {}) })
+      try {
+        await router.forward(routed, { request, req, res, client, limit, bytes, ...(filterJson ? { filterJson } : {}) })
+      } finally {
+        // A read that failed over was answered by another upstream.
+        upstreamName = routed.served
+      }
     } catch (error) {
       if (stage === 'authenticate' || stage === 'authorize') countAuth(authFailure(error, identity))
       failure = error instanceof RegistryError

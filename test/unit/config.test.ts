@@ -139,8 +139,8 @@ t.test('an unknown key names the file, the key, what was expected and what was f
   t.equal(top.problems[0]?.key, 'upstream', 'a misspelt top-level key')
   t.match(top.problems[0]?.expected, /upstreams/)
 
-  const nested = problemsOf({ file: yamlFile('upstreams:\n  - url: http://r:5000\n    weight: 3\n'), env: {} })
-  t.equal(nested.problems[0]?.key, 'upstreams[0].weight', 'keys inside list items are checked too')
+  const nested = problemsOf({ file: yamlFile('upstreams:\n  - url: http://r:5000\n    wieght: 3\n'), env: {} })
+  t.equal(nested.problems[0]?.key, 'upstreams[0].wieght', 'keys inside list items are checked too')
 })
 
 t.test('a bad size string names the key, the expected form and the value', async (t) => {
@@ -270,7 +270,7 @@ t.test('list override via the environment', async (t) => {
   const { config } = loadConfig({ file, env: { PORTIER_UPSTREAMS: '[{url: "http://r:5000"}]' } })
   t.same(config.upstreams, [{ url: 'http://r:5000', name: 'r:5000', username: '', password: '', forward_authorization: false }], 'replaces the file list; name defaults to host:port')
 
-  const json = loadConfig({ env: { PORTIER_UPSTREAMS: '[{"url": "http://a:5000", "name": "a"}, {"url": "https://b"}]' } })
+  const json = loadConfig({ env: { PORTIER_UPSTREAMS: '[{"url": "http://a:5000", "name": "a"}, {"url": "https://b"}]', PORTIER_ROUTING_STRATEGY: 'shared' } })
   t.same(json.config.upstreams, [{ url: 'http://a:5000', name: 'a', username: '', password: '', forward_authorization: false }, { url: 'https://b', name: 'b', username: '', password: '', forward_authorization: false }])
 
   const bad = problemsOf({ env: { PORTIER_UPSTREAMS: '[{url: "registry"}]' } })

@@ -1,0 +1,527 @@
+// Mirrored writes: every push goes to all upstreams at once, and `routing.mirror.require` decides when it succeeded.
+import type { Readable } from 'node:stream'
+import { RegistryError } from '../registry/errors.js'
+import type { Operation, RegistryRequest } from '../registry/classify.js'
+import { clientResponseHeaders } from './headers.js'
+import {
+  drain, hasBody, pathOf, tooLarge, upstreamFailure, uploadWriteShape, withParam,
+  type BodyKind, type Exchange, type ExchangeResult, type Forwarder, type UpstreamResponse,
+} from './forward.js'
+import { LimitExceeded } from './limits.js'
+import { FanOut } from './routing-fanout.js'
+import { sessionFromLocation, sessionPath, sessionRequest, type UploadSession, type UploadTokens } from './routing-token.js'
+import { stateOffset, UploadBody } from './uploads.js'
+import type { Upstream } from './upstreams.js'
+
+/** Everything an exchange has except the upstream, which routing supplies. */
+export type RouteContext = Omit<Exchange, 'upstream'>
+
+/** One upstream's upload session in progress. */
+export interface SessionRef {
+  upstream: Upstream
+  session: UploadSession
+}
+
+export interface MirrorRoute {
+  kind: 'mirror'
+  request: RegistryRequest
+  /** Every configured upstream, in configuration order. */
+  upstreams: Upstream[]
+  /** The sessions of the upload the client continues (read from its signed URL). */
+  sessions?: SessionRef[]
+  /** Names for the access log. */
+  served: string
+}
+
+/** Why one upstream did not do its part. */
+export interface BranchFailure {
+  upstream: string
+  status?: number
+  code?: string
+  reason: string
+}
+
+export interface MirrorDeps {
+  forwarder: Forwarder
+  tokens: UploadTokens
+  require: 'all' | 'quorum'
+  isAvailable(upstream: Upstream): boolean
+  /** Each upstream that failed its part of a mirrored write (for the log and metrics). */
+  onBranchFailure(operation: Operation, repository: string | undefined, failure: BranchFailure): void
+}
+
+/** Upstreams that do not hold what a successful mirrored write stored (quorum mode, or skipped while down). */
+export const MIRROR_MISSING_HEADER = 'portier-mirror-missing'
+
+interface Answer {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: Buffer
+}
+
+/** One upstream's result: an answer, or the error that kept it from answering. */
+interface Outcome {
+  upstream: Upstream
+  answer?: Answer
+  error?: unknown
+}
+
+/** Upload and manifest answers are empty, error answers small JSON: more than this is cut. */
+const MAX_ANSWER_BYTES = 64 * 1024
+const RETRY_AFTER_SECONDS = '5'
+
+async function collect(response: UpstreamResponse): Promise<Answer> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of response.body) {
+    const piece = chunk as Buffer
+    if (size + piece.length > MAX_ANSWER_BYTES) {
+      chunks.push(piece.subarray(0, MAX_ANSWER_BYTES - size))
+      drain(response)
+      break
+    }
+    size += piece.length
+    chunks.push(piece)
+  }
+  return { status: response.statusCode, headers: response.headers, body: Buffer.concat(chunks) }
+}
+
+function errorCodeOf(answer: Answer): string | undefined {
+  try {
+    const code = (JSON.parse(answer.body.toString('utf8')) as { errors?: Array<{ code?: unknown }> }).errors?.[0]?.code
+    return typeof code === 'string' ? code : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function failureOf(outcome: Outcome): BranchFailure {
+  if (outcome.answer) {
+    const code = errorCodeOf(outcome.answer)
+    return { upstream: outcome.upstream.name, status: outcome.answer.status, ...(code ? { code } : {}), reason: `answered ${outcome.answer.status}${code ? ` ${code}` : ''}` }
+  }
+  const detail = upstreamFailure(outcome.error, outcome.upstream).detail as { reason?: unknown }
+  return { upstream: outcome.upstream.name, reason: String(detail.reason ?? 'failed') }
+}
+
+function statusIs(outcome: Outcome, status: number): boolean {
+  return outcome.answer?.status === status
+}
+
+export class MirrorWriter {
+  constructor(private readonly deps: MirrorDeps) {}
+
+  /** How many upstreams must succeed for a write to count. */
+  needed(total: number): number {
+    return this.deps.require === 'all' ? total : Math.floor(total / 2) + 1
+  }
+
+  async forward(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
+    const { request } = route
+    switch (request.op) {
+      case 'manifest.put':
+        return await this.putManifest(route, context)
+      case 'manifest.delete':
+      case 'blob.delete':
+        return await this.deleteEverywhere(route, context)
+      case 'upload.start':
+      case 'upload.mount':
+        return await this.startUpload(route, context)
+      case 'upload.monolithic':
+        return hasBody(context.req) ? await this.write(route, context) : await this.startUpload(route, context)
+      case 'upload.chunk':
+        return await this.write(route, context)
+      case 'upload.finish':
+        return hasBody(context.req) ? await this.write(route, context) : await this.finishOnly(route, context)
+      case 'upload.cancel':
+        return await this.cancelUpload(route, context)
+      default:
+        throw new Error(`${request.op} is not a mirrored write`)
+    }
+  }
+
+  /** Starts a session on every upstream (or, for a cross-repository mount, mounts where the blob already is). */
+  private async startUpload(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
+    const { request } = route
+    context.req.resume()
+    const targets = this.targets(route, 'upload')
+    let outcomes = await Promise.all(targets.map((upstream) => this.attempt(context, upstream, request, 'POST', pathOf(request), null, 'none')))
+    const mounted = outcomes.filter((outcome) => statusIs(outcome, 201))
+    const needed = this.needed(route.upstreams.length)
+    if (mounted.length > 0) {
+      if (mounted.length >= needed && !outcomes.some((outcome) => statusIs(outcome, 202))) {
+        this.reportFailures(route, outcomes.filter((outcome) => !statusIs(outcome, 201)))
+        return this.replay(context, mounted[0] as Outcome, { missing: this.missing(route, mounted) })
+      }
+      // Mounted on some upstreams only: start ordinary sessions there too, so that one upload reaches every upstream.
+      outcomes = await Promise.all(
+        outcomes.map((outcome) => (statusIs(outcome, 201) ? this.attempt(context, outcome.upstream, request, 'POST', plainUploadPath(request), null, 'none') : outcome)),
+      )
+    }
+    const sessions = this.sessionsOf(request, outcomes)
+    if (sessions.length < needed) {
+      await this.cancelAll(context, request, sessions)
+      return this.fail(route, context, 'upload start', outcomes, sessions.length)
+    }
+    this.reportFailures(route, outcomes.filter((outcome) => !sessions.some((ref) => ref.upstream === outcome.upstream)))
+    const first = outcomes.find((outcome) => outcome.upstream === sessions[0]?.upstream) as Outcome
+    return this.replay(context, first, { location: this.clientPath(request, sessions), missing: this.missing(route, sessions) })
+  }
+
+  /**
+   * A request carrying blob bytes: one read of the client's body, streamed as a PATCH to every
+   * session at once (the slowest sets the pace), then `PUT ?digest=` on each when the client finishes.
+   */
+  private async write(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
+    const { request } = route
+    const { req, limit } = context
+    const shape = uploadWriteShape(request, req)
+    let branches: SessionRef[]
+    let alreadyStored = 0
+    if (request.op === 'upload.monolithic') {
+      if (limit && shape.length !== undefined && shape.length > limit.maxBytes) throw tooLarge(new LimitExceeded(limit, shape.length, true))
+      const opened = await this.openSessions(route, context)
+      if ('result' in opened) return opened.result
+      branches = opened.sessions
+    } else {
+      branches = await this.liveSessions(route, context)
+      const first = branches[0] as SessionRef
+      const offset = stateOffset(first.session.state)
+      if (limit) {
+        alreadyStored = offset ?? shape.range?.start ?? (await this.deps.forwarder.uploadedSoFar(this.exchangeFor(context, first.upstream, sessionRequest(request, first.session))))
+        const declaredEnd = shape.range ? shape.range.end + 1 : shape.length !== undefined ? alreadyStored + shape.length : undefined
+        if (declaredEnd !== undefined && declaredEnd > limit.maxBytes) {
+          await this.cancelAll(context, request, branches)
+          throw tooLarge(new LimitExceeded(limit, declaredEnd, true))
+        }
+      }
+      if (shape.range && offset !== undefined && shape.range.start !== offset) {
+        throw new RegistryError('RANGE_INVALID', { range: req.headers['content-range'], stored: offset }, { Range: `0-${Math.max(offset - 1, 0)}` })
+      }
+    }
+
+    const body = new UploadBody(req, limit, alreadyStored)
+    let outcomes: Outcome[]
+    try {
+      outcomes = await this.patchAll(context, request, branches, body, shape.finishing)
+    } finally {
+      context.bytes.received += body.bytes
+    }
+    body.release()
+    const next = outcomes.map((outcome) => (statusIs(outcome, 202) ? this.nextSession(request, outcome) : undefined))
+
+    if (body.stopped) {
+      await Promise.all(branches.map((branch, index) => this.cancel(context, request, branch.upstream, sessionPath(repositoryOf(request), next[index]?.session ?? branch.session))))
+      if (body.stopped === 'limit' && body.exceeded) throw tooLarge(body.exceeded)
+      return { status: 499 }
+    }
+
+    const survivors: SessionRef[] = []
+    const failed: Outcome[] = []
+    let range: string | string[] | undefined
+    for (const [index, outcome] of outcomes.entries()) {
+      const session = next[index]
+      const branch = branches[index] as SessionRef
+      // Every upstream took the same bytes, so every one must report the same stored range.
+      if (session && (survivors.length === 0 || outcome.answer?.headers.range === range)) {
+        if (survivors.length === 0) range = outcome.answer?.headers.range
+        survivors.push(session)
+        continue
+      }
+      failed.push(session ? { upstream: outcome.upstream, error: new Error(`stored range ${String(outcome.answer?.headers.range)} differs from ${String(range)}`) } : outcome)
+      await this.cancel(context, request, branch.upstream, sessionPath(repositoryOf(request), session?.session ?? branch.session))
+    }
+    if (survivors.length < this.needed(route.upstreams.length)) {
+      await this.cancelAll(context, request, survivors)
+      return this.fail(route, context, shape.finishing ? 'blob upload' : 'upload chunk', outcomes, survivors.length)
+    }
+    this.reportFailures(route, failed)
+    if (!shape.finishing) {
+      const first = outcomes.find((outcome) => outcome.upstream === survivors[0]?.upstream) as Outcome
+      return this.replay(context, first, { location: this.clientPath(request, survivors), missing: this.missing(route, survivors) })
+    }
+    return await this.finish(route, context, survivors, shape.digest as string)
+  }
+
+  /** `PUT ?digest=` with no body: every session commits what it holds. */
+  private async finishOnly(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
+    const shape = uploadWriteShape(route.request, context.req)
+    context.req.resume()
+    const branches = await this.liveSessions(route, context)
+    return await this.finish(route, context, branches, shape.digest as string)
+  }
+
+  private async finish(route: MirrorRoute, context: RouteContext, branches: SessionRef[], digest: string): Promise<ExchangeResult> {
+    const { request } = route
+    const repository = repositoryOf(request)
+    const outcomes = await Promise.all(
+      branches.map((branch) =>
+        this.attempt(context, branch.upstream, sessionRequest(request, branch.session), 'PUT', withParam(sessionPath(repository, branch.session), 'digest', digest), null, 'none'),
+      ),
+    )
+    const stored = outcomes.filter((outcome) => statusIs(outcome, 201))
+    // A session whose commit failed (digest mismatch, upstream error) is cancelled while its state is fresh.
+    await Promise.all(
+      outcomes.map((outcome, index) => (statusIs(outcome, 201) ? undefined : this.cancel(context, request, outcome.upstream, sessionPath(repository, (branches[index] as SessionRef).session)))),
+    )
+    if (stored.length < this.needed(route.upstreams.length)) return this.fail(route, context, 'blob upload', outcomes, stored.length)
+    this.reportFailures(route, outcomes.filter((outcome) => !statusIs(outcome, 201)))
+    return this.replay(context, stored[0] as Outcome, { missing: this.missing(route, stored) })
+  }
+
+  private async cancelUpload(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
+    const { request } = route
+    context.req.resume()
+    const sessions = this.sessionsFromRoute(route)
+    const outcomes = await Promise.all(
+      sessions.map((ref) => this.attempt(context, ref.upstream, sessionRequest(request, ref.session), 'DELETE', sessionPath(repositoryOf(request), ref.session), null, 'none')),
+    )
+    const cancelled = outcomes.filter((outcome) => statusIs(outcome, 204))
+    // Cancelling is best effort everywhere: one upstream that let go of the session is enough to answer.
+    if (cancelled.length === 0) return this.fail(route, context, 'upload cancel', outcomes, 0)
+    this.reportFailures(route, outcomes.filter((outcome) => !statusIs(outcome, 204)))
+    return this.replay(context, cancelled[0] as Outcome, {})
+  }
+
+  private async putManifest(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
+    const { request } = route
+    const manifest = await readBody(context)
+    if (manifest === undefined) return { status: 499 }
+    const targets = this.targets(route, 'manifest')
+    const outcomes = await Promise.all(
+      targets.map((upstream) => this.attempt(context, upstream, request, 'PUT', pathOf(request), manifest, 'stream', { 'content-length': String(manifest.length) })),
+    )
+    const stored = outcomes.filter((outcome) => statusIs(outcome, 201))
+    if (stored.length < this.needed(route.upstreams.length)) return this.fail(route, context, 'manifest push', outcomes, stored.length)
+    this.reportFailures(route, outcomes.filter((outcome) => !statusIs(outcome, 201)))
+    return this.replay(context, stored[0] as Outcome, { missing: this.missing(route, stored) })
+  }
+
+  private async deleteEverywhere(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
+    const { request } = route
+    context.req.resume()
+    const targets = this.targets(route, 'delete')
+    const outcomes = await Promise.all(targets.map((upstream) => this.attempt(context, upstream, request, 'DELETE', pathOf(request), null, 'none')))
+    const deleted = outcomes.filter((outcome) => statusIs(outcome, 202))
+    // An upstream that never had it (quorum pushes) is as good as one that deleted it.
+    const gone = outcomes.filter((outcome) => statusIs(outcome, 202) || statusIs(outcome, 404))
+    if (deleted.length === 0 || gone.length < this.needed(route.upstreams.length)) return this.fail(route, context, 'delete', outcomes, deleted.length)
+    this.reportFailures(route, outcomes.filter((outcome) => !gone.includes(outcome)))
+    return this.replay(context, deleted[0] as Outcome, {})
+  }
+
+  /** Streams the client's body once into one PATCH per session. */
+  private async patchAll(context: RouteContext, request: RegistryRequest, branches: SessionRef[], body: UploadBody, finishing: boolean): Promise<Outcome[]> {
+    const fan = new FanOut(body, branches.length)
+    const repository = repositoryOf(request)
+    // Finishing requests become a PATCH of the same bytes: the registry only accepts octet-stream there.
+    const headers: Record<string, string> = finishing ? { 'content-type': 'application/octet-stream' } : {}
+    return await Promise.all(
+      branches.map(async (branch, index): Promise<Outcome> => {
+        const exchange = this.exchangeFor(context, branch.upstream, sessionRequest(request, branch.session))
+        try {
+          const response = await this.deps.forwarder.send(exchange, 'PATCH', sessionPath(repository, branch.session), fan.branches[index] as Readable, finishing ? 'none' : 'stream', undefined, headers)
+          // An upstream that answered no longer reads; if it answered early, the others must not wait for it.
+          fan.drop(index)
+          return { upstream: branch.upstream, answer: await collect(response) }
+        } catch (error) {
+          fan.drop(index)
+          return { upstream: branch.upstream, error }
+        }
+      }),
+    )
+  }
+
+  /** New sessions for a monolithic upload, or the answer to give when they could not be started. */
+  private async openSessions(route: MirrorRoute, context: RouteContext): Promise<{ sessions: SessionRef[] } | { result: ExchangeResult }> {
+    const { request } = route
+    const targets = this.targets(route, 'upload')
+    const outcomes = await Promise.all(targets.map((upstream) => this.attempt(context, upstream, request, 'POST', plainUploadPath(request), null, 'none')))
+    const sessions = this.sessionsOf(request, outcomes)
+    if (sessions.length >= this.needed(route.upstreams.length)) {
+      this.reportFailures(route, outcomes.filter((outcome) => !sessions.some((ref) => ref.upstream === outcome.upstream)))
+      return { sessions }
+    }
+    await this.cancelAll(context, request, sessions)
+    return { result: this.fail(route, context, 'upload start', outcomes, sessions.length) }
+  }
+
+  /** The sessions of the client's upload whose upstreams are not known to be down; too few fails the request. */
+  private async liveSessions(route: MirrorRoute, context: RouteContext): Promise<SessionRef[]> {
+    const sessions = this.sessionsFromRoute(route)
+    const live = sessions.filter((ref) => this.deps.isAvailable(ref.upstream))
+    const down = sessions.filter((ref) => !live.includes(ref))
+    const failures = down.map((ref) => ({ upstream: ref.upstream.name, reason: 'marked down by health checks' }))
+    if (live.length < this.needed(route.upstreams.length)) {
+      await this.cancelAll(context, route.request, live)
+      throw this.failure(route, 'upload', live.map((ref) => ref.upstream.name), failures)
+    }
+    for (const failure of failures) this.deps.onBranchFailure(route.request.op, route.request.repository, failure)
+    return live
+  }
+
+  private sessionsFromRoute(route: MirrorRoute): SessionRef[] {
+    if (!route.sessions || route.sessions.length === 0) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', { reason: 'no upload session in the URL' })
+    return route.sessions
+  }
+
+  /** Upstreams to write to: all that are not known to be down, or a failure when that is fewer than required. */
+  private targets(route: MirrorRoute, what: string): Upstream[] {
+    const up = route.upstreams.filter((upstream) => this.deps.isAvailable(upstream))
+    const failures = route.upstreams.filter((upstream) => !up.includes(upstream)).map((upstream) => ({ upstream: upstream.name, reason: 'marked down by health checks' }))
+    if (up.length < this.needed(route.upstreams.length)) throw this.failure(route, what, [], failures)
+    for (const failure of failures) this.deps.onBranchFailure(route.request.op, route.request.repository, failure)
+    return up
+  }
+
+  private sessionsOf(request: RegistryRequest, outcomes: Outcome[]): SessionRef[] {
+    const sessions: SessionRef[] = []
+    for (const outcome of outcomes) {
+      if (!statusIs(outcome, 202)) continue
+      const session = this.nextSession(request, outcome)
+      if (session) sessions.push(session)
+    }
+    return sessions
+  }
+
+  private nextSession(request: RegistryRequest, outcome: Outcome): SessionRef | undefined {
+    const location = outcome.answer?.headers.location
+    if (typeof location !== 'string') return undefined
+    const found = sessionFromLocation(outcome.upstream.name, location)
+    return found && found.repository === request.repository ? { upstream: outcome.upstream, session: found.session } : undefined
+  }
+
+  private clientPath(request: RegistryRequest, sessions: SessionRef[]): string {
+    return this.deps.tokens.clientPath(repositoryOf(request), sessions.map((ref) => ref.session))
+  }
+
+  /** Configured upstreams that are not among those that succeeded. */
+  private missing(route: MirrorRoute, succeeded: Array<{ upstream: Upstream }>): string[] {
+    return route.upstreams.filter((upstream) => !succeeded.some((entry) => entry.upstream === upstream)).map((upstream) => upstream.name)
+  }
+
+  /**
+   * Too few upstreams succeeded. When none did and every one answered with the same kind of
+   * refusal (a 4xx: bad digest, unknown session, denied), that answer is the client's; otherwise
+   * the client gets 503 naming what failed where.
+   */
+  private fail(route: MirrorRoute, context: RouteContext, what: string, outcomes: Outcome[], succeeded: number): ExchangeResult {
+    const refused = outcomes.length > 0 && outcomes.every((outcome) => outcome.answer !== undefined && outcome.answer.status >= 400 && outcome.answer.status < 500)
+    if (succeeded === 0 && refused) return this.replay(context, outcomes[0] as Outcome, {})
+    const ok = outcomes.filter((outcome) => outcome.answer !== undefined && outcome.answer.status < 300).map((outcome) => outcome.upstream.name)
+    throw this.failure(route, what, ok, outcomes.filter((outcome) => !ok.includes(outcome.upstream.name)).map(failureOf))
+  }
+
+  private failure(route: MirrorRoute, what: string, succeeded: string[], failures: BranchFailure[]): RegistryError {
+    const total = route.upstreams.length
+    const needed = this.needed(total)
+    for (const failure of failures) this.deps.onBranchFailure(route.request.op, route.request.repository, failure)
+    return new RegistryError(
+      'UNAVAILABLE',
+      { mirror: { require: this.deps.require, needed, succeeded, failed: failures } },
+      { 'Retry-After': RETRY_AFTER_SECONDS },
+      `mirrored ${what} failed on ${failures.map((failure) => failure.upstream).join(', ') || 'no upstream'}: ${needed} of ${total} upstreams must succeed, ${succeeded.length} did`,
+    )
+  }
+
+  private reportFailures(route: MirrorRoute, outcomes: Outcome[]): void {
+    for (const outcome of outcomes) this.deps.onBranchFailure(route.request.op, route.request.repository, failureOf(outcome))
+  }
+
+  /** Writes one upstream's (buffered) answer to the client, with the gateway's Location and the mirror's state. */
+  private replay(context: RouteContext, outcome: Outcome, options: { location?: string; missing?: string[] }): ExchangeResult {
+    const answer = outcome.answer as Answer
+    const { res, client } = context
+    const headers = clientResponseHeaders(answer.headers, answer.status, outcome.upstream.origin, client)
+    if (options.location !== undefined) headers.location = `${client.publicOrigin}${options.location}`
+    if (options.missing && options.missing.length > 0) headers[MIRROR_MISSING_HEADER] = options.missing.join(', ')
+    headers['content-length'] = String(answer.body.length)
+    res.writeHead(answer.status, headers)
+    if (context.request.method === 'HEAD') {
+      res.end()
+    } else {
+      context.bytes.sent += answer.body.length
+      res.end(answer.body)
+    }
+    return { status: answer.status }
+  }
+
+  private async attempt(
+    context: RouteContext,
+    upstream: Upstream,
+    request: RegistryRequest,
+    method: string,
+    path: string,
+    body: Buffer | null,
+    kind: BodyKind,
+    headers: Record<string, string> = {},
+  ): Promise<Outcome> {
+    try {
+      const response = await this.deps.forwarder.send(this.exchangeFor(context, upstream, request), method, path, body, kind, undefined, headers)
+      return { upstream, answer: await collect(response) }
+    } catch (error) {
+      return { upstream, error }
+    }
+  }
+
+  private async cancel(context: RouteContext, request: RegistryRequest, upstream: Upstream, path: string): Promise<void> {
+    await this.deps.forwarder.cancelUpload(this.exchangeFor(context, upstream, request), path)
+  }
+
+  private async cancelAll(context: RouteContext, request: RegistryRequest, sessions: SessionRef[]): Promise<void> {
+    await Promise.all(sessions.map((ref) => this.cancel(context, request, ref.upstream, sessionPath(repositoryOf(request), ref.session))))
+  }
+
+  private exchangeFor(context: RouteContext, upstream: Upstream, request: RegistryRequest): Exchange {
+    return { ...context, request, upstream }
+  }
+}
+
+function repositoryOf(request: RegistryRequest): string {
+  return request.repository ?? ''
+}
+
+/** `POST /v2/<name>/blobs/uploads/` with no query: a fresh session. */
+function plainUploadPath(request: RegistryRequest): string {
+  return `/v2/${repositoryOf(request)}/blobs/uploads/`
+}
+
+/** A manifest body, read whole (within manifest_max_bytes) so it can be sent to every upstream; undefined when the client left. */
+async function readBody(context: RouteContext): Promise<Buffer | undefined> {
+  const { req, limit } = context
+  const declared = req.headers['content-length']
+  if (limit && declared !== undefined && /^\d+$/.test(declared) && Number(declared) > limit.maxBytes) {
+    throw tooLarge(new LimitExceeded(limit, Number(declared), true))
+  }
+  const chunks: Buffer[] = []
+  let size = 0
+  return await new Promise<Buffer | undefined>((resolve, reject) => {
+    const done = (): void => {
+      req.off('data', onData)
+      req.off('end', onEnd)
+      req.off('close', onClose)
+    }
+    const onData = (piece: Buffer): void => {
+      size += piece.length
+      if (limit && size > limit.maxBytes) {
+        // The rest is left to the gateway, which reads and discards it so the client sees the 413.
+        done()
+        reject(tooLarge(new LimitExceeded(limit, size, false)))
+        return
+      }
+      chunks.push(piece)
+    }
+    const onEnd = (): void => {
+      done()
+      context.bytes.received += size
+      resolve(Buffer.concat(chunks))
+    }
+    const onClose = (): void => {
+      done()
+      resolve(undefined)
+    }
+    req.on('data', onData)
+    req.once('end', onEnd)
+    req.once('close', onClose)
+  })
+}

@@ -1,0 +1,63 @@
+// Builds the router from config: the upload-URL secret, health as routing reads it, and the log lines and metrics of routing events.
+import type { Config } from '../config/index.js'
+import type { Logger } from '../observe/log.js'
+import type { Metrics } from '../observe/metrics.js'
+import type { Forwarder } from '../proxy/forward.js'
+import type { HealthMonitor } from '../proxy/health.js'
+import { Router, strategyOf } from '../proxy/routing.js'
+import { loadRoutingSecret, UploadTokens } from '../proxy/routing-token.js'
+import type { Upstream } from '../proxy/upstreams.js'
+
+export interface RoutingDeps {
+  health: HealthMonitor
+  forwarder: Forwarder
+  log: Logger
+  metrics: Metrics | undefined
+}
+
+export function createRouter(config: Config, upstreams: Upstream[], deps: RoutingDeps): Router {
+  const { health, forwarder, log, metrics } = deps
+  const strategy = strategyOf(config.routing)
+  let tokens: UploadTokens | undefined
+  // Only strategies that pin uploads to upstreams sign upload URLs; one upstream keeps the registry's own URLs.
+  if (strategy === 'by-repository' || strategy === 'mirror') {
+    const { secret, created } = loadRoutingSecret(config.routing.secret, config.routing.secret_file)
+    if (created) log.info({ file: config.routing.secret_file }, 'generated the key that signs upload URLs; give every gateway instance the same one')
+    tokens = new UploadTokens(secret, upstreams.map((upstream) => upstream.name))
+  }
+  const router = new Router({
+    upstreams,
+    config: config.routing,
+    isAvailable: (upstream) => health.isAvailable(upstream),
+    forwarder,
+    ...(tokens ? { tokens } : {}),
+    events: {
+      failover(from, to, reason, request) {
+        metrics?.upstreamFailovers.inc({ upstream: from.name, reason })
+        const line = { from: from.name, to: to.name, reason, operation: request.op, repository: request.repository }
+        // Not finding content on one mirror is expected after a quorum push; an unreachable upstream is not.
+        if (reason === 'connect') log.warn(line, 'read failed over to another upstream')
+        else log.debug(line, 'read moved on to the next mirror')
+      },
+      mirrorBranchFailed(operation, repository, failure) {
+        metrics?.mirrorBranchFailures.inc({ upstream: failure.upstream, operation })
+        log.warn({ operation, repository, ...failure }, 'upstream failed its part of a mirrored write')
+      },
+      catalogUpstreamFailed(upstream, reason) {
+        log.warn({ upstream: upstream.name, reason }, 'upstream left out of the merged catalog')
+      },
+    },
+  })
+  if (strategy !== 'single') {
+    log.info(
+      {
+        strategy,
+        ...(strategy === 'shared' ? { balance: config.routing.balance } : {}),
+        ...(strategy === 'mirror' ? { require: config.routing.mirror.require } : {}),
+        upstreams: upstreams.map((upstream) => ({ name: upstream.name, weight: upstream.weight })),
+      },
+      'routing over several upstreams',
+    )
+  }
+  return router
+}
