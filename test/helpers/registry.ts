@@ -1,8 +1,9 @@
 // Starts a real Debian `docker-registry` (distribution 2.8.2) on 127.0.0.1 with filesystem storage in temp dirs, and guarantees it is stopped.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, closeSync, rmSync } from 'node:fs';
+import { openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Test } from 'tap';
@@ -23,6 +24,20 @@ export interface RegistryOptions {
   readyTimeoutMs?: number;
   /** Configure registry:2's own token auth (auth.token); then GET /v2/ answering 401 means ready. */
   tokenAuth?: { realm: string; service: string; issuer: string; rootcertbundle: string };
+  /** Serve HTTPS (http.tls) with this certificate; with clientCas, clients must present a certificate from one of them. */
+  tls?: RegistryTls;
+}
+
+export interface RegistryTls {
+  /** PEM files: the server certificate (for 127.0.0.1) and its key. */
+  certificate: string;
+  key: string;
+  /** CA files whose client certificates are required (http.tls.clientcas). */
+  clientCas?: string[];
+  /** For the readiness probe: the CA that signed `certificate`, and a client certificate when clientCas is set. */
+  ca: string;
+  clientCert?: string;
+  clientKey?: string;
 }
 
 export interface RegistryHandle {
@@ -96,9 +111,13 @@ function configYaml(port: number, storageDir: string, secret: string, deleteEnab
 }
 
 /** GET url, resolve with the status code (body discarded). */
-function getStatus(url: string, timeoutMs: number): Promise<number> {
+function getStatus(url: string, timeoutMs: number, tls?: RegistryTls): Promise<number> {
   return new Promise<number>((resolve, reject) => {
-    const req = request(url, { method: 'GET', timeout: timeoutMs, agent: false }, (res) => {
+    const send = tls ? httpsRequest : request;
+    const credentials = tls
+      ? { ca: readFileSync(tls.ca), ...(tls.clientCert && tls.clientKey ? { cert: readFileSync(tls.clientCert), key: readFileSync(tls.clientKey) } : {}) }
+      : {};
+    const req = send(url, { method: 'GET', timeout: timeoutMs, agent: false, ...credentials }, (res) => {
       res.resume();
       res.on('end', () => resolve(res.statusCode ?? 0));
       res.on('error', reject);
@@ -143,6 +162,11 @@ async function startOnce(opts: RegistryOptions): Promise<RegistryHandle> {
   const configFile = join(configDir, 'config.yml');
   const logFile = join(configDir, 'registry.log');
   let configText = configYaml(port, storageDir, secret, opts.deleteEnabled ?? true);
+  if (opts.tls) {
+    const { certificate, key, clientCas } = opts.tls;
+    configText += ['  tls:', `    certificate: ${JSON.stringify(certificate)}`, `    key: ${JSON.stringify(key)}`,
+      ...(clientCas && clientCas.length > 0 ? ['    clientcas:', ...clientCas.map((ca) => `      - ${JSON.stringify(ca)}`)] : []), ''].join('\n');
+  }
   if (opts.tokenAuth) {
     const { realm, service, issuer, rootcertbundle } = opts.tokenAuth;
     configText += ['', 'auth:', '  token:', `    realm: ${JSON.stringify(realm)}`, `    service: ${JSON.stringify(service)}`,
@@ -200,7 +224,7 @@ async function startOnce(opts: RegistryOptions): Promise<RegistryHandle> {
     return stopping;
   };
 
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   const handle: RegistryHandle = {
     url,
     port,
@@ -251,7 +275,7 @@ async function startOnce(opts: RegistryOptions): Promise<RegistryHandle> {
       throw err;
     }
     try {
-      const status = await getStatus(`${url}/v2/`, 1000);
+      const status = await getStatus(`${url}/v2/`, 1000, opts.tls);
       if (status === 200 || (opts.tokenAuth && status === 401)) return handle;
       lastErr = `GET /v2/ returned ${status}`;
     } catch (e) {
