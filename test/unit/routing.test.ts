@@ -209,3 +209,78 @@ t.test('config: several upstreams need a strategy; TLS files must exist, pair up
   t.same(problems(`upstreams:\n  - url: https://a\n    ca_bundle: ${pem}\n    weight: 3\n`), [])
   t.match(problems('upstreams:\n  - url: https://a\n    weight: 0\n'), [{ key: 'upstreams[0].weight' }])
 })
+
+t.test('the router: where each strategy sends reads, writes and uploads, and when it is ready', async (t) => {
+  const { Pool } = await import('undici')
+  const { Router } = await import('../../src/proxy/routing.js')
+  const { Forwarder } = await import('../../src/proxy/forward.js')
+  const { RegistryError } = await import('../../src/registry/errors.js')
+  type UpstreamLike = import('../../src/proxy/upstreams.js').Upstream
+  const make = (name: string, weight = 1): UpstreamLike => ({ name, weight, origin: `http://${name}.invalid`, forwardAuthorization: false, pool: new Pool(`http://${name}.invalid`) })
+  const [a, b, c] = [make('a', 2), make('b'), make('c')] as [UpstreamLike, UpstreamLike, UpstreamLike]
+  t.teardown(() => Promise.all([a, b, c].map((upstream) => upstream.pool.close())))
+  const down = new Set<string>()
+  const tokens = new UploadTokens(secret, ['a', 'b', 'c'])
+  const router = (strategy: '' | 'shared' | 'by-repository' | 'mirror', balance: 'least-in-flight' | 'round-robin' = 'round-robin', list = [a, b, c]) =>
+    new Router({
+      upstreams: list,
+      config: { strategy, balance, secret: '', secret_file: '', mirror: { require: 'quorum' } },
+      isAvailable: (upstream) => !down.has(upstream.name),
+      forwarder: new Forwarder(() => undefined),
+      tokens,
+    })
+  const refusal = (run: () => unknown): InstanceType<typeof RegistryError> | undefined => {
+    try {
+      run()
+      return undefined
+    } catch (error) {
+      return error instanceof RegistryError ? error : undefined
+    }
+  }
+  const get = classify('GET', '/v2/team/app/manifests/v1')
+  const post = classify('POST', '/v2/team/app/blobs/uploads/')
+
+  const single = router('', 'round-robin', [a]).route(get)
+  t.match(single, { kind: 'forward', upstream: a, fallbacks: [], nextOnNotFound: false }, 'one upstream: everything goes there, as without routing')
+  t.equal((single as { uploadLocation?: unknown }).uploadLocation, undefined, 'and upload URLs stay the registry\'s own')
+
+  const shared = router('shared')
+  const counts = new Map<string, number>()
+  for (let index = 0; index < 8; index++) {
+    const route = shared.route(post)
+    counts.set(route.served, (counts.get(route.served) ?? 0) + 1)
+  }
+  t.same(Object.fromEntries(counts), { a: 4, b: 2, c: 2 }, 'weighted round robin: weight 2 gets twice the share')
+  t.match(shared.route(get), { kind: 'forward', fallbacks: [{}, {}] }, 'reads carry the other upstreams as fallbacks')
+  t.match(shared.route(post), { kind: 'forward', fallbacks: [] }, 'writes never move')
+  down.add('a').add('b')
+  t.match(shared.route(get), { upstream: c, fallbacks: [] }, 'a down upstream is skipped')
+  down.add('c')
+  t.match(refusal(() => shared.route(get)), { code: 'UNAVAILABLE', headers: { 'Retry-After': '5' } }, 'none up: 503')
+  t.same(shared.readiness([{ name: 'a', url: '', state: 'down', since: '', consecutiveFailures: 3 }, { name: 'b', url: '', state: 'up', since: '', consecutiveFailures: 0 }]).ready, true, 'shared is ready with one upstream up')
+  down.clear()
+
+  const byRepository = router('by-repository')
+  const owner = rendezvousOwner([a, b, c], 'team/app')
+  t.match(byRepository.route(get), { kind: 'forward', upstream: owner, fallbacks: [] }, 'the owner serves reads, with nowhere else to go')
+  const started = byRepository.route(post) as { uploadLocation?: (location: string, upstream: UpstreamLike) => string }
+  const signed = started.uploadLocation?.(`https://gw.example/v2/team/app/blobs/uploads/${uuid}?_state=${encodeURIComponent(state)}`, owner) as string
+  t.match(signed, new RegExp(`^https://gw.example/v2/team/app/blobs/uploads/${uuid}\\?_portier=`), 'the upload Location is signed')
+  const chunk = classify('PATCH', signed.slice('https://gw.example'.length))
+  t.match(byRepository.route(chunk), { upstream: owner, request: { path: `/v2/team/app/blobs/uploads/${uuid}` } }, 'a chunk goes to the session\'s upstream with its own URL')
+  t.match(refusal(() => byRepository.route(classify('PATCH', `/v2/team/app/blobs/uploads/${uuid}?_state=${encodeURIComponent(state)}`))), { code: 'BLOB_UPLOAD_UNKNOWN', status: 404 }, 'an unsigned upload URL is unknown')
+  down.add(owner.name)
+  t.match(refusal(() => byRepository.route(post)), { code: 'UNAVAILABLE', headers: { 'Retry-After': '5' } }, 'the owner down: writes get 503, never another upstream')
+  t.match(refusal(() => byRepository.route(chunk)), { code: 'UNAVAILABLE' }, 'and so do its uploads in progress')
+  const states = [a, b, c].map((upstream) => ({ name: upstream.name, url: '', state: down.has(upstream.name) ? ('down' as const) : ('up' as const), since: '', consecutiveFailures: 0 }))
+  t.match(byRepository.readiness(states), { ready: false, detail: { unreachable: [`repositories owned by ${owner.name}`] } })
+  down.clear()
+
+  const mirror = router('mirror')
+  t.match(mirror.route(get), { kind: 'forward', upstream: a, fallbacks: [b, c], nextOnNotFound: true }, 'mirror reads: first healthy upstream, the next one on a 404')
+  t.match(mirror.route(post), { kind: 'mirror', upstreams: [a, b, c] }, 'mirror writes go to all')
+  t.match(mirror.route(classify('GET', '/v2/_catalog')), { kind: 'catalog', upstreams: [a, b, c] }, 'the catalog is merged')
+  const quorumStates = states.map((entry, index) => ({ ...entry, state: index === 0 ? ('down' as const) : ('up' as const) }))
+  t.match(mirror.readiness(quorumStates), { ready: true, detail: { needed: 2 } }, 'quorum of 3: two up is ready')
+  t.match(mirror.readiness(quorumStates.map((entry, index) => ({ ...entry, state: index === 2 ? ('down' as const) : entry.state }))), { ready: false })
+})
