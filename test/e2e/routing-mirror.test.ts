@@ -8,7 +8,7 @@ import { registryFixture, type RegistryHandle } from '../helpers/registry.js'
 import { gatewayFixture } from '../helpers/gateway.js'
 import { makeOciLayout, readOciLayout, type OciImage } from '../helpers/oci.js'
 import { skopeoCopy } from '../helpers/skopeo.js'
-import { GatewayClient, MiB, sha256 } from '../helpers/gwclient.js'
+import { GatewayClient, MiB, sha256, waitUntil } from '../helpers/gwclient.js'
 
 const work = await mkdtemp(join(tmpdir(), 'portier-routing-mirror-'))
 t.teardown(() => rm(work, { recursive: true, force: true }))
@@ -115,6 +115,31 @@ t.test('reads come from the first registry that has the content; deletes and the
     t.equal(await status(registry, `/v2/mirror/app/manifests/${image.manifestDigest}`, image.manifestMediaType), 404, `gone from m${index}`)
   }
   await skopeoCopy(`oci:${image.dir}:latest`, `docker://${gateway.host}/mirror/app:v1`, { destCertDir: gateway.certDir })
+})
+
+t.test('a mirrored upload over the size limit, or abandoned by its client, is cancelled on every registry', async (t) => {
+  const limited = await gatewayFixture(t, { config: { ...config('all'), limits: { blob_max_bytes: '1MiB' } } })
+  const limitedClient = new GatewayClient(limited)
+  t.teardown(() => limitedClient.close())
+  const started = await limitedClient.send('POST', '/v2/mirror/limited/blobs/uploads/')
+  const over = await limitedClient.send('PATCH', limitedClient.pathOf(started.headers.location as string), {
+    headers: octets,
+    body: [randomBytes(700 * 1024), randomBytes(700 * 1024)],
+    chunked: true,
+  })
+  t.equal(over.status, 413, 'a streamed chunk crossing blob_max_bytes is refused')
+  t.equal(over.errorCode(), 'SIZE_INVALID')
+  for (const [index, registry] of registries.entries()) t.same(await registry.uploadsOpen('mirror/limited'), [], `no upload left on m${index}`)
+
+  const abandoned = await limitedClient.send('POST', '/v2/mirror/abandoned/blobs/uploads/')
+  const { request } = await import('node:https')
+  await new Promise<void>((resolve) => {
+    const req = request(limitedClient.options('PATCH', limitedClient.pathOf(abandoned.headers.location as string), { ...octets, 'content-length': 900 * 1024 }))
+    req.on('error', () => resolve())
+    req.write(randomBytes(300 * 1024), () => setTimeout(() => req.destroy(), 200))
+  })
+  const closed = await waitUntil(async () => (await Promise.all(registries.map((registry) => registry.uploadsOpen('mirror/abandoned')))).every((open) => open.length === 0), 10_000)
+  t.ok(closed, 'the client went away mid-chunk: every registry\'s session is cancelled')
 })
 
 t.test('with the first registry killed, pulls still work and every digest matches', async (t) => {
