@@ -4,7 +4,7 @@
 // Run: npm run bench:mirror -- [rounds] [MiB] [storage dir]   (default 3 rounds, 512 MiB, /dev/shm:
 // registry storage in memory, so the figure is Portier's fan-out, not three writers sharing one disk)
 import { createHash, randomBytes } from 'node:crypto'
-import { createWriteStream, existsSync } from 'node:fs'
+import { createWriteStream, existsSync, readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { loadavg, cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -43,6 +43,14 @@ interface Target {
   origin: string
   curlTls: string[]
   registries: RegistryHandle[]
+  /** The gateway process, whose CPU time is measured (none for the direct target). */
+  pid?: number
+}
+
+/** User + system CPU seconds a process has used so far (Linux /proc). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100
 }
 
 /** POST to start the upload, then one PUT ?digest= streaming the file; returns the wall time of both in ms. */
@@ -88,7 +96,13 @@ try {
   const one = await gateway([r0])
   const two = await gateway([r0, r1])
   const three = await gateway([r0, r1, r2])
-  const viaPortier = (label: string, handle: GatewayHandle, behind: RegistryHandle[]): Target => ({ label, origin: handle.url, curlTls: ['--cacert', handle.caFile], registries: behind })
+  const viaPortier = (label: string, handle: GatewayHandle, behind: RegistryHandle[]): Target => ({
+    label,
+    origin: handle.url,
+    curlTls: ['--cacert', handle.caFile],
+    registries: behind,
+    pid: handle.child.pid as number,
+  })
   const targets: Target[] = [
     { label: 'direct (HTTP)', origin: r0.url, curlTls: [], registries: [r0] },
     viaPortier('portier, 1 upstream', one, [r0]),
@@ -96,13 +110,16 @@ try {
     viaPortier('portier mirror, 3', three, [r0, r1, r2]),
   ]
   const times = new Map(targets.map((target) => [target.label, [] as number[]]))
+  const cpu = new Map(targets.map((target) => [target.label, [] as number[]]))
   for (let round = 0; round < rounds; round++) {
     const file = join(work, `blob-${round}`)
     const digest = await writeBlob(file)
     const order = round % 2 === 0 ? targets : [...targets].reverse()
     for (const target of order) {
       const repository = `bench/mirror-${round}`
+      const cpuBefore = target.pid ? cpuSeconds(target.pid) : 0
       const ms = await push(target, repository, file, digest)
+      if (target.pid) cpu.get(target.label)?.push(cpuSeconds(target.pid) - cpuBefore)
       await verifyAndClear(target, repository, digest)
       times.get(target.label)?.push(ms)
     }
@@ -115,7 +132,8 @@ try {
     const seconds = median(values) / 1000
     console.log(
       `${label.padEnd(22)} median ${seconds.toFixed(2)} s  ${((size / MiB) / seconds).toFixed(0).padStart(4)} MiB/s  ` +
-        `(min ${(Math.min(...values) / 1000).toFixed(2)}, max ${(Math.max(...values) / 1000).toFixed(2)})  ${(median(values) / single).toFixed(2)}x one upstream`,
+        `(min ${(Math.min(...values) / 1000).toFixed(2)}, max ${(Math.max(...values) / 1000).toFixed(2)})  ${(median(values) / single).toFixed(2)}x one upstream` +
+        ((cpu.get(label) ?? []).length > 0 ? `  Portier CPU ${median(cpu.get(label) ?? []).toFixed(2)} s` : ''),
     )
   }
 } finally {
