@@ -19,6 +19,8 @@ export type { UiClient } from './api.js'
 export interface UiDeps {
   config: Config['ui']
   authMode: Config['auth']['mode']
+  /** routing.strategy: where the catalog and deletes must go when there are several upstreams. */
+  routingStrategy: Config['routing']['strategy']
   auth: Pick<AuthSetup, 'acl' | 'verifyLogin' | 'accountActive' | 'issueServiceToken'>
   upstreams: UpstreamSet
   status: StatusSource
@@ -54,7 +56,11 @@ export function createUi(deps: UiDeps): Ui {
   }
   const issue = deps.auth.issueServiceToken
   // Tokens name the UI as their subject; which user asked is in Portier's own log.
-  const registry = createRegistryClient(deps.upstreams, issue ? (access) => issue('portier-ui', access) : undefined)
+  const registry = createRegistryClient(deps.upstreams, {
+    ...(issue ? { serviceTokens: (access) => issue('portier-ui', access) } : {}),
+    catalogFromAll: deps.routingStrategy === 'by-repository' || deps.routingStrategy === 'mirror',
+    deleteOnAll: deps.routingStrategy === 'mirror',
+  })
   const api = createApi({
     sessions: createSessions(secret, config.session_ttl),
     csrf: createCsrf(secret),

@@ -4,7 +4,7 @@ import { request as undiciRequest } from 'undici'
 import type { Readable } from 'node:stream'
 import { classify, type Scope } from '../registry/classify.js'
 import { errorCatalogue, RegistryError, type RegistryErrorCode } from '../registry/errors.js'
-import type { UpstreamSet } from '../proxy/upstreams.js'
+import type { Upstream, UpstreamSet } from '../proxy/upstreams.js'
 
 export const MANIFEST_TYPES = [
   'application/vnd.oci.image.index.v1+json',
@@ -93,7 +93,16 @@ function unreachable(error: unknown): RegistryError {
 /** Mints a token for an upstream that verifies Portier's tokens (see AuthSetup.issueServiceToken); the UI checks the user's access before it calls. */
 export type ServiceTokens = (access: Scope[]) => Promise<{ token: string; expiresIn: number }>
 
-export function createRegistryClient(upstreams: UpstreamSet, serviceTokens?: ServiceTokens): RegistryClient {
+export interface RegistryClientOptions {
+  serviceTokens?: ServiceTokens
+  /** Upstreams hold different repositories (routing by-repository or mirror): the catalog is merged from all. */
+  catalogFromAll?: boolean
+  /** Every upstream holds a copy (routing mirror): a delete goes to each, as the gateway sends a client's. */
+  deleteOnAll?: boolean
+}
+
+export function createRegistryClient(upstreams: UpstreamSet, options: RegistryClientOptions = {}): RegistryClient {
+  const { serviceTokens } = options
   const tokens = new Map<string, { authorization: string; until: number }>()
 
   /** Bearer credentials for exactly the scopes of one call, reused until shortly before they expire. */
@@ -109,10 +118,10 @@ export function createRegistryClient(upstreams: UpstreamSet, serviceTokens?: Ser
     return entry.authorization
   }
 
-  /** One call to the upstream that would serve the same request from a client. */
-  async function call(method: 'GET' | 'HEAD' | 'DELETE', path: string, accept?: string): Promise<Answer> {
+  /** One call to `upstream`, or to the upstream that would serve the same request from a client. */
+  async function call(method: 'GET' | 'HEAD' | 'DELETE', path: string, accept?: string, to?: Upstream): Promise<Answer> {
     const request = classify(method, path)
-    const upstream = upstreams.pick(request)
+    const upstream = to ?? upstreams.pick(request)
     const headers: Record<string, string> = {}
     // An upstream that verifies Portier's tokens gets one; otherwise its own credentials, if any.
     const bearer = upstream.forwardAuthorization ? await bearerFor(request.scopes) : undefined
@@ -133,11 +142,20 @@ export function createRegistryClient(upstreams: UpstreamSet, serviceTokens?: Ser
     async catalog(last, n = CATALOG_PAGE) {
       const query = new URLSearchParams({ n: String(n) })
       if (last !== undefined) query.set('last', last)
-      const answer = await call('GET', `/v2/_catalog?${query}`)
-      if (answer.status !== 200) throw await failure(answer, 'the catalog')
-      const parsed = JSON.parse((await readCapped(answer.body, MAX_DOCUMENT_BYTES)).toString('utf8')) as { repositories?: unknown }
-      const repositories = Array.isArray(parsed.repositories) ? parsed.repositories.filter((name): name is string => typeof name === 'string') : []
-      return { repositories, more: header(answer.headers, 'link') !== undefined }
+      const page = async (upstream?: Upstream): Promise<{ repositories: string[]; more: boolean }> => {
+        const answer = await call('GET', `/v2/_catalog?${query}`, undefined, upstream)
+        if (answer.status !== 200) throw await failure(answer, 'the catalog')
+        const parsed = JSON.parse((await readCapped(answer.body, MAX_DOCUMENT_BYTES)).toString('utf8')) as { repositories?: unknown }
+        const repositories = Array.isArray(parsed.repositories) ? parsed.repositories.filter((name): name is string => typeof name === 'string') : []
+        return { repositories, more: header(answer.headers, 'link') !== undefined }
+      }
+      if (!options.catalogFromAll || upstreams.all.length < 2) return page()
+      // Each upstream's first n names after `last` together hold the first n of the union.
+      const pages = await Promise.allSettled(upstreams.all.map((upstream) => page(upstream)))
+      const answered = pages.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []))
+      if (answered.length === 0) throw (pages[0] as PromiseRejectedResult).reason
+      const union = [...new Set(answered.flatMap((result) => result.repositories))].sort()
+      return { repositories: union.slice(0, n), more: union.length > n || answered.some((result) => result.more) }
     },
 
     async tags(repository) {
@@ -202,12 +220,22 @@ export function createRegistryClient(upstreams: UpstreamSet, serviceTokens?: Ser
     },
 
     async deleteManifest(repository, digest) {
-      const answer = await call('DELETE', manifestPath(repository, digest))
-      if (answer.status === 202 || answer.status === 200) {
-        await answer.body.dump()
-        return
+      const deleteOn = async (upstream?: Upstream): Promise<void> => {
+        const answer = await call('DELETE', manifestPath(repository, digest), undefined, upstream)
+        if (answer.status === 202 || answer.status === 200) {
+          await answer.body.dump()
+          return
+        }
+        throw await failure(answer, `delete of ${repository}@${digest}`)
       }
-      throw await failure(answer, `delete of ${repository}@${digest}`)
+      if (!options.deleteOnAll || upstreams.all.length < 2) return deleteOn()
+      const results = await Promise.allSettled(upstreams.all.map((upstream) => deleteOn(upstream)))
+      const errors = results.flatMap((result) => (result.status === 'rejected' ? [result.reason as unknown] : []))
+      // A mirror that never had the manifest is not a failure, unless none had it.
+      const unknown = (error: unknown): boolean => error instanceof RegistryError && (error.code === 'MANIFEST_UNKNOWN' || error.code === 'NOT_FOUND')
+      const real = errors.filter((error) => !unknown(error))
+      if (real.length > 0) throw real[0]
+      if (errors.length === results.length) throw errors[0]
     },
   }
 }

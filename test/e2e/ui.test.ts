@@ -1,6 +1,7 @@
 // The web UI in a real headless Chromium against a real registry: sign-in, repositories, tags, image details,
 // deletes checked through the registry API, the status panel, per-user visibility, CSRF refusals, sign-out;
-// and without a browser: routing of / and /ui/, token mode, ui.enabled false, a registry verifying Portier's tokens.
+// and without a browser: routing of / and /ui/, token mode, ui.enabled false, a registry verifying Portier's tokens,
+// several upstreams (by-repository catalog, mirrored deletes).
 import t from 'tap'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
@@ -434,4 +435,53 @@ t.test('a registry that verifies Portier\'s tokens (forward_authorization) gets 
   const summaries = tags.body.tags as Array<{ tag: string; digest: string; size: number }>
   t.same(summaries.map(({ tag, digest, size }) => ({ tag, digest, size })), [{ tag: 'v1', digest: image.digest, size: 6 * KiB }], 'manifest and config read with a token')
   t.match(await registry.log(), /GET \/v2\/verified\/app\/tags\/list HTTP\/1.1" 200/, 'the registry itself accepted the UI\'s token')
+})
+
+t.test('several upstreams: the list merges repositories spread by-repository; a mirror delete reaches every copy', async (t) => {
+  const work = await mkdtemp(join(tmpdir(), 'portier-ui-routing-'))
+  t.teardown(() => rm(work, { recursive: true, force: true }))
+  const image = await buildLayout(join(work, 'image'), 'v1', [{ layers: [3 * KiB] }])
+  const secret = 'ui routing test secret, at least 32 characters long'
+  const names = ['spread/a', 'spread/b', 'spread/c', 'spread/d', 'spread/e', 'spread/f']
+
+  const a = await registryFixture(t)
+  const b = await registryFixture(t)
+  const spread = await gatewayFixture(t, { config: { upstreams: [{ url: a.url, name: 'a' }, { url: b.url, name: 'b' }], routing: { strategy: 'by-repository', secret } } })
+  for (const name of names) await skopeoCopy(`oci:${image.dir}:v1`, `docker://${spread.host}/${name}:v1`, { destCertDir: spread.certDir })
+  const held = async (url: string): Promise<string[]> => ((await (await fetch(`${url}/v2/_catalog`)).json()) as { repositories: string[] }).repositories
+  const onA = await held(a.url)
+  const onB = await held(b.url)
+  t.ok(onA.length > 0 && onB.length > 0, `the repositories are spread (a: ${onA.length}, b: ${onB.length})`)
+
+  const uiApi = async (gateway: typeof spread, method: 'GET' | 'DELETE', path: string) => {
+    const dispatcher = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
+    try {
+      const session = await request(`${gateway.url}/ui/api/session`, { dispatcher })
+      const cookie = String(session.headers['set-cookie']).split(';')[0] ?? ''
+      const { csrfToken } = (await session.body.json()) as { csrfToken: string }
+      const answer = await request(`${gateway.url}/ui/api/${path}`, { dispatcher, method, headers: { cookie, origin: gateway.url, 'x-csrf-token': csrfToken } })
+      return { status: answer.statusCode, body: (await answer.body.json()) as Record<string, unknown> }
+    } finally {
+      await dispatcher.close()
+    }
+  }
+  const listed = await uiApi(spread, 'GET', 'repositories')
+  t.equal(listed.status, 200)
+  t.same((listed.body.repositories as Array<{ name: string }>).map((entry) => entry.name), names, 'every repository, whichever upstream owns it')
+  const paged = await uiApi(spread, 'GET', 'repositories?n=4')
+  t.same((paged.body.repositories as Array<{ name: string }>).map((entry) => entry.name), names.slice(0, 4))
+  t.equal(paged.body.next, 'spread/d', 'pages across upstreams')
+  const rest = await uiApi(spread, 'GET', 'repositories?n=4&last=spread/d')
+  t.same((rest.body.repositories as Array<{ name: string }>).map((entry) => entry.name), names.slice(4))
+
+  const c = await registryFixture(t, { deleteEnabled: true })
+  const d = await registryFixture(t, { deleteEnabled: true })
+  const mirror = await gatewayFixture(t, { config: { upstreams: [{ url: c.url, name: 'c' }, { url: d.url, name: 'd' }], routing: { strategy: 'mirror', secret } } })
+  await skopeoCopy(`oci:${image.dir}:v1`, `docker://${mirror.host}/mirrored/app:v1`, { destCertDir: mirror.certDir })
+  t.same([await tagsOf(c.url, 'mirrored/app'), await tagsOf(d.url, 'mirrored/app')], [['v1'], ['v1']], 'both mirrors hold the tag')
+  const deleted = await uiApi(mirror, 'DELETE', `manifest?repository=mirrored/app&digest=${image.digest}`)
+  t.equal(deleted.status, 200)
+  t.same(deleted.body.tags, ['v1'])
+  t.equal(await manifestStatus(c.url, 'mirrored/app', image.digest), 404, 'gone from the first mirror')
+  t.equal(await manifestStatus(d.url, 'mirrored/app', image.digest), 404, 'and from the second')
 })
