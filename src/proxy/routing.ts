@@ -125,6 +125,13 @@ export class Router {
     }
   }
 
+  /** The client's request as the (first) upstream saw it, with its own upload `_state`: the access log reads the session's size from it. */
+  upstreamView(route: Route, request: RegistryRequest): RegistryRequest {
+    if (route.kind === 'forward') return route.request
+    const first = route.kind === 'mirror' ? route.sessions?.[0] : undefined
+    return first ? sessionRequest(request, first.session) : request
+  }
+
   /** The one upstream a read would go to first (for the UI and other internal callers). */
   pick(request: RegistryRequest): Upstream {
     if (this.strategy === 'single') return this.all[0] as Upstream

@@ -130,6 +130,8 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       } finally {
         // A read that failed over was answered by another upstream.
         upstreamName = routed.served
+        // A signed upload URL hides the upstream's `_state`, which the access log reads the blob size from.
+        request = router.upstreamView(routed, request)
       }
     } catch (error) {
       if (stage === 'authenticate' || stage === 'authorize') countAuth(authFailure(error, identity))

@@ -98,6 +98,8 @@ t.test('an upload started through one gateway instance finishes through another 
   })
   t.equal(finished.status, 201, 'instance B finishes it with the last bytes')
   t.equal(finished.headers['docker-content-digest'], digest)
+  const logged = await other.waitForLog((line) => line.op === 'upload.finish' && line.status === 201)
+  t.equal(logged.blob_bytes, data.length, 'its access log line has the size of the whole blob (offset read from the signed session)')
   const owner = registries[ownerIndex(repository)] as (typeof registries)[number]
   const direct = Buffer.from(await (await fetch(`${owner.url}/v2/${repository}/blobs/${digest}`)).arrayBuffer())
   t.equal(sha256(direct), digest, 'the whole blob is on the owning upstream')

@@ -76,6 +76,7 @@ t.test('a chunked upload started through one instance is finished through anothe
   })
   t.equal(finished.status, 201, 'instance B finishes it')
   t.equal(finished.headers['portier-mirror-missing'], undefined, 'nothing missing anywhere')
+  t.equal((await other.waitForLog((line) => line.op === 'upload.finish' && line.status === 201)).blob_bytes, data.length, 'the access log has the whole blob\'s size')
   for (const [index, registry] of registries.entries()) {
     const bytes = Buffer.from(await (await fetch(`${registry.url}/v2/mirror/chunks/blobs/${digest}`)).arrayBuffer())
     t.equal(sha256(bytes), digest, `m${index} holds the whole blob`)
