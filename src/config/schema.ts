@@ -5,7 +5,7 @@ export type Field =
   | { kind: 'bool'; default?: boolean; optional?: boolean }
   | { kind: 'int'; default?: number; min?: number; max?: number; optional?: boolean }
   | { kind: 'size'; default?: number; optional?: boolean }
-  | { kind: 'duration'; default?: number; optional?: boolean }
+  | { kind: 'duration'; default?: number; optional?: boolean; /** Longer than a timer can wait: the user clamps its timers. */ max?: number }
   | { kind: 'strings'; default?: string[]; optional?: boolean }
   | { kind: 'list'; of: Section; optional?: boolean }
   | Section
@@ -48,6 +48,29 @@ export const schema: Section = {
           },
         },
         min_version: { kind: 'string', default: 'TLSv1.2', oneOf: ['TLSv1.2', 'TLSv1.3'] },
+        acme: {
+          kind: 'section',
+          fields: {
+            enabled: { kind: 'bool', default: false },
+            directory_url: {
+              kind: 'string',
+              default: 'https://acme-v02.api.letsencrypt.org/directory',
+              pattern: /^(?:letsencrypt|letsencrypt-staging|https:\/\/\S+)$/,
+              expect: 'an https:// ACME directory URL, or "letsencrypt" / "letsencrypt-staging"',
+            },
+            email: { kind: 'string', default: '', pattern: /^(?:[^@\s:,]+@[^@\s:,]+\.[^@\s:,]+)?$/, expect: 'an email address like "ops@example.com", or empty' },
+            domains: { kind: 'strings', default: [] },
+            challenge: { kind: 'string', default: 'http-01', oneOf: ['http-01', 'tls-alpn-01'] },
+            storage: { kind: 'string', default: 'certs/acme' },
+            // Let's Encrypt certificates live 90 days (45 from 2026 on): longer than a timer can wait.
+            renew_before: { kind: 'duration', default: 30 * 86_400_000, max: 365 * 86_400_000 },
+            ca_bundle: { kind: 'string', default: '' },
+            eab: { kind: 'section', fields: { kid: { kind: 'string', default: '' }, hmac_key: { kind: 'string', default: '' } } },
+            self_check: { kind: 'bool', default: true },
+            retry_min: { kind: 'duration', default: 60_000 },
+            retry_max: { kind: 'duration', default: 6 * 3_600_000 },
+          },
+        },
       },
     },
     upstreams: {
@@ -60,6 +83,30 @@ export const schema: Section = {
           username: { kind: 'string', default: '' },
           password: { kind: 'string', default: '' },
           forward_authorization: { kind: 'bool', default: false },
+          // Absent unless set, so a plain upstream entry stays as short as before.
+          weight: { kind: 'int', min: 1, max: 1000, optional: true },
+          ca_bundle: { kind: 'string', optional: true },
+          client_cert: { kind: 'string', optional: true },
+          client_key: { kind: 'string', optional: true },
+        },
+      },
+    },
+    routing: {
+      kind: 'section',
+      fields: {
+        strategy: {
+          kind: 'string',
+          default: '',
+          oneOf: ['', 'shared', 'by-repository', 'mirror'],
+        },
+        balance: { kind: 'string', default: 'least-in-flight', oneOf: ['least-in-flight', 'round-robin'] },
+        secret: { kind: 'string', default: '', pattern: /^(?:.{32,})?$/, expect: 'empty (use secret_file), or a random string of at least 32 characters' },
+        secret_file: { kind: 'string', default: 'data/routing/secret' },
+        mirror: {
+          kind: 'section',
+          fields: {
+            require: { kind: 'string', default: 'all', oneOf: ['all', 'quorum'] },
+          },
         },
       },
     },
@@ -168,6 +215,16 @@ export const schema: Section = {
         },
       },
     },
+    ui: {
+      kind: 'section',
+      fields: {
+        enabled: { kind: 'bool', default: true },
+        session_ttl: { kind: 'duration', default: 12 * 3_600_000 },
+        session_secret: { kind: 'string', default: '', pattern: /^(?:.{32,})?$/, expect: 'empty (use session_secret_file), or a random string of at least 32 characters' },
+        session_secret_file: { kind: 'string', default: 'data/ui/session-secret' },
+        admin_users: { kind: 'strings', default: [] },
+      },
+    },
     log: {
       kind: 'section',
       fields: {
@@ -205,6 +262,21 @@ export const schema: Section = {
 }
 
 export interface CertificateFiles { cert: string; key: string }
+export interface AcmeConfig {
+  enabled: boolean
+  /** An https URL, or the alias "letsencrypt" / "letsencrypt-staging". */
+  directory_url: string
+  email: string
+  domains: string[]
+  challenge: 'http-01' | 'tls-alpn-01'
+  storage: string
+  renew_before: number
+  ca_bundle: string
+  eab: { kid: string; hmac_key: string }
+  self_check: boolean
+  retry_min: number
+  retry_max: number
+}
 export interface UpstreamConfig {
   url: string
   name: string
@@ -213,6 +285,22 @@ export interface UpstreamConfig {
   password: string
   /** Pass the client's own Authorization header through (e.g. the upstream verifies Portier's tokens). */
   forward_authorization: boolean
+  /** Share of repositories (by-repository) or of requests (shared) relative to the others; 1 when absent. */
+  weight?: number
+  /** PEM file of CA certificates trusted for this upstream's HTTPS (in addition to the system roots). */
+  ca_bundle?: string
+  /** PEM client certificate and key Portier presents to this upstream (mutual TLS). */
+  client_cert?: string
+  client_key?: string
+}
+export type RoutingStrategy = 'shared' | 'by-repository' | 'mirror'
+export interface RoutingConfig {
+  /** Empty only with a single upstream (load.ts insists on a choice when there are several). */
+  strategy: '' | RoutingStrategy
+  balance: 'least-in-flight' | 'round-robin'
+  secret: string
+  secret_file: string
+  mirror: { require: 'all' | 'quorum' }
 }
 export interface RepositoryLimitRule { match: string; blob_max_bytes?: number; manifest_max_bytes?: number }
 export type AclAction = 'pull' | 'push' | 'delete' | '*'
@@ -230,8 +318,10 @@ export interface Config {
     certificates: CertificateFiles[]
     self_signed: { dir: string; hosts: string[] }
     min_version: 'TLSv1.2' | 'TLSv1.3'
+    acme: AcmeConfig
   }
   upstreams: UpstreamConfig[]
+  routing: RoutingConfig
   embedded_registry: { binary: string; data_dir: string; restart_max_backoff: number }
   timeouts: { upstream_connect: number; upstream_headers: number; body_idle: number }
   limits: { blob_max_bytes: number; manifest_max_bytes: number; repositories: RepositoryLimitRule[] }
@@ -254,6 +344,7 @@ export interface Config {
     groups: AclGroup[]
     throttle: ThrottleConfig
   }
+  ui: { enabled: boolean; session_ttl: number; session_secret: string; session_secret_file: string; admin_users: string[] }
   log: { level: string; format: 'json' | 'pretty' }
   admin: { listen: string; on_main_listener: boolean; allow: string[]; htpasswd: string }
   metrics: { enabled: boolean; per_repository: boolean; max_repositories: number }

@@ -10,6 +10,7 @@ import { createUpstreams, type UpstreamSet } from '../proxy/upstreams.js'
 import { Forwarder } from '../proxy/forward.js'
 import { CertificateStore } from '../tls/store.js'
 import { ensureSelfSigned, type SelfSignedCertificate } from '../tls/selfsigned.js'
+import { createAcme, type Acme } from '../tls/acme/index.js'
 import { startEmbeddedRegistry, type EmbeddedRegistry } from '../embedded/registry.js'
 import { createAuthenticator, type GeneratedAdmin } from '../auth/index.js'
 import { HtpasswdStore } from '../auth/htpasswd.js'
@@ -17,6 +18,8 @@ import { createAddressList } from '../net/addresses.js'
 import type { Logger } from '../observe/log.js'
 import type { HealthMonitor } from '../proxy/health.js'
 import { createGateway } from './gateway.js'
+import { createRouter } from './routing.js'
+import { createStatusSource, createUi } from '../ui/index.js'
 import { ADMIN_PATHS, createAdminHandler, type ReadinessCheck } from './admin.js'
 import { createObservability, type Observability } from './observability.js'
 import { listen, parseListen, type ListenAddress } from './listen.js'
@@ -30,6 +33,8 @@ export interface RunningPortier {
   certificates?: CertificateStore
   embedded?: EmbeddedRegistry
   redirectAddress?: ListenAddress
+  /** Automatic HTTPS (tls.acme): status() for readiness and metrics, onEvent() for issued/renewed/failed. */
+  acme?: Acme
   /** The admin listener (/metrics, /healthz, /readyz), when admin.listen is set. */
   adminAddress?: ListenAddress
   health: HealthMonitor
@@ -91,16 +96,40 @@ async function start(
   const auth = await createAuthenticator(config.auth, log)
   cleanups.push(() => auth.close())
 
+  // The web UI's status panel reads health checks, the served certificates (set up below) and recent pushes.
+  const ui = config.ui.enabled
+    ? createUi({
+        config: config.ui,
+        authMode: config.auth.mode,
+        routingStrategy: config.routing.strategy,
+        auth,
+        upstreams,
+        log,
+        status: createStatusSource({
+          upstreams: upstreams.all,
+          health: () => health.snapshot(),
+          certificates: () => certificates?.certificates ?? [],
+          selfSigned: () => selfSigned !== undefined,
+          recentPushes: (limit) => observability.recent.list(limit),
+        }),
+      })
+    : undefined
+
+  const forwarder = new Forwarder((error, path) =>
+    log.warn({ path: path.split('?')[0], err: error instanceof Error ? error.message : String(error) }, 'could not cancel upstream upload'),
+  )
+  const router = createRouter(config, upstreams.all, { health, forwarder, log, metrics })
+  // Internal readers (the UI) ask the router too, so they see the upstream a client's read would reach.
+  upstreams.pick = (request) => router.pick(request)
+
   const requested = parseListen(config.server.listen)
   const gateway = createGateway({
-    upstreams,
+    router,
     authenticator: auth.authenticator,
     acl: auth.acl,
     ...(auth.tokenEndpoint ? { tokenEndpoint: auth.tokenEndpoint } : {}),
+    ...(ui ? { ui } : {}),
     limits: createLimits(config.limits),
-    forwarder: new Forwarder((error, path) =>
-      log.warn({ path: path.split('?')[0], err: error instanceof Error ? error.message : String(error) }, 'could not cancel upstream upload'),
-    ),
     trustedProxies: createTrustedProxies(config.server.trusted_proxies),
     publicUrl: config.server.public_url,
     fallbackHost: `${displayHost(requested)}:${requested.port}`,
@@ -113,12 +142,12 @@ async function start(
   let serving = false
   let certificatesLoaded: () => ReadinessCheck = () => ({ name: 'certificate', ready: true, detail: 'TLS disabled' })
   const readiness = (): ReadinessCheck[] => {
-    const upstreamStates = health.snapshot()
+    const upstreams = router.readiness(health.snapshot())
     return [
       { name: 'listeners', ready: serving },
       certificatesLoaded(),
-      // Every upstream serves part of the traffic, so every one must pass its checks.
-      { name: 'upstreams', ready: upstreamStates.every((state) => state.state === 'up'), detail: upstreamStates },
+      // Enough upstreams up for the routing strategy: one shared, every one by repository, the required mirrors.
+      { name: 'upstreams', ready: upstreams.ready, detail: upstreams.detail },
     ]
   }
   const metricsUsers = config.admin.htpasswd
@@ -148,9 +177,22 @@ async function start(
   let server: HttpServer | HttpsServer
   let selfSigned: SelfSignedCertificate | undefined
   let certificates: CertificateStore | undefined
+  let acme: Acme | undefined
+  let startAcme: (() => void) | undefined
   if (config.tls.enabled) {
     let files = config.tls.certificates
-    if (files.length === 0) {
+    if (config.tls.acme.enabled) {
+      const created = createAcme(config.tls.acme, log)
+      acme = created
+      cleanups.push(() => created.close())
+      // Until ACME issues one: the certificate from an earlier run, or a self-signed one naming the domains.
+      let placeholder = created.storedCertificate()
+      if (!placeholder) {
+        const generated = ensureSelfSigned(config.tls.self_signed.dir, [...config.tls.self_signed.hosts, ...created.domains])
+        placeholder = { cert: generated.certPath, key: generated.keyPath }
+      }
+      files = [placeholder, ...files]
+    } else if (files.length === 0) {
       selfSigned = ensureSelfSigned(config.tls.self_signed.dir, config.tls.self_signed.hosts)
       files = [{ cert: selfSigned.certPath, key: selfSigned.keyPath }]
       log.info(
@@ -169,14 +211,23 @@ async function start(
       { ...serverOptions, ...store.defaultOptions(), SNICallback: (name, done) => done(null, store.contextFor(name)) },
       handler,
     )
+    if (acme) {
+      const staticFiles = config.tls.certificates
+      if (config.tls.acme.challenge === 'tls-alpn-01') acme.interceptTlsAlpn(httpsServer)
+      const started = acme
+      observability.watchAcme(acme)
+      // The ACME certificate serves its domains and clients without SNI; static ones other names.
+      startAcme = () => started.start((pair) => store.setFiles([pair, ...staticFiles]))
+    }
     store.watch()
     cleanups.push(() => store.close())
     certificates = store
-    certificatesLoaded = () => ({
-      name: 'certificate',
-      ready: store.certificates.length > 0,
-      detail: store.certificates.map((c) => ({ names: c.names, notAfter: c.notAfter.toISOString(), selfSigned: selfSigned !== undefined })),
-    })
+    const servedAcme = acme
+    certificatesLoaded = () => {
+      const served = store.certificates.map((c) => ({ names: c.names, notAfter: c.notAfter.toISOString(), selfSigned: selfSigned !== undefined }))
+      // Until ACME issues, a placeholder certificate is served: ready, and the detail says so.
+      return { name: 'certificate', ready: store.certificates.length > 0, detail: servedAcme ? { served, acme: servedAcme.status() } : served }
+    }
     observability.watchCertificates(() => store.certificates)
     server = httpsServer
   } else {
@@ -208,6 +259,7 @@ async function start(
   let redirectAddress: ListenAddress | undefined
   if (config.server.http_redirect_listen) {
     const redirect = createHttpServer(serverOptions, (req, res) => {
+      if (acme?.answerHttp(req, res)) return
       const host = (req.headers.host ?? displayHost(address)).replace(/:\d+$/, '')
       const target = config.server.public_url || `https://${host}${address.port === 443 ? '' : `:${address.port}`}`
       res.writeHead(301, { Location: `${target}${req.url ?? '/'}`, 'Content-Length': '0' })
@@ -217,6 +269,8 @@ async function start(
     cleanups.push(() => closeServer(redirect, 1000, log))
   }
 
+  // Only now that every listener is up can the CA's validation reach us.
+  startAcme?.()
   serving = true
   log.info({ url, listen: `${address.host}:${address.port}`, ...(redirectAddress ? { redirect_listen: `${redirectAddress.host}:${redirectAddress.port}` } : {}), ...(adminAddress ? { admin_listen: `${adminAddress.host}:${adminAddress.port}` } : {}), upstreams: upstreams.all.map((u) => ({ name: u.name, url: u.origin })), hostname: hostname() }, 'portier ready')
 
@@ -226,6 +280,7 @@ async function start(
   if (certificates) running.certificates = certificates
   if (embedded) running.embedded = embedded
   if (redirectAddress) running.redirectAddress = redirectAddress
+  if (acme) running.acme = acme
   if (auth.generatedAdmin) running.generatedAdmin = auth.generatedAdmin
   return running
 }
