@@ -297,6 +297,10 @@ t.test('pebble down at start: Portier serves self-signed, logs the failure with 
   const served = await handshake(listen.tls, DOMAIN, await pebble.root())
   t.ok(served.authorized, 'the certificate from pebble is served once it came up')
   t.equal(served.fingerprint, issued.sha256)
+  const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text()
+  t.match(metrics, /^portier_acme_certificates_total\{kind="issued"\} 1$/m, 'the issuance is counted')
+  t.match(metrics, /^portier_acme_failures_total [1-9]\d*$/m, 'and so are the failures while pebble was down')
+  t.match(metrics, /^portier_tls_certificate_expiry_timestamp_seconds\{name="registry\.test"\} \d+$/m, 'the served certificate\'s expiry is exported')
 })
 
 t.test('a name the CA refuses: a clear log line and a growing retry schedule, never a crash', async (t) => {
@@ -320,6 +324,11 @@ t.test('a name the CA refuses: a clear log line and a growing retry schedule, ne
   t.equal(gateway.child.exitCode, null, 'still running')
   const placeholder = new X509Certificate((await handshake(listen.tls, 'refused.test')).pem)
   t.equal(placeholder.issuer, placeholder.subject, 'still serving the self-signed certificate')
+  const ready = await fetch(`${gateway.adminUrl}/readyz`)
+  const body = (await ready.json()) as { checks: Array<{ name: string; ready: boolean; detail?: { acme?: { state?: string; serving?: string; lastError?: string } } }> }
+  const certificate = body.checks.find((check) => check.name === 'certificate')
+  t.match(certificate, { ready: true, detail: { acme: { state: 'failed', serving: 'placeholder' } } }, '/readyz detail says a placeholder is served and why')
+  t.ok(certificate?.detail?.acme?.lastError, 'with the last error')
 })
 
 t.test('two instances sharing one storage: one orders, the other picks the certificate up', async (t) => {
