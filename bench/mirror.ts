@@ -111,6 +111,8 @@ try {
   ]
   const times = new Map(targets.map((target) => [target.label, [] as number[]]))
   const cpu = new Map(targets.map((target) => [target.label, [] as number[]]))
+  const registryCpu = new Map(targets.map((target) => [target.label, [] as number[]]))
+  const registriesCpu = (target: Target): number => target.registries.reduce((sum, registry) => sum + cpuSeconds(registry.child.pid as number), 0)
   for (let round = 0; round < rounds; round++) {
     const file = join(work, `blob-${round}`)
     const digest = await writeBlob(file)
@@ -118,8 +120,10 @@ try {
     for (const target of order) {
       const repository = `bench/mirror-${round}`
       const cpuBefore = target.pid ? cpuSeconds(target.pid) : 0
+      const registriesBefore = registriesCpu(target)
       const ms = await push(target, repository, file, digest)
       if (target.pid) cpu.get(target.label)?.push(cpuSeconds(target.pid) - cpuBefore)
+      registryCpu.get(target.label)?.push(registriesCpu(target) - registriesBefore)
       await verifyAndClear(target, repository, digest)
       times.get(target.label)?.push(ms)
     }
@@ -133,7 +137,8 @@ try {
     console.log(
       `${label.padEnd(22)} median ${seconds.toFixed(2)} s  ${((size / MiB) / seconds).toFixed(0).padStart(4)} MiB/s  ` +
         `(min ${(Math.min(...values) / 1000).toFixed(2)}, max ${(Math.max(...values) / 1000).toFixed(2)})  ${(median(values) / single).toFixed(2)}x one upstream` +
-        ((cpu.get(label) ?? []).length > 0 ? `  Portier CPU ${median(cpu.get(label) ?? []).toFixed(2)} s` : ''),
+        `  CPU: registries ${median(registryCpu.get(label) ?? []).toFixed(2)} s` +
+        ((cpu.get(label) ?? []).length > 0 ? `, Portier ${median(cpu.get(label) ?? []).toFixed(2)} s` : ''),
     )
   }
 } finally {
