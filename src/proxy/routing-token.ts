@@ -1,7 +1,6 @@
 // Signed upload URLs: which upstream upload session(s) a client's upload belongs to, carried in the URL itself.
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
+import { loadSecret } from '../config/secret.js'
 import type { RegistryRequest } from '../registry/classify.js'
 
 /** One upstream's upload session, as its own Location named it. */
@@ -207,33 +206,10 @@ export function sessionRequest(request: RegistryRequest, session: UploadSession)
   return { ...request, path, query: params.toString(), params, uploadId: session.uuid }
 }
 
-const MIN_SECRET_BYTES = 32
-
 /**
  * The key that signs upload URLs: routing.secret when set, else the file, created with a random
  * key on first start. Instances behind one load balancer must share it.
  */
 export function loadRoutingSecret(configured: string, file: string): { secret: Buffer; created: boolean } {
-  if (configured !== '') return { secret: Buffer.from(configured, 'utf8'), created: false }
-  const read = (): Buffer => {
-    const text = readFileSync(file, 'utf8').trim()
-    if (text.length < MIN_SECRET_BYTES) {
-      throw new Error(`routing.secret_file: ${file} holds ${text.length} characters; expected a random key of at least ${MIN_SECRET_BYTES} (delete the file to have one generated)`)
-    }
-    return Buffer.from(text, 'utf8')
-  }
-  try {
-    return { secret: read(), created: false }
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
-  }
-  mkdirSync(dirname(file), { recursive: true })
-  try {
-    writeFileSync(file, `${randomBytes(32).toString('base64url')}\n`, { mode: 0o600, flag: 'wx' })
-    return { secret: read(), created: true }
-  } catch (error) {
-    // Another instance sharing the directory wrote it first.
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return { secret: read(), created: false }
-    throw error
-  }
+  return loadSecret(configured, file, 'routing.secret_file')
 }

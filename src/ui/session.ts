@@ -1,7 +1,6 @@
 // Web UI sessions: a signed, expiring cookie (HMAC-SHA256, no server-side store) and the key it is signed with.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { loadSecret } from '../config/secret.js'
 
 export interface Session {
   /** The account; '' for anonymous sessions (auth.mode none). */
@@ -112,27 +111,5 @@ export function cookieValue(header: string | undefined, name: string): string | 
  * start (mode 0600). Instances that share the file or the setting accept each other's sessions.
  */
 export function loadSessionSecret(configured: string, file: string): { secret: Buffer; created: boolean } {
-  if (configured !== '') return { secret: Buffer.from(configured, 'utf8'), created: false }
-  const read = (): Buffer => {
-    const text = readFileSync(file, 'utf8').trim()
-    if (text.length < MIN_SECRET_LENGTH) {
-      throw new Error(`ui.session_secret_file: ${file} holds ${text.length} characters; expected a random key of at least ${MIN_SECRET_LENGTH} (delete the file to have one generated)`)
-    }
-    return Buffer.from(text, 'utf8')
-  }
-  try {
-    return { secret: read(), created: false }
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
-  }
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
-  try {
-    // 'wx': when another instance sharing the directory wrote it first, use theirs.
-    writeFileSync(file, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' })
-    chmodSync(file, 0o600)
-    return { secret: read(), created: true }
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return { secret: read(), created: false }
-    throw error
-  }
+  return loadSecret(configured, file, 'ui.session_secret_file')
 }
