@@ -1,0 +1,126 @@
+// Starts what the bench measures against: the registry itself, nginx (recipe and tuned), Portier and the two
+// minimal forwarders; each is described the same way so every workload can run against any of them.
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import yaml from 'js-yaml'
+import { ROOT } from '../../test/helpers/gateway.js'
+import { freePort } from '../../test/helpers/ports.js'
+import type { RegistryHandle } from '../../test/helpers/registry.js'
+import type { Credentials, Tls } from './fixtures.js'
+import { nginxConfig, type NginxVariant } from './nginx.js'
+import type { TargetId } from './options.js'
+import { childPids, type Processes, type Started, waitForHttp } from './procs.js'
+
+export interface Target {
+  id: TargetId
+  label: string
+  /** Base URL without a trailing slash. */
+  base: string
+  tls: boolean
+  /** Whether requests carry Basic credentials (the proxies check them; the registry has no auth). */
+  auth: boolean
+  /** Processes whose CPU time is the proxy's (nginx's worker, Portier); empty for direct. */
+  proxyPids: number[]
+  /** The process whose peak RSS is reported. */
+  mainPid?: number
+  started?: Started
+}
+
+export const LABELS: Record<TargetId, string> = {
+  direct: 'direct (HTTP, no auth)',
+  'nginx-recipe': 'nginx recipe',
+  'nginx-tuned': 'nginx tuned',
+  portier: 'Portier',
+  undici: 'undici forwarder',
+  'http-proxy': 'http-proxy forwarder',
+}
+
+export interface Shared {
+  dir: string
+  tls: Tls
+  htpasswd: string
+  credentials: Credentials
+  registry: RegistryHandle
+  processes: Processes
+}
+
+export function directTarget(registry: RegistryHandle): Target {
+  return { id: 'direct', label: LABELS.direct, base: registry.url, tls: false, auth: false, proxyPids: [], mainPid: registry.child.pid as number }
+}
+
+export async function startNginx(shared: Shared, variant: NginxVariant): Promise<Target> {
+  const id: TargetId = variant === 'recipe' ? 'nginx-recipe' : 'nginx-tuned'
+  const dir = join(shared.dir, id)
+  await mkdir(dir, { recursive: true })
+  const port = await freePort()
+  const config = join(dir, 'nginx.conf')
+  await writeFile(config, nginxConfig({
+    variant,
+    port,
+    registryPort: shared.registry.port,
+    dir,
+    cert: shared.tls.cert,
+    key: shared.tls.key,
+    htpasswd: shared.htpasswd,
+    // nginx started by root runs its worker as nobody, who cannot read the temp dir: keep root.
+    ...(process.getuid?.() === 0 ? { user: 'root' } : {}),
+  }))
+  const started = shared.processes.start(id, 'nginx', ['-p', dir, '-e', join(dir, 'error.log'), '-c', config], join(dir, 'stderr.log'))
+  const base = `https://127.0.0.1:${port}`
+  await waitForHttp(`${base}/v2/`, started)
+  const workers = await childPids(started.pid)
+  if (workers.length !== 1) throw new Error(`${id}: expected one worker process, found ${workers.length}`)
+  return { id, label: LABELS[id], base, tls: true, auth: true, proxyPids: workers, mainPid: workers[0] as number, started }
+}
+
+export interface PortierOptions {
+  /** Extra node flags, e.g. --cpu-prof. */
+  nodeArgs?: string[]
+  name?: string
+}
+
+export async function startPortier(shared: Shared, options: PortierOptions = {}): Promise<Target> {
+  const name = options.name ?? 'portier'
+  const dir = join(shared.dir, name)
+  await mkdir(dir, { recursive: true })
+  const port = await freePort()
+  const config = {
+    server: { listen: `127.0.0.1:${port}` },
+    tls: { certificates: [{ cert: shared.tls.cert, key: shared.tls.key }] },
+    upstreams: [{ url: shared.registry.url }],
+    auth: { mode: 'htpasswd', htpasswd: { path: shared.htpasswd } },
+    // The admin listener's fixed default port could collide with tests running meanwhile; metrics stay on.
+    admin: { listen: '' },
+  }
+  const configFile = join(dir, 'portier.yaml')
+  await writeFile(configFile, yaml.dump(config))
+  const args = [...(options.nodeArgs ?? []), join(ROOT, 'dist', 'cli.js'), 'serve', '--config', configFile]
+  // Default log level (info): one access-log line per request, like nginx's default access_log. Into a file.
+  const started = shared.processes.start(name, process.execPath, args, join(dir, 'portier.log'), withoutPortierVariables(process.env))
+  const base = `https://127.0.0.1:${port}`
+  await waitForHttp(`${base}/v2/`, started, 30_000)
+  return { id: 'portier', label: LABELS.portier, base, tls: true, auth: true, proxyPids: [started.pid], mainPid: started.pid, started }
+}
+
+export async function startForwarder(shared: Shared, engine: 'undici' | 'http-proxy'): Promise<Target> {
+  const port = await freePort()
+  const env = {
+    ...process.env,
+    FORWARDER_PORT: String(port),
+    FORWARDER_UPSTREAM: shared.registry.url,
+    FORWARDER_CERT: shared.tls.cert,
+    FORWARDER_KEY: shared.tls.key,
+  }
+  const script = join(ROOT, 'bench', 'forwarders', `${engine}.ts`)
+  const started = shared.processes.start(engine, process.execPath, [`--import=${TS_LOADER}`, script], join(shared.dir, `${engine}.log`), env)
+  const base = `https://127.0.0.1:${port}`
+  await waitForHttp(`${base}/v2/`, started, 30_000)
+  return { id: engine, label: LABELS[engine], base, tls: true, auth: false, proxyPids: [started.pid], mainPid: started.pid, started }
+}
+
+/** tap's TypeScript loader, which `npm run bench` also runs under. */
+export const TS_LOADER = join(ROOT, 'node_modules', '@tapjs', 'typescript', 'dist', 'esm', 'import.mjs')
+
+function withoutPortierVariables(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(env).filter(([name]) => !name.startsWith('PORTIER_')))
+}
