@@ -264,9 +264,7 @@ export class MirrorWriter {
     await Promise.all(
       outcomes.map((outcome, index) => (statusIs(outcome, 201) ? undefined : this.cancel(context, request, outcome.upstream, sessionPath(repository, (branches[index] as SessionRef).session)))),
     )
-    if (stored.length < this.needed(route.upstreams.length)) return this.fail(route, context, 'blob upload', outcomes, stored.length)
-    this.reportFailures(route, outcomes.filter((outcome) => !statusIs(outcome, 201)))
-    return this.replay(context, stored[0] as Outcome, { missing: this.missing(route, stored) })
+    return this.conclude(route, context, 'blob upload', outcomes, stored, this.needed(route.upstreams.length))
   }
 
   private async cancelUpload(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
@@ -276,11 +274,8 @@ export class MirrorWriter {
     const outcomes = await Promise.all(
       sessions.map((ref) => this.attempt(context, ref.upstream, sessionRequest(request, ref.session), 'DELETE', sessionPath(repositoryOf(request), ref.session), null, 'none')),
     )
-    const cancelled = outcomes.filter((outcome) => statusIs(outcome, 204))
     // Cancelling is best effort everywhere: one upstream that let go of the session is enough to answer.
-    if (cancelled.length === 0) return this.fail(route, context, 'upload cancel', outcomes, 0)
-    this.reportFailures(route, outcomes.filter((outcome) => !statusIs(outcome, 204)))
-    return this.replay(context, cancelled[0] as Outcome, {})
+    return this.conclude(route, context, 'upload cancel', outcomes, outcomes.filter((outcome) => statusIs(outcome, 204)), 1, false)
   }
 
   private async putManifest(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
@@ -291,10 +286,7 @@ export class MirrorWriter {
     const outcomes = await Promise.all(
       targets.map((upstream) => this.attempt(context, upstream, request, 'PUT', pathOf(request), manifest, 'stream', { 'content-length': String(manifest.length) })),
     )
-    const stored = outcomes.filter((outcome) => statusIs(outcome, 201))
-    if (stored.length < this.needed(route.upstreams.length)) return this.fail(route, context, 'manifest push', outcomes, stored.length)
-    this.reportFailures(route, outcomes.filter((outcome) => !statusIs(outcome, 201)))
-    return this.replay(context, stored[0] as Outcome, { missing: this.missing(route, stored) })
+    return this.conclude(route, context, 'manifest push', outcomes, outcomes.filter((outcome) => statusIs(outcome, 201)), this.needed(route.upstreams.length))
   }
 
   private async deleteEverywhere(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
@@ -398,6 +390,16 @@ export class MirrorWriter {
   /** Configured upstreams that are not among those that succeeded. */
   private missing(route: MirrorRoute, succeeded: Array<{ upstream: Upstream }>): string[] {
     return route.upstreams.filter((upstream) => !succeeded.some((entry) => entry.upstream === upstream)).map((upstream) => upstream.name)
+  }
+
+  /**
+   * Answers with the first success when at least `needed` upstreams succeeded (reporting the
+   * others; for what was stored, naming the upstreams that lack it), else fails.
+   */
+  private conclude(route: MirrorRoute, context: RouteContext, what: string, outcomes: Outcome[], succeeded: Outcome[], needed: number, stored = true): ExchangeResult {
+    if (succeeded.length < needed) return this.fail(route, context, what, outcomes, succeeded.length)
+    this.reportFailures(route, outcomes.filter((outcome) => !succeeded.includes(outcome)))
+    return this.replay(context, succeeded[0] as Outcome, stored ? { missing: this.missing(route, succeeded) } : {})
   }
 
   /**
