@@ -1,6 +1,6 @@
 // The catalog of upstreams that do not share storage: merged, de-duplicated and paginated by Portier.
 import { RegistryError } from '../registry/errors.js'
-import { drain, readJson, type Exchange, type ExchangeResult, type Forwarder } from './forward.js'
+import { drain, readJson, RETRY_AFTER_SECONDS, type Exchange, type ExchangeResult, type Forwarder } from './forward.js'
 import type { RouteContext } from './routing-mirror.js'
 import type { Upstream } from './upstreams.js'
 
@@ -69,7 +69,7 @@ export class MergedCatalog {
     const results = await Promise.all(upstreams.map((upstream) => this.fetchPage(context, upstream, `/v2/_catalog?${query}`)))
     const pages = results.filter((page): page is UpstreamPage => page !== undefined)
     if (pages.length === 0) {
-      throw new RegistryError('UNAVAILABLE', { upstreams: upstreams.map((upstream) => upstream.name) }, { 'Retry-After': '5' }, 'no upstream answered the catalog')
+      throw new RegistryError('UNAVAILABLE', { upstreams: upstreams.map((upstream) => upstream.name) }, { 'Retry-After': RETRY_AFTER_SECONDS }, 'no upstream answered the catalog')
     }
     const visible = (names: string[]): string[] => {
       if (!context.filterJson) return names

@@ -4,7 +4,7 @@ import { RegistryError } from '../registry/errors.js'
 import type { Operation, RegistryRequest } from '../registry/classify.js'
 import { clientResponseHeaders } from './headers.js'
 import {
-  drain, hasBody, pathOf, tooLarge, upstreamFailure, uploadWriteShape, withParam,
+  drain, hasBody, pathOf, RETRY_AFTER_SECONDS, tooLarge, upstreamFailure, uploadWriteShape, withParam,
   type BodyKind, type Exchange, type ExchangeResult, type Forwarder, type UpstreamResponse,
 } from './forward.js'
 import { LimitExceeded } from './limits.js'
@@ -68,7 +68,6 @@ interface Outcome {
 
 /** Upload and manifest answers are empty, error answers small JSON: more than this is cut. */
 const MAX_ANSWER_BYTES = 64 * 1024
-const RETRY_AFTER_SECONDS = '5'
 
 async function collect(response: UpstreamResponse): Promise<Answer> {
   const chunks: Buffer[] = []

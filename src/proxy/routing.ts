@@ -2,7 +2,7 @@
 import type { RoutingConfig } from '../config/index.js'
 import type { Operation, RegistryRequest } from '../registry/classify.js'
 import { RegistryError } from '../registry/errors.js'
-import type { ExchangeResult, FailoverReason, Forwarder } from './forward.js'
+import { RETRY_AFTER_SECONDS, type ExchangeResult, type FailoverReason, type Forwarder } from './forward.js'
 import type { UpstreamHealth } from './health.js'
 import { MergedCatalog } from './routing-catalog.js'
 import { rendezvousOwner } from './routing-hash.js'
@@ -52,7 +52,6 @@ export interface RouterDeps {
   events?: RouterEvents
 }
 
-const RETRY_AFTER_SECONDS = '5'
 const readOps: ReadonlySet<Operation> = new Set(['manifest.get', 'manifest.head', 'blob.get', 'blob.head', 'tags.list', 'referrers.list'])
 const sessionOps: ReadonlySet<Operation> = new Set(['upload.status', 'upload.chunk', 'upload.finish', 'upload.cancel'])
 const newUploadOps: ReadonlySet<Operation> = new Set(['upload.start', 'upload.mount', 'upload.monolithic'])
