@@ -1,6 +1,5 @@
 // One exchange with an upstream registry: headers in, bodies streamed both ways, aborts propagated.
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { pipeline } from 'node:stream/promises'
 import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { RegistryError } from '../registry/errors.js'
@@ -8,6 +7,7 @@ import type { RegistryRequest } from '../registry/classify.js'
 import { isValidDigest } from '../registry/names.js'
 import { clientResponseHeaders, type ClientView, type Headers, upstreamRequestHeaders } from './headers.js'
 import { ByteLimitStream, LimitExceeded, type SizeLimit } from './limits.js'
+import { relayBody } from './relay-body.js'
 import { stateOffset, UploadBody } from './uploads.js'
 import type { Upstream } from './upstreams.js'
 
@@ -22,7 +22,17 @@ export interface Exchange {
   filterJson?: (body: unknown) => unknown
   /** Body bytes moved for this request, kept up to date while it runs (read after it ends, also on failure). */
   bytes: ByteCounts
+  /** Routing: upstreams that may serve this read instead when `upstream` cannot be reached. */
+  fallbacks?: Upstream[]
+  /** Routing: a 404 sends the read on to the next fallback (a mirror may not hold everything everywhere). */
+  nextOnNotFound?: boolean
+  /** Routing: called when a read moves on to another upstream (then `upstream` is the new one). */
+  onFailover?: (from: Upstream, to: Upstream, reason: FailoverReason) => void
+  /** Routing: turns an upload Location (already pointing at the gateway) into the URL the client continues with. */
+  uploadLocation?: (location: string, upstream: Upstream) => string
 }
+
+export type FailoverReason = 'connect' | 'not_found'
 
 export interface ByteCounts {
   /** Request body bytes taken from the client and passed upstream. */
@@ -40,12 +50,15 @@ export interface ExchangeResult {
   cancelledUpload?: string
 }
 
-type UpstreamResponse = Dispatcher.ResponseData
+export type UpstreamResponse = Dispatcher.ResponseData
 
 export const connectErrorCodes: ReadonlySet<string> = new Set([
   'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'UND_ERR_CONNECT_TIMEOUT',
 ])
-const RETRY_AFTER_SECONDS = '5'
+/** Failures before any response header after which a read may be sent to another upstream (a kept-alive socket that died counts). */
+const retryableReadCodes: ReadonlySet<string> = new Set([...connectErrorCodes, 'UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE'])
+/** What the gateway's own 502/503 answers suggest clients wait before trying again. */
+export const RETRY_AFTER_SECONDS = '5'
 
 function errorCode(error: unknown): string | undefined {
   const direct = (error as NodeJS.ErrnoException | undefined)?.code
@@ -72,21 +85,21 @@ export function hasBody(req: IncomingMessage): boolean {
   return length !== undefined && length !== '0'
 }
 
-function declaredLength(req: IncomingMessage): number | undefined {
+export function declaredLength(req: IncomingMessage): number | undefined {
   const length = req.headers['content-length']
   if (length === undefined || !/^\d+$/.test(length)) return undefined
   return Number(length)
 }
 
 /** Content-Range of a chunk: "start-end" (inclusive), as distribution defines it for PATCH. */
-function declaredRange(req: IncomingMessage): { start: number; end: number } | undefined {
+export function declaredRange(req: IncomingMessage): { start: number; end: number } | undefined {
   const value = req.headers['content-range']
   const match = value ? /^(?:bytes[ =])?(\d+)-(\d+)(?:\/\d+|\/\*)?$/.exec(value.trim()) : null
   if (!match) return undefined
   return { start: Number(match[1]), end: Number(match[2]) }
 }
 
-function tooLarge(error: LimitExceeded): RegistryError {
+export function tooLarge(error: LimitExceeded): RegistryError {
   return new RegistryError(
     'TOO_LARGE',
     { limit: error.limit.name, max_bytes: error.limit.maxBytes, bytes: error.bytes },
@@ -95,18 +108,18 @@ function tooLarge(error: LimitExceeded): RegistryError {
   )
 }
 
-function drain(response: UpstreamResponse): void {
+export function drain(response: UpstreamResponse): void {
   response.body.on('error', () => undefined)
   response.body.resume()
 }
 
 /** Path and query of a Location the upstream returned (absolute or relative). */
-function upstreamPath(location: string, upstream: Upstream): string {
+export function upstreamPath(location: string, upstream: Upstream): string {
   const url = new URL(location, `${upstream.origin}/`)
   return `${url.pathname}${url.search}`
 }
 
-function withParam(path: string, name: string, value: string | undefined): string {
+export function withParam(path: string, name: string, value: string | undefined): string {
   const url = new URL(path, 'http://upstream.invalid')
   if (value === undefined) url.searchParams.delete(name)
   else url.searchParams.set(name, value)
@@ -114,7 +127,31 @@ function withParam(path: string, name: string, value: string | undefined): strin
 }
 
 /** Which of the client's headers travel with a request the gateway makes. */
-type BodyKind = 'client' | 'none' | 'stream'
+export type BodyKind = 'client' | 'none' | 'stream'
+
+/** What an upload write asks for, checked before anything is sent upstream. */
+export interface UploadWriteShape {
+  length: number | undefined
+  range: { start: number; end: number } | undefined
+  /** The client means to finish the upload with this request (PUT ?digest=, monolithic POST). */
+  finishing: boolean
+  digest: string | undefined
+}
+
+export function uploadWriteShape(request: RegistryRequest, req: IncomingMessage): UploadWriteShape {
+  const length = declaredLength(req)
+  const range = request.op === 'upload.chunk' ? declaredRange(req) : undefined
+  const finishing = request.op !== 'upload.chunk'
+  const digest = request.op === 'upload.monolithic' ? request.reference : request.params.get('digest') ?? undefined
+  if (finishing && (digest === undefined || !isValidDigest(digest))) {
+    throw new RegistryError('DIGEST_INVALID', { digest: digest ?? null }, {}, 'digest missing or invalid')
+  }
+  if (range && range.end < range.start) throw new RegistryError('RANGE_INVALID', { range: req.headers['content-range'] })
+  if (range && length !== undefined && range.end - range.start + 1 !== length) {
+    throw new RegistryError('SIZE_INVALID', { range: req.headers['content-range'], length }, {}, 'Content-Range does not match Content-Length')
+  }
+  return { length, range, finishing, digest }
+}
 
 export class Forwarder {
   constructor(private readonly onCancelError: (error: unknown, path: string) => void) {}
@@ -138,7 +175,7 @@ export class Forwarder {
       const path = pathOf(request)
       let response: UpstreamResponse
       try {
-        response = await this.send(exchange, request.method, path, body, 'client', controller.signal)
+        response = await this.sendOrFailOver(exchange, request.method, path, body, controller.signal)
       } catch (error) {
         const exceeded = limiter?.errored instanceof LimitExceeded ? limiter.errored : error instanceof LimitExceeded ? error : undefined
         if (exceeded) throw tooLarge(exceeded)
@@ -158,6 +195,33 @@ export class Forwarder {
     } finally {
       res.off('close', onClose)
       if (limiter) exchange.bytes.received += limiter.bytes
+    }
+  }
+
+  /**
+   * Sends the client's request. A read (no body) that cannot reach its upstream, or with
+   * `nextOnNotFound` finds nothing there, moves on to the next fallback: nothing has reached the
+   * client yet, so the client only ever sees one answer.
+   */
+  private async sendOrFailOver(exchange: Exchange, method: string, path: string, body: Readable | null, signal: AbortSignal): Promise<UpstreamResponse> {
+    const fallbacks = body === null && (method === 'GET' || method === 'HEAD') ? [...(exchange.fallbacks ?? [])] : []
+    for (;;) {
+      let response: UpstreamResponse
+      try {
+        response = await this.send(exchange, method, path, body, 'client', signal)
+      } catch (error) {
+        const next = fallbacks.shift()
+        const code = errorCode(error)
+        if (next === undefined || signal.aborted || code === undefined || !retryableReadCodes.has(code)) throw error
+        exchange.onFailover?.(exchange.upstream, next, 'connect')
+        exchange.upstream = next
+        continue
+      }
+      const next = response.statusCode === 404 && exchange.nextOnNotFound ? fallbacks.shift() : undefined
+      if (next === undefined) return response
+      drain(response)
+      exchange.onFailover?.(exchange.upstream, next, 'not_found')
+      exchange.upstream = next
     }
   }
 
@@ -186,17 +250,7 @@ export class Forwarder {
    */
   private async uploadWrite(exchange: Exchange): Promise<ExchangeResult> {
     const { request, req, limit } = exchange
-    const length = declaredLength(req)
-    const range = request.op === 'upload.chunk' ? declaredRange(req) : undefined
-    const finishing = request.op !== 'upload.chunk'
-    const digest = request.op === 'upload.monolithic' ? request.reference : request.params.get('digest') ?? undefined
-    if (finishing && (digest === undefined || !isValidDigest(digest))) {
-      throw new RegistryError('DIGEST_INVALID', { digest: digest ?? null }, {}, 'digest missing or invalid')
-    }
-    if (range && range.end < range.start) throw new RegistryError('RANGE_INVALID', { range: req.headers['content-range'] })
-    if (range && length !== undefined && range.end - range.start + 1 !== length) {
-      throw new RegistryError('SIZE_INVALID', { range: req.headers['content-range'], length }, {}, 'Content-Range does not match Content-Length')
-    }
+    const { length, range, finishing, digest } = uploadWriteShape(request, req)
 
     let sessionPath: string
     let alreadyStored = 0
@@ -299,7 +353,7 @@ export class Forwarder {
   }
 
   /** Bytes the upstream already holds for this upload session, from its status endpoint. */
-  private async uploadedSoFar(exchange: Exchange): Promise<number> {
+  async uploadedSoFar(exchange: Exchange): Promise<number> {
     try {
       const response = await this.send(exchange, 'GET', withParam(pathOf(exchange.request), 'digest', undefined), null, 'none')
       drain(response)
@@ -312,11 +366,11 @@ export class Forwarder {
     }
   }
 
-  private send(
+  send(
     exchange: Exchange,
     method: string,
     path: string,
-    body: Readable | null,
+    body: Readable | Buffer | null,
     kind: BodyKind,
     signal?: AbortSignal,
     extraHeaders: Headers = {},
@@ -351,9 +405,10 @@ export class Forwarder {
   }
 
   /** Writes the upstream's status and headers, then streams its body with backpressure. */
-  private async relay(exchange: Exchange, response: UpstreamResponse): Promise<void> {
+  async relay(exchange: Exchange, response: UpstreamResponse): Promise<void> {
     const { res, client, upstream } = exchange
     const headers = clientResponseHeaders(response.headers, response.statusCode, upstream.origin, client)
+    if (exchange.uploadLocation && typeof headers.location === 'string') headers.location = exchange.uploadLocation(headers.location, upstream)
     if (exchange.filterJson && response.statusCode === 200) {
       const body = Buffer.from(JSON.stringify(exchange.filterJson(await readJson(response))))
       headers['content-length'] = String(body.length)
@@ -368,11 +423,10 @@ export class Forwarder {
     }
     res.writeHead(response.statusCode, headers)
     const counts = exchange.bytes
-    response.body.on('data', (chunk: Buffer) => {
-      counts.sent += chunk.length
-    })
     // A failure mid-body destroys the client response: the client sees a broken transfer, never a short 200.
-    await pipeline(response.body, res)
+    await relayBody(response.body, res, (count) => {
+      counts.sent += count
+    })
   }
 
   /** Best effort: asks the upstream to drop an upload session so nothing half-written stays. */
@@ -386,7 +440,7 @@ export class Forwarder {
   }
 }
 
-async function readJson(response: UpstreamResponse): Promise<unknown> {
+export async function readJson(response: UpstreamResponse): Promise<unknown> {
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of response.body) {
@@ -401,10 +455,10 @@ async function readJson(response: UpstreamResponse): Promise<unknown> {
   }
 }
 
-function isUploadWrite(request: RegistryRequest): boolean {
+export function isUploadWrite(request: RegistryRequest): boolean {
   return request.op === 'upload.chunk' || request.op === 'upload.finish' || request.op === 'upload.monolithic'
 }
 
-function pathOf(request: RegistryRequest): string {
+export function pathOf(request: RegistryRequest): string {
   return request.query ? `${request.path}?${request.query}` : request.path
 }
