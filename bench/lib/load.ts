@@ -22,10 +22,12 @@ export function parseWrk(output: string): LoadResult {
   const non2xx = /Non-2xx or 3xx responses:\s+(\d+)/.exec(output)
   const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output)
   const socketErrors = socket ? socket.slice(1).reduce((sum, value) => sum + Number(value), 0) : 0
+  // No request completed (all timed out): wrk prints zero latencies, which are no latencies.
+  const answered = Number(rps[1]) > 0
   return {
     requestsPerSecond: Number(rps[1]),
-    p50ms: duration(/^\s+50%\s+(\S+)/m.exec(output)?.[1]),
-    p99ms: duration(/^\s+99%\s+(\S+)/m.exec(output)?.[1]),
+    p50ms: answered ? duration(/^\s+50%\s+(\S+)/m.exec(output)?.[1]) : Number.NaN,
+    p99ms: answered ? duration(/^\s+99%\s+(\S+)/m.exec(output)?.[1]) : Number.NaN,
     errors: Number(non2xx?.[1] ?? 0) + socketErrors,
   }
 }
