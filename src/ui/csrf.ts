@@ -19,8 +19,10 @@ export function createCsrf(secret: Buffer): Csrf {
     tokenFor: (session) => tokenOf(session).toString('base64url'),
     verify(session, presented) {
       if (typeof presented !== 'string' || presented.length > 100) return false
-      const given = Buffer.from(presented, 'base64url')
-      const expected = tokenOf(session)
+      // Compare the text, not the decoded bytes: base64url decoding ignores the spare low bits of the
+      // last character, so several spellings would decode to the same token.
+      const given = Buffer.from(presented, 'utf8')
+      const expected = Buffer.from(tokenOf(session).toString('base64url'), 'utf8')
       return given.length === expected.length && timingSafeEqual(given, expected)
     },
   }
