@@ -2,7 +2,8 @@
 # What metrics and the access log cost on small requests: two Portier processes in front of one
 # registry, identical but for observability: A with metrics on and one JSON access-log line per
 # request (written to a file), B with metrics.enabled: false and log.level: warn. Both TLS with a
-# bcrypt cost-10 htpasswd (cached after the first check). Alternates A B A B … and prints medians.
+# bcrypt cost-10 htpasswd (cached after the first check). Alternates A B A B … and prints medians of
+# req/s, p50 and the CPU time Portier spent per request (the steadier figure on a shared machine).
 # Run: npm run bench:observe [-- rounds seconds]   (defaults 5 rounds of 8 s). All on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +38,7 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext su
 htpasswd -B -C 10 -b -c "$work/htpasswd" bench bench-password 2>/dev/null
 auth="Authorization: Basic $(printf 'bench:bench-password' | base64)"
 
-declare -A port
+declare -A port pid
 start_portier() { # name extra-yaml
   local name=$1 extra=$2
   port[$name]=$(free_port)
@@ -50,6 +51,7 @@ $extra
 YAML
   node dist/cli.js serve --config "$work/$name.yaml" >"$work/$name.log" 2>&1 &
   pids+=($!)
+  pid[$name]=$!
 }
 start_portier on 'admin: { listen: "127.0.0.1:0" }
 metrics: { enabled: true }
@@ -73,17 +75,31 @@ manifest="{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifes
 printf '%s' "$manifest" | curl -s -o /dev/null -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary @- "http://127.0.0.1:$reg_port/v2/bench/app/manifests/v1"
 accept='Accept: application/vnd.oci.image.manifest.v1+json'
 
-declare -A get_rps head_rps get_p50
-for name in on off; do get_rps[$name]=''; head_rps[$name]=''; get_p50[$name]=''; done
+# CPU (user + system) Portier spent per request, in ms: less noisy than req/s on a shared 2-core machine.
+ticks() { awk '{print $14 + $15}' "/proc/${pid[$1]}/stat"; }
+per_request_ms() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.3f", t * 1000 / hz / n}'; }
+declare -A get_rps head_rps get_p50 get_cpu head_cpu
+for name in on off; do get_rps[$name]=''; head_rps[$name]=''; get_p50[$name]=''; get_cpu[$name]=''; head_cpu[$name]=''; done
+# One unmeasured round first: Node's JIT needs a few thousand requests before Portier runs optimized code.
+for name in on off; do
+  wrk -t2 -c32 -d"${seconds}s" -H "$auth" "https://127.0.0.1:${port[$name]}/v2/" >/dev/null
+  ab -k -i -q -t "$seconds" -n 10000000 -c 32 -H "$accept" -H "$auth" "https://127.0.0.1:${port[$name]}/v2/bench/app/manifests/v1" >/dev/null 2>&1
+done
 for round in $(seq 1 "$rounds"); do
   for name in on off; do
+    before=$(ticks "$name")
     out=$(wrk -t2 -c32 -d"${seconds}s" --latency -H "$auth" "https://127.0.0.1:${port[$name]}/v2/")
+    requests=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$out")
+    get_cpu[$name]+="$(per_request_ms $(($(ticks "$name") - before)) "$requests") "
     get_rps[$name]+="$(sed -n 's/^Requests\/sec: *//p' <<<"$out") "
     get_p50[$name]+="$(awk '$1=="50%"{v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out") "
+    before=$(ticks "$name")
     out=$(ab -k -i -q -t "$seconds" -n 10000000 -c 32 -H "$accept" -H "$auth" "https://127.0.0.1:${port[$name]}/v2/bench/app/manifests/v1" 2>&1)
+    requests=$(sed -n 's/^Complete requests: *//p' <<<"$out")
+    head_cpu[$name]+="$(per_request_ms $(($(ticks "$name") - before)) "$requests") "
     head_rps[$name]+="$(sed -n 's/^Requests per second: *\([0-9.]*\).*/\1/p' <<<"$out") "
   done
-  echo "round $round of $rounds: GET /v2/ req/s, on: $(awk '{print $NF}' <<<"${get_rps[on]}"), off: $(awk '{print $NF}' <<<"${get_rps[off]}")" >&2
+  echo "round $round of $rounds: GET /v2/ req/s, on: $(awk '{print $NF}' <<<"${get_rps[on]}"), off: $(awk '{print $NF}' <<<"${get_rps[off]}"); CPU ms/request on: $(awk '{print $NF}' <<<"${get_cpu[on]}"), off: $(awk '{print $NF}' <<<"${get_cpu[off]}")" >&2
 done
 
 median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
@@ -100,5 +116,10 @@ for metric in get head; do
   echo "| $label | $a ($ra) | $b ($rb) | $(awk -v a="$a" -v b="$b" 'BEGIN{printf "%.3f", a/b}') |"
 done
 echo "| GET /v2/ p50 latency, ms | $(median <<<"${get_p50[on]}") | $(median <<<"${get_p50[off]}") | |"
+for metric in get head; do
+  if [ $metric = get ]; then label='GET /v2/, Portier CPU per request, ms'; a=$(median <<<"${get_cpu[on]}"); b=$(median <<<"${get_cpu[off]}"); ra=$(range <<<"${get_cpu[on]}"); rb=$(range <<<"${get_cpu[off]}")
+  else label='HEAD manifest, Portier CPU per request, ms'; a=$(median <<<"${head_cpu[on]}"); b=$(median <<<"${head_cpu[off]}"); ra=$(range <<<"${head_cpu[on]}"); rb=$(range <<<"${head_cpu[off]}"); fi
+  echo "| $label | $a ($ra) | $b ($rb) | $(awk -v a="$a" -v b="$b" 'BEGIN{printf "%.3f", a/b}') |"
+done
 echo
-echo "A wrote $requests access-log lines; its /metrics had $(curl -s "http://127.0.0.1:$(sed -n 's/.*"admin_listen":"[^"]*:\([0-9]*\)".*/\1/p' "$work/on.log" | head -1)/metrics" | grep -c '^portier_') portier_ samples."
+echo "A wrote $requests access-log lines (warm-up included); its /metrics had $(curl -s "http://127.0.0.1:$(sed -n 's/.*"admin_listen":"[^"]*:\([0-9]*\)".*/\1/p' "$work/on.log" | head -1)/metrics" | grep -c '^portier_') portier_ samples."

@@ -1,4 +1,4 @@
-// The process logger: JSON lines on stdout, written asynchronously so logging never blocks a transfer.
+// The process logger: JSON lines on stdout, written asynchronously and in batches so logging never blocks a transfer.
 import pino, { type DestinationStream, type Logger } from 'pino'
 
 export type { Logger }
@@ -31,6 +31,41 @@ const prettyStdout: DestinationStream = {
   },
 }
 
+/** Lines are written in batches of this many bytes ... */
+const BATCH_BYTES = 8 * 1024
+/** ... or after this long, whichever comes first. */
+const BATCH_MS = 100
+
+/**
+ * JSON lines on stdout, batched: one asynchronous write per access-log line was ~10 % of Portier's CPU per small
+ * request (npm run bench:observe); batches cut that to a write every few dozen lines under load, and a line waits
+ * at most BATCH_MS when traffic is light. Whatever is buffered is written synchronously when the process exits.
+ */
+function batchedStdout(): DestinationStream & { flush(callback?: (error?: Error) => void): void } {
+  const destination = pino.destination({ dest: 1, sync: false, minLength: BATCH_BYTES })
+  let pending = false
+  const timer = setInterval(() => {
+    if (!pending) return
+    pending = false
+    try {
+      destination.flush()
+    } catch {
+      // stdout is gone (closed pipe): nothing left to write to, and logging must never stop the gateway.
+    }
+  }, BATCH_MS)
+  timer.unref()
+  return {
+    write(line: string) {
+      pending = true
+      destination.write(line)
+    },
+    flush(callback) {
+      pending = false
+      destination.flush(callback)
+    },
+  }
+}
+
 export function createLogger(level: string, format: LogFormat = 'json'): Logger {
   return pino(
     {
@@ -43,6 +78,6 @@ export function createLogger(level: string, format: LogFormat = 'json'): Logger 
         censor: '[redacted]',
       },
     },
-    format === 'pretty' ? prettyStdout : pino.destination({ dest: 1, sync: false }),
+    format === 'pretty' ? prettyStdout : batchedStdout(),
   )
 }
