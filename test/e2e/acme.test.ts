@@ -110,6 +110,7 @@ t.test('HTTP-01: self-signed until pebble issues, then skopeo pushes and pulls w
       tls: { acme: acmeConfig(pebble, { challenge: 'http-01' }) },
     },
   })
+  await gateway.logsSettled()
   t.ok(gateway.logs.some((line) => line.msg === 'serving a self-signed certificate until ACME issues one'), 'start-up says it serves self-signed for now')
   t.match(gateway.stderr(), /certificates: ACME \(http-01\) from https:\/\/127\.0\.0\.1:\d+\/dir for registry\.test; serving a self-signed certificate until the first one is issued/, 'and so does the banner')
 
@@ -205,6 +206,7 @@ t.test('TLS-ALPN-01: pebble validates on the TLS port itself; no plain-HTTP list
   t.notOk(gateway.logs.find((line) => line.msg === 'portier ready')?.redirect_listen, 'no plain-HTTP listener')
   const issued = await waitForIssued(gateway)
   t.comment(`TLS-ALPN-01 issuance against pebble: ${String(issued.ms)} ms from order start to certificate served`)
+  await gateway.logsSettled()
   const answered = gateway.logs.filter((line) => line.msg === 'answered ACME tls-alpn-01 challenge')
   t.ok(answered.length >= 1, 'pebble completed an acme-tls/1 handshake on the TLS port')
   t.equal(answered[0]?.servername, DOMAIN, 'for the ordered name')
@@ -260,6 +262,7 @@ t.test('renewal: a new certificate is served on the next handshake while a keep-
   t.ok(after.reused, 'on the same keep-alive socket')
   t.equal(after.socket, before.socket)
   t.equal(after.peerFingerprint, first.sha256, 'still on the certificate it was opened with')
+  await gateway.logsSettled()
   t.ok(gateway.logs.some((line) => line.msg === 'renewing the ACME certificate'), 'the renewal is logged')
 })
 
@@ -348,6 +351,7 @@ t.test('two instances sharing one storage: one orders, the other picks the certi
   const servedLine = (line: LogLine): boolean =>
     ['ACME certificate issued', 'serving the ACME certificate found in storage', 'serving the stored ACME certificate'].includes(line.msg)
   const lines = await Promise.all(both.map((gateway) => gateway.waitForLog(servedLine, ISSUE_TIMEOUT_MS)))
+  for (const gateway of both) await gateway.logsSettled()
   const orders = both.map((gateway) => gateway.logs.filter((line) => line.msg === 'ordering an ACME certificate').length)
   t.same(orders.slice().sort(), [0, 1], `exactly one instance ordered (A: ${orders[0]}, B: ${orders[1]})`)
   t.equal(lines[0]?.sha256, lines[1]?.sha256, 'both serve the same certificate')
@@ -412,6 +416,7 @@ t.test('restart: the stored certificate is served from the first handshake and n
   await first.stop()
 
   const second = await gatewayFixture(t, options)
+  await second.logsSettled()
   const stored = second.logs.find((line) => line.msg === 'serving the stored ACME certificate')
   t.ok(stored, 'start-up serves the stored certificate')
   t.equal(stored?.sha256, issued.sha256, 'the one issued before')

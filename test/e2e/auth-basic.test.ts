@@ -71,6 +71,7 @@ t.test('first start generates an admin, prints the password once, and it works',
   const password = printed?.[1] ?? ''
   const file = join(cwd, 'auth', 'htpasswd')
   t.equal((await stat(file)).mode & 0o777, 0o600, 'the htpasswd file is private')
+  await first.logsSettled()
   t.notMatch(JSON.stringify(first.logs), password, 'the password never appears in the JSON log')
   const dispatcher = new Agent({ connect: { ca: readFileSync(first.caFile) } })
   t.teardown(() => dispatcher.close())

@@ -40,6 +40,7 @@ t.test('token mode: bearer challenges, skopeo push/pull, scopes and forged token
       },
     },
   })
+  await gateway.logsSettled()
   t.ok(gateway.logs.some((line) => line.msg === 'generated the token signing key; give the certificate to registries that verify tokens (rootcertbundle)'), 'the signing key is generated on first start')
   const dispatcher = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
   t.teardown(() => dispatcher.close())
@@ -101,6 +102,7 @@ t.test('token mode: bearer challenges, skopeo push/pull, scopes and forged token
     t.equal(reply.status, 401, `${label}: 401`)
     t.match(reply.headers['www-authenticate'], /error="invalid_token"/, `${label}: invalid_token`)
   }
+  await gateway.logsSettled()
   t.notMatch(JSON.stringify(gateway.logs), bobToken, 'tokens never reach the log')
 })
 

@@ -213,6 +213,7 @@ t.test('a 413 is logged once, with its error code', async (t) => {
   t.equal(reply.status, 413)
   await gateway.waitForLog((line) => line.repository === 'lim/logged' && line.status === 413)
   await sleep(300)
+  await gateway.logsSettled()
   const lines = gateway.logs.filter((line) => line.repository === 'lim/logged' && line.method === 'PATCH')
   t.equal(lines.length, 1, 'one log line for the request')
   t.equal(lines[0]?.error, 'TOO_LARGE', 'with the error code')

@@ -88,6 +88,7 @@ t.test('metrics count exactly the blob and manifest operations and bytes of a sk
   t.equal(metric(pulled, 'portier_sent_bytes_total', { operation: 'blob.get' }), blobBytes, 'blob bytes sent equal the blob sizes')
 
   // The access log: one line per request, with what a push means, and never a secret.
+  await gateway.logsSettled()
   const lines = gateway.logs.filter((line) => line.msg === 'request')
   const manifestPut = lines.find((line) => line.op === 'manifest.put') as LogLine
   t.ok(manifestPut, 'the manifest push is logged')

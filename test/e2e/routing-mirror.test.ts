@@ -152,6 +152,7 @@ t.test('with the first registry killed, pulls still work and every digest matche
   t.equal(pulled.manifestDigest, image.manifestDigest, 'manifest digest')
   t.equal(pulled.configDigest, image.configDigest, 'config digest')
   t.same(pulled.layerDigests, image.layerDigests, 'layer digests')
+  await gateway.logsSettled()
   t.ok(gateway.logs.some((line) => line.msg === 'read failed over to another upstream' && line.from === 'm0'), 'reads failed over from m0')
 })
 
@@ -162,6 +163,7 @@ t.test('require all: a push while one registry is down fails cleanly and leaves 
   t.match(push.stderr, /UNAVAILABLE|503|unavailable/i, 'as the registry error')
   const logged = await gateway.waitForLog((line) => line.error === 'UNAVAILABLE' && line.repository === 'mirror/refused')
   t.equal(logged.status, 503, 'the refused request is in the access log')
+  await gateway.logsSettled()
   t.ok(gateway.logs.some((line) => line.msg === 'upstream failed its part of a mirrored write' && line.upstream === 'm0'), 'with a line naming the upstream that failed')
   for (const registry of [m1, m2]) {
     t.same(await registry.uploadsOpen('mirror/refused'), [], `no upload left open on ${registry.url}`)
@@ -217,5 +219,6 @@ t.test('require quorum: a push while one registry is down succeeds on the majori
   t.equal(chunk.status, 503, 'the chunk fails')
   t.same(((chunk.json() as { errors: Array<{ detail: { mirror: { failed: Array<{ upstream: string }> } } }> }).errors[0]?.detail.mirror.failed ?? []).map((entry) => entry.upstream), ['m2'])
   t.same(await m1.uploadsOpen('mirror/quorum'), [], 'the surviving session was cancelled')
+  await quorum.logsSettled()
   t.ok(quorum.logs.some((line) => line.msg === 'upstream failed its part of a mirrored write' && line.upstream === 'm2'), 'the failed upstream is logged')
 })

@@ -84,6 +84,7 @@ t.test('skopeo push and pull balanced by least requests in flight keep every dig
   const back = await readOciLayout(join(work, 'back'), 'latest')
   t.equal(back.manifestDigest, image.manifestDigest, 'manifest digest')
   t.same(back.layerDigests, image.layerDigests, 'layer digests')
+  await gateway.logsSettled()
   const upstreams = new Set(gateway.logs.filter((line) => line.msg === 'request' && line.op !== 'base').map((line) => line.upstream))
   t.same([...upstreams].sort(), ['a', 'b'], 'both registries took part')
 })
@@ -116,5 +117,6 @@ t.test('a read whose registry was killed between two requests fails over to the 
   }
   const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text()
   t.ok(metric(metrics, 'portier_upstream_failovers_total', { upstream: servedFirst as string, reason: 'connect' }) >= 1, 'the failover is counted')
+  await gateway.logsSettled()
   t.ok(gateway.logs.some((line) => line.msg === 'read failed over to another upstream' && line.from === servedFirst), 'and logged')
 })

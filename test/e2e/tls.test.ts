@@ -207,6 +207,7 @@ t.test('certificates reload on file change; open connections keep working; a bro
   t.equal(stillOpen.socket, before.socket, 'the first connection survived two reloads')
 
   // 3. A broken replacement: a new certificate whose key does not match it.
+  await gateway.logsSettled()
   const logMark = gateway.logs.length
   const fourth = await makePair(join(work, 'reload-staging'), 'a.test', 'fourth')
   const stranger = await makePair(join(work, 'reload-staging'), 'a.test', 'stranger')

@@ -1,6 +1,9 @@
 // Runs the real gateway process (`node dist/cli.js serve`, what the image runs) with a temp config, and stops it.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
 import { existsSync, mkdirSync, rmSync, writeFileSync, copyFileSync } from 'node:fs'
+import { request as httpRequest } from 'node:http'
+import { request as httpsRequest } from 'node:https'
 import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -44,6 +47,12 @@ export interface GatewayHandle {
   adminUrl: string | undefined
   /** Resolves with the first log line matching, waiting up to timeoutMs. */
   waitForLog(match: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>
+  /**
+   * Resolves once every line logged before the call is in `logs`. The gateway writes its log in batches (up to
+   * 100 ms), so a test that looks at `logs` right after a response must wait: this sends a GET /v2/ with a unique
+   * X-Request-Id and waits for its access-log line, which comes after everything logged earlier.
+   */
+  logsSettled(): Promise<void>
   /** SIGTERM and wait (SIGKILL after 10 s); removes the temp dir it made. Idempotent. */
   stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
@@ -167,6 +176,21 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
   mkdirSync(certDir, { recursive: true })
   if (tlsEnabled && existsSync(caFile)) copyFileSync(caFile, join(certDir, 'ca.crt'))
 
+  const logsSettled = async (): Promise<void> => {
+    const marker = `logs-settled-${randomUUID()}`
+    const send = tlsEnabled ? httpsRequest : httpRequest
+    await new Promise<void>((done, fail) => {
+      const req = send({ host: '127.0.0.1', port, path: '/v2/', headers: { 'x-request-id': marker }, rejectUnauthorized: false, agent: false }, (res) => {
+        res.resume()
+        res.once('end', done)
+        res.once('error', fail)
+      })
+      req.once('error', fail)
+      req.end()
+    })
+    await waitForLog((line) => line.request_id === marker)
+  }
+
   return {
     url: `${tlsEnabled ? 'https' : 'http'}://127.0.0.1:${port}`,
     host: `127.0.0.1:${port}`,
@@ -179,6 +203,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     logs,
     stderr: () => stderr,
     waitForLog,
+    logsSettled,
     stop,
   }
 }
