@@ -15,31 +15,14 @@ size_mib=${2:-512}
 bash scripts/ensure-tools.sh docker-registry htpasswd openssl curl
 [ -f dist/cli.js ] || npm run build --silent
 
-work=$(mktemp -d /tmp/portier-bench-ceiling.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  sleep 0.5
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+source bench/lib/common.sh
+bench_start ceiling
 
 tsnode=(node --import=./node_modules/@tapjs/typescript/dist/esm/import.mjs)
-free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 wait_for() { for _ in $(seq 1 100); do curl -sk -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
-reg_port=$(free_port)
-cat > "$work/registry.yml" <<YAML
-version: 0.1
-log: { level: error, accesslog: { disabled: true } }
-storage: { filesystem: { rootdirectory: $work/data } }
-http: { addr: 127.0.0.1:$reg_port, secret: bench }
-YAML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-pids+=($!)
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
-  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-htpasswd -B -C 10 -b -c "$work/htpasswd" bench bench-password 2>/dev/null
+start_registry
+make_tls_and_users
 
 # One random blob of size_mib, stored directly in the registry.
 wait_for "http://127.0.0.1:$reg_port/v2/"
@@ -98,8 +81,6 @@ for round in $(seq 1 "$rounds"); do
   echo "$line MB/s" >&2
 done
 
-median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-range() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk 'NR==1{min=$1} {max=$1} END {printf "%s–%s", min, max}'; }
 direct=$(median <<<"${speeds[direct]}")
 echo
 echo "$size_mib MiB download with curl, $rounds alternating rounds, medians (min–max):"

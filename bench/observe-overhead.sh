@@ -12,30 +12,10 @@ seconds=${2:-8}
 bash scripts/ensure-tools.sh docker-registry wrk ab htpasswd openssl curl
 [ -f dist/cli.js ] || npm run build --silent
 
-work=$(mktemp -d /tmp/portier-bench-observe.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  sleep 0.5
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
-reg_port=$(free_port)
-mkdir -p "$work/registry"
-cat > "$work/registry/config.yml" <<YAML
-version: 0.1
-log: { level: error, accesslog: { disabled: true } }
-storage: { filesystem: { rootdirectory: $work/registry/data } }
-http: { addr: 127.0.0.1:$reg_port, secret: bench }
-YAML
-docker-registry serve "$work/registry/config.yml" >"$work/registry.log" 2>&1 &
-pids+=($!)
-
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
-  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-htpasswd -B -C 10 -b -c "$work/htpasswd" bench bench-password 2>/dev/null
+source bench/lib/common.sh
+bench_start observe
+start_registry
+make_tls_and_users
 auth="Authorization: Basic $(printf 'bench:bench-password' | base64)"
 
 declare -A port pid
@@ -102,8 +82,6 @@ for round in $(seq 1 "$rounds"); do
   echo "round $round of $rounds: GET /v2/ req/s, on: $(awk '{print $NF}' <<<"${get_rps[on]}"), off: $(awk '{print $NF}' <<<"${get_rps[off]}"); CPU ms/request on: $(awk '{print $NF}' <<<"${get_cpu[on]}"), off: $(awk '{print $NF}' <<<"${get_cpu[off]}")" >&2
 done
 
-median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-range() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk 'NR==1{min=$1} {max=$1} END {printf "%s–%s", min, max}'; }
 requests=$(grep -c '"msg":"request"' "$work/on.log" || true)
 echo
 echo "Small requests through Portier (TLS, htpasswd cost 10, 32 connections), $rounds alternating rounds of ${seconds}s, medians:"
