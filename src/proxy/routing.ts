@@ -169,7 +169,7 @@ export class Router {
     return { kind: 'forward', upstream, request, fallbacks, nextOnNotFound, served: upstream.name }
   }
 
-  /** Upstreams share storage and http.secret: any available one serves anything, upload chunks included. */
+  /** Upstreams share storage and http.secret: whichever is available serves every request, upload chunks included. */
   private shared(request: RegistryRequest): ForwardRoute {
     const [first, ...rest] = this.balanced()
     if (!first) throw this.noneAvailable()

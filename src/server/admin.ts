@@ -15,7 +15,7 @@ export interface ReadinessCheck {
 
 export interface AdminDeps {
   metrics: Metrics | undefined
-  /** Addresses allowed to read /metrics; undefined: any. */
+  /** Addresses allowed to read /metrics; undefined: every address. */
   allow: AddressList | undefined
   /** Users allowed to read /metrics; undefined: no password asked. */
   users: HtpasswdStore | undefined

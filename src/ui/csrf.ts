@@ -14,15 +14,15 @@ export interface Csrf {
 
 export function createCsrf(secret: Buffer): Csrf {
   const key = deriveKey(secret, 'csrf')
-  const tokenOf = (session: Session): Buffer => createHmac('sha256', key).update(session.id).digest()
+  const tokenFor = (session: Session): string => createHmac('sha256', key).update(session.id).digest('base64url')
   return {
-    tokenFor: (session) => tokenOf(session).toString('base64url'),
+    tokenFor,
     verify(session, presented) {
       if (typeof presented !== 'string' || presented.length > 100) return false
       // Compare the text, not the decoded bytes: base64url decoding ignores the spare low bits of the
       // last character, so several spellings would decode to the same token.
       const given = Buffer.from(presented, 'utf8')
-      const expected = Buffer.from(tokenOf(session).toString('base64url'), 'utf8')
+      const expected = Buffer.from(tokenFor(session), 'utf8')
       return given.length === expected.length && timingSafeEqual(given, expected)
     },
   }
