@@ -19,7 +19,6 @@ source bench/lib/common.sh
 bench_start ceiling
 
 tsnode=(node --import=./node_modules/@tapjs/typescript/dist/esm/import.mjs)
-wait_for() { for _ in $(seq 1 100); do curl -sk -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
 start_registry
 make_tls_and_users

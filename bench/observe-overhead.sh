@@ -40,10 +40,9 @@ start_portier off 'admin: { listen: "" }
 metrics: { enabled: false }
 log: { level: warn }'
 
-for i in $(seq 1 100); do
-  curl -sk -o /dev/null "https://127.0.0.1:${port[on]}/v2/" && curl -sk -o /dev/null "https://127.0.0.1:${port[off]}/v2/" && break
-  sleep 0.1
-done
+wait_for "https://127.0.0.1:${port[on]}/v2/"
+wait_for "https://127.0.0.1:${port[off]}/v2/"
+wait_for "http://127.0.0.1:$reg_port/v2/"
 
 # A small image for HEAD manifest: one config blob and a manifest, stored directly.
 config='{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'

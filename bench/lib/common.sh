@@ -14,6 +14,9 @@ bench_cleanup() {
   rm -rf "$work"
 }
 
+# Waits up to 10 s until URL answers (any status; TLS not verified), else stops the script.
+wait_for() { for _ in $(seq 1 100); do curl -sk -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+
 free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 
 # Starts docker-registry on a free port with storage in $work/registry; sets reg_port.
