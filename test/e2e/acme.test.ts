@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs
 import { request as httpRequest } from 'node:http'
 import { Agent, request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { connect, type TLSSocket } from 'node:tls'
 import { run } from '../helpers/exec.js'
 import { gatewayFixture, type GatewayHandle, type LogLine } from '../helpers/gateway.js'
@@ -17,6 +17,7 @@ import { freePort } from '../helpers/ports.js'
 import { registryFixture } from '../helpers/registry.js'
 import { connectProxyFixture } from '../helpers/connect-proxy.js'
 import { SKOPEO_BIN, skopeoCopyArgs } from '../helpers/skopeo.js'
+import { acmePaths } from '../../src/tls/acme/storage.js'
 
 const DOMAIN = 'registry.test'
 const work = mkdtempSync(join(tmpdir(), 'portier-acme-'))
@@ -346,14 +347,25 @@ t.test('two instances sharing one storage: one orders, the other picks the certi
     upstreams: [{ url: registry.url }],
     tls: { acme: acmeConfig(pebble, { storage }) },
   })
+  // A third instance holds the order lock at start, so neither orders before both listen (pebble
+  // checks only A's ports: an order by B while A is still starting would fail and be retried by A).
+  // Once both are waiting for it, it goes away and both race for the lock on their next poll.
+  const lock = acmePaths(storage, pebble.directoryUrl, [DOMAIN]).lock
+  mkdirSync(dirname(lock), { recursive: true })
+  writeFileSync(lock, JSON.stringify({ host: 'instance-c', pid: 1, since: new Date().toISOString() }))
   const [first, second] = await Promise.all([gatewayFixture(t, { env, config: config(a) }), gatewayFixture(t, { env, config: config(b) })])
   const both = [first, second]
+  const waiting = (line: LogLine): boolean => line.msg.startsWith('another instance (instance-c pid 1) is ordering')
+  await Promise.all(both.map((gateway) => gateway.waitForLog(waiting, ISSUE_TIMEOUT_MS)))
+  rmSync(lock)
   const servedLine = (line: LogLine): boolean =>
     ['ACME certificate issued', 'serving the ACME certificate found in storage', 'serving the stored ACME certificate'].includes(line.msg)
   const lines = await Promise.all(both.map((gateway) => gateway.waitForLog(servedLine, ISSUE_TIMEOUT_MS)))
   for (const gateway of both) await gateway.logsSettled()
   const orders = both.map((gateway) => gateway.logs.filter((line) => line.msg === 'ordering an ACME certificate').length)
-  t.same(orders.slice().sort(), [0, 1], `exactly one instance ordered (A: ${orders[0]}, B: ${orders[1]})`)
+  // On failure, the ACME lines of both instances say why (tap prints `extra` only for failed assertions).
+  const acmeLines = both.map((gateway) => gateway.logs.filter((line) => /ACME|acme|lock|another instance/.test(line.msg)).map((line) => `${String(line.time)} ${line.msg} ${line.err === undefined ? '' : String(line.err)}`))
+  t.same(orders.slice().sort(), [0, 1], `exactly one instance ordered (A: ${orders[0]}, B: ${orders[1]})`, { A: acmeLines[0], B: acmeLines[1] })
   t.equal(lines[0]?.sha256, lines[1]?.sha256, 'both serve the same certificate')
   const root = await pebble.root()
   for (const [index, listen] of [a, b].entries()) {
