@@ -132,7 +132,7 @@ t.test('the limit counts every chunk of one session: the third 3 MiB PATCH of an
   }
   const third = await client.send('PATCH', location, { body: randomBytes(3 * MiB) })
   expect413(t, { ...third })
-  t.equal(third.json().errors[0].detail.bytes, 9 * MiB, 'the 413 counts the 6 MiB already stored')
+  t.equal((third.json() as { errors: Array<{ detail: { bytes: number } }> }).errors[0]?.detail.bytes, 9 * MiB, 'the 413 counts the 6 MiB already stored')
   await expectNoUpload(t, 'lim/total', location)
 
   // Same with chunked PATCHes, where only counting can tell.

@@ -23,6 +23,7 @@ t.teardown(() => client.close())
 
 const repositories = Array.from({ length: 10 }, (_, index) => `team${index % 3}/app-${index}`)
 const ownerIndex = (repository: string): number => Number(rendezvousOwner(upstreams, repository).name.slice(1))
+type Catalog = { repositories: string[] }
 
 async function manifestStatus(registryUrl: string, repository: string): Promise<number> {
   const response = await fetch(`${registryUrl}/v2/${repository}/manifests/v1`, { method: 'HEAD', headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })
@@ -50,7 +51,7 @@ t.test('ten repositories pushed with skopeo: each is on exactly the upstream the
 t.test('the catalog is merged from every upstream, de-duplicated and paginated by Portier', async (t) => {
   const whole = await client.send('GET', '/v2/_catalog')
   t.equal(whole.status, 200)
-  t.same(whole.json().repositories, [...repositories].sort(), 'every repository once, sorted')
+  t.same((whole.json() as Catalog).repositories, [...repositories].sort(), 'every repository once, sorted')
   t.equal(whole.headers.link, undefined, 'no next page')
 
   const seen: string[] = []
@@ -58,7 +59,7 @@ t.test('the catalog is merged from every upstream, de-duplicated and paginated b
   for (let pages = 0; pages < 10; pages++) {
     const page = await client.send('GET', path)
     t.equal(page.status, 200)
-    const names = page.json().repositories as string[]
+    const names = (page.json() as Catalog).repositories
     t.ok(names.length <= 3, `a page holds at most n entries (${names.length})`)
     seen.push(...names)
     const link = page.headers.link as string | undefined
@@ -170,5 +171,5 @@ t.test('when the owning upstream is down its repositories answer 503 + Retry-Aft
   t.same(check?.detail?.unreachable, [`repositories owned by r${downIndex}`], 'naming whose repositories are unreachable')
   const catalog = await client.send('GET', '/v2/_catalog')
   t.equal(catalog.status, 200, 'the catalog still answers from the live upstreams')
-  t.same(catalog.json().repositories, repositories.filter((repository) => ownerIndex(repository) !== downIndex).sort())
+  t.same((catalog.json() as Catalog).repositories, repositories.filter((repository) => ownerIndex(repository) !== downIndex).sort())
 })

@@ -108,7 +108,7 @@ t.test('reads come from the first registry that has the content; deletes and the
   t.equal((await client.send('GET', `/v2/mirror/partial/blobs/sha256:${'0'.repeat(64)}`)).status, 404, 'absent everywhere: 404')
 
   const catalog = await client.send('GET', '/v2/_catalog')
-  t.same(catalog.json().repositories, ['mirror/app', 'mirror/chunks', 'mirror/partial'], 'merged and de-duplicated')
+  t.same((catalog.json() as { repositories: string[] }).repositories, ['mirror/app', 'mirror/chunks', 'mirror/partial'], 'merged and de-duplicated')
 
   const removed = await client.send('DELETE', `/v2/mirror/app/manifests/${image.manifestDigest}`)
   t.equal(removed.status, 202, 'manifest deleted')

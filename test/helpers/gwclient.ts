@@ -1,8 +1,8 @@
 // A small HTTPS client for e2e tests: raw paths (no URL normalisation), explicit headers, bodies as buffers or chunk lists.
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { Agent, request, type IncomingHttpHeaders } from 'node:https'
-import type { OutgoingHttpHeaders } from 'node:http'
+import { Agent, request } from 'node:https'
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 
 export const MiB = 1024 * 1024
 
@@ -11,7 +11,7 @@ export interface Reply {
   headers: IncomingHttpHeaders
   body: Buffer
   /** The parsed JSON body (throws when it is not JSON). */
-  json(): any
+  json(): unknown
   /** First registry error code of a `{"errors":[…]}` body, or undefined. */
   errorCode(): string | undefined
 }

@@ -5,7 +5,6 @@ import { RegistryError } from '../../src/registry/errors.js'
 import { MAX_REPOSITORY_LENGTH, isValidRepository, isValidTag, isValidDigest } from '../../src/registry/names.js'
 
 const digest = `sha256:${'ab12'.repeat(16)}`
-const other = `sha256:${'cd34'.repeat(16)}`
 const uuid = '6f1c2b1e-3a4d-4c5e-9f00-0123456789ab'
 
 /** classify() expecting a RegistryError; resolves with its code and status. */

@@ -60,7 +60,7 @@ t.test('upstream error kinds', async (t) => {
 })
 
 function upstreamAt(origin: string, name: string): Upstream {
-  return { name, origin, forwardAuthorization: false, pool: new Pool(origin, { connect: { timeout: 1000 } }) }
+  return { name, origin, forwardAuthorization: false, weight: 1, pool: new Pool(origin, { connect: { timeout: 1000 } }) }
 }
 
 t.test('health: down after failure_threshold failed checks, up after success_threshold passes; 401 is healthy', async (t) => {
