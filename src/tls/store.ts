@@ -4,6 +4,7 @@ import { X509Certificate, createHash } from 'node:crypto'
 import { readFileSync, watch, type FSWatcher } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import type { CertificateFiles } from '../config/index.js'
+import { serverCipherOptions } from './ciphers.js'
 
 export interface LoadedCertificate {
   files: CertificateFiles
@@ -77,7 +78,7 @@ export class CertificateStore {
     const hex = digest.digest('hex')
     if (hex === this.lastDigest) return false
     const loaded = pairs.map(({ files, cert, key }) => {
-      const options: SecureContextOptions = { cert, key, minVersion: this.minVersion }
+      const options: SecureContextOptions = { cert, key, minVersion: this.minVersion, ...serverCipherOptions }
       const context = createSecureContext(options) // throws on a key that does not match its cert
       const x509 = new X509Certificate(cert)
       return { files, names: namesOf(x509), notAfter: new Date(x509.validTo), fingerprint: x509.fingerprint256, options, context }

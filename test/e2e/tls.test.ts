@@ -43,6 +43,7 @@ interface Seen {
   cn: string
   san: string
   protocol: string | null
+  cipher: string
 }
 
 /** One new TLS handshake; resolves with what the server presented, rejects when the handshake fails. */
@@ -52,7 +53,7 @@ function handshake(port: number, options: ConnectionOptions = {}): Promise<Seen>
     socket.setTimeout(5000, () => socket.destroy(new Error('handshake timed out')))
     socket.once('secureConnect', () => {
       const peer = socket.getPeerCertificate()
-      const seen = { fingerprint: peer.fingerprint256, cn: String(peer.subject?.CN ?? ''), san: peer.subjectaltname ?? '', protocol: socket.getProtocol() }
+      const seen = { fingerprint: peer.fingerprint256, cn: String(peer.subject?.CN ?? ''), san: peer.subjectaltname ?? '', protocol: socket.getProtocol(), cipher: socket.getCipher().standardName }
       socket.end()
       resolve(seen)
     })
@@ -151,6 +152,27 @@ t.test('TLS 1.2 is the minimum', async (t) => {
   t.equal(v13.protocol, 'TLSv1.3', 'TLSv1.3 is preferred')
   await t.rejects(handshake(gateway.port, { ...old, servername: 'unknown.test' }), 'also when SNI picks the default certificate')
   await t.rejects(handshake(gateway.port, { ...old, servername: undefined }), 'also without SNI')
+})
+
+t.test('cipher choice: AES-128-GCM first whatever the client prefers, unless it lists ChaCha20 first', async (t) => {
+  const registry = await registryFixture(t)
+  const a = await makePair(join(work, 'ciphers'), 'a.test')
+  const gateway = await gatewayFixture(t, {
+    env,
+    config: { upstreams: [{ url: registry.url }], tls: { certificates: [{ cert: a.cert, key: a.key }] } },
+  })
+  const aes256First = 'TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256'
+  for (const servername of ['a.test', undefined]) {
+    const which = servername ? 'with SNI' : 'without SNI'
+    t.equal((await handshake(gateway.port, { servername, ciphers: aes256First })).cipher, 'TLS_AES_128_GCM_SHA256', `TLS 1.3, client listing AES-256 first (curl's order), ${which}`)
+    const chachaFirst = 'TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384'
+    t.equal((await handshake(gateway.port, { servername, ciphers: chachaFirst })).cipher, 'TLS_CHACHA20_POLY1305_SHA256', `a client listing ChaCha20 first gets it, ${which}`)
+    t.equal((await handshake(gateway.port, { servername, ciphers: 'TLS_AES_256_GCM_SHA384' })).cipher, 'TLS_AES_256_GCM_SHA384', `a client offering only AES-256 gets it, ${which}`)
+    const v12 = await handshake(gateway.port, { servername, maxVersion: 'TLSv1.2', ciphers: 'ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256' })
+    t.equal(v12.cipher, 'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256', `TLS 1.2 too, ${which}`)
+  }
+  const curl = await runOk('curl', ['-sk', '-o', '/dev/null', '-w', '%{http_code}', '--resolve', `a.test:${gateway.port}:127.0.0.1`, `https://a.test:${gateway.port}/v2/`, '-v'])
+  t.match(curl.stderr, /TLS_AES_128_GCM_SHA256/, 'curl with its defaults negotiates AES-128-GCM')
 })
 
 t.test('min_version TLSv1.3 refuses TLSv1.2 clients', async (t) => {
