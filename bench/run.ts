@@ -30,15 +30,15 @@ const began = Date.now()
 const log = (line: string): void => console.log(line)
 
 /** Which targets each workload runs against (the minimal forwarders compare engines on single-request transfers and show
- * what one TLS + undici hop costs small requests without Portier's pipeline). */
+ * what one TLS + undici hop costs small requests without Portier's pipeline; nginx without auth is the same for C). */
 const TARGETS_OF: Record<Workload, TargetId[]> = {
   upload: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier', 'undici', 'http-proxy'],
   chunked: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier'],
   download: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier', 'undici', 'http-proxy'],
   skopeo: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier'],
-  get: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier', 'undici', 'http-proxy'],
-  head: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier'],
-  latency: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier', 'undici', 'http-proxy'],
+  get: ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier', 'undici', 'http-proxy'],
+  head: ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier'],
+  latency: ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier', 'undici', 'http-proxy'],
   concurrent: ['direct', 'portier'],
 }
 
@@ -49,7 +49,7 @@ function wanted(workload: Workload): TargetId[] {
 async function ensureTools(): Promise<void> {
   const tools = ['docker-registry', 'curl', 'openssl', 'htpasswd']
   const all = new Set(options.only.flatMap((workload) => wanted(workload)))
-  if (all.has('nginx-recipe') || all.has('nginx-tuned')) tools.push('nginx')
+  if (all.has('nginx-recipe') || all.has('nginx-tuned') || all.has('nginx-open')) tools.push('nginx')
   if (options.only.includes('get') || options.only.includes('latency')) tools.push('wrk')
   if (options.only.includes('head')) tools.push('ab')
   if (options.only.includes('skopeo')) tools.push('skopeo')
@@ -98,6 +98,7 @@ async function startTargets(shared: Shared): Promise<Map<TargetId, Target>> {
   const targets = new Map<TargetId, Target>([['direct', directTarget(shared.registry)]])
   if (needed.has('nginx-recipe')) targets.set('nginx-recipe', await startNginx(shared, 'recipe'))
   if (needed.has('nginx-tuned')) targets.set('nginx-tuned', await startNginx(shared, 'tuned'))
+  if (needed.has('nginx-open')) targets.set('nginx-open', await startNginx(shared, 'open'))
   if (needed.has('portier')) targets.set('portier', await startPortier(shared))
   if (needed.has('undici')) targets.set('undici', await startForwarder(shared, 'undici'))
   if (needed.has('http-proxy')) targets.set('http-proxy', await startForwarder(shared, 'http-proxy'))
@@ -261,7 +262,7 @@ async function report(results: Results, profile: string, minutes: number): Promi
   const transferKeys = ['upload', 'chunked', 'download']
   const mainKeys = [...transferKeys, 'skopeo-push', 'skopeo-pull', 'get', 'head', 'latency']
   const concurrentKeys = results.rows.filter((row) => row.key.startsWith('concurrent-')).map((row) => row.key)
-  const engines = enginesTable(results, [...transferKeys, 'get', 'latency'])
+  const engines = enginesTable(results, [...transferKeys, 'get', 'head', 'latency'])
   const sections = [
     `## Results of one run (${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${fmt(minutes)} min)`,
     '',
@@ -277,8 +278,8 @@ async function report(results: Results, profile: string, minutes: number): Promi
     '',
     checksTable(checks(results)),
   ]
-  if (engines) sections.push('', '### Forwarding engine: undici vs http-proxy (minimal TLS forwarders, no auth)', '', engines)
-  sections.push('', '### CPU while measuring (% of one core, medians; 100 % = one core busy the whole time)', '', cpuTable(results, ['direct', 'nginx-recipe', 'nginx-tuned', 'portier', 'undici', 'http-proxy']))
+  if (engines) sections.push('', '### Forwarding engine: undici vs http-proxy (minimal TLS forwarders, no auth), and nginx without auth', '', engines)
+  sections.push('', '### CPU while measuring (% of one core, medians; 100 % = one core busy the whole time)', '', cpuTable(results, ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier', 'undici', 'http-proxy']))
   if (concurrentKeys.length) sections.push('', '### Memory during concurrent uploads (one round)', '', rssTable(results, concurrentKeys))
   if (profile) sections.push('', '### Profile', '', profile)
   return `${sections.join('\n')}\n`

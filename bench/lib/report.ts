@@ -42,7 +42,7 @@ export function betterNginx(results: Results, key: string): TargetId | undefined
 }
 
 const MAIN: TargetId[] = ['direct', 'nginx-recipe', 'nginx-tuned', 'portier']
-const ENGINES: TargetId[] = ['direct', 'undici', 'http-proxy', 'portier']
+const ENGINES: TargetId[] = ['direct', 'undici', 'http-proxy', 'nginx-open', 'portier']
 
 function present(results: Results, row: RowSpec, targets: TargetId[]): boolean {
   return targets.some((target) => results.get(row.key, target).length > 0)
@@ -63,7 +63,7 @@ export function mainTable(results: Results, keys: string[]): string {
 }
 
 export function enginesTable(results: Results, keys: string[]): string {
-  const rows = results.rows.filter((row) => keys.includes(row.key) && present(results, row, ['undici', 'http-proxy']))
+  const rows = results.rows.filter((row) => keys.includes(row.key) && present(results, row, ['undici', 'http-proxy', 'nginx-open']))
   if (rows.length === 0) return ''
   const lines = rows.map((row) => [
     `${row.title} (${row.unit})`,

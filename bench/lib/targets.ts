@@ -30,6 +30,7 @@ export const LABELS: Record<TargetId, string> = {
   direct: 'direct (HTTP, no auth)',
   'nginx-recipe': 'nginx recipe',
   'nginx-tuned': 'nginx tuned',
+  'nginx-open': 'nginx tuned, no auth',
   portier: 'Portier',
   undici: 'undici forwarder',
   'http-proxy': 'http-proxy forwarder',
@@ -49,7 +50,7 @@ export function directTarget(registry: RegistryHandle): Target {
 }
 
 export async function startNginx(shared: Shared, variant: NginxVariant): Promise<Target> {
-  const id: TargetId = variant === 'recipe' ? 'nginx-recipe' : 'nginx-tuned'
+  const id: TargetId = variant === 'recipe' ? 'nginx-recipe' : variant === 'tuned' ? 'nginx-tuned' : 'nginx-open'
   const dir = join(shared.dir, id)
   await mkdir(dir, { recursive: true })
   const port = await freePort()
@@ -70,7 +71,7 @@ export async function startNginx(shared: Shared, variant: NginxVariant): Promise
   await waitForHttp(`${base}/v2/`, started)
   const workers = await childPids(started.pid)
   if (workers.length !== 1) throw new Error(`${id}: expected one worker process, found ${workers.length}`)
-  return { id, label: LABELS[id], base, tls: true, auth: true, proxyPids: workers, mainPid: workers[0] as number, started }
+  return { id, label: LABELS[id], base, tls: true, auth: variant !== 'open', proxyPids: workers, mainPid: workers[0] as number, started }
 }
 
 export interface PortierOptions {
