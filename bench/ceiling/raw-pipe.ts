@@ -5,11 +5,12 @@
 import { readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { createServer } from 'node:tls'
+import { serverCipherOptions } from '../../src/tls/ciphers.js'
 
 const [cert, key, port, upstreamPort, path] = process.argv.slice(2)
 if (!cert || !key || !port || !upstreamPort || !path) throw new Error('usage: raw-pipe.ts CERT KEY PORT UPSTREAM_PORT PATH')
 
-const server = createServer({ cert: readFileSync(cert), key: readFileSync(key) }, (client) => {
+const server = createServer({ cert: readFileSync(cert), key: readFileSync(key), ...serverCipherOptions }, (client) => {
   client.once('data', () => {
     const upstream = connect({ port: Number(upstreamPort), host: '127.0.0.1' }, () => {
       upstream.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`)

@@ -3,13 +3,14 @@
 // Run: node --import=./node_modules/@tapjs/typescript/dist/esm/import.mjs bench/ceiling/tls-source.ts CERT KEY PORT CHUNK_KIB SIZE_MIB
 import { readFileSync } from 'node:fs'
 import { createServer } from 'node:https'
+import { serverCipherOptions } from '../../src/tls/ciphers.js'
 
 const [cert, key, port, chunkKiB, sizeMiB] = process.argv.slice(2)
 if (!cert || !key || !port || !chunkKiB || !sizeMiB) throw new Error('usage: tls-source.ts CERT KEY PORT CHUNK_KIB SIZE_MIB')
 const chunk = Buffer.alloc(Number(chunkKiB) * 1024, 7)
 const total = Number(sizeMiB) * 1024 * 1024
 
-const server = createServer({ cert: readFileSync(cert), key: readFileSync(key) }, (_req, res) => {
+const server = createServer({ cert: readFileSync(cert), key: readFileSync(key), ...serverCipherOptions }, (_req, res) => {
   res.writeHead(200, { 'content-length': total, 'content-type': 'application/octet-stream' })
   let sent = 0
   const pump = (): void => {

@@ -1,6 +1,8 @@
 // What both minimal forwarders share: their settings from the environment and the TLS listener.
+// TLS as Portier serves it (cipher order), so the comparison is of the forwarding and nothing else.
 import { readFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:https'
+import { serverCipherOptions } from '../../src/tls/ciphers.js'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 
 export interface ForwarderSettings {
@@ -22,7 +24,7 @@ export function settingsFromEnv(): ForwarderSettings {
 
 /** An HTTPS listener on 127.0.0.1 with the same timeouts as Portier's (none for whole requests); stops on SIGTERM. */
 export function listenTls(settings: ForwarderSettings, handler: (req: IncomingMessage, res: ServerResponse) => void): Server {
-  const server = createServer({ cert: readFileSync(settings.cert), key: readFileSync(settings.key), requestTimeout: 0, keepAliveTimeout: 65_000 }, handler)
+  const server = createServer({ cert: readFileSync(settings.cert), key: readFileSync(settings.key), ...serverCipherOptions, requestTimeout: 0, keepAliveTimeout: 65_000 }, handler)
   server.listen(settings.port, '127.0.0.1')
   process.once('SIGTERM', () => {
     server.close()
