@@ -49,7 +49,7 @@ function wanted(workload: Workload): TargetId[] {
 async function ensureTools(): Promise<void> {
   const tools = ['docker-registry', 'curl', 'openssl', 'htpasswd']
   const all = new Set(options.only.flatMap((workload) => wanted(workload)))
-  if (all.has('nginx-recipe') || all.has('nginx-tuned') || all.has('nginx-open')) tools.push('nginx')
+  if ([...all].some((target) => target.startsWith('nginx-'))) tools.push('nginx')
   if (options.only.includes('get') || options.only.includes('latency')) tools.push('wrk')
   if (options.only.includes('head')) tools.push('ab')
   if (options.only.includes('skopeo')) tools.push('skopeo')

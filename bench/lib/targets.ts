@@ -49,8 +49,10 @@ export function directTarget(registry: RegistryHandle): Target {
   return { id: 'direct', label: LABELS.direct, base: registry.url, tls: false, auth: false, proxyPids: [], mainPid: registry.child.pid as number }
 }
 
+const NGINX_TARGETS: Record<NginxVariant, TargetId> = { recipe: 'nginx-recipe', tuned: 'nginx-tuned', open: 'nginx-open' }
+
 export async function startNginx(shared: Shared, variant: NginxVariant): Promise<Target> {
-  const id: TargetId = variant === 'recipe' ? 'nginx-recipe' : variant === 'tuned' ? 'nginx-tuned' : 'nginx-open'
+  const id = NGINX_TARGETS[variant]
   const dir = join(shared.dir, id)
   await mkdir(dir, { recursive: true })
   const port = await freePort()
