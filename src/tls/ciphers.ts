@@ -9,7 +9,7 @@ import { DEFAULT_CIPHERS, type SecureContextOptions } from 'node:tls'
 const TLS13_SUITES = ['TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256']
 
 /** Node's TLS 1.2 list, kept as it is, after the TLS 1.3 suites in our order. */
-export const SERVER_CIPHERS = [...TLS13_SUITES, ...DEFAULT_CIPHERS.split(':').filter((name) => !name.startsWith('TLS_'))].join(':')
+const SERVER_CIPHERS = [...TLS13_SUITES, ...DEFAULT_CIPHERS.split(':').filter((name) => !name.startsWith('TLS_'))].join(':')
 
 export const serverCipherOptions: Pick<SecureContextOptions, 'ciphers' | 'honorCipherOrder' | 'secureOptions'> = {
   ciphers: SERVER_CIPHERS,

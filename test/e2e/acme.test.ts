@@ -18,6 +18,7 @@ import { registryFixture } from '../helpers/registry.js'
 import { connectProxyFixture } from '../helpers/connect-proxy.js'
 import { SKOPEO_BIN, skopeoCopyArgs } from '../helpers/skopeo.js'
 import { acmePaths } from '../../src/tls/acme/storage.js'
+import type { LockHolder } from '../../src/tls/acme/lock.js'
 
 const DOMAIN = 'registry.test'
 const work = mkdtempSync(join(tmpdir(), 'portier-acme-'))
@@ -352,7 +353,7 @@ t.test('two instances sharing one storage: one orders, the other picks the certi
   // Once both are waiting for it, it goes away and both race for the lock on their next poll.
   const lock = acmePaths(storage, pebble.directoryUrl, [DOMAIN]).lock
   mkdirSync(dirname(lock), { recursive: true })
-  writeFileSync(lock, JSON.stringify({ host: 'instance-c', pid: 1, since: new Date().toISOString() }))
+  writeFileSync(lock, JSON.stringify({ host: 'instance-c', pid: 1, since: new Date().toISOString() } satisfies LockHolder))
   const [first, second] = await Promise.all([gatewayFixture(t, { env, config: config(a) }), gatewayFixture(t, { env, config: config(b) })])
   const both = [first, second]
   const waiting = (line: LogLine): boolean => line.msg.startsWith('another instance (instance-c pid 1) is ordering')
