@@ -1,8 +1,11 @@
 // Upload size limits: which limit applies to a request, and a byte counter that stops a stream at it.
 import { Transform, type TransformCallback } from 'node:stream'
+import type { IncomingHttpHeaders } from 'node:http'
 import type { Config } from '../config/index.js'
 import type { RegistryRequest } from '../registry/classify.js'
+import { RegistryError } from '../registry/errors.js'
 import { formatBytes } from '../config/index.js'
+import type { Upstream } from './upstreams.js'
 
 export type LimitName = 'blob_max_bytes' | 'manifest_max_bytes'
 
@@ -14,6 +17,11 @@ export interface SizeLimit {
 export interface Limits {
   /** The limit on this request's body, or undefined when none applies. */
   forRequest(request: RegistryRequest): SizeLimit | undefined
+  /**
+   * The target repository's blob limit for a cross-repository mount (which has no body to count):
+   * the source blob's size must be checked against it before the registry links the blob in.
+   */
+  forMount(request: RegistryRequest): SizeLimit | undefined
 }
 
 function globToRegExp(glob: string): RegExp {
@@ -39,7 +47,50 @@ export function createLimits(config: Config['limits']): Limits {
       const maxBytes = valueFor(name, request.repository)
       return maxBytes > 0 ? { name, maxBytes } : undefined
     },
+    forMount(request) {
+      if (request.op !== 'upload.mount' || !request.repository || !request.mountFrom) return undefined
+      const maxBytes = valueFor('blob_max_bytes', request.repository)
+      return maxBytes > 0 ? { name: 'blob_max_bytes', maxBytes } : undefined
+    },
   }
+}
+
+/**
+ * Refuses a cross-repository mount whose source blob is larger than the target's limit: a mount
+ * links the blob without a body, so it would bypass the limit a direct push of the same blob meets.
+ * The size comes from a HEAD of the source blob on the upstream that would serve its reads. When
+ * the source does not have the blob (or does not answer 200), the registry will not mount either:
+ * it starts an ordinary upload, whose body the limit stage counts.
+ */
+export async function checkMountSize(request: RegistryRequest, limit: SizeLimit, upstream: Upstream, clientHeaders: IncomingHttpHeaders): Promise<void> {
+  const headers: Record<string, string> = {}
+  // The same credentials the mount itself will carry (the client's token covers pull on the source).
+  const clientAuthorization = clientHeaders.authorization
+  if (upstream.forwardAuthorization && clientAuthorization) headers.authorization = clientAuthorization
+  if (upstream.authorization) headers.authorization = upstream.authorization
+  let answer
+  try {
+    answer = await upstream.pool.request({
+      origin: upstream.origin,
+      method: 'HEAD',
+      path: `/v2/${request.mountFrom}/blobs/${request.reference}`,
+      headers,
+      reset: false,
+    })
+  } catch (error) {
+    throw new RegistryError('UNAVAILABLE', { upstream: upstream.name, reason: error instanceof Error ? error.message : String(error) }, {}, 'could not check the size of the blob to mount')
+  }
+  answer.body.on('error', () => undefined)
+  answer.body.resume()
+  if (answer.statusCode !== 200) return
+  const length = Number(answer.headers['content-length'])
+  if (!Number.isFinite(length) || length <= limit.maxBytes) return
+  throw new RegistryError(
+    'TOO_LARGE',
+    { limit: limit.name, max_bytes: limit.maxBytes, bytes: length, mount: request.reference, from: request.mountFrom },
+    {},
+    `blob to mount (${formatBytes(length)}) exceeds ${limit.name} ${formatBytes(limit.maxBytes)} of ${request.repository}`,
+  )
 }
 
 export class LimitExceeded extends Error {

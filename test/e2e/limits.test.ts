@@ -219,3 +219,40 @@ t.test('a 413 is logged once, with its error code', async (t) => {
   t.equal(lines[0]?.error, 'TOO_LARGE', 'with the error code')
   t.equal(lines[0]?.status, 413, 'and the status')
 })
+
+t.test('a cross-repository mount of a blob over the target repository limit gets 413 and mounts nothing; one within it mounts', async (t) => {
+  const blob = randomBytes(12 * MiB)
+  const digest = sha256(blob)
+  const pushed = await client.send('POST', `/v2/big/mount-source/blobs/uploads/?digest=${digest}`, { body: blob })
+  t.equal(pushed.status, 201, 'big/* (64 MiB limit) holds the 12 MiB blob')
+  const direct = await client.send('POST', `/v2/lim/mount-direct/blobs/uploads/?digest=${digest}`, { body: blob })
+  expect413(t, { ...direct })
+
+  const mounted = await client.send('POST', `/v2/lim/mount-target/blobs/uploads/?mount=${digest}&from=big/mount-source`)
+  expect413(t, { ...mounted })
+  const error = (mounted.json() as { errors: Array<{ detail: { bytes: number; max_bytes: number } }> }).errors[0]
+  t.equal(error?.detail.bytes, 12 * MiB, 'detail.bytes is the source blob size')
+  t.equal(error?.detail.max_bytes, LIMIT, 'detail.max_bytes is the target limit')
+  t.equal(await upstreamRequests('POST', 'lim/mount-target'), 0, 'the mount never reached the registry')
+  const head = await client.send('HEAD', `/v2/lim/mount-target/blobs/${digest}`)
+  t.equal(head.status, 404, 'the target repository has no such blob')
+  const direct404 = await fetch(`${registry.url}/v2/lim/mount-target/blobs/${digest}`, { method: 'HEAD' })
+  t.equal(direct404.status, 404, 'not in the registry either (asked directly)')
+
+  const wide = await client.send('POST', `/v2/big/mount-target/blobs/uploads/?mount=${digest}&from=big/mount-source`)
+  t.equal(wide.status, 201, 'the same mount into a repository whose limit it fits: 201')
+  t.equal(wide.headers['docker-content-digest'], digest)
+
+  const small = randomBytes(1 * MiB)
+  const smallDigest = sha256(small)
+  t.equal((await client.send('POST', `/v2/big/mount-source/blobs/uploads/?digest=${smallDigest}`, { body: small })).status, 201)
+  const within = await client.send('POST', `/v2/lim/mount-target/blobs/uploads/?mount=${smallDigest}&from=big/mount-source`)
+  t.equal(within.status, 201, 'a 1 MiB blob mounts into the 8 MiB repository')
+  const back = await client.send('GET', `/v2/lim/mount-target/blobs/${smallDigest}`)
+  t.equal(sha256(back.body), smallDigest, 'and reads back whole from there')
+
+  const unknown = sha256(randomBytes(32))
+  const fallback = await client.send('POST', `/v2/lim/mount-target/blobs/uploads/?mount=${unknown}&from=big/mount-source`)
+  t.equal(fallback.status, 202, 'a blob the source does not have: the registry starts an ordinary (limited) upload')
+  await client.send('DELETE', client.pathOf(fallback.headers.location as string))
+})
