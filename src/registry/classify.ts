@@ -97,6 +97,17 @@ export function safePath(rawPath: string): string {
   return path
 }
 
+/**
+ * A manifest reference that is neither a tag nor a digest names no manifest: the OCI spec wants
+ * 404 for reading or deleting a manifest that does not exist, and 400 only for a PUT that tries
+ * to create one under that name.
+ */
+function invalidReference(method: string, reference: string): RegistryError {
+  const detail = { reference: reference.slice(0, 300) }
+  if (method !== 'PUT') return new RegistryError('MANIFEST_UNKNOWN', detail)
+  return reference.includes(':') ? new RegistryError('DIGEST_INVALID', detail, {}, 'invalid digest') : new RegistryError('TAG_INVALID', detail)
+}
+
 /** Classifies one request. Throws RegistryError for paths and names that must not reach an upstream. */
 export function classify(method: string, url: string): RegistryRequest {
   const queryAt = url.indexOf('?')
@@ -130,12 +141,12 @@ export function classify(method: string, url: string): RegistryRequest {
 
     switch (route.kind) {
       case 'manifest':
-        if (!isValidReference(second as string)) throw new RegistryError('TAG_INVALID', { reference: second })
+        if (!isValidReference(second as string)) throw invalidReference(method, second as string)
         request.reference = second
         break
       case 'blob':
       case 'referrers':
-        if (!isValidDigest(second as string)) throw new RegistryError('DIGEST_INVALID', { digest: second })
+        if (!isValidDigest(second as string)) throw new RegistryError('DIGEST_INVALID', { digest: (second as string).slice(0, 300) })
         request.reference = second
         break
       case 'upload':
@@ -147,7 +158,7 @@ export function classify(method: string, url: string): RegistryRequest {
         const mount = params.get('mount')
         const digest = params.get('digest')
         if (mount !== null) {
-          if (!isValidDigest(mount)) throw new RegistryError('DIGEST_INVALID', { digest: mount })
+          if (!isValidDigest(mount)) throw new RegistryError('DIGEST_INVALID', { digest: mount.slice(0, 300) })
           request.reference = mount
           if (from !== null) {
             if (!isValidRepository(from)) throw new RegistryError('NAME_INVALID', { name: from.slice(0, 300) })
@@ -156,7 +167,7 @@ export function classify(method: string, url: string): RegistryRequest {
             scopes.push({ type: 'repository', name: from, actions: ['pull'] })
           }
         } else if (digest !== null) {
-          if (!isValidDigest(digest)) throw new RegistryError('DIGEST_INVALID', { digest })
+          if (!isValidDigest(digest)) throw new RegistryError('DIGEST_INVALID', { digest: digest.slice(0, 300) })
           request.op = 'upload.monolithic'
           request.reference = digest
         }

@@ -2,7 +2,7 @@
 import t from 'tap'
 import { classify, safePath, type RegistryRequest } from '../../src/registry/classify.js'
 import { RegistryError } from '../../src/registry/errors.js'
-import { MAX_REPOSITORY_LENGTH, isValidRepository, isValidTag, isValidDigest } from '../../src/registry/names.js'
+import { MAX_ALGORITHM_LENGTH, MAX_ENCODED_LENGTH, MAX_REPOSITORY_LENGTH, isValidRepository, isValidTag, isValidDigest } from '../../src/registry/names.js'
 
 const digest = `sha256:${'ab12'.repeat(16)}`
 const uuid = '6f1c2b1e-3a4d-4c5e-9f00-0123456789ab'
@@ -60,11 +60,43 @@ t.test('manifests by tag and by digest', async (t) => {
   }
   t.match(refused('POST', '/v2/a/manifests/latest'), { code: 'UNSUPPORTED', status: 405 })
   t.match(refused('PATCH', '/v2/a/manifests/latest'), { code: 'UNSUPPORTED', status: 405 })
-  t.match(refused('GET', `/v2/a/manifests/${'t'.repeat(129)}`), { status: 400 }, 'a tag over 128 characters')
   t.equal(classify('GET', `/v2/a/manifests/${'t'.repeat(128)}`).op, 'manifest.get', 'a tag of exactly 128 characters')
-  t.match(refused('GET', '/v2/a/manifests/.hidden'), { status: 400 }, 'a tag cannot start with a dot')
-  t.match(refused('GET', '/v2/a/manifests/sha256:abc'), { status: 400 }, 'a truncated sha256 digest')
-  t.match(refused('GET', `/v2/a/manifests/sha256:${'AB12'.repeat(16)}`), { status: 400 }, 'sha256 hex is lower case')
+  const invalid: Array<[string, string, string]> = [
+    [`${'t'.repeat(129)}`, 'TAG_INVALID', 'a tag over 128 characters'],
+    ['.INVALID_MANIFEST_NAME', 'TAG_INVALID', 'a tag cannot start with a dot'],
+    ['sha256:abc', 'DIGEST_INVALID', 'a truncated sha256 digest'],
+    [`sha256:${'AB12'.repeat(16)}`, 'DIGEST_INVALID', 'sha256 hex is lower case'],
+    [`sha512:${'0'.repeat(5000)}`, 'DIGEST_INVALID', 'a sha512 digest of 5,000 characters'],
+  ]
+  for (const [reference, putCode, what] of invalid) {
+    // The OCI spec: reading or deleting a manifest that cannot exist is 404, creating one under a bad name is 400.
+    for (const method of ['GET', 'HEAD', 'DELETE']) {
+      t.match(refused(method, `/v2/a/manifests/${reference}`), { code: 'MANIFEST_UNKNOWN', status: 404 }, `${method}: ${what}`)
+    }
+    t.match(refused('PUT', `/v2/a/manifests/${reference}`), { code: putCode, status: 400 }, `PUT: ${what}`)
+  }
+})
+
+t.test('digests: the OCI grammar, registered algorithms at their exact length, others capped', async (t) => {
+  const hex = (count: number): string => 'a'.repeat(count)
+  t.ok(isValidDigest(`sha256:${hex(64)}`), 'sha256: 64 hex')
+  t.notOk(isValidDigest(`sha256:${hex(63)}`), 'sha256: 63 hex')
+  t.notOk(isValidDigest(`sha256:${hex(65)}`), 'sha256: 65 hex')
+  t.ok(isValidDigest(`sha512:${hex(128)}`), 'sha512: 128 hex')
+  t.notOk(isValidDigest(`sha512:${hex(127)}`), 'sha512: 127 hex')
+  t.notOk(isValidDigest(`sha512:${hex(5000)}`), 'sha512: 5,000 characters')
+  t.notOk(isValidDigest(`sha512:${'A'.repeat(128)}`), 'sha512 hex is lower case')
+  t.ok(isValidDigest(`blake3:${hex(64)}`) && !isValidDigest(`blake3:${hex(65)}`), 'blake3: 64 hex')
+  t.ok(isValidDigest(`multihash+base58:${'Qm'.repeat(20)}`), 'an unregistered algorithm within the caps')
+  t.ok(isValidDigest(`x:${hex(MAX_ENCODED_LENGTH)}`), `unregistered: ${MAX_ENCODED_LENGTH} encoded characters`)
+  t.notOk(isValidDigest(`x:${hex(MAX_ENCODED_LENGTH + 1)}`), `unregistered: ${MAX_ENCODED_LENGTH + 1} encoded characters`)
+  t.ok(isValidDigest(`${'a'.repeat(MAX_ALGORITHM_LENGTH)}:abc`), `an algorithm name of ${MAX_ALGORITHM_LENGTH} characters`)
+  t.notOk(isValidDigest(`${'a'.repeat(MAX_ALGORITHM_LENGTH + 1)}:abc`), `an algorithm name of ${MAX_ALGORITHM_LENGTH + 1} characters`)
+  t.ok(isValidDigest(`constructor:${hex(64)}`), 'constructor (an Object.prototype member) is just an unregistered algorithm')
+  t.match(refused('GET', `/v2/a/blobs/sha512:${hex(5000)}`), { code: 'DIGEST_INVALID', status: 400 }, 'a blob by an over-long digest')
+  t.match(refused('POST', `/v2/a/blobs/uploads/?digest=sha512:${hex(5000)}`), { code: 'DIGEST_INVALID', status: 400 }, 'a monolithic upload')
+  t.match(refused('POST', `/v2/a/blobs/uploads/?mount=sha512:${hex(5000)}&from=b`), { code: 'DIGEST_INVALID', status: 400 }, 'a mount')
+  t.match(refused('GET', `/v2/a/referrers/sha512:${hex(5000)}`), { code: 'DIGEST_INVALID', status: 400 }, 'referrers')
 })
 
 t.test('blobs', async (t) => {
