@@ -30,6 +30,17 @@ export const schema: Section = {
         http_redirect_listen: { kind: 'string', default: '', pattern: new RegExp(`^(?:${hostPort.source.slice(1, -1)})?$`), expect: `empty, or ${hostPortExpect}` },
         trusted_proxies: { kind: 'strings', default: [] },
         drain_timeout: { kind: 'duration', default: 30_000 },
+        max_connections: { kind: 'int', default: 1024, min: 0 },
+        hosts: { kind: 'strings', default: [] },
+        hsts: {
+          kind: 'section',
+          fields: {
+            send: { kind: 'string', default: 'auto', oneOf: ['auto', 'always', 'never'] },
+            // Sent as seconds, never used as a timer: longer than a timer's 24 days is fine.
+            max_age: { kind: 'duration', default: 365 * 86_400_000, max: 2 * 365 * 86_400_000 },
+            include_subdomains: { kind: 'bool', default: false },
+          },
+        },
       },
     },
     tls: {
@@ -124,6 +135,9 @@ export const schema: Section = {
         upstream_connect: { kind: 'duration', default: 10_000 },
         upstream_headers: { kind: 'duration', default: 60_000 },
         body_idle: { kind: 'duration', default: 300_000 },
+        min_rate: { kind: 'size', default: 4096 },
+        min_rate_grace: { kind: 'duration', default: 30_000 },
+        min_rate_window: { kind: 'duration', default: 20_000 },
       },
     },
     limits: {
@@ -142,6 +156,13 @@ export const schema: Section = {
             },
           },
         },
+        per_client: {
+          kind: 'section',
+          fields: {
+            max_exchanges_per_user: { kind: 'int', default: 32, min: 0 },
+            max_exchanges_per_address: { kind: 'int', default: 64, min: 0 },
+          },
+        },
       },
     },
     auth: {
@@ -157,6 +178,13 @@ export const schema: Section = {
           },
         },
         cache_ttl: { kind: 'duration', default: 300_000 },
+        password_checks: {
+          kind: 'section',
+          fields: {
+            workers: { kind: 'int', default: 0, min: 0 },
+            queue: { kind: 'int', default: 32, min: 0 },
+          },
+        },
         token: {
           kind: 'section',
           fields: {
@@ -176,6 +204,7 @@ export const schema: Section = {
                 rootcertbundle: { kind: 'string', default: '' },
                 jwks: { kind: 'string', default: '' },
                 clock_skew: { kind: 'duration', default: 30_000 },
+                max_ttl: { kind: 'duration', default: 3_600_000 },
               },
             },
           },
@@ -312,7 +341,19 @@ export interface ThrottleConfig { max_failures: number; ip_max_failures: number;
 
 /** The validated configuration; durations are milliseconds and sizes bytes. */
 export interface Config {
-  server: { listen: string; public_url: string; http_redirect_listen: string; trusted_proxies: string[]; drain_timeout: number }
+  server: {
+    listen: string
+    public_url: string
+    http_redirect_listen: string
+    trusted_proxies: string[]
+    drain_timeout: number
+    /** Client connections on the main listener before new ones get 503 and are closed (0 = no cap). */
+    max_connections: number
+    /** Host names (or "*.example.com") accepted in the Host header besides the certificates' names. */
+    hosts: string[]
+    /** Strict-Transport-Security: auto sends it when TLS is on with a certificate clients can verify. */
+    hsts: { send: 'auto' | 'always' | 'never'; max_age: number; include_subdomains: boolean }
+  }
   tls: {
     enabled: boolean
     certificates: CertificateFiles[]
@@ -323,12 +364,27 @@ export interface Config {
   upstreams: UpstreamConfig[]
   routing: RoutingConfig
   embedded_registry: { binary: string; data_dir: string; restart_max_backoff: number }
-  timeouts: { upstream_connect: number; upstream_headers: number; body_idle: number }
-  limits: { blob_max_bytes: number; manifest_max_bytes: number; repositories: RepositoryLimitRule[] }
+  timeouts: {
+    upstream_connect: number
+    upstream_headers: number
+    body_idle: number
+    /** Bytes per second a request or response body must move while the gateway waits on the client (0 = off). */
+    min_rate: number
+    min_rate_grace: number
+    min_rate_window: number
+  }
+  limits: {
+    blob_max_bytes: number
+    manifest_max_bytes: number
+    repositories: RepositoryLimitRule[]
+    /** Upstream exchanges one authenticated user, and one client address, may have open at once (0 = no limit). */
+    per_client: { max_exchanges_per_user: number; max_exchanges_per_address: number }
+  }
   auth: {
     mode: 'none' | 'htpasswd' | 'token'
     htpasswd: { path: string; realm: string; generate_admin: boolean }
     cache_ttl: number
+    password_checks: { workers: number; queue: number }
     token: {
       service: string
       issuer: string
@@ -338,7 +394,7 @@ export interface Config {
       ttl: number
       include_x5c: boolean
       anonymous: boolean
-      external: { enabled: boolean; issuer: string; rootcertbundle: string; jwks: string; clock_skew: number }
+      external: { enabled: boolean; issuer: string; rootcertbundle: string; jwks: string; clock_skew: number; max_ttl: number }
     }
     acl: AclRule[]
     groups: AclGroup[]

@@ -1,5 +1,8 @@
-// Upstream health: active `GET /v2/` checks on a timer plus passive reports of connect failures, one state per upstream.
+// Upstream health: active `GET /v2/` checks on a timer plus passive reports of connect failures and timeouts, one state per upstream.
 import type { Upstream } from './upstreams.js'
+
+/** A failing or down upstream is checked again this soon (or at `interval` when that is shorter): it is marked down, and back up, in seconds. */
+const RECHECK_MS = 1000
 
 export interface HealthOptions {
   /** Time between checks of one upstream, in ms. */
@@ -28,6 +31,8 @@ export interface UpstreamHealth {
 export interface HealthEvents {
   onCheck?(upstream: Upstream, ok: boolean): void
   onChange?(upstream: Upstream, state: HealthState, previous: HealthState, reason: string): void
+  /** A check failed in an unexpected way (a bug, not the upstream): checking goes on at the next interval. */
+  onInternalError?(upstream: Upstream, error: unknown): void
 }
 
 interface Tracked {
@@ -80,8 +85,24 @@ export class HealthMonitor {
    * Ignored while a check is running: that check meets the same failure (its own request reports here too).
    */
   reportConnectFailure(upstream: Upstream, reason: string): void {
+    this.reportFailure(upstream, reason)
+  }
+
+  /**
+   * A request to this upstream got no response headers in time: it may have stopped answering
+   * (a stopped or hung process still accepts connections). Counts like a failed check and checks
+   * now, so that new requests fail fast instead of waiting for the same timeout.
+   */
+  reportTimeout(upstream: Upstream, reason: string): void {
+    this.reportFailure(upstream, reason)
+  }
+
+  private reportFailure(upstream: Upstream, reason: string): void {
     const entry = this.tracked.get(upstream)
-    if (entry && !entry.checking) this.failed(entry, reason)
+    if (!entry || entry.checking) return
+    this.failed(entry, reason)
+    clearTimeout(entry.timer)
+    this.schedule(entry, 0)
   }
 
   close(): void {
@@ -91,7 +112,13 @@ export class HealthMonitor {
 
   private schedule(entry: Tracked, delay: number): void {
     if (this.closed) return
-    entry.timer = setTimeout(() => void this.check(entry), delay)
+    entry.timer = setTimeout(() => {
+      this.check(entry).catch((error: unknown) => {
+        entry.checking = false
+        this.events.onInternalError?.(entry.upstream, error)
+        this.schedule(entry, this.options.interval)
+      })
+    }, delay)
     entry.timer.unref()
   }
 
@@ -103,7 +130,7 @@ export class HealthMonitor {
     let status: number | undefined
     let error: string | undefined
     try {
-      const response = await upstream.pool.request({
+      const response = await upstream.healthPool.request({
         origin: upstream.origin,
         method: 'GET',
         path: '/v2/',
@@ -131,7 +158,8 @@ export class HealthMonitor {
     this.events.onCheck?.(upstream, ok)
     if (ok) this.succeeded(entry)
     else this.failed(entry, error ?? 'failed')
-    this.schedule(entry, this.options.interval)
+    const failing = entry.health.consecutiveFailures > 0 || entry.health.state === 'down'
+    this.schedule(entry, failing ? Math.min(this.options.interval, RECHECK_MS) : this.options.interval)
   }
 
   private succeeded(entry: Tracked): void {

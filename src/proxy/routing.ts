@@ -5,6 +5,7 @@ import { RegistryError } from '../registry/errors.js'
 import { RETRY_AFTER_SECONDS, type ExchangeResult, type FailoverReason, type Forwarder } from './forward.js'
 import type { UpstreamHealth } from './health.js'
 import { MergedCatalog } from './routing-catalog.js'
+import { TagLists } from './tags.js'
 import { rendezvousOwner } from './routing-hash.js'
 import { MirrorWriter, type BranchFailure, type MirrorRoute, type RouteContext, type SessionRef } from './routing-mirror.js'
 import { sessionFromLocation, sessionRequest, TOKEN_PARAM, type UploadSession, type UploadTokens } from './routing-token.js'
@@ -33,12 +34,20 @@ export interface CatalogRoute {
   served: string
 }
 
-export type Route = ForwardRoute | MirrorRoute | CatalogRoute
+/** A tag list merged over mirrors (each may lack tags a quorum push did not reach). */
+export interface TagsRoute {
+  kind: 'tags'
+  upstreams: Upstream[]
+  served: string
+}
+
+export type Route = ForwardRoute | MirrorRoute | CatalogRoute | TagsRoute
 
 export interface RouterEvents {
   failover?(from: Upstream, to: Upstream, reason: FailoverReason, request: RegistryRequest): void
   mirrorBranchFailed?(operation: Operation, repository: string | undefined, failure: BranchFailure): void
   catalogUpstreamFailed?(upstream: Upstream, reason: string): void
+  tagsUpstreamFailed?(upstream: Upstream, reason: string): void
 }
 
 export interface RouterDeps {
@@ -67,6 +76,7 @@ export class Router {
   private readonly byName: Map<string, Upstream>
   private readonly mirror: MirrorWriter | undefined
   private readonly catalog: MergedCatalog
+  private readonly tags: TagLists
   /** Smooth weighted round robin state (shared, balance: round-robin). */
   private readonly current = new Map<Upstream, number>()
   private rotation = 0
@@ -86,13 +96,14 @@ export class Router {
         })
       : undefined
     this.catalog = new MergedCatalog(deps.forwarder, (upstream, reason) => deps.events?.catalogUpstreamFailed?.(upstream, reason))
+    this.tags = new TagLists(deps.forwarder, (upstream, reason) => deps.events?.tagsUpstreamFailed?.(upstream, reason))
   }
 
   /** Decides where a request goes. Throws 404 BLOB_UPLOAD_UNKNOWN for an upload URL it did not sign, 503 when the upstream it needs is down. */
   route(request: RegistryRequest): Route {
     switch (this.strategy) {
       case 'single':
-        return this.to(this.all[0] as Upstream, request)
+        return this.only(request)
       case 'shared':
         return this.shared(request)
       case 'by-repository':
@@ -106,6 +117,8 @@ export class Router {
   async forward(route: Route, context: RouteContext): Promise<ExchangeResult> {
     switch (route.kind) {
       case 'forward':
+        // registry 2.8 ignores `n` and `last`: the gateway pages tag lists itself.
+        if (route.request.op === 'tags.list') return await this.tags.serve([route.upstream], context)
         return await this.deps.forwarder.forward({
           ...context,
           request: route.request,
@@ -121,6 +134,8 @@ export class Router {
         return await (this.mirror as MirrorWriter).forward(route, context)
       case 'catalog':
         return await this.catalog.serve(route.upstreams, context)
+      case 'tags':
+        return await this.tags.serve(route.upstreams, context)
     }
   }
 
@@ -169,6 +184,17 @@ export class Router {
     return { kind: 'forward', upstream, request, fallbacks, nextOnNotFound, served: upstream.name }
   }
 
+  /**
+   * The one upstream serves everything, unless health checks found it down: then a client gets 503
+   * at once instead of waiting on an upstream that stopped answering (a stopped process still
+   * accepts connections, so each request would hang until timeouts.upstream_headers).
+   */
+  private only(request: RegistryRequest): ForwardRoute {
+    const upstream = this.all[0] as Upstream
+    if (!this.deps.isAvailable(upstream)) throw this.noneAvailable()
+    return this.to(upstream, request)
+  }
+
   /** Upstreams share storage and http.secret: whichever is available serves every request, upload chunks included. */
   private shared(request: RegistryRequest): ForwardRoute {
     const [first, ...rest] = this.balanced()
@@ -202,6 +228,11 @@ export class Router {
     if (repository === undefined) {
       if (request.op === 'catalog') return this.catalogRoute()
       return this.anyAvailable(request, false)
+    }
+    if (request.op === 'tags.list') {
+      const upstreams = this.available()
+      if (upstreams.length === 0) throw this.noneAvailable()
+      return { kind: 'tags', upstreams, served: upstreams.map((upstream) => upstream.name).join('+') }
     }
     if (readOps.has(request.op)) return this.anyAvailable(request, true)
     if (request.op === 'upload.status') {

@@ -16,6 +16,8 @@ export interface Upstream {
   /** Relative share of repositories (by-repository) or requests (shared); 1 unless configured. */
   weight: number
   pool: Pool
+  /** Health checks' own small pool: a check never queues behind client requests that fill `pool`. */
+  healthPool: Pool
 }
 
 export interface UpstreamSet {
@@ -31,6 +33,7 @@ export interface UpstreamSet {
 export function createUpstreams(targets: Array<Partial<UpstreamConfig> & { url: string }>, timeouts: Config['timeouts']): UpstreamSet {
   const all: Upstream[] = targets.map((target) => {
     const origin = new URL(target.url).origin
+    const connect = { timeout: timeouts.upstream_connect, ...tlsOptions(target) }
     return {
       name: target.name || new URL(origin).host,
       forwardAuthorization: target.forward_authorization ?? false,
@@ -41,11 +44,12 @@ export function createUpstreams(targets: Array<Partial<UpstreamConfig> & { url: 
         connections: 128,
         pipelining: 1,
         keepAliveTimeout: 30_000,
-        connect: { timeout: timeouts.upstream_connect, ...tlsOptions(target) },
+        connect,
         headersTimeout: timeouts.upstream_headers,
         // Blob bodies have no total timeout: only an idle timeout between chunks.
         bodyTimeout: timeouts.body_idle,
       }),
+      healthPool: new Pool(origin, { connections: 1, pipelining: 1, keepAliveTimeout: 30_000, connect }),
     }
   })
   if (all.length === 0) throw new Error('no upstream registry configured')
@@ -53,7 +57,7 @@ export function createUpstreams(targets: Array<Partial<UpstreamConfig> & { url: 
     all,
     pick: () => all[0] as Upstream,
     close: async () => {
-      await Promise.all(all.map((upstream) => upstream.pool.close().catch(() => undefined)))
+      await Promise.all(all.flatMap((upstream) => [upstream.pool, upstream.healthPool]).map((pool) => pool.close().catch(() => undefined)))
     },
   }
 }

@@ -19,10 +19,13 @@ export const errorCatalogue = {
   UNSUPPORTED: { status: 405, message: 'the operation is unsupported' },
   NOT_FOUND: { status: 404, message: 'no such registry endpoint' },
   PATH_INVALID: { status: 400, message: 'request path is not valid' },
+  HTTPS_REQUIRED: { status: 400, message: 'this port speaks HTTPS: send the request to https://' },
   TOOMANYREQUESTS: { status: 429, message: 'too many requests' },
+  TOO_SLOW: { status: 408, message: 'the transfer was slower than the minimum rate (timeouts.min_rate)' },
   UNAVAILABLE: { status: 503, message: 'service unavailable' },
   GATEWAY_TIMEOUT: { status: 504, message: 'upstream registry did not answer in time' },
   BAD_GATEWAY: { status: 502, message: 'upstream registry failed' },
+  INTERNAL: { status: 500, message: 'internal error in the gateway' },
 } as const
 
 export type RegistryErrorCode = keyof typeof errorCatalogue
@@ -47,10 +50,19 @@ const wireCode: Record<RegistryErrorCode, string> = {
   UNSUPPORTED: 'UNSUPPORTED',
   NOT_FOUND: 'NOT_FOUND',
   PATH_INVALID: 'NAME_INVALID',
+  HTTPS_REQUIRED: 'UNSUPPORTED',
   TOOMANYREQUESTS: 'TOOMANYREQUESTS',
+  TOO_SLOW: 'UNAVAILABLE',
   UNAVAILABLE: 'UNAVAILABLE',
   GATEWAY_TIMEOUT: 'UNAVAILABLE',
   BAD_GATEWAY: 'UNAVAILABLE',
+  // distribution's own code for a 500.
+  INTERNAL: 'UNKNOWN',
+}
+
+/** True for the catalogue's own codes only: `in` would also accept 'constructor', 'toString', … from the prototype. */
+export function isRegistryErrorCode(code: string): code is RegistryErrorCode {
+  return Object.hasOwn(errorCatalogue, code)
 }
 
 export class RegistryError extends Error {
@@ -60,9 +72,11 @@ export class RegistryError extends Error {
   readonly headers: Record<string, string>
 
   constructor(code: RegistryErrorCode, detail?: unknown, headers: Record<string, string> = {}, message?: string) {
-    super(message ?? errorCatalogue[code].message)
-    this.code = code
-    this.status = errorCatalogue[code].status
+    // A code from outside the catalogue (a cast from an upstream's answer) is the gateway's own fault.
+    const known = isRegistryErrorCode(code) ? code : 'INTERNAL'
+    super(message ?? errorCatalogue[known].message)
+    this.code = known
+    this.status = errorCatalogue[known].status
     this.detail = detail
     this.headers = headers
   }

@@ -4,12 +4,16 @@ import type { TLSSocket } from 'node:tls'
 import { classify, type RegistryRequest } from '../registry/classify.js'
 import { RegistryError, sendRegistryError } from '../registry/errors.js'
 import { describeClient, type TrustedProxies } from '../proxy/headers.js'
-import type { Limits } from '../proxy/limits.js'
+import type { PublicHosts } from '../proxy/public-hosts.js'
+import { checkMountSize, type Limits } from '../proxy/limits.js'
 import type { ByteCounts } from '../proxy/forward.js'
+import type { ExchangeLimiter } from '../proxy/fairness.js'
+import type { MinRate } from '../proxy/min-rate.js'
 import type { Router } from '../proxy/routing.js'
 import type { Logger } from '../observe/log.js'
 import type { AuthOutcome, Metrics } from '../observe/metrics.js'
 import { requestIdFrom, type Recorder } from '../observe/record.js'
+import { isProgrammingError, reportInternalError, requestScope, type RequestScope } from '../observe/internal-errors.js'
 import type { Acl, AuthContext, Authenticator, Identity, TokenEndpoint } from '../auth/index.js'
 import { covers, formatScope } from '../auth/token/index.js'
 import type { Ui } from '../ui/index.js'
@@ -26,14 +30,18 @@ export interface GatewayDeps {
   limits: Limits
   trustedProxies: TrustedProxies
   publicUrl: string
-  /** Host to use when a client sends no usable Host header. */
-  fallbackHost: string
+  /** Which Host values may name the gateway in URLs, and the name used otherwise. */
+  hosts: PublicHosts
   log: Logger
   /** The record step: access log, metrics, recent pushes. */
   recorder: Recorder
   metrics?: Metrics
   /** The configured auth mode, the label of the auth metrics. */
   authMode: string
+  /** Fair share: upstream exchanges one user and one address may hold (limits.per_client). */
+  exchanges?: ExchangeLimiter
+  /** The minimum transfer rate (timeouts.min_rate), when enabled. */
+  minRate?: MinRate
 }
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void
@@ -96,10 +104,12 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
     const bytes: ByteCounts = { received: 0, sent: 0 }
     // Accepted from the client or generated; travels upstream and back, and names the access-log line.
     const requestId = requestIdFrom(req.headers['x-request-id'])
+    const scope = requestScope.getStore()
+    if (scope) scope.requestId = requestId
     req.headers['x-request-id'] = requestId
     res.setHeader('X-Request-Id', requestId)
     const encrypted = (req.socket as TLSSocket).encrypted === true
-    const client = describeClient(req.headers, req.socket.remoteAddress, encrypted, trustedProxies, deps.publicUrl, deps.fallbackHost)
+    const client = describeClient(req.headers, req.socket.remoteAddress, encrypted, trustedProxies, deps.publicUrl, deps.hosts, req.socket.localAddress)
     try {
       if (tokenEndpoint && isTokenPath(req.url)) {
         route = 'token'
@@ -121,13 +131,27 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       if (identity.via !== 'anonymous') countAuth('success')
       stage = 'forward'
       const limit = limits.forRequest(request)
+      // A mount has no body to count: the source blob's size is checked against the target's limit first.
+      const mountLimit = limits.forMount(request)
+      if (mountLimit) await checkMountSize(request, mountLimit, router.pick(request), req.headers)
       const routed = router.route(request)
       upstreamName = routed.served
       const caller = callerOf(identity)
       const filterJson = request.op === 'catalog' ? (body: unknown) => filterCatalog(body, (name) => acl.canPull(caller, name, client.clientIp)) : undefined
+      const release = deps.exchanges?.admit({ user: caller.anonymous ? undefined : caller.user, address: client.clientIp })
+      const watched = request
+      const stopWatching = deps.minRate?.watch(req, res, (slow) => {
+        metrics?.limitRejected('min_rate')
+        deps.log.warn(
+          { request_id: requestId, op: watched.op, repository: watched.repository, client: client.clientIp, user: caller.anonymous ? undefined : caller.user, direction: slow.direction, bytes: slow.bytes, needed: slow.needed, window_ms: slow.windowMs },
+          'transfer slower than timeouts.min_rate: connection closed',
+        )
+      })
       try {
         await router.forward(routed, { request, req, res, client, limit, bytes, ...(filterJson ? { filterJson } : {}) })
       } finally {
+        release?.()
+        stopWatching?.()
         // A read that failed over was answered by another upstream.
         upstreamName = routed.served
         // A signed upload URL hides the upstream's `_state`, which the access log reads the blob size from.
@@ -135,9 +159,15 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       }
     } catch (error) {
       if (stage === 'authenticate' || stage === 'authorize') countAuth(authFailure(error, identity))
-      failure = error instanceof RegistryError
-        ? error
-        : new RegistryError('BAD_GATEWAY', { reason: error instanceof Error ? error.message : String(error) }, {}, 'transfer failed')
+      if (isProgrammingError(error)) {
+        // A bug, not the client or the upstream: logged with its stack and counted; the client gets a 500.
+        reportInternalError(deps.log, metrics, 'request_handler', error)
+        failure = new RegistryError('INTERNAL', { request_id: requestId })
+      } else {
+        failure = error instanceof RegistryError
+          ? error
+          : new RegistryError('BAD_GATEWAY', { reason: error instanceof Error ? error.message : String(error) }, {}, 'transfer failed')
+      }
       if (!res.headersSent) {
         sendRegistryError(res, failure)
       } else {
@@ -161,12 +191,28 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
         bytesSent: bytes.sent,
         failure,
         contentDigest: headerText(res.getHeader('docker-content-digest')),
+        credentialsSent: req.headers.authorization !== undefined,
       })
     }
   }
 
+  /** Last line of the handler: whatever escaped it is logged once, counted, and answered with a 500 if still possible. */
+  function failedUnexpectedly(res: ServerResponse, error: unknown): void {
+    reportInternalError(deps.log, metrics, 'request_handler', error)
+    try {
+      if (!res.headersSent) sendRegistryError(res, new RegistryError('INTERNAL', { request_id: requestScope.getStore()?.requestId }))
+      else res.destroy()
+    } catch {
+      res.destroy()
+    }
+  }
+
   return (req, res) => {
-    void handle(req, res)
+    // The request id is filled in by handle(); errors that escape it (stream events included) find the request here.
+    const scope: RequestScope = { requestId: '', method: req.method ?? 'GET', url: req.url ?? '/' }
+    requestScope.run(scope, () => {
+      handle(req, res).catch((error: unknown) => failedUnexpectedly(res, error))
+    })
   }
 }
 
@@ -174,6 +220,7 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
 function authFailure(error: unknown, identity: Identity | undefined): AuthOutcome {
   const code = error instanceof RegistryError ? error.code : undefined
   if (code === 'TOOMANYREQUESTS') return 'locked_out'
+  if (code === 'UNAVAILABLE') return 'busy'
   if (code === 'DENIED') return 'denied'
   if (identity === undefined) return 'invalid_credentials'
   // A known caller (or an anonymous one) the ACL or token does not cover.

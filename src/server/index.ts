@@ -5,7 +5,8 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import { hostname } from 'node:os'
 import type { Config } from '../config/index.js'
 import { createLimits } from '../proxy/limits.js'
-import { createTrustedProxies } from '../proxy/headers.js'
+import { createTrustedProxies, publicHost } from '../proxy/headers.js'
+import { createPublicHosts } from '../proxy/public-hosts.js'
 import { createUpstreams, type UpstreamSet } from '../proxy/upstreams.js'
 import { Forwarder } from '../proxy/forward.js'
 import { CertificateStore } from '../tls/store.js'
@@ -23,6 +24,11 @@ import { createStatusSource, createUi } from '../ui/index.js'
 import { ADMIN_PATHS, createAdminHandler, type ReadinessCheck } from './admin.js'
 import { createObservability, type Observability } from './observability.js'
 import { listen, parseListen, type ListenAddress } from './listen.js'
+import { createConnectionCap } from './connection-cap.js'
+import { ExchangeLimiter } from '../proxy/fairness.js'
+import { createMinRate } from '../proxy/min-rate.js'
+import { createSecurityHeaders } from './security-headers.js'
+import { answerPlainHttp } from './plain-http.js'
 
 export interface RunningPortier {
   /** The URL clients use, e.g. https://localhost:5443 */
@@ -93,7 +99,7 @@ async function start(
   cleanups.push(() => observability.close())
   const { metrics, health } = observability
 
-  const auth = await createAuthenticator(config.auth, log)
+  const auth = await createAuthenticator(config.auth, log, metrics)
   cleanups.push(() => auth.close())
 
   // The web UI's status panel reads health checks, the served certificates (set up below) and recent pushes.
@@ -123,6 +129,15 @@ async function start(
   upstreams.pick = (request) => router.pick(request)
 
   const requested = parseListen(config.server.listen)
+  const minRate = createMinRate(config.timeouts)
+  // URLs name the gateway by a Host the certificates (or server.hosts) cover, else by this default name.
+  let boundPort = requested.port
+  const publicHosts = createPublicHosts({
+    hosts: config.server.hosts,
+    ...(config.tls.enabled ? { covers: (name: string) => certificates?.covers(name) ?? false } : {}),
+    defaultName: () => certificates?.certificates.find((c) => !c.selfSigned)?.names.find((name) => !name.startsWith('*.')) ?? displayHost(requested),
+    port: () => boundPort,
+  })
   const gateway = createGateway({
     router,
     authenticator: auth.authenticator,
@@ -132,11 +147,13 @@ async function start(
     limits: createLimits(config.limits),
     trustedProxies: createTrustedProxies(config.server.trusted_proxies),
     publicUrl: config.server.public_url,
-    fallbackHost: `${displayHost(requested)}:${requested.port}`,
+    hosts: publicHosts,
     log,
     recorder: observability.recorder,
     ...(metrics ? { metrics } : {}),
     authMode: config.auth.mode,
+    exchanges: new ExchangeLimiter(config.limits.per_client, (limit) => metrics?.limitRejected(limit)),
+    ...(minRate ? { minRate } : {}),
   })
 
   let serving = false
@@ -173,6 +190,17 @@ async function start(
         else gateway(req, res)
       }
     : gateway
+  const securityHeaders = createSecurityHeaders({
+    hsts: config.server.hsts,
+    tlsEnabled: config.tls.enabled,
+    verifiableCertificate: (servername) => certificates?.certificateFor(servername).selfSigned === false,
+  })
+  const connectionCap = createConnectionCap(config.server.max_connections, () => metrics?.limitRejected('max_connections'))
+  const serve = (req: IncomingMessage, res: ServerResponse): void => {
+    securityHeaders(req, res)
+    if (connectionCap.refuse(req, res)) return
+    handler(req, res)
+  }
 
   let server: HttpServer | HttpsServer
   let selfSigned: SelfSignedCertificate | undefined
@@ -197,10 +225,18 @@ async function start(
     } else if (files.length === 0) {
       selfSigned = ensureSelfSigned(config.tls.self_signed.dir, config.tls.self_signed.hosts)
       files = [{ cert: selfSigned.certPath, key: selfSigned.keyPath }]
-      log.info(
-        { cert: selfSigned.certPath, sha256: selfSigned.fingerprint, names: selfSigned.names, created: selfSigned.created },
-        selfSigned.created ? 'generated a self-signed certificate' : 'using the self-signed certificate generated earlier',
-      )
+      if (selfSigned.replaced) {
+        // Clients trusted the old fingerprint (certs.d/ca.crt): they refuse the new one until told.
+        log.warn(
+          { cert: selfSigned.certPath, sha256: selfSigned.fingerprint, previous_sha256: selfSigned.replaced.fingerprint, reason: selfSigned.replaced.reason, names: selfSigned.names },
+          'replaced the self-signed certificate: its fingerprint changed; clients must trust the new one',
+        )
+      } else {
+        log.info(
+          { cert: selfSigned.certPath, sha256: selfSigned.fingerprint, names: selfSigned.names, created: selfSigned.created },
+          selfSigned.created ? 'generated a self-signed certificate' : 'using the self-signed certificate generated earlier',
+        )
+      }
     }
     const store: CertificateStore = new CertificateStore(files, config.tls.min_version, {
       onReload: (loaded) => {
@@ -211,8 +247,9 @@ async function start(
     })
     const httpsServer = createHttpsServer(
       { ...serverOptions, ...store.defaultOptions(), SNICallback: (name, done) => done(null, store.contextFor(name)) },
-      handler,
+      serve,
     )
+    answerPlainHttp(httpsServer, () => config.server.public_url || `https://${publicHosts.fallback()}`, log)
     if (acme) {
       const staticFiles = config.tls.certificates
       if (config.tls.acme.challenge === 'tls-alpn-01') acme.interceptTlsAlpn(httpsServer)
@@ -233,11 +270,12 @@ async function start(
     observability.watchCertificates(() => store.certificates)
     server = httpsServer
   } else {
-    server = createHttpServer(serverOptions, handler)
+    server = createHttpServer(serverOptions, serve)
     log.warn('TLS is disabled (tls.enabled: false): serving plain HTTP; only do this behind another TLS terminator')
   }
   // Idle sockets (no bytes either way) are closed after the body idle timeout.
   server.timeout = config.timeouts.body_idle
+  connectionCap.attach(server, config.tls.enabled)
   if (metrics) {
     const connections = metrics.openConnections
     server.on('connection', (socket: Socket) => {
@@ -246,6 +284,7 @@ async function start(
     })
   }
   const address = await listen(server, requested)
+  boundPort = address.port
   cleanups.push(() => closeServer(server, config.server.drain_timeout, log))
 
   let adminAddress: ListenAddress | undefined
@@ -262,7 +301,7 @@ async function start(
   if (config.server.http_redirect_listen) {
     const redirect = createHttpServer(serverOptions, (req, res) => {
       if (acme?.answerHttp(req, res)) return
-      const host = (req.headers.host ?? displayHost(address)).replace(/:\d+$/, '')
+      const host = publicHost(req.headers.host, publicHosts, req.socket.localAddress).replace(/:\d+$/, '')
       const target = config.server.public_url || `https://${host}${address.port === 443 ? '' : `:${address.port}`}`
       res.writeHead(301, { Location: `${target}${req.url ?? '/'}`, 'Content-Length': '0' })
       res.end()

@@ -4,6 +4,7 @@ import type { Logger } from '../observe/log.js'
 import { Metrics, type CertificateInfo } from '../observe/metrics.js'
 import { RecentPushes } from '../observe/recent.js'
 import { Recorder } from '../observe/record.js'
+import { reportInternalError } from '../observe/internal-errors.js'
 import { observeUpstreams } from '../observe/upstream-events.js'
 import { HealthMonitor } from '../proxy/health.js'
 import type { Upstream } from '../proxy/upstreams.js'
@@ -44,6 +45,7 @@ export function createObservability(config: Config, upstreams: Upstream[], log: 
         else if (previous === 'down') log.info(line, 'upstream is back up')
         else log.info(line, 'upstream is up')
       },
+      onInternalError: (_upstream, error) => reportInternalError(log, metrics, 'health_check', error),
     },
   )
   const unsubscribe = observeUpstreams(upstreams, {
@@ -53,6 +55,7 @@ export function createObservability(config: Config, upstreams: Upstream[], log: 
     failed: (upstream, kind, code) => {
       metrics?.upstreamErrors.inc({ upstream: upstream.name, kind })
       if (kind === 'connect') health.reportConnectFailure(upstream, code)
+      else if (code === 'UND_ERR_HEADERS_TIMEOUT') health.reportTimeout(upstream, 'no response headers within timeouts.upstream_headers')
     },
   })
   health.start()

@@ -60,7 +60,7 @@ t.test('upstream error kinds', async (t) => {
 })
 
 function upstreamAt(origin: string, name: string): Upstream {
-  return { name, origin, forwardAuthorization: false, weight: 1, pool: new Pool(origin, { connect: { timeout: 1000 } }) }
+  return { name, origin, forwardAuthorization: false, weight: 1, pool: new Pool(origin, { connect: { timeout: 1000 } }), healthPool: new Pool(origin, { connect: { timeout: 1000 } }) }
 }
 
 t.test('health: down after failure_threshold failed checks, up after success_threshold passes; 401 is healthy', async (t) => {
@@ -73,7 +73,7 @@ t.test('health: down after failure_threshold failed checks, up after success_thr
   t.teardown(() => server.close())
   const live = upstreamAt(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 'live')
   const dead = upstreamAt(`http://127.0.0.1:${await freePort()}`, 'dead')
-  t.teardown(() => Promise.all([live.pool.close(), dead.pool.close()]))
+  t.teardown(() => Promise.all([live, dead].flatMap((upstream) => [upstream.pool.close(), upstream.healthPool.close()])))
   const changes: Array<[string, HealthState]> = []
   const monitor = new HealthMonitor([live, dead], { interval: 20, timeout: 1000, failureThreshold: 3, successThreshold: 2 }, {
     onChange: (upstream, state) => changes.push([upstream.name, state]),

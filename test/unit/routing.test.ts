@@ -216,9 +216,9 @@ t.test('the router: where each strategy sends reads, writes and uploads, and whe
   const { Forwarder } = await import('../../src/proxy/forward.js')
   const { RegistryError } = await import('../../src/registry/errors.js')
   type UpstreamLike = import('../../src/proxy/upstreams.js').Upstream
-  const make = (name: string, weight = 1): UpstreamLike => ({ name, weight, origin: `http://${name}.invalid`, forwardAuthorization: false, pool: new Pool(`http://${name}.invalid`) })
+  const make = (name: string, weight = 1): UpstreamLike => ({ name, weight, origin: `http://${name}.invalid`, forwardAuthorization: false, pool: new Pool(`http://${name}.invalid`), healthPool: new Pool(`http://${name}.invalid`) })
   const [a, b, c] = [make('a', 2), make('b'), make('c')] as [UpstreamLike, UpstreamLike, UpstreamLike]
-  t.teardown(() => Promise.all([a, b, c].map((upstream) => upstream.pool.close())))
+  t.teardown(() => Promise.all([a, b, c].flatMap((upstream) => [upstream.pool.close(), upstream.healthPool.close()])))
   const down = new Set<string>()
   const tokens = new UploadTokens(secret, ['a', 'b', 'c'])
   const router = (strategy: '' | 'shared' | 'by-repository' | 'mirror', balance: 'least-in-flight' | 'round-robin' = 'round-robin', list = [a, b, c]) =>
