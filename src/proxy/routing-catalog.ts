@@ -2,6 +2,7 @@
 import { RegistryError } from '../registry/errors.js'
 import { drain, readJson, RETRY_AFTER_SECONDS, type Exchange, type ExchangeResult, type Forwarder } from './forward.js'
 import type { RouteContext } from './routing-mirror.js'
+import { hasNextPage, mergeNamePages } from './paging.js'
 import type { Upstream } from './upstreams.js'
 
 /** Entries per page when the client does not ask (distribution's default catalog.maxentries). */
@@ -19,32 +20,10 @@ export interface UpstreamPage {
   more: boolean
 }
 
-/**
- * Merges pages that each upstream returned for the same `last` and `n`. Each list is sorted (as
- * the registry sorts), so the first `n` names of the union are among the first `n` of each. An
- * upstream that returned fewer names than it has only vouches for names up to its last one: the
- * merged page stops there too, and continues from there on the next page.
- */
+/** The catalog's view of the shared paging rules (see mergeNamePages). */
 export function mergePages(pages: UpstreamPage[], n: number, visible: (names: string[]) => string[]): CatalogPage {
-  let boundary: string | undefined
-  for (const page of pages) {
-    const last = page.repositories[page.repositories.length - 1]
-    if (page.more && last !== undefined && (boundary === undefined || last < boundary)) boundary = last
-  }
-  const union = [...new Set(pages.flatMap((page) => page.repositories))].sort(compare)
-  const vouched = boundary === undefined ? union : union.filter((name) => compare(name, boundary) <= 0)
-  const truncated = vouched.length < union.length || pages.some((page) => page.more)
-  const shown = visible(vouched)
-  const repositories = shown.slice(0, n)
-  const more = shown.length > n || truncated
-  if (!more) return { repositories }
-  const nextLast = shown.length > n ? repositories[repositories.length - 1] : (vouched[vouched.length - 1] ?? repositories[repositories.length - 1])
-  return nextLast === undefined ? { repositories } : { repositories, nextLast }
-}
-
-/** Byte order, as distribution sorts repository names. */
-function compare(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0
+  const page = mergeNamePages(pages.map((one) => ({ names: one.repositories, more: one.more })), n, visible)
+  return page.nextLast === undefined ? { repositories: page.names } : { repositories: page.names, nextLast: page.nextLast }
 }
 
 function pageSize(params: URLSearchParams): number {
@@ -102,7 +81,7 @@ export class MergedCatalog {
         this.onUpstreamError(upstream, `answered ${response.statusCode}`)
         return undefined
       }
-      const more = typeof response.headers.link === 'string' && /rel="?next"?/.test(response.headers.link)
+      const more = hasNextPage(response.headers.link)
       const parsed = (await readJson(response)) as { repositories?: unknown }
       const repositories = Array.isArray(parsed.repositories) ? parsed.repositories.filter((name): name is string => typeof name === 'string') : []
       return { repositories, more }

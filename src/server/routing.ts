@@ -46,6 +46,9 @@ export function createRouter(config: Config, upstreams: Upstream[], deps: Routin
       catalogUpstreamFailed(upstream, reason) {
         log.warn({ upstream: upstream.name, reason }, 'upstream left out of the merged catalog')
       },
+      tagsUpstreamFailed(upstream, reason) {
+        log.warn({ upstream: upstream.name, reason }, 'upstream left out of the tag list')
+      },
     },
   })
   if (strategy !== 'single') {

@@ -125,7 +125,12 @@ async function pushImage(target: Target, repository: string, tags: string[], ext
   const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }))
   const layer = randomBytes(1024)
   for (const blob of [config, layer]) {
-    const reply = await target.send('POST', `/v2/${repository}/blobs/uploads/?digest=${sha256(blob)}`, {
+    // POST, then PUT ?digest= with the bytes: registry 2.8 ignores the body of a monolithic POST.
+    const started = await target.send('POST', `/v2/${repository}/blobs/uploads/`, { scope })
+    if (started.status !== 202) throw new Error(`upload start on ${target.name}: ${started.status} ${started.body.toString()}`)
+    const location = new URL(started.headers.location as string, target.url)
+    location.searchParams.set('digest', sha256(blob))
+    const reply = await target.send('PUT', `${location.pathname}${location.search}`, {
       scope, body: blob, headers: { 'content-type': 'application/octet-stream' },
     })
     if (reply.status !== 201) throw new Error(`blob push to ${target.name}: ${reply.status} ${reply.body.toString()}`)
@@ -192,4 +197,86 @@ t.test('digest length is capped by algorithm before anything is forwarded', asyn
   const ok = await target.send('GET', `/v2/conf/digest/blobs/sha512:${'a'.repeat(128)}`)
   t.equal(ok.status, 404, 'a well-formed sha512 digest is forwarded (the registry does not have it)')
   t.notOk((await readFile(registry.logFile, 'utf8')).includes('a'.repeat(200)), 'no over-long digest reached the registry')
+})
+
+/** Follows Link rel="next" from `path` and returns every page's tags (at most 20 pages). */
+async function walkTags(t: Test, target: Target, path: string, scope: string): Promise<string[][]> {
+  const pages: string[][] = []
+  let next: string | undefined = path
+  while (next !== undefined && pages.length < 20) {
+    const reply = await target.send('GET', next, { scope, anonymous: true })
+    t.equal(reply.status, 200, `${target.name}: GET ${next}`)
+    pages.push((reply.json() as { tags: string[] }).tags)
+    const link = reply.headers.link
+    const match = typeof link === 'string' ? /^<([^>]+)>; rel="next"$/.exec(link) : null
+    if (typeof link === 'string') t.ok(match, `${target.name}: Link is <…>; rel="next" (${link})`)
+    next = match?.[1]
+  }
+  return pages
+}
+
+t.test('tag lists: n and last, lexical order, Link to the next page', async (t) => {
+  const repository = 'conf/tags'
+  const tags = ['v3', 'a1', 'v10', 'b2', 'latest']
+  const sorted = [...tags].sort()
+  await pushImage(bare, repository, tags)
+  const bareTwo = await bare.send('GET', `/v2/${repository}/tags/list?n=2`)
+  t.equal((bareTwo.json() as { tags: string[] }).tags.length, tags.length, 'registry 2.8.2 alone ignores n (the failure Portier fixes)')
+
+  for (const mode of modes) {
+    const { target } = await gatewayTarget(t, mode)
+    const scope = `repository:${repository}:pull`
+    const all = await target.send('GET', `/v2/${repository}/tags/list`, { scope, anonymous: true })
+    t.equal(all.status, 200, `${target.name}: the whole list`)
+    t.same(all.json(), { name: repository, tags: sorted }, `${target.name}: every tag, in lexical order`)
+    t.equal(all.headers.link, undefined, `${target.name}: no Link without n`)
+    t.match(all.headers['content-type'], /^application\/json/, `${target.name}: JSON`)
+
+    const pages = await walkTags(t, target, `/v2/${repository}/tags/list?n=2`, scope)
+    t.same(pages, [sorted.slice(0, 2), sorted.slice(2, 4), sorted.slice(4)], `${target.name}: n=2 walks the list in pages of two`)
+    const first = await target.send('GET', `/v2/${repository}/tags/list?n=2`, { scope, anonymous: true })
+    t.equal(first.headers.link, `</v2/${repository}/tags/list?n=2&last=${sorted[1]}>; rel="next"`, `${target.name}: the Link keeps n and sets last`)
+
+    const after = await target.send('GET', `/v2/${repository}/tags/list?last=${sorted[1]}`, { scope, anonymous: true })
+    t.same((after.json() as { tags: string[] }).tags, sorted.slice(2), `${target.name}: last alone: every tag after it`)
+    const between = await target.send('GET', `/v2/${repository}/tags/list?n=1&last=b`, { scope, anonymous: true })
+    t.same((between.json() as { tags: string[] }).tags, ['b2'], `${target.name}: last need not be a tag`)
+    const exact = await target.send('GET', `/v2/${repository}/tags/list?n=${tags.length}`, { scope, anonymous: true })
+    t.same((exact.json() as { tags: string[] }).tags, sorted, `${target.name}: n equal to the count`)
+    t.equal(exact.headers.link, undefined, `${target.name}: no Link when nothing follows`)
+    const none = await target.send('GET', `/v2/${repository}/tags/list?n=0`, { scope, anonymous: true })
+    t.same((none.json() as { tags: string[] }).tags, [], `${target.name}: n=0 lists nothing`)
+
+    const unknown = await target.send('GET', '/v2/conf/no-such-repository/tags/list?n=2', { scope: 'repository:conf/no-such-repository:pull', anonymous: true })
+    t.equal(unknown.status, 404, `${target.name}: an unknown repository is still 404`)
+    t.equal(unknown.errorCode(), 'NAME_UNKNOWN', `${target.name}: NAME_UNKNOWN from the registry`)
+  }
+})
+
+t.test('tag lists merged over mirrors: the union, paged, each tag once', async (t) => {
+  const second = await registryFixture(t)
+  const mirrors = [{ target: bare, tags: ['m-a', 'm-c', 'm-e', 'shared'] }, { target: null, tags: ['m-b', 'm-d', 'shared'] }]
+  const secondTarget: Target = { name: 'second registry', url: second.url, send: (method, path, options = {}) => exchange(bareAgent, `${second.url}${path}`, method, options) }
+  mirrors[1] = { target: secondTarget, tags: mirrors[1]?.tags ?? [] }
+  const repository = 'conf/mirrored-tags'
+  for (const mirror of mirrors) await pushImage(mirror.target as Target, repository, mirror.tags)
+  const gateway = await gatewayFixture(t, {
+    config: {
+      upstreams: [{ url: registry.url, name: 'first' }, { url: second.url, name: 'second' }],
+      routing: { strategy: 'mirror', secret: randomBytes(16).toString('hex'), mirror: { require: 'all' } },
+    },
+  })
+  const agent = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
+  t.teardown(() => agent.close())
+  const target: Target = { name: 'Portier over two mirrors', url: gateway.url, send: (method, path, options = {}) => exchange(agent, `${gateway.url}${path}`, method, options) }
+  const union = ['m-a', 'm-b', 'm-c', 'm-d', 'm-e', 'shared']
+  const all = await target.send('GET', `/v2/${repository}/tags/list`)
+  t.same(all.json(), { name: repository, tags: union }, 'the union of both lists, sorted, "shared" once')
+  const pages = await walkTags(t, target, `/v2/${repository}/tags/list?n=4`, '')
+  t.same(pages, [union.slice(0, 4), union.slice(4)], 'n=4 over two mirrors: two pages')
+  const onlyFirst = await target.send('GET', '/v2/conf/tags/tags/list?n=2')
+  t.same((onlyFirst.json() as { tags: string[] }).tags, ['a1', 'b2'], 'a repository only one mirror holds: its tags, paged')
+  const neither = await target.send('GET', '/v2/conf/nowhere/tags/list')
+  t.equal(neither.status, 404, 'a repository no mirror holds: 404')
+  t.equal(neither.errorCode(), 'NAME_UNKNOWN', 'NAME_UNKNOWN')
 })

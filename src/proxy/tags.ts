@@ -1,0 +1,111 @@
+// Tag lists paged by Portier: registry 2.8 ignores `n` and `last`, so the gateway sorts, cuts and links the pages itself, for one upstream or merged over several.
+import { RegistryError } from '../registry/errors.js'
+import { drain, readJson, RETRY_AFTER_SECONDS, upstreamFailure, type Exchange, type ExchangeResult, type Forwarder, type UpstreamResponse } from './forward.js'
+import { compareNames, hasNextPage, mergeNamePages, type UpstreamNames } from './paging.js'
+import type { RouteContext } from './routing-mirror.js'
+import type { Upstream } from './upstreams.js'
+
+/** What one upstream said about the tag list. */
+type TagAnswer =
+  | { kind: 'page'; upstream: Upstream; page: UpstreamNames }
+  /** Anything but 200 (404 NAME_UNKNOWN above all): relayed when no upstream has a list. */
+  | { kind: 'refused'; upstream: Upstream; response: UpstreamResponse }
+  | { kind: 'failed'; upstream: Upstream; error: unknown }
+
+/** `n` as the client asked; undefined (every tag) when absent or not a count. */
+export function tagPageSize(params: URLSearchParams): number | undefined {
+  const text = params.get('n')
+  if (text === null || !/^\d{1,9}$/.test(text)) return undefined
+  return Number(text)
+}
+
+/** The spec's next-page link: the same `n`, and `last` set to the page's last tag. */
+export function tagsLink(repository: string, n: number | undefined, last: string): string {
+  const query = new URLSearchParams()
+  if (n !== undefined) query.set('n', String(n))
+  query.set('last', last)
+  return `</v2/${repository}/tags/list?${query.toString()}>; rel="next"`
+}
+
+export class TagLists {
+  constructor(
+    private readonly forwarder: Forwarder,
+    private readonly onUpstreamError: (upstream: Upstream, reason: string) => void,
+  ) {}
+
+  /** Answers GET /v2/<name>/tags/list from the upstreams' lists (merged when there are several). */
+  async serve(upstreams: Upstream[], context: RouteContext): Promise<ExchangeResult> {
+    const { request, res } = context
+    const repository = request.repository as string
+    context.req.resume()
+    const n = tagPageSize(request.params)
+    const last = request.params.get('last') ?? undefined
+    // Asked of the upstream too: a registry that pages (3.x) then sends less, and says so in its Link.
+    const query = new URLSearchParams()
+    if (n !== undefined) query.set('n', String(Math.max(n, 1)))
+    if (last !== undefined) query.set('last', last)
+    const path = `/v2/${repository}/tags/list${query.size > 0 ? `?${query.toString()}` : ''}`
+    const answers = await Promise.all(upstreams.map((upstream) => this.ask(context, upstream, path)))
+
+    const pages: UpstreamNames[] = []
+    const refused: Array<{ upstream: Upstream; response: UpstreamResponse }> = []
+    for (const answer of answers) {
+      if (answer.kind === 'page') pages.push(answer.page)
+      else if (answer.kind === 'refused') refused.push(answer)
+    }
+    if (pages.length === 0) {
+      const first = refused.shift()
+      for (const other of refused) drain(other.response)
+      if (first) {
+        // No upstream has a list: the (first) upstream's own answer, e.g. 404 NAME_UNKNOWN, is the client's.
+        await this.forwarder.relay({ ...context, upstream: first.upstream }, first.response)
+        return { status: first.response.statusCode }
+      }
+      const failed = answers[0]
+      if (upstreams.length === 1 && failed?.kind === 'failed') throw upstreamFailure(failed.error, failed.upstream)
+      throw new RegistryError('UNAVAILABLE', { upstreams: upstreams.map((upstream) => upstream.name) }, { 'Retry-After': RETRY_AFTER_SECONDS }, 'no upstream answered the tag list')
+    }
+    for (const other of refused) {
+      // A mirror that lacks the repository is normal after a quorum push; anything else is worth a line.
+      if (other.response.statusCode !== 404) this.onUpstreamError(other.upstream, `answered ${other.response.statusCode}`)
+      drain(other.response)
+    }
+
+    const page = mergeNamePages(pages, n ?? Number.MAX_SAFE_INTEGER, (names) => names)
+    const body = Buffer.from(JSON.stringify({ name: repository, tags: page.names }))
+    const headers: Record<string, string> = {
+      'content-type': 'application/json; charset=utf-8',
+      'docker-distribution-api-version': 'registry/2.0',
+      'content-length': String(body.length),
+    }
+    if (page.nextLast !== undefined) headers.link = tagsLink(repository, n, page.nextLast)
+    res.writeHead(200, headers)
+    context.bytes.sent += body.length
+    res.end(body)
+    return { status: 200 }
+  }
+
+  private async ask(context: RouteContext, upstream: Upstream, path: string): Promise<TagAnswer> {
+    const exchange: Exchange = { ...context, upstream }
+    let response: UpstreamResponse
+    try {
+      response = await this.forwarder.send(exchange, 'GET', path, null, 'none')
+    } catch (error) {
+      this.onUpstreamError(upstream, error instanceof Error ? error.message : String(error))
+      return { kind: 'failed', upstream, error }
+    }
+    if (response.statusCode !== 200) return { kind: 'refused', upstream, response }
+    try {
+      const more = hasNextPage(response.headers.link)
+      const parsed = (await readJson(response)) as { tags?: unknown }
+      const last = context.request.params.get('last') ?? undefined
+      const tags = Array.isArray(parsed.tags) ? parsed.tags.filter((tag): tag is string => typeof tag === 'string') : []
+      // registry 2.8 ignores `last` and lists in storage order: keep what comes after `last`, sorted.
+      const after = last === undefined ? tags : tags.filter((tag) => compareNames(tag, last) > 0)
+      return { kind: 'page', upstream, page: { names: after.sort(compareNames), more } }
+    } catch (error) {
+      this.onUpstreamError(upstream, error instanceof Error ? error.message : String(error))
+      return { kind: 'failed', upstream, error }
+    }
+  }
+}
