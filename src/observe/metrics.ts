@@ -1,6 +1,7 @@
 // Prometheus metrics: one registry, every metric Portier exports, with small bounded label sets.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Operation } from '../registry/classify.js'
+import { INTERNAL_ERROR_KINDS, type InternalErrorKind } from './internal-errors.js'
 
 export interface MetricsOptions {
   /** Adds a `repository` label to the push/pull/byte counters. */
@@ -25,7 +26,7 @@ export interface CertificateInfo {
   notAfter: Date
 }
 
-export type AuthOutcome = 'success' | 'no_credentials' | 'invalid_credentials' | 'locked_out' | 'denied'
+export type AuthOutcome = 'success' | 'no_credentials' | 'invalid_credentials' | 'locked_out' | 'denied' | 'busy'
 export type UpstreamErrorKind = 'connect' | 'timeout' | 'reset' | 'other'
 
 /** Durations from a cached HEAD (~1 ms) to a multi-GiB layer over a slow link (~30 min). */
@@ -52,6 +53,8 @@ export class Metrics {
   readonly inFlight: Gauge
   readonly openConnections: Gauge
   private readonly auth: Counter<'mode' | 'result'>
+  private readonly passwordVerifications: Counter
+  private readonly passwordChecksRefused: Counter
   private readonly limitRejections: Counter<'limit'>
   readonly upstreamUp: Gauge<'upstream'>
   readonly upstreamDuration: Histogram<'upstream'>
@@ -62,6 +65,7 @@ export class Metrics {
   readonly mirrorBranchFailures: Counter<'upstream' | 'operation'>
   readonly acmeCertificates: Counter<'kind'>
   readonly acmeFailures: Counter
+  private readonly internalErrors: Counter<'kind'>
 
   constructor(private readonly options: MetricsOptions) {
     const registers = [this.registry]
@@ -96,8 +100,18 @@ export class Metrics {
     this.openConnections = new Gauge({ name: 'portier_open_connections', help: 'Client connections open on the main listener.', registers })
     this.auth = new Counter({
       name: 'portier_auth_attempts_total',
-      help: 'Authentication and authorization outcomes, by auth mode and result (success, no_credentials, invalid_credentials, locked_out, denied).',
+      help: 'Authentication and authorization outcomes, by auth mode and result (success, no_credentials, invalid_credentials, locked_out, denied, busy: too many password checks waiting).',
       labelNames: ['mode', 'result'],
+      registers,
+    })
+    this.passwordVerifications = new Counter({
+      name: 'portier_password_verifications_total',
+      help: 'Passwords compared with a stored hash (bcrypt in worker threads; the decoy run for unknown users included). Cached credentials are not compared again.',
+      registers,
+    })
+    this.passwordChecksRefused = new Counter({
+      name: 'portier_password_checks_refused_total',
+      help: 'Password checks refused with 503 because auth.password_checks.queue was full.',
       registers,
     })
     this.limitRejections = new Counter({ name: 'portier_limit_rejections_total', help: 'Requests refused by a size limit, by limit.', labelNames: ['limit'], registers })
@@ -131,6 +145,14 @@ export class Metrics {
       labelNames: ['upstream', 'reason'],
       registers,
     })
+    this.internalErrors = new Counter({
+      name: 'portier_internal_errors_total',
+      help: 'Errors Portier did not expect, by kind (request_handler, admin_handler, health_check: caught and answered 500; uncaught_exception, unhandled_rejection: the process drains and exits).',
+      labelNames: ['kind'],
+      registers,
+    })
+    // Every kind is exported from the start, so an alert on any increase sees the first one.
+    for (const kind of INTERNAL_ERROR_KINDS) this.internalErrors.inc({ kind }, 0)
     this.mirrorBranchFailures = new Counter({
       name: 'portier_mirror_branch_failures_total',
       help: 'Mirrored writes this upstream failed its part of (routing.strategy mirror), by registry operation.',
@@ -191,6 +213,18 @@ export class Metrics {
 
   authOutcome(mode: string, result: AuthOutcome): void {
     this.auth.inc({ mode, result })
+  }
+
+  passwordVerified(): void {
+    this.passwordVerifications.inc()
+  }
+
+  passwordCheckRefused(): void {
+    this.passwordChecksRefused.inc()
+  }
+
+  internalError(kind: InternalErrorKind): void {
+    this.internalErrors.inc({ kind })
   }
 
   limitRejected(limit: string): void {

@@ -236,6 +236,8 @@ export class Forwarder {
     const length = declaredLength(req)
     if (limit && length !== undefined && length > limit.maxBytes) throw tooLarge(new LimitExceeded(limit, length, true))
     const limiter = new ByteLimitStream(limit, 0)
+    // The limit's error is read from limiter.errored; undici lets go of the body's errors once it has an answer.
+    limiter.on('error', () => undefined)
     req.on('error', (error) => limiter.destroy(error))
     return { body: req.pipe(limiter), limiter }
   }
@@ -443,6 +445,8 @@ export class Forwarder {
 export async function readJson(response: UpstreamResponse): Promise<unknown> {
   const chunks: Buffer[] = []
   let size = 0
+  // Leaving the loop early destroys the body, whose RequestAbortedError may come after the loop let go of it.
+  response.body.on('error', () => undefined)
   for await (const chunk of response.body) {
     size += (chunk as Buffer).length
     if (size > MAX_FILTERED_BODY) throw new RegistryError('BAD_GATEWAY', { reason: 'upstream JSON response too large to filter' })

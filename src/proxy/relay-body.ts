@@ -9,6 +9,8 @@ import type { Readable } from 'node:stream'
 /** Bytes the gateway lets queue towards one client before it stops reading from the upstream. */
 const WINDOW = 256 * 1024
 
+const ignore = (): void => undefined
+
 export class ClientGone extends Error {
   constructor() {
     super('client closed the connection before the response was complete')
@@ -70,7 +72,10 @@ export function relayBody(body: Readable, res: ServerResponse, onBytes: (count: 
       settle(new ClientGone())
     }
     // Errors on the client socket end in 'close'; without a listener they would be thrown.
-    res.on('error', () => undefined)
+    res.on('error', ignore)
+    // Destroying an undici body emits its 'error' (RequestAbortedError) a tick later, after settle()
+    // took onBodyError away: without a listener that stays, that error would kill the process.
+    body.on('error', ignore)
     body.on('data', onData)
     body.once('end', onEnd)
     body.once('error', onBodyError)

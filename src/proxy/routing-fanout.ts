@@ -22,7 +22,8 @@ export class FanOut {
     source.once('end', () => {
       for (const branch of this.live()) branch.end()
     })
-    source.once('error', (error) => {
+    // 'on', not 'once': a source that fails twice must not throw the second time.
+    source.on('error', (error) => {
       for (const branch of this.live()) branch.destroy(error)
     })
   }

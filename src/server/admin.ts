@@ -5,6 +5,7 @@ import type { HtpasswdStore } from '../auth/htpasswd.js'
 import type { AddressList } from '../net/addresses.js'
 import type { Metrics } from '../observe/metrics.js'
 import type { Logger } from '../observe/log.js'
+import { reportInternalError } from '../observe/internal-errors.js'
 
 /** One thing readiness depends on, with what an operator needs to see why it is not ready. */
 export interface ReadinessCheck {
@@ -49,7 +50,19 @@ export function createAdminHandler(deps: AdminDeps): AdminHandler {
     return { ok: true }
   }
 
+  // Never rejects: a failure here (a metric collector that throws, say) is logged, counted and answered
+  // with a 500, so a scrape can never take the gateway down.
   return async (req, res) => {
+    try {
+      await answer(req, res)
+    } catch (error) {
+      reportInternalError(deps.log, deps.metrics, 'admin_handler', error, { requestId: '', method: req.method ?? 'GET', url: req.url ?? '/' })
+      if (res.headersSent) res.destroy()
+      else send(res, 500, { error: 'internal error; see the gateway log' })
+    }
+  }
+
+  async function answer(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0]
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       send(res, 405, { error: 'method not allowed' }, { Allow: 'GET, HEAD' })

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto'
 import { request as undiciRequest } from 'undici'
 import type { Readable } from 'node:stream'
 import { classify, type Scope } from '../registry/classify.js'
-import { errorCatalogue, RegistryError, type RegistryErrorCode } from '../registry/errors.js'
+import { isRegistryErrorCode, RegistryError } from '../registry/errors.js'
 import type { Upstream, UpstreamSet } from '../proxy/upstreams.js'
 
 export const MANIFEST_TYPES = [
@@ -47,6 +47,8 @@ interface Answer {
 async function readCapped(body: Readable, max: number): Promise<Buffer> {
   const chunks: Buffer[] = []
   let total = 0
+  // Destroying an undici body emits RequestAbortedError a tick later: it must find a listener.
+  body.on('error', () => undefined)
   for await (const chunk of body) {
     total += (chunk as Buffer).length
     if (total > max) {
@@ -77,8 +79,8 @@ async function failure(answer: Answer, what: string): Promise<RegistryError> {
   if (answer.status === 401) {
     return new RegistryError('BAD_GATEWAY', { reason: `the registry asked for credentials on ${what}; give the upstream a username and password in Portier's config` })
   }
-  if (code !== undefined && code in errorCatalogue && code !== 'UNAUTHORIZED') {
-    return new RegistryError(code as RegistryErrorCode, { upstream: message ?? code, status: answer.status })
+  if (code !== undefined && isRegistryErrorCode(code) && code !== 'UNAUTHORIZED') {
+    return new RegistryError(code, { upstream: message ?? code, status: answer.status })
   }
   if (answer.status === 404) return new RegistryError('NOT_FOUND', { what })
   if (answer.status === 405) return new RegistryError('UNSUPPORTED', { what, status: 405 })
