@@ -1,7 +1,7 @@
 // Basic authentication against an htpasswd file, answering with the challenge Docker clients expect.
 import type { IncomingHttpHeaders } from 'node:http'
 import { RegistryError } from '../registry/errors.js'
-import type { HtpasswdStore } from './htpasswd.js'
+import type { CheckOutcome, HtpasswdStore } from './htpasswd.js'
 import type { Throttle } from './throttle.js'
 import type { Scope } from '../registry/classify.js'
 
@@ -67,21 +67,30 @@ export function createBasicAuthenticator(store: HtpasswdStore, realm: string, th
       if (!credentials) throw challenge({ reason: 'expected Basic credentials' })
       const user = await verifyThrottled(store, throttle, credentials.user, credentials.password, context.clientIp)
       if (user === 'locked') {
-        throw new RegistryError('TOOMANYREQUESTS', { reason: 'too many failed logins; try later' }, { 'Retry-After': String(throttle.retryAfter(credentials.user, context.clientIp)) })
+        throw new RegistryError('TOOMANYREQUESTS', { reason: 'too many failed logins; try later' }, { 'Retry-After': String(Math.max(1, throttle.retryAfter(credentials.user, context.clientIp))) })
       }
+      if (user === 'busy') throw passwordChecksBusy()
       if (!user) throw challenge({ reason: 'invalid username or password' }, 'authentication failed')
       return { user: credentials.user, via: 'htpasswd' }
     },
   }
 }
 
-/** One password check under the throttle: 'locked' while locked out, else whether it was right. */
-export async function verifyThrottled(store: HtpasswdStore, throttle: Throttle, user: string, password: string, clientIp: string): Promise<boolean | 'locked'> {
+/** Retry-After for a 503 when too many password checks wait: they drain within about a second. */
+export const BUSY_RETRY_AFTER_SECONDS = 1
+
+/** The 503 for a password check refused because too many are waiting for a worker. */
+export function passwordChecksBusy(): RegistryError {
+  return new RegistryError('UNAVAILABLE', { reason: 'too many password checks at once; try again shortly' }, { 'Retry-After': String(BUSY_RETRY_AFTER_SECONDS) }, 'too many password checks at once')
+}
+
+/**
+ * One password check under the throttle: whether it was right, 'locked' while locked out, 'busy' when
+ * too many checks wait. The attempt is counted before the password is checked (Throttle.attempt).
+ */
+export async function verifyThrottled(store: HtpasswdStore, throttle: Throttle, user: string, password: string, clientIp: string): Promise<CheckOutcome> {
   if (throttle.retryAfter(user, clientIp) > 0) return 'locked'
-  if (!(await store.verify(user, password))) {
-    throttle.failed(user, clientIp)
-    return false
-  }
-  throttle.succeeded(user, clientIp)
-  return true
+  const outcome = await store.verify(user, password, { admit: () => throttle.attempt(user, clientIp) })
+  if (outcome === true) throttle.succeeded(user, clientIp)
+  return outcome
 }

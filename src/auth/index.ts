@@ -3,7 +3,9 @@ import { existsSync, readFileSync, renameSync } from 'node:fs'
 import { dirname } from 'node:path'
 import type { Config } from '../config/index.js'
 import type { Logger } from '../observe/log.js'
-import { anonymous, createBasicAuthenticator, verifyThrottled, type Authenticator } from './basic.js'
+import { anonymous, createBasicAuthenticator, passwordChecksBusy, verifyThrottled, type Authenticator } from './basic.js'
+import { hashKind, verifyPassword } from './hashes.js'
+import { createPasswordPool, type PasswordPool } from './password-pool.js'
 import { createBearerAuthenticator } from './bearer.js'
 import { createWithGeneratedAdmin, HtpasswdStore } from './htpasswd.js'
 import { createAcl, type Acl } from './acl.js'
@@ -51,7 +53,15 @@ export interface AuthSetup {
   close(): void
 }
 
-export async function createAuthenticator(config: Config['auth'], log: Logger): Promise<AuthSetup> {
+/** What auth reports for metrics (Metrics implements it). */
+export interface AuthObserver {
+  /** A stored password hash was compared with a password (bcrypt, or a weak hash), the decoy of unknown users included. */
+  passwordVerified(): void
+  /** A password check was refused because too many were waiting for a worker (answered 503). */
+  passwordCheckRefused(): void
+}
+
+export async function createAuthenticator(config: Config['auth'], log: Logger, observer?: AuthObserver): Promise<AuthSetup> {
   const acl = createAcl(config)
   if (config.mode === 'none') {
     log.warn('auth.mode is none: anyone who can reach Portier can push, pull and delete')
@@ -61,14 +71,30 @@ export async function createAuthenticator(config: Config['auth'], log: Logger): 
     return { authenticator: createBearerAuthenticator({ verifier: await externalVerifier(config.token, log), service: config.token.service, realm: config.token.realm }), acl, close: () => undefined }
   }
 
-  const { store, generatedAdmin } = await openHtpasswd(config, log)
+  const pool = createPasswordPool(config.password_checks)
+  let store: HtpasswdStore
+  let generatedAdmin: GeneratedAdmin | undefined
+  try {
+    ;({ store, generatedAdmin } = await openHtpasswd(config, log, pool, observer))
+  } catch (error) {
+    await pool.close()
+    throw error
+  }
+  log.info({ workers: pool.size, queue: config.password_checks.queue }, 'password checks run in worker threads')
   const throttle = createThrottle(config.throttle)
   const setup: AuthSetup = {
     authenticator: createBasicAuthenticator(store, config.htpasswd.realm, throttle),
     acl,
-    verifyLogin: (user, password, clientIp) => verifyThrottled(store, throttle, user, password, clientIp),
+    verifyLogin: async (user, password, clientIp) => {
+      const outcome = await verifyThrottled(store, throttle, user, password, clientIp)
+      if (outcome === 'busy') throw passwordChecksBusy()
+      return outcome
+    },
     accountActive: (user) => store.userNames.includes(user),
-    close: () => store.close(),
+    close: () => {
+      store.close()
+      void pool.close()
+    },
   }
   if (generatedAdmin) setup.generatedAdmin = generatedAdmin
   if (config.mode === 'token') {
@@ -83,7 +109,7 @@ export async function createAuthenticator(config: Config['auth'], log: Logger): 
   return setup
 }
 
-async function openHtpasswd(config: Config['auth'], log: Logger): Promise<{ store: HtpasswdStore; generatedAdmin?: GeneratedAdmin }> {
+async function openHtpasswd(config: Config['auth'], log: Logger, pool: PasswordPool, observer?: AuthObserver): Promise<{ store: HtpasswdStore; generatedAdmin?: GeneratedAdmin }> {
   const { path, generate_admin: generateAdmin } = config.htpasswd
   let generatedAdmin: GeneratedAdmin | undefined
   if (!existsSync(path)) {
@@ -105,6 +131,19 @@ async function openHtpasswd(config: Config['auth'], log: Logger): Promise<{ stor
       log.info({ file, users: parsed.users.size }, 'htpasswd loaded')
     },
     onError: (error, file) => log.error({ file, err: error.message }, 'htpasswd reload failed; keeping the users loaded before'),
+    onHold: (parsed, file, kept, settleMs) =>
+      log.warn(
+        { file, users: parsed.users.size, problems: parsed.problems.length, kept },
+        `htpasswd changed to a file with ${parsed.users.size === 0 ? 'no users' : 'unreadable lines'}; keeping the users loaded before unless it stays so for ${settleMs} ms`,
+      ),
+  }, (password, hash) => {
+    observer?.passwordVerified()
+    // bcrypt costs tens of milliseconds of CPU: never on the thread that serves requests.
+    return hashKind(hash) === 'bcrypt' ? pool.compare(password, hash) : verifyPassword(password, hash)
+  }, () => {
+    if (pool.hasRoom()) return true
+    observer?.passwordCheckRefused()
+    return false
   })
   store.watch()
   return generatedAdmin ? { store, generatedAdmin } : { store }
@@ -130,15 +169,21 @@ async function builtInTokenServer(
 ): Promise<{ authenticator: Authenticator; endpoint: TokenEndpoint; issuer: Issuer }> {
   const { token } = config
   const key = signingKey(token, log)
-  const issuer = createIssuer({ key, issuer: token.issuer, service: token.service, ttlSeconds: Math.max(60, Math.round(token.ttl / 1000)), includeX5c: token.include_x5c && key.chain.length > 0 })
-  const verifier = await createVerifier({ issuer: token.issuer, audience: token.service, keys: [key.publicKey] })
+  const ttlSeconds = Math.max(60, Math.round(token.ttl / 1000))
+  const issuer = createIssuer({ key, issuer: token.issuer, service: token.service, ttlSeconds, includeX5c: token.include_x5c && key.chain.length > 0 })
+  // This server never issues a token valid for longer than its ttl: a longer one was not made here as configured.
+  const verifier = await createVerifier({ issuer: token.issuer, audience: token.service, keys: [key.publicKey], maxTtlSeconds: ttlSeconds })
   const endpoint = createTokenEndpoint({
     issuer,
     service: token.service,
     realm: config.htpasswd.realm,
     allowAnonymous: token.anonymous,
     // A locked-out login is refused like a wrong password (the token server answers 401 either way).
-    authenticate: async (user, password, clientIp) => (await verifyThrottled(store, throttle, user, password, clientIp)) === true,
+    authenticate: async (user, password, clientIp) => {
+      const outcome = await verifyThrottled(store, throttle, user, password, clientIp)
+      return outcome === 'busy' ? 'busy' : outcome === true
+    },
+    credentialOf: (user) => store.hashOf(user),
     grant: (who, scopes, ip) => scopes.map((scope) => ({ ...scope, actions: acl.granted(who, scope, ip) })).filter((scope) => scope.actions.length > 0),
     accountActive: (user) => store.userNames.includes(user),
     onIssued: (event) => log.info({ token: event }, 'token issued'),
@@ -159,5 +204,11 @@ async function externalVerifier(token: Config['auth']['token'], log: Logger): Pr
   }
   const keys = external.jwks ? (JSON.parse(readFileSync(external.jwks, 'utf8')) as Parameters<typeof createVerifier>[0]['keys']) : readFileSync(external.rootcertbundle, 'utf8')
   log.info({ issuer: external.issuer, realm: token.realm }, 'verifying tokens from an external issuer')
-  return createVerifier({ issuer: external.issuer, audience: token.service, keys, clockSkewSeconds: Math.round(external.clock_skew / 1000) })
+  return createVerifier({
+    issuer: external.issuer,
+    audience: token.service,
+    keys,
+    clockSkewSeconds: Math.round(external.clock_skew / 1000),
+    maxTtlSeconds: Math.max(60, Math.round(external.max_ttl / 1000)),
+  })
 }

@@ -3,9 +3,26 @@ import { createHash } from 'node:crypto'
 import { isIP } from 'node:net'
 import type { ThrottleConfig } from '../config/schema.js'
 
+/** One login attempt counted before its password is checked; exactly one of the three is called once it is known. */
+export interface Attempt {
+  /** The password was wrong: the reservation becomes a failure. */
+  failed(): void
+  /** The password was right: the reservation is dropped (the caller also calls Throttle.succeeded). */
+  succeeded(): void
+  /** The password was never checked (the check was refused or broke): the reservation is dropped. */
+  cancelled(): void
+}
+
 export interface Throttle {
   /** Whole seconds this user at this address must wait before trying again (for Retry-After), 0 when allowed. */
   retryAfter(user: string, ip: string): number
+  /**
+   * Reserves an attempt before its password is checked, so attempts made at the same instant cannot all
+   * be checked: failures plus checks in flight never exceed max_failures + 1 (the attempt whose failure
+   * locks), as when they come one by one. Undefined when locked, including when this attempt is over that
+   * (it locks, as the failures in flight would).
+   */
+  attempt(user: string, ip: string): Attempt | undefined
   /** Counts a failed login of `user` from `ip`. */
   failed(user: string, ip: string): void
   /** A login succeeded: forgets this user+IP's failures (the IP's own count stays). */
@@ -27,6 +44,8 @@ export const DEFAULT_MAX_ENTRIES = 10_000
 
 interface Counter {
   failures: number
+  /** Attempts reserved and not yet known to have failed or succeeded. */
+  pending: number
   windowStart: number
   lockedUntil: number
 }
@@ -74,31 +93,58 @@ export function createThrottle(options: ThrottleOptions, deps: ThrottleDeps = {}
   const pairKey = (user: string, ip: string): string => `p:${addressKey(ip)}\n${userKey(user)}`
   const ipKey = (ip: string): string => `i:${addressKey(ip)}`
 
-  const bump = (key: string, limit: number, at: number): void => {
-    let counter = counters.get(key)
-    if (!counter || (counter.lockedUntil <= at && at - counter.windowStart >= window)) {
-      counter = { failures: 0, windowStart: at, lockedUntil: 0 }
-    }
-    if (counter.lockedUntil <= at) {
-      counter.failures++
-      if (counter.failures > limit) {
-        counter.lockedUntil = at + lockout
-        counter.failures = 0
-        counter.windowStart = at
-      }
-    }
+  /** The counter for `key` now: a new window once the old one ended (reservations in flight carry over). */
+  const current = (key: string, at: number): Counter => {
+    const counter = counters.get(key)
+    if (counter && (counter.lockedUntil > at || at - counter.windowStart < window)) return counter
+    return { failures: 0, pending: counter?.pending ?? 0, windowStart: at, lockedUntil: 0 }
+  }
+
+  const store = (key: string, counter: Counter): void => {
     counters.delete(key)
     counters.set(key, counter)
     while (counters.size > maxEntries) counters.delete(counters.keys().next().value as string)
+  }
+
+  const lock = (counter: Counter, at: number): void => {
+    counter.lockedUntil = at + lockout
+    counter.failures = 0
+    counter.windowStart = at
+  }
+
+  const bump = (key: string, limit: number, at: number): void => {
+    const counter = current(key, at)
+    if (counter.lockedUntil <= at) {
+      counter.failures++
+      if (counter.failures > limit) lock(counter, at)
+    }
+    store(key, counter)
+  }
+
+  /** Takes back a reservation; a counter left with nothing to remember is dropped. */
+  const release = (key: string): void => {
+    const counter = counters.get(key)
+    if (!counter) return
+    counter.pending = Math.max(0, counter.pending - 1)
+    if (counter.pending === 0 && counter.failures === 0 && counter.lockedUntil === 0) counters.delete(key)
   }
 
   const waitMs = (key: string, at: number): number => {
     const counter = counters.get(key)
     if (!counter) return 0
     if (counter.lockedUntil > at) return counter.lockedUntil - at
-    if (at - counter.windowStart >= window) counters.delete(key)
+    if (at - counter.windowStart >= window && counter.pending === 0) counters.delete(key)
     return 0
   }
+
+  const countFailure = (user: string, ip: string): void => {
+    if (!enabled) return
+    const at = now()
+    bump(pairKey(user, ip), pairLimit, at)
+    if (ipLimit > 0) bump(ipKey(ip), ipLimit, at)
+  }
+
+  const unlimited: Attempt = { failed: () => undefined, succeeded: () => undefined, cancelled: () => undefined }
 
   return {
     retryAfter(user, ip) {
@@ -107,12 +153,37 @@ export function createThrottle(options: ThrottleOptions, deps: ThrottleDeps = {}
       const wait = Math.max(waitMs(pairKey(user, ip), at), ipLimit > 0 ? waitMs(ipKey(ip), at) : 0)
       return wait > 0 ? Math.ceil(wait / 1000) : 0
     },
-    failed(user, ip) {
-      if (!enabled) return
+    attempt(user, ip) {
+      if (!enabled) return unlimited
       const at = now()
-      bump(pairKey(user, ip), pairLimit, at)
-      if (ipLimit > 0) bump(ipKey(ip), ipLimit, at)
+      const keys: Array<[string, number]> = [[pairKey(user, ip), pairLimit]]
+      if (ipLimit > 0) keys.push([ipKey(ip), ipLimit])
+      const entries = keys.map(([key, limit]) => ({ key, limit, counter: current(key, at) }))
+      if (entries.some(({ counter }) => counter.lockedUntil > at)) return undefined
+      // Counted before it is checked, as if it will fail: the attempt that could be failure limit+1 is the last
+      // one checked, whether attempts come one after another or all at the same instant.
+      const over = entries.filter(({ counter, limit }) => counter.failures + counter.pending > limit)
+      if (over.length > 0) {
+        for (const { key, counter } of over) {
+          lock(counter, at)
+          store(key, counter)
+        }
+        return undefined
+      }
+      for (const { key, counter } of entries) {
+        counter.pending++
+        store(key, counter)
+      }
+      let settled = false
+      const settle = (failed: boolean): void => {
+        if (settled) return
+        settled = true
+        for (const [key] of keys) release(key)
+        if (failed) countFailure(user, ip)
+      }
+      return { failed: () => settle(true), succeeded: () => settle(false), cancelled: () => settle(false) }
     },
+    failed: countFailure,
     succeeded(user, ip) {
       // The IP's count stays: one valid account must not let an address reset its spraying of others.
       counters.delete(pairKey(user, ip))

@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { apr1, hashKind, hashPassword, verifyPassword } from '../../src/auth/hashes.js'
-import { HtpasswdStore, parseHtpasswd } from '../../src/auth/htpasswd.js'
+import { HtpasswdStore, parseHtpasswd, type CheckAdmission } from '../../src/auth/htpasswd.js'
+import { createPasswordPool, PoolBusyError } from '../../src/auth/password-pool.js'
+import { createThrottle } from '../../src/auth/throttle.js'
 import { parseBasic } from '../../src/auth/basic.js'
 
 t.test('apr1 matches openssl passwd -apr1', async (t) => {
@@ -98,4 +100,156 @@ t.test('many requests with the same uncached credential at once share one bcrypt
   t.equal(hashChecks, 2, 'the wrong password was checked once for the concurrent requests')
   t.equal(await store.verify('ann', 'wrong'), false, 'and a later attempt is checked again (failures are not cached)')
   t.equal(hashChecks, 3)
+})
+
+t.test('unknown users cost what known users cost, alone and at the same instant (issue 12)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portier-htpasswd-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'htpasswd')
+  writeFileSync(file, `ann:${await hashPassword('right', 5)}\nbob:${await hashPassword('other', 5)}\n`)
+  const checkedHashes: string[] = []
+  const counting = (password: string, hash: string): Promise<boolean> => {
+    checkedHashes.push(hash)
+    return verifyPassword(password, hash)
+  }
+  const store = new HtpasswdStore(file, 60_000, { onLoad: () => undefined, onError: () => undefined }, counting)
+  t.teardown(() => store.close())
+
+  const burst = async (user: string, passwords: string[]): Promise<number> => {
+    const before = checkedHashes.length
+    const outcomes = await Promise.all(passwords.map((password) => store.verify(user, password)))
+    t.ok(outcomes.every((outcome) => outcome === false), `${user}: all refused`)
+    return checkedHashes.length - before
+  }
+  const same = Array.from({ length: 8 }, () => 'guess')
+  const distinct = Array.from({ length: 8 }, (_, i) => `guess-${i}`)
+  t.equal(await burst('ann', same), 1, 'known user, 8 identical guesses at once: one check')
+  t.equal(await burst('mallory', same), 1, 'unknown user, 8 identical guesses at once: one check too')
+  t.equal(await burst('ann', distinct), 8, 'known user, 8 different guesses: eight checks')
+  t.equal(await burst('mallory', distinct), 8, 'unknown user, 8 different guesses: eight checks too')
+  t.equal(await burst('mallory', ['again']), 1, 'an unknown user is never cached')
+  t.equal(await burst('mallory', ['again']), 1)
+  const decoy = checkedHashes.at(-1) ?? ''
+  t.equal(hashKind(decoy), 'bcrypt', 'unknown users are checked against a bcrypt decoy')
+  t.match(decoy, /^\$2y\$05\$/, 'at the cost the real users have (5 here), not a fixed 10')
+})
+
+t.test('a check is counted by the throttle before it runs: 100 different guesses at once check max_failures + 1 (issue 12)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portier-htpasswd-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'htpasswd')
+  writeFileSync(file, `ann:${await hashPassword('right', 5)}\n`)
+  let checks = 0
+  const counting = (password: string, hash: string): Promise<boolean> => {
+    checks++
+    return verifyPassword(password, hash)
+  }
+  const store = new HtpasswdStore(file, 60_000, { onLoad: () => undefined, onError: () => undefined }, counting)
+  t.teardown(() => store.close())
+  const throttle = createThrottle({ max_failures: 10, ip_max_failures: 50, window: 60_000, lockout: 60_000 })
+  const admit = (user: string): (() => CheckAdmission | undefined) => () => throttle.attempt(user, '192.0.2.1')
+  for (const user of ['ann', 'nobody']) {
+    checks = 0
+    const outcomes = await Promise.all(Array.from({ length: 100 }, (_, i) => store.verify(user, `guess-${i}`, { admit: admit(user) })))
+    t.equal(checks, 11, `${user}: 11 checks for 100 concurrent guesses (was 100)`)
+    t.equal(outcomes.filter((outcome) => outcome === 'locked').length, 89, `${user}: the rest refused as locked`)
+    t.equal(outcomes.filter((outcome) => outcome === false).length, 11)
+  }
+})
+
+t.test('a store that cannot take more checks answers busy without counting an attempt', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portier-htpasswd-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'htpasswd')
+  writeFileSync(file, `ann:${await hashPassword('right', 5)}\n`)
+  let room = false
+  const store = new HtpasswdStore(file, 60_000, { onLoad: () => undefined, onError: () => undefined }, verifyPassword, () => room)
+  t.teardown(() => store.close())
+  let admitted = 0
+  const admit = (): CheckAdmission => {
+    admitted++
+    return { failed: () => undefined, succeeded: () => undefined, cancelled: () => undefined }
+  }
+  t.equal(await store.verify('ann', 'right', { admit }), 'busy')
+  t.equal(await store.verify('nobody', 'x', { admit }), 'busy', 'unknown users too')
+  t.equal(admitted, 0, 'nothing reserved with the throttle')
+  room = true
+  t.equal(await store.verify('ann', 'right', { admit }), true)
+  room = false
+  t.equal(await store.verify('ann', 'right', { admit }), true, 'a cached credential needs no check, so never busy')
+  t.equal(admitted, 1)
+})
+
+t.test('the worker pool checks bcrypt off the main thread and refuses at once when its queue is full', async (t) => {
+  const pool = createPasswordPool({ workers: 1, queue: 2 })
+  t.teardown(() => pool.close())
+  t.equal(pool.size, 1)
+  const hash = await hashPassword('pool-password', 8)
+  t.equal(await pool.compare('pool-password', hash), true, 'right password')
+  t.equal(await pool.compare('wrong', hash), false, 'wrong password')
+  t.equal(await pool.compare('x', '$2y$08$not-a-valid-hash'), false, 'a broken hash is a mismatch, not a crash')
+
+  const running = [pool.compare('pool-password', hash), pool.compare('a', hash), pool.compare('b', hash)]
+  t.equal(pool.pending, 3, 'one on the worker, two queued')
+  t.equal(pool.hasRoom(), false)
+  await t.rejects(pool.compare('c', hash), PoolBusyError, 'the fourth is refused at once')
+  // The main thread stays free while the worker runs bcrypt.
+  let turns = 0
+  const ticker = setInterval(() => turns++, 1)
+  t.same(await Promise.all(running), [true, false, false], 'queued checks complete in order')
+  clearInterval(ticker)
+  t.ok(turns > 0, `the event loop kept turning during the checks (${turns} timer turns)`)
+  t.equal(pool.hasRoom(), true)
+  t.equal(pool.size, 1)
+  t.equal(pool.pending, 0)
+
+  const defaults = createPasswordPool({ workers: 0, queue: 0 })
+  t.teardown(() => defaults.close())
+  t.ok(defaults.size >= 1 && defaults.size <= 2, `workers 0: min(2, cores) = ${defaults.size}`)
+  await defaults.close()
+  await t.rejects(defaults.compare('x', hash), PoolBusyError, 'a closed pool refuses')
+})
+
+t.test('a file truncated then rewritten keeps its users in the gap; an empty file is taken only once it stays so (issue 12)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portier-htpasswd-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'htpasswd')
+  writeFileSync(file, `ann:${await hashPassword('ann-password', 5)}\nbob:${await hashPassword('bob-password', 5)}\n`)
+  const loads: number[] = []
+  const holds: Array<{ users: number; kept: number }> = []
+  const settleMs = 1500
+  const store = new HtpasswdStore(
+    file,
+    60_000,
+    { onLoad: (parsed) => loads.push(parsed.users.size), onError: () => undefined, onHold: (parsed, _path, kept) => holds.push({ users: parsed.users.size, kept }) },
+    verifyPassword,
+    () => true,
+    settleMs,
+  )
+  t.teardown(() => store.close())
+  store.watch()
+  const waitFor = async (check: () => boolean, ms: number): Promise<boolean> => {
+    const deadline = Date.now() + ms
+    while (!check() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25))
+    return check()
+  }
+
+  // What an editor or `echo >` does: truncate, then write the new content a moment later.
+  writeFileSync(file, '')
+  t.ok(await waitFor(() => holds.length === 1, 3000), 'the empty file is noticed and held back')
+  t.same(holds[0], { users: 0, kept: 2 })
+  t.same(store.userNames.sort(), ['ann', 'bob'], 'the users stay during the gap')
+  t.equal(await store.verify('bob', 'bob-password'), true, 'and log in (checked, not from a cache)')
+  writeFileSync(file, `ann:${await hashPassword('ann-password', 5)}\ncarol:${await hashPassword('carol-password', 5)}\n`)
+  t.ok(await waitFor(() => loads.length === 2, 3000), 'the rewritten file is loaded')
+  t.same(store.userNames.sort(), ['ann', 'carol'])
+  t.equal(await store.verify('bob', 'bob-password'), false, 'the removed user is gone')
+
+  // Half a line (a write caught in the middle): held back too.
+  writeFileSync(file, `ann:$2y$05$abc`)
+  t.ok(await waitFor(() => holds.length === 2, 3000), 'an unreadable line is held back')
+  t.same(store.userNames.sort(), ['ann', 'carol'], 'the users stay')
+  // Left that way, it is taken after settleMs: the operator's file wins in the end.
+  t.ok(await waitFor(() => loads.length === 3, settleMs + 3000), 'taken once it stayed unchanged')
+  t.same(store.userNames, [], 'with what it holds (nothing readable)')
 })

@@ -192,3 +192,53 @@ t.test('config: auth.throttle defaults, overrides and checks', async (t) => {
   t.same(problems({ PORTIER_AUTH_THROTTLE_MAX_FAILURES: '-1' }).map((p) => p.key), ['auth.throttle.max_failures'])
   t.same(problems({ PORTIER_AUTH_THROTTLE_WINDOW: '0' })[0]?.source, 'environment PORTIER_AUTH_THROTTLE_WINDOW')
 })
+
+t.test('attempts are counted before they are checked: at the same instant no more pass than one by one (issue 12)', async (t) => {
+  const { throttle } = setup()
+  // 100 guesses at the same instant: each reserves before its password is checked.
+  const attempts = Array.from({ length: 100 }, () => throttle.attempt('alice', '192.0.2.1'))
+  const admitted = attempts.filter((attempt) => attempt !== undefined)
+  t.equal(admitted.length, 4, 'max_failures (3) + 1 checked, as one after another: the fourth failure is the one that locks')
+  t.equal(throttle.retryAfter('alice', '192.0.2.1'), 120, 'the attempt over the limit locked at once')
+  for (const attempt of admitted) attempt?.failed()
+  t.equal(throttle.retryAfter('alice', '192.0.2.1'), 120, 'the failures that come in later do not extend it')
+  t.equal(throttle.retryAfter('alice', '198.51.100.2'), 0, 'the same user elsewhere is not locked')
+
+  const sequential = setup()
+  const checked: boolean[] = []
+  for (let i = 0; i < 6; i++) {
+    const attempt = sequential.throttle.attempt('alice', '192.0.2.1')
+    checked.push(attempt !== undefined)
+    attempt?.failed()
+  }
+  t.same(checked, [true, true, true, true, false, false], 'one by one: the same four checks')
+
+  const spray = setup()
+  const sprayed = Array.from({ length: 50 }, (_, i) => spray.throttle.attempt(`user${i}`, '203.0.113.9')).filter((attempt) => attempt !== undefined)
+  t.equal(sprayed.length, 11, 'ip_max_failures (10) + 1 across users at the same instant')
+  t.ok(spray.throttle.retryAfter('someone', '203.0.113.9') > 0, 'and the address is locked')
+})
+
+t.test('a reservation that succeeds or is cancelled is not a failure and leaves nothing behind', async (t) => {
+  const { throttle } = setup()
+  for (let i = 0; i < 3; i++) throttle.attempt('alice', '192.0.2.1')?.failed()
+  const right = throttle.attempt('alice', '192.0.2.1')
+  t.ok(right, 'the fourth attempt is checked')
+  right?.succeeded()
+  throttle.succeeded('alice', '192.0.2.1')
+  t.equal(throttle.retryAfter('alice', '192.0.2.1'), 0)
+  for (let i = 0; i < 3; i++) throttle.attempt('alice', '192.0.2.1')?.failed()
+  t.equal(throttle.retryAfter('alice', '192.0.2.1'), 0, 'the success reset the pair count')
+
+  const quiet = setup()
+  const held = Array.from({ length: 4 }, () => quiet.throttle.attempt('bob', '192.0.2.7'))
+  t.ok(held.every((attempt) => attempt !== undefined), 'four in flight')
+  for (const attempt of held) attempt?.cancelled()
+  t.equal(quiet.throttle.size, 0, 'cancelled reservations leave no entries')
+  held[0]?.failed()
+  t.equal(quiet.throttle.size, 0, 'a settled reservation ignores a second outcome')
+
+  const off = setup({ max_failures: 0 })
+  t.ok(Array.from({ length: 100 }, () => off.throttle.attempt('alice', '192.0.2.1')).every((attempt) => attempt !== undefined), 'throttling off: every attempt passes')
+  t.equal(off.throttle.size, 0)
+})

@@ -433,3 +433,105 @@ t.test('token endpoint: credentials, anonymous, service, account, grants, OAuth2
   t.equal((await fetch(closedUrl, { headers: { authorization: basic('x', 'y') } })).status, 500, 'an ACL failure is a 500, not a token')
   t.same(errors, [], 'the first endpoint saw no unexpected errors')
 })
+
+t.test('tokens issued in the future or valid for too long are refused (issue 12)', async (t) => {
+  const verifier = await createVerifier({ issuer: base.issuer, audience: base.service, keys: signerCert, clockSkewSeconds: 30, maxTtlSeconds: 600 })
+  const now = Math.floor(Date.now() / 1000)
+  const signed = (iat: number | undefined, exp: number): Promise<string> => {
+    const jwt = new SignJWT({ access: [repo('a', 'pull')] }).setProtectedHeader({ alg: 'RS256', kid: signer.kid }).setIssuer(base.issuer).setAudience(base.service).setSubject('ann').setExpirationTime(exp)
+    if (iat !== undefined) jwt.setIssuedAt(iat)
+    return jwt.sign(signer.privateKey)
+  }
+  t.equal(await problemOf(verifier, await signed(now, now + 300)), 'accepted', 'a 5-minute token')
+  t.equal(await problemOf(verifier, await signed(now + 20, now + 320)), 'accepted', 'iat within the clock skew')
+  t.equal(await problemOf(verifier, await signed(undefined, now + 600)), 'accepted', 'no iat, exp at the bound')
+  t.equal(await problemOf(verifier, await signed(now + 3600, now + 3900)), 'invalid_token/not_yet_valid', 'iat an hour in the future')
+  t.equal(await problemOf(verifier, await signed(now, now + 10 * 365 * 24 * 3600)), 'invalid_token/lifetime', 'exp ten years out')
+  t.equal(await problemOf(verifier, await signed(now - 3600, now + 700)), 'invalid_token/lifetime', 'exp beyond the bound even with an old iat')
+  const byDefault = await createVerifier({ issuer: base.issuer, audience: base.service, keys: signerCert })
+  t.equal(await problemOf(byDefault, await signed(now, now + 3500)), 'accepted', 'the default bound is an hour')
+  t.equal(await problemOf(byDefault, await signed(now, now + 2 * 3600)), 'invalid_token/lifetime')
+
+  const refreshing = createIssuer({ key: signer, ...base, refreshTtlSeconds: 3600 })
+  const future = createIssuer({ key: signer, ...base, refreshTtlSeconds: 3600, now: () => Date.now() + 3600_000 })
+  const refusal = (promise: Promise<unknown>): Promise<string> =>
+    promise.then(() => 'accepted', (error: unknown) => (error instanceof TokenError ? `${error.reason}/${error.problem}` : String(error)))
+  t.equal(await refusal(refreshing.verifyRefresh(await refreshing.issueRefresh('ann'))), 'accepted')
+  t.match(await refusal(refreshing.verifyRefresh(await future.issueRefresh('ann'))), /^invalid_grant\//, 'a refresh token from the future (its nbf, or iat)')
+  const longLived = createIssuer({ key: signer, ...base, refreshTtlSeconds: 10 * 365 * 24 * 3600 })
+  t.equal(await refusal(refreshing.verifyRefresh(await longLived.issueRefresh('ann'))), 'invalid_grant/lifetime', 'a refresh token valid for ten years')
+})
+
+t.test('refresh tokens are bound to the credential they were issued for (issue 12)', async (t) => {
+  const issuer = createIssuer({ key: signer, ...base })
+  const refusal = (promise: Promise<unknown>): Promise<string> =>
+    promise.then(() => 'accepted', (error: unknown) => (error instanceof TokenError ? `${error.reason}/${error.problem}` : String(error)))
+  let current: string | undefined = '$2y$10$first-hash'
+  const credentialOf = (user: string): string | undefined => (user === 'ann' ? current : undefined)
+  const bound = await issuer.issueRefresh('ann', current)
+  t.equal(await refusal(issuer.verifyRefresh(bound, credentialOf)), 'accepted', 'same password: accepted')
+  t.notMatch(Buffer.from(bound.split('.')[1] ?? '', 'base64url').toString(), 'first-hash', 'the token does not carry the hash itself')
+  const sameKeyElsewhere = createIssuer({ key: signer, ...base })
+  t.equal(await refusal(sameKeyElsewhere.verifyRefresh(bound, credentialOf)), 'accepted', 'another instance with the same key accepts it')
+  current = '$2y$10$second-hash'
+  t.equal(await refusal(issuer.verifyRefresh(bound, credentialOf)), 'invalid_grant/credential', 'password changed: refused')
+  current = undefined
+  t.equal(await refusal(issuer.verifyRefresh(bound, credentialOf)), 'invalid_grant/credential', 'user removed: refused')
+  current = '$2y$10$first-hash'
+  t.equal(await refusal(issuer.verifyRefresh(await issuer.issueRefresh('ann'), credentialOf)), 'invalid_grant/credential', 'an unbound token is refused where tokens are bound')
+  t.equal(await refusal(issuer.verifyRefresh(await issuer.issueRefresh('bob', '$2y$10$first-hash'), credentialOf)), 'invalid_grant/credential', 'bound to the user too')
+
+  // Through the endpoint: a password grant with access_type=offline, then the password changes.
+  const endpoint = createTokenEndpoint({
+    issuer,
+    allowAnonymous: false,
+    authenticate: async (user, password) => user === 'ann' && password === 'pw-ann',
+    grant: (_who, scopes) => scopes,
+    credentialOf,
+  })
+  const server = createServer((req, res) => void endpoint(req, res, req.socket.remoteAddress ?? ''))
+  const url = await listen(server)
+  t.teardown(() => server.close())
+  const form = (fields: Record<string, string>): RequestInit => ({ method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields).toString() })
+  const login = await fetch(url, form({ grant_type: 'password', username: 'ann', password: 'pw-ann', access_type: 'offline' }))
+  const refreshToken = ((await login.json()) as Record<string, string>).refresh_token as string
+  t.equal((await fetch(url, form({ grant_type: 'refresh_token', refresh_token: refreshToken }))).status, 200, 'refresh works while the password is unchanged')
+  current = '$2y$10$third-hash'
+  const refused = await fetch(url, form({ grant_type: 'refresh_token', refresh_token: refreshToken }))
+  t.equal(refused.status, 400)
+  t.equal(((await refused.json()) as Record<string, unknown>).error, 'invalid_grant', 'refused after the password changed')
+})
+
+t.test('token endpoint: Basic Og== (empty user and password) is anonymous when anonymous tokens are on (issue 14)', async (t) => {
+  const verifier = await createVerifier({ issuer: base.issuer, audience: base.service, keys: signerCert })
+  const attempts: string[] = []
+  const endpointFor = (allowAnonymous: boolean) =>
+    createTokenEndpoint({
+      issuer: createIssuer({ key: signer, ...base }),
+      allowAnonymous,
+      authenticate: async (user) => {
+        attempts.push(user)
+        return false
+      },
+      grant: (who, scopes) => (who.anonymous ? scopes.filter((scope) => scope.name.startsWith('public/')).map((scope) => repo(scope.name, 'pull')) : []),
+    })
+  for (const allowAnonymous of [true, false]) {
+    const endpoint = endpointFor(allowAnonymous)
+    const server = createServer((req, res) => void endpoint(req, res, req.socket.remoteAddress ?? ''))
+    const url = await listen(server)
+    t.teardown(() => server.close())
+    const reply = await fetch(`${url}?service=${base.service}&scope=repository:public/x:pull`, { headers: { authorization: 'Basic Og==' } })
+    if (allowAnonymous) {
+      t.equal(reply.status, 200, 'anonymous on: a token')
+      const verified = await verifier.verify(((await reply.json()) as { token: string }).token)
+      t.equal(verified.subject, '', 'for the anonymous account')
+      t.same(verified.access, [repo('public/x', 'pull')], 'with what anonymous callers are granted')
+    } else {
+      t.equal(reply.status, 401, 'anonymous off: 401')
+      t.equal(reply.headers.get('www-authenticate'), 'Basic realm="Portier token"')
+    }
+    const emptyUser = await fetch(`${url}?service=${base.service}`, { headers: { authorization: `Basic ${Buffer.from(':secret').toString('base64')}` } })
+    t.equal(emptyUser.status, 401, 'an empty user with a password is still refused')
+  }
+  t.same(attempts, [], 'no password check for empty credentials')
+})

@@ -18,6 +18,8 @@ export type TokenProblem =
   | 'audience'
   | 'expired'
   | 'not_yet_valid'
+  | 'lifetime'
+  | 'credential'
   | 'claims'
   | 'scope'
   | 'invalid'

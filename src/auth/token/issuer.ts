@@ -1,5 +1,5 @@
 // Signs registry access tokens (distribution token spec JWTs that registry:2 verifies) and Portier's refresh tokens.
-import { randomBytes } from 'node:crypto'
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { SignJWT, jwtVerify, errors as joseErrors, type JWTHeaderParameters } from 'jose'
 import type { Scope } from './scope.js'
 import type { TokenKey } from './keys.js'
@@ -33,9 +33,16 @@ export interface Issuer {
   readonly service: string
   readonly issuer: string
   issue(request: { subject: string; access: Scope[] }): Promise<IssuedToken>
-  issueRefresh(subject: string): Promise<string>
-  /** The subject of a refresh token this issuer signed for this service; throws TokenError('invalid_grant') otherwise. */
-  verifyRefresh(token: string): Promise<{ subject: string }>
+  /**
+   * A refresh token for `subject`. With `credential` (the user's stored password hash) the token is bound
+   * to it: a keyed hash of it goes into the token, and verifyRefresh refuses it once the password changed.
+   */
+  issueRefresh(subject: string, credential?: string): Promise<string>
+  /**
+   * The subject of a refresh token this issuer signed for this service; throws TokenError('invalid_grant')
+   * otherwise. With `credentialOf`, the token must be bound to the subject's current credential.
+   */
+  verifyRefresh(token: string, credentialOf?: (subject: string) => string | undefined): Promise<{ subject: string }>
 }
 
 /** Header `typ` of refresh tokens; access tokens carry `JWT`, and verifiers of access tokens refuse any other. */
@@ -60,6 +67,11 @@ export function createIssuer(options: IssuerOptions): Issuer {
   if (options.includeX5c) header.x5c = key.chain.map((der) => der.toString('base64'))
   const refreshHeader: JWTHeaderParameters = { alg: key.alg, typ: REFRESH_TOKEN_TYPE, kid: key.kid }
   const jti = (): string => randomBytes(16).toString('base64url')
+  // Keyed by the signing key, so every instance sharing the key computes the same binding and the
+  // token (which its holder can read) reveals nothing about the password hash.
+  const bindingKey = createHash('sha256').update('portier refresh credential binding\0').update(key.privateKey.export({ type: 'pkcs8', format: 'der' })).digest()
+  const binding = (subject: string, credential: string): string =>
+    createHmac('sha256', bindingKey).update(subject).update('\0').update(credential).digest().subarray(0, 18).toString('base64url')
 
   return {
     service,
@@ -82,9 +94,9 @@ export function createIssuer(options: IssuerOptions): Issuer {
       return { token, expiresIn: ttlSeconds, issuedAt: new Date(iat * 1000).toISOString() }
     },
 
-    async issueRefresh(subject) {
+    async issueRefresh(subject, credential) {
       const iat = Math.floor(now() / 1000)
-      return new SignJWT({})
+      return new SignJWT(credential === undefined ? {} : { cred: binding(subject, credential) })
         .setProtectedHeader(refreshHeader)
         .setIssuer(issuer)
         .setSubject(subject)
@@ -96,7 +108,7 @@ export function createIssuer(options: IssuerOptions): Issuer {
         .sign(key.privateKey)
     },
 
-    async verifyRefresh(token) {
+    async verifyRefresh(token, credentialOf) {
       try {
         const { payload } = await jwtVerify(token, key.publicKey, {
           algorithms: [key.alg],
@@ -108,6 +120,18 @@ export function createIssuer(options: IssuerOptions): Issuer {
           currentDate: new Date(now()),
         })
         if (typeof payload.sub !== 'string' || payload.sub === '') throw new TokenError('invalid_grant', 'claims', 'refresh token has no subject')
+        const nowSeconds = now() / 1000
+        if (typeof payload.iat !== 'number' || payload.iat > nowSeconds + 30) throw new TokenError('invalid_grant', 'not_yet_valid', 'refresh token issued in the future')
+        if ((payload.exp as number) > nowSeconds + refreshTtlSeconds + 30) throw new TokenError('invalid_grant', 'lifetime', 'refresh token valid for too long')
+        if (credentialOf) {
+          const current = credentialOf(payload.sub)
+          if (current === undefined) throw new TokenError('invalid_grant', 'credential', 'the account of this refresh token no longer exists')
+          const bound = typeof payload.cred === 'string' ? Buffer.from(payload.cred) : undefined
+          const expected = Buffer.from(binding(payload.sub, current))
+          if (!bound || bound.length !== expected.length || !timingSafeEqual(bound, expected)) {
+            throw new TokenError('invalid_grant', 'credential', "the account's password changed since this refresh token was issued")
+          }
+        }
         return { subject: payload.sub }
       } catch (error) {
         if (error instanceof TokenError) throw error

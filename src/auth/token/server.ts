@@ -22,8 +22,11 @@ export interface TokenEvent {
 
 export interface TokenEndpointOptions {
   issuer: Issuer
-  /** Whether the password is right for the user (clientIp lets the caller throttle failed logins). */
-  authenticate(user: string, password: string, clientIp: string): Promise<boolean>
+  /**
+   * Whether the password is right for the user (clientIp lets the caller throttle failed logins); 'busy'
+   * when too many password checks wait (the endpoint answers 503 with Retry-After).
+   */
+  authenticate(user: string, password: string, clientIp: string): Promise<boolean | 'busy'>
   /**
    * What the ACL allows of the requested scopes. The result is intersected with the request, so it
    * may be the granted subset or everything the caller may do on those names.
@@ -35,6 +38,11 @@ export interface TokenEndpointOptions {
   service?: string
   /** Realm of the Basic challenge on bad or missing credentials, default "Portier token". */
   realm?: string
+  /**
+   * The account's current credential (its stored password hash): refresh tokens are bound to it and
+   * refused once it changes. Without it refresh tokens are bound to nothing but the account name.
+   */
+  credentialOf?(user: string): string | undefined
   /** Whether a refresh token's account still exists; refresh fails once it returns false. */
   accountActive?(user: string): boolean | Promise<boolean>
   /** Called once per token issued; carries no secret. */
@@ -56,6 +64,7 @@ const tokenErrors = {
   unauthorized: { status: 401, wire: 'UNAUTHORIZED' },
   method_not_allowed: { status: 405, wire: 'UNSUPPORTED' },
   payload_too_large: { status: 413, wire: 'UNSUPPORTED' },
+  temporarily_unavailable: { status: 503, wire: 'UNAVAILABLE' },
   server_error: { status: 500, wire: 'UNKNOWN' },
 } as const
 
@@ -119,9 +128,14 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
   }
 
   async function login(user: string, password: string, clientIp: string): Promise<Requester> {
-    if (user === '' || !(await options.authenticate(user, password, clientIp))) throw badCredentials()
+    if (user === '') throw badCredentials()
+    const verdict = await options.authenticate(user, password, clientIp)
+    if (verdict === 'busy') throw new Refusal('temporarily_unavailable', 'too many logins at once; try again shortly', { 'Retry-After': '1' })
+    if (!verdict) throw badCredentials()
     return { user, anonymous: false }
   }
+
+  const refreshTokenFor = (user: string): Promise<string> => issuer.issueRefresh(user, options.credentialOf?.(user))
 
   async function tokenFor(grantType: TokenEvent['grantType'], who: Requester, requested: Scope[], clientIp: string, refreshToken: string | undefined) {
     const granted = intersectScopes(requested, await options.grant(who, requested, clientIp))
@@ -149,12 +163,17 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
     } else {
       const credentials = parseBasic(authorization)
       if (!credentials) throw badCredentials()
-      who = await login(credentials.user, credentials.password, clientIp)
-      const account = params.get('account')
-      if (account !== null && account !== '' && account !== who.user) throw new Refusal('invalid_request', 'account does not match the credentials')
+      if (credentials.user === '' && credentials.password === '' && options.allowAnonymous) {
+        // `Basic Og==` (":"): some client libraries send empty credentials when they have none.
+        who = { user: '', anonymous: true }
+      } else {
+        who = await login(credentials.user, credentials.password, clientIp)
+        const account = params.get('account')
+        if (account !== null && account !== '' && account !== who.user) throw new Refusal('invalid_request', 'account does not match the credentials')
+      }
     }
     const offline = params.get('offline_token') === 'true' && !who.anonymous
-    const refreshToken = offline ? await issuer.issueRefresh(who.user) : undefined
+    const refreshToken = offline ? await refreshTokenFor(who.user) : undefined
     const { body } = await tokenFor('get', who, requested, clientIp, refreshToken)
     send(res, 200, body)
   }
@@ -172,13 +191,13 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
       const password = form.get('password')
       if (user === null || password === null) throw new Refusal('invalid_request', 'grant_type=password needs username and password')
       who = await login(user, password, clientIp)
-      if (offline) refreshToken = await issuer.issueRefresh(who.user)
+      if (offline) refreshToken = await refreshTokenFor(who.user)
     } else if (grantType === 'refresh_token') {
       const given = form.get('refresh_token')
       if (given === null || given === '') throw new Refusal('invalid_request', 'grant_type=refresh_token needs refresh_token')
       let subject: string
       try {
-        ;({ subject } = await issuer.verifyRefresh(given))
+        ;({ subject } = await issuer.verifyRefresh(given, options.credentialOf))
       } catch (error) {
         if (error instanceof TokenError) throw new Refusal('invalid_grant', error.message)
         throw error

@@ -23,8 +23,13 @@ export interface VerifierOptions {
   /** The accepted `aud`: this registry's service name. */
   audience: string
   keys: VerifierKeys
-  /** Tolerance for `exp` and `nbf`, default 30 s. */
+  /** Tolerance for `exp`, `nbf` and `iat`, default 30 s. */
   clockSkewSeconds?: number
+  /**
+   * Longest time a token may still be valid for: `exp` further than this (plus the skew) from now is
+   * refused, as is `iat` in the future. Default 3600 s; a token server issues tokens for minutes.
+   */
+  maxTtlSeconds?: number
   /** Accepted signature algorithms; default RS256/384/512 and ES256/384/512. HS* and none are never accepted. */
   algorithms?: string[]
   /** Verified tokens kept, default 10 000; the oldest go first. */
@@ -45,6 +50,9 @@ export interface Verifier {
   verify(token: string): Promise<VerifiedToken>
   stats(): { hits: number; misses: number; size: number }
 }
+
+/** Default bound on how long a token may still be valid: docker_auth issues for 15 minutes, Portier for 5. */
+export const DEFAULT_MAX_TTL_SECONDS = 3600
 
 const asymmetricAlgorithms = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512']
 const defaultAlgorithms = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512']
@@ -183,6 +191,8 @@ export async function createVerifier(options: VerifierOptions): Promise<Verifier
   const skewSeconds = options.clockSkewSeconds ?? 30
   const algorithms = options.algorithms ?? defaultAlgorithms
   const cacheSize = options.cacheSize ?? 10_000
+  const maxTtlSeconds = options.maxTtlSeconds ?? DEFAULT_MAX_TTL_SECONDS
+  if (!(maxTtlSeconds > 0)) throw new TypeError('maxTtlSeconds must be positive')
   const now = options.now ?? Date.now
   const issuers = Array.isArray(options.issuer) ? options.issuer : [options.issuer]
   for (const alg of algorithms) {
@@ -242,6 +252,11 @@ export async function createVerifier(options: VerifierOptions): Promise<Verifier
         throw mapJoseError(error)
       }
       if (payload.sub !== undefined && typeof payload.sub !== 'string') throw invalid('claims', 'token subject is not a string')
+      // jose checks `iat` only against a maximum age, and `exp` not at all against a maximum: a token
+      // "issued" in the future or valid for years is refused (a stolen one would otherwise never die).
+      const nowSeconds = nowMs / 1000
+      if (payload.iat !== undefined && (typeof payload.iat !== 'number' || payload.iat > nowSeconds + skewSeconds)) throw invalid('not_yet_valid', 'token issued in the future')
+      if ((payload.exp as number) > nowSeconds + maxTtlSeconds + skewSeconds) throw invalid('lifetime', `token valid for longer than ${maxTtlSeconds} s`)
       // Frozen: the same object is handed out again from the cache.
       const access = parseAccessClaim(payload.access).map((scope) => Object.freeze({ ...scope, actions: Object.freeze(scope.actions) as Scope['actions'] }))
       return Object.freeze({ subject: payload.sub ?? '', access: Object.freeze(access) as Scope[], exp: payload.exp as number })
