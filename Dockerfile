@@ -33,8 +33,10 @@ RUN mkdir -p /app/certs /app/auth /app/data \
 USER portier
 # 5443: the registry (HTTPS); 9113: /metrics, /healthz, /readyz when admin.listen is "0.0.0.0:9113" (config/compose.portier.yaml)
 EXPOSE 5443 9113
-# Healthy when /v2/ answers 200, or 401 once authentication is on (what load balancers should accept too).
+# Healthy when the gateway answers where its config says: the admin listener's /healthz (admin.listen,
+# 127.0.0.1:9113 by default), else /v2/ on server.listen (200, or 401 once authentication is on).
+# Reads the same config file (and PORTIER_* variables) as the CMD: a changed port moves the check too.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["node", "-e", "require('node:https').get({host:'127.0.0.1',port:5443,path:'/v2/',rejectUnauthorized:false,timeout:4000},(r)=>{r.resume();process.exit(r.statusCode===200||r.statusCode===401?0:1)}).on('timeout',function(){this.destroy(new Error('timeout'))}).on('error',()=>process.exit(1))"]
+  CMD ["node", "dist/cli.js", "healthcheck", "--config", "/etc/portier/portier.yaml"]
 ENTRYPOINT ["node", "dist/cli.js"]
 CMD ["serve", "--config", "/etc/portier/portier.yaml"]

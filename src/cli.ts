@@ -9,9 +9,11 @@ const help = `portier — an HTTPS gateway for Docker/OCI registries
 Usage:
   portier serve [--config FILE]          run the gateway
   portier check-config [--config FILE]   validate the configuration and exit (0 = valid)
-  portier passwd add|remove|list [--file FILE] [USER]
+  portier passwd add|remove|list [--file FILE] [--mode MODE] [USER]
                                          manage an htpasswd file (bcrypt, cost 10); the password
                                          is read from the terminal, or the first line of stdin
+  portier healthcheck [--config FILE]    exit 0 when the running gateway answers (the admin
+                                         listener's /healthz, else /v2/ on server.listen)
   portier token-key [--out DIR]          make the token signing key and its certificate (the
                                          rootcertbundle registry:2 needs to verify Portier's tokens)
   portier --help | --version
@@ -19,6 +21,9 @@ Usage:
 Options:
   -c, --config FILE   YAML configuration (default: $PORTIER_CONFIG, else built-in defaults)
   -f, --file FILE     for passwd: the htpasswd file (default: auth.htpasswd.path of the config)
+  -m, --mode MODE     for passwd: the file's permissions, e.g. 0644 when the gateway runs as
+                      another user (a container); default: an existing file keeps its mode, a
+                      new one is 0600
   -o, --out DIR       for token-key: where token.key and token.crt go (default: certs/token)
 
 Configuration:
@@ -43,6 +48,7 @@ interface Args {
   config?: string
   file?: string
   out?: string
+  mode?: string
   /** Positional arguments after the command (passwd ACTION USER). */
   rest: string[]
 }
@@ -68,6 +74,11 @@ function parseArgs(argv: string[]): Args {
       if (!value) throw new UsageError(`${arg} needs a directory`)
       args.out = value
     } else if (arg.startsWith('--out=')) args.out = arg.slice('--out='.length)
+    else if (arg === '-m' || arg === '--mode') {
+      const value = argv[++i]
+      if (!value) throw new UsageError(`${arg} needs permissions like 0644`)
+      args.mode = value
+    } else if (arg.startsWith('--mode=')) args.mode = arg.slice('--mode='.length)
     else if (arg.startsWith('-')) throw new UsageError(`unknown option ${arg}`)
     else if (!args.command) args.command = arg
     else if (args.command === 'passwd' && args.rest.length < 2) args.rest.push(arg)
@@ -88,13 +99,22 @@ function printConfigErrors(error: ConfigError): void {
   for (const problem of error.problems) process.stderr.write(`  ${formatProblem(problem)}\n`)
 }
 
+/** Throws a ConfigError naming each file serve could not load (missing, unreadable, a key that does not match). */
+async function checkFiles(config: LoadedConfig['config'], args: Args): Promise<void> {
+  const { fileProblems } = await import('./config/files.js')
+  const problems = fileProblems(config, args.config ?? 'defaults')
+  if (problems.length > 0) throw new ConfigError(problems)
+}
+
 async function serve(args: Args): Promise<number> {
   const { config, sources } = load(args)
+  await checkFiles(config, args)
   // Signals are taken over before anything starts: a SIGTERM during start-up (the embedded registry
   // takes a moment) must still stop what was started, never kill the process and orphan the registry.
-  let stopSignal: NodeJS.Signals | undefined
-  let onStop: ((signal: NodeJS.Signals) => void) | undefined
-  const signalled = (signal: NodeJS.Signals): void => {
+  let stopSignal: NodeJS.Signals | 'internal_error' | undefined
+  let onStop: ((signal: NodeJS.Signals | 'internal_error') => void) | undefined
+  let exitCode = 0
+  const signalled = (signal: NodeJS.Signals | 'internal_error'): void => {
     if (stopSignal) {
       process.stderr.write(`portier: second ${signal}: exiting now\n`)
       process.exit(1)
@@ -105,14 +125,30 @@ async function serve(args: Args): Promise<number> {
   process.on('SIGTERM', signalled)
   process.on('SIGINT', signalled)
 
-  const [{ createLogger }, { startPortier }, { RegistryBinaryMissing }] = await Promise.all([
+  const [{ createLogger }, { startPortier }, { RegistryBinaryMissing }, { reportInternalError }] = await Promise.all([
     import('./observe/log.js'),
     import('./server/index.js'),
     import('./embedded/registry.js'),
+    import('./observe/internal-errors.js'),
   ])
   const log = createLogger(config.log.level, config.log.format)
   log.info({ sources: sources.length > 0 ? sources : ['defaults'] }, 'configuration loaded')
-  let running
+  let running: Awaited<ReturnType<typeof startPortier>> | undefined
+  // Last resort: an error nothing handled leaves the process in a state nobody knows. It is logged (with
+  // the request it belonged to) and counted, then the gateway drains like on SIGTERM and exits with
+  // EXIT_INTERNAL_ERROR, so its supervisor restarts it; it never keeps serving and never dies silently.
+  const lastResort = (kind: 'uncaught_exception' | 'unhandled_rejection') => (error: unknown): void => {
+    reportInternalError(log, running?.observability.metrics, kind, error)
+    log.flush()
+    if (exitCode === EXIT_INTERNAL_ERROR) return
+    exitCode = EXIT_INTERNAL_ERROR
+    process.stderr.write(`portier: internal error (${kind}): ${error instanceof Error ? error.message : String(error)}; draining, then exiting with ${EXIT_INTERNAL_ERROR}\n`)
+    // Draining is bounded by server.drain_timeout; should it hang anyway, the process still ends.
+    setTimeout(() => process.exit(EXIT_INTERNAL_ERROR), config.server.drain_timeout + 5000).unref()
+    if (!stopSignal) signalled('internal_error')
+  }
+  process.on('uncaughtException', lastResort('uncaught_exception'))
+  process.on('unhandledRejection', lastResort('unhandled_rejection'))
   try {
     running = await startPortier(config, log)
   } catch (error) {
@@ -123,9 +159,15 @@ async function serve(args: Args): Promise<number> {
     return error instanceof RegistryBinaryMissing ? 3 : 1
   }
   if (running.selfSigned) {
+    const { replaced, names } = running.selfSigned
     process.stderr.write(
       `portier: serving ${running.url} with a self-signed certificate\n` +
         `  SHA-256 fingerprint: ${running.selfSigned.fingerprint}\n` +
+        (replaced
+          ? `  the fingerprint CHANGED: was ${replaced.fingerprint} (replaced because ${replaced.reason});\n` +
+            `    clients that trusted the old certificate refuse this one until they trust the new one\n`
+          : '') +
+        `  names:               ${names.join(', ')} (clients using another name: add it to tls.self_signed.hosts)\n` +
         `  trust it (docker):   sudo mkdir -p /etc/docker/certs.d/localhost:${running.address.port} && sudo cp ${running.selfSigned.certPath} /etc/docker/certs.d/localhost:${running.address.port}/ca.crt\n`,
     )
   } else {
@@ -156,10 +198,13 @@ async function serve(args: Args): Promise<number> {
     }
     if (stopSignal) onStop(stopSignal)
   })
-  log.info('stopped')
+  log.info(exitCode === 0 ? 'stopped' : `stopped after an internal error; exit code ${exitCode}`)
   log.flush()
-  return 0
+  return exitCode
 }
+
+/** EX_SOFTWARE: the gateway stopped itself after an error it did not expect (see the README). */
+const EXIT_INTERNAL_ERROR = 70
 
 async function main(argv: string[]): Promise<number> {
   let args: Args
@@ -183,9 +228,9 @@ async function main(argv: string[]): Promise<number> {
         const [action, user] = args.rest
         if (!action) throw new UsageError('passwd needs add, remove or list')
         const file = args.file ?? load(args).config.auth.htpasswd.path
-        const { passwdCommand } = await import('./auth/passwd.js')
+        const { passwdCommand, parseMode } = await import('./auth/passwd.js')
         try {
-          process.stdout.write(await passwdCommand(action, file, user))
+          process.stdout.write(await passwdCommand(action, file, user, args.mode !== undefined ? { mode: parseMode(args.mode) } : {}))
         } catch (error) {
           process.stderr.write(`portier: ${(error as Error).message}\n`)
           return 1
@@ -211,8 +256,16 @@ async function main(argv: string[]): Promise<number> {
         }
         return 0
       }
+      case 'healthcheck': {
+        const { healthProbe, runProbe } = await import('./server/healthcheck.js')
+        const result = await runProbe(healthProbe(load(args).config), 4000)
+        process.stdout.write(`${result.ok ? 'healthy' : 'unhealthy'}: ${result.detail}\n`)
+        return result.ok ? 0 : 1
+      }
       case 'check-config': {
-        const { sources } = load(args)
+        const { config, sources } = load(args)
+        // What serve loads: certificates and their keys, htpasswd files, token keys, secret files.
+        await checkFiles(config, args)
         process.stdout.write(`configuration is valid (${sources.length > 0 ? sources.join(', ') : 'defaults only'})\n`)
         return 0
       }

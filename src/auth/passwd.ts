@@ -1,5 +1,5 @@
 // `portier passwd add|remove|list`: manages an htpasswd file that htpasswd(1) and registry:2 also read.
-import { existsSync, readFileSync, renameSync, writeFileSync, mkdirSync } from 'node:fs'
+import { chmodSync, existsSync, readFileSync, renameSync, statSync, writeFileSync, mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { formatHtpasswd, parseHtpasswd } from './htpasswd.js'
 import { hashPassword } from './hashes.js'
@@ -10,11 +10,33 @@ function readUsers(file: string): Map<string, string> {
   return existsSync(file) ? parseHtpasswd(readFileSync(file, 'utf8')).users : new Map()
 }
 
-function writeUsers(file: string, users: Map<string, string>): void {
+/** Mode of a new file unless --mode says otherwise: only its owner reads it. */
+export const DEFAULT_MODE = 0o600
+
+/** Parses --mode: octal permission bits such as 0644 or 640. */
+export function parseMode(text: string): number {
+  if (!/^0?[0-7]{3}$/.test(text)) throw new Error(`--mode takes octal permissions like 0644 or 0600, not ${JSON.stringify(text)}`)
+  return parseInt(text, 8)
+}
+
+/**
+ * Writes the users, keeping the mode of an existing file (an operator who made it readable for a
+ * gateway running as another user must not find it 0600 again after the next change) unless `mode` is given.
+ */
+function writeUsers(file: string, users: Map<string, string>, mode: number | undefined): number {
   mkdirSync(dirname(file), { recursive: true })
+  const keep = existsSync(file) ? statSync(file).mode & 0o777 : undefined
+  const chosen = mode ?? keep ?? DEFAULT_MODE
   const temporary = `${file}.tmp-${process.pid}`
   writeFileSync(temporary, formatHtpasswd(users), { mode: 0o600 })
+  // Set after writing: the umask does not narrow it, and the hashes are never readable by others before.
+  chmodSync(temporary, chosen)
   renameSync(temporary, file) // atomic: a gateway watching the file never reads half of it
+  return chosen
+}
+
+function modeText(mode: number): string {
+  return `0${mode.toString(8).padStart(3, '0')}`
 }
 
 /** Reads a password without echo from a terminal, or the first line of piped stdin. */
@@ -57,7 +79,14 @@ export async function readPassword(prompt: string, confirm: boolean): Promise<st
   return first
 }
 
-export async function passwdCommand(action: string, file: string, user: string | undefined, cost = MIN_BCRYPT_COST): Promise<string> {
+export interface PasswdOptions {
+  cost?: number
+  /** File mode to write (e.g. 0o644 for a gateway that runs as another user); default: keep the file's, or 0600. */
+  mode?: number
+}
+
+export async function passwdCommand(action: string, file: string, user: string | undefined, options: PasswdOptions = {}): Promise<string> {
+  const cost = options.cost ?? MIN_BCRYPT_COST
   const users = readUsers(file)
   switch (action) {
     case 'list':
@@ -67,13 +96,14 @@ export async function passwdCommand(action: string, file: string, user: string |
       const password = await readPassword(`Password for ${user}: `, true)
       if (password.length < 8) throw new Error('the password must be at least 8 characters')
       users.set(user, await hashPassword(password, Math.max(cost, MIN_BCRYPT_COST)))
-      writeUsers(file, users)
-      return `${users.size === 1 ? 'created' : 'updated'} ${file}: ${user} set (bcrypt, cost ${Math.max(cost, MIN_BCRYPT_COST)})\n`
+      const created = !existsSync(file)
+      const mode = writeUsers(file, users, options.mode)
+      return `${created ? 'created' : 'updated'} ${file} (mode ${modeText(mode)}): ${user} set (bcrypt, cost ${Math.max(cost, MIN_BCRYPT_COST)})\n`
     }
     case 'remove': {
       if (!user) throw new Error('passwd remove needs a USER')
       if (!users.delete(user)) throw new Error(`no user ${JSON.stringify(user)} in ${file}`)
-      writeUsers(file, users)
+      writeUsers(file, users, options.mode)
       return `removed ${user} from ${file}\n`
     }
     default:

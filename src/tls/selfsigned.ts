@@ -14,6 +14,11 @@ export interface SelfSignedCertificate {
   fingerprint: string
   created: boolean
   names: string[]
+  /**
+   * Set when a certificate made earlier was replaced: clients that trusted its fingerprint must be
+   * told (log and banner), since they will now refuse the new one.
+   */
+  replaced?: { fingerprint: string; reason: string }
 }
 
 const VALIDITY_DAYS = 825
@@ -51,30 +56,40 @@ function sanNames(cert: X509Certificate): string[] {
   return (cert.subjectAltName ?? '').split(',').map((entry) => entry.trim().replace(/^DNS:|^IP Address:/, '')).filter(Boolean)
 }
 
-/** The existing certificate when it is readable, matches its key, covers every required name and is not about to expire. */
-function stillGood(certPath: string, keyPath: string, names: Names): X509Certificate | undefined {
-  if (!existsSync(certPath) || !existsSync(keyPath)) return undefined
+type Existing = { reusable: X509Certificate } | { replace: { fingerprint: string; reason: string } } | { none: true }
+
+/** The existing certificate when it is readable, matches its key, covers every required name and is not about to expire; else why not. */
+function existing(certPath: string, keyPath: string, names: Names): Existing {
+  if (!existsSync(certPath)) return { none: true }
+  let cert: X509Certificate
   try {
-    const cert = new X509Certificate(readFileSync(certPath))
-    if (Date.parse(cert.validTo) - Date.now() < RENEW_WITHIN_MS) return undefined
-    if (!cert.checkPrivateKey(createPrivateKey(readFileSync(keyPath)))) return undefined
-    const covered =
-      names.dns.every((name) =>
-        name.includes('*') ? sanNames(cert).includes(name) : cert.checkHost(name, { wildcards: false, subject: 'never' }) !== undefined,
-      ) &&
-      names.ips.every((ip) => cert.checkIP(ip) !== undefined)
-    return covered ? cert : undefined
-  } catch {
-    return undefined
+    cert = new X509Certificate(readFileSync(certPath))
+  } catch (error) {
+    return { replace: { fingerprint: 'unreadable', reason: `${certPath} could not be read (${(error as Error).message})` } }
   }
+  const replace = (reason: string): Existing => ({ replace: { fingerprint: cert.fingerprint256, reason } })
+  if (Date.parse(cert.validTo) - Date.now() < RENEW_WITHIN_MS) return replace(`it expires on ${new Date(cert.validTo).toISOString()}`)
+  try {
+    if (!existsSync(keyPath) || !cert.checkPrivateKey(createPrivateKey(readFileSync(keyPath)))) return replace(`${keyPath} is missing or not its key`)
+  } catch (error) {
+    return replace(`${keyPath} could not be read (${(error as Error).message})`)
+  }
+  const missing = [
+    ...names.dns.filter((name) =>
+      name.includes('*') ? !sanNames(cert).includes(name) : cert.checkHost(name, { wildcards: false, subject: 'never' }) === undefined,
+    ),
+    ...names.ips.filter((ip) => cert.checkIP(ip) === undefined),
+  ]
+  if (missing.length > 0) return replace(`it does not name ${missing.join(', ')} (tls.self_signed.hosts)`)
+  return { reusable: cert }
 }
 
 export function ensureSelfSigned(dir: string, extraHosts: string[] = []): SelfSignedCertificate {
   const certPath = join(dir, 'cert.pem')
   const keyPath = join(dir, 'key.pem')
-  const existing = stillGood(certPath, keyPath, required(extraHosts))
-  if (existing) {
-    return { certPath, keyPath, fingerprint: existing.fingerprint256, created: false, names: sanNames(existing) }
+  const found = existing(certPath, keyPath, required(extraHosts))
+  if ('reusable' in found) {
+    return { certPath, keyPath, fingerprint: found.reusable.fingerprint256, created: false, names: sanNames(found.reusable) }
   }
   const names = wanted(extraHosts)
 
@@ -109,5 +124,7 @@ export function ensureSelfSigned(dir: string, extraHosts: string[] = []): SelfSi
 
   writeKeyAndCertificate(keyPath, keyPem, certPath, certPem)
   const parsed = new X509Certificate(certPem)
-  return { certPath, keyPath, fingerprint: parsed.fingerprint256, created: true, names: [...names.dns, ...names.ips] }
+  const made: SelfSignedCertificate = { certPath, keyPath, fingerprint: parsed.fingerprint256, created: true, names: [...names.dns, ...names.ips] }
+  if ('replace' in found) made.replaced = found.replace
+  return made
 }

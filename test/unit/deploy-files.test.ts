@@ -2,6 +2,7 @@
 import t from 'tap'
 import { readFileSync, mkdtempSync, rmSync, existsSync } from 'node:fs'
 import { createServer } from 'node:https'
+import { createServer as createHttpServer } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join, posix } from 'node:path'
 import yaml from 'js-yaml'
@@ -181,6 +182,15 @@ t.test('compose.yaml: portier service matches the image and its config', async (
   const selfSignedDir = posix.join('/app', 'certs/self-signed')
   t.ok(selfSignedDir.startsWith(`${certs?.target}/`), 'the default self-signed directory (relative to WORKDIR) is inside the certs volume')
   t.ok(volumes.some((v) => v.source === './auth' && v.target === '/etc/portier/auth' && v.readOnly), './auth:/etc/portier/auth:ro')
+  // The web UI's session key (and the routing secret) are generated into data/: without a volume every
+  // re-create would sign everyone out.
+  const data = volumes.find((v) => v.source === 'portier-data')
+  t.equal(data?.target, '/app/data', 'portier-data:/app/data')
+  t.ok('portier-data' in compose.volumes, 'the named volume is declared')
+  const { config } = loadConfig({ file: composeConfigFile, env: {} })
+  for (const file of [config.ui.session_secret_file, config.routing.secret_file]) {
+    t.ok(posix.join('/app', file).startsWith('/app/data/'), `${file} (relative to WORKDIR) lies in the data volume`)
+  }
 })
 
 t.test('the upstream Portier uses in compose is the registry service on port 5000', async (t) => {
@@ -235,7 +245,17 @@ t.test('config/compose.portier.yaml passes check-config (with the compose enviro
   for (const [name, value] of Object.entries(process.env)) {
     if (!name.startsWith('PORTIER_') && name !== 'NODE_OPTIONS' && name !== 'NODE_EXTRA_CA_CERTS') env[name] = value
   }
-  const r = await run(process.execPath, [CLI, 'check-config', '--config', composeConfigFile], { env: { ...env, ...environment }, cwd: ROOT })
+  // check-config loads the files serve loads: the htpasswd file step 1 of compose.yaml puts into ./auth.
+  const dir = mkdtempSync(join(tmpdir(), 'portier-compose-auth-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const htpasswd = join(dir, 'htpasswd')
+  const missing = await run(process.execPath, [CLI, 'check-config', '--config', composeConfigFile], { env: { ...env, ...environment, PORTIER_AUTH_HTPASSWD_PATH: htpasswd }, cwd: ROOT })
+  t.equal(missing.code, 2, 'without the htpasswd file step 1 makes, the config is not valid (serve would fail)')
+  t.match(missing.stderr, 'auth.htpasswd.path')
+  const step1 = /passwd add (--mode \S+ )?--file \S+ admin/.exec(readFileSync(join(ROOT, 'compose.yaml'), 'utf8'))
+  t.equal(step1?.[1]?.trim(), '--mode 0644', 'step 1 writes the file readable by the container user')
+  await runOk(process.execPath, [CLI, 'passwd', 'add', '--mode', '0644', '--file', htpasswd, 'admin'], { input: 'a-long-password\n', env })
+  const r = await run(process.execPath, [CLI, 'check-config', '--config', composeConfigFile], { env: { ...env, ...environment, PORTIER_AUTH_HTPASSWD_PATH: htpasswd }, cwd: ROOT })
   t.equal(r.code, 0, r.stderr)
   t.match(r.stdout, /valid/)
   t.equal(composeConfig.server.listen, '0.0.0.0:5443', 'listens on all interfaces inside the container')
@@ -250,14 +270,10 @@ t.test('.dockerignore keeps the build context small without dropping what the bu
   }
 })
 
-t.test('the HEALTHCHECK command treats 200 and 401 as healthy, anything else as not', async (t) => {
+t.test('the HEALTHCHECK runs `portier healthcheck` on the CMD config: /healthz on the admin listener, else /v2/ on server.listen', async (t) => {
   const command = execForm(/\bCMD\s+(\[.*\])\s*$/s.exec(last(runtime, 'HEALTHCHECK')?.args ?? '')?.[1] ?? '[]')
-  t.equal(command[0], 'node')
-  t.equal(command[1], '-e')
-  const script = command[2] as string
-  t.equal(script.split(`port:${listenPort}`).length, 2, `the script targets port ${listenPort} once`)
-  t.match(script, /host:'127\.0\.0\.1'/)
-  t.match(script, /path:'\/v2\/'/)
+  t.same(command, [...entrypoint, 'healthcheck', '--config', configPathInImage], 'the entrypoint with the healthcheck command and the CMD config')
+  t.notMatch(last(runtime, 'HEALTHCHECK')?.args, /5443|9113/, 'no port hard-coded: the config decides')
 
   const dir = mkdtempSync(join(tmpdir(), 'portier-healthcheck-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -266,21 +282,42 @@ t.test('the HEALTHCHECK command treats 200 and 401 as healthy, anything else as 
     '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=localhost',
   ])
   let status = 200
-  const server = createServer({ cert: readFileSync(join(dir, 'cert.pem')), key: readFileSync(join(dir, 'key.pem')) }, (req, res) => {
-    res.writeHead(req.url === '/v2/' ? status : 404, { 'content-type': 'application/json' })
+  const seen: string[] = []
+  const answer = (url: string | undefined, res: import('node:http').ServerResponse): void => {
+    seen.push(url ?? '')
+    res.writeHead(status, { 'content-type': 'application/json' })
     res.end('{}')
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
-  const port = (server.address() as { port: number }).port
-  const probe = async (): Promise<number | null> => {
-    const r = await run(process.execPath, ['-e', script.replace(`port:${listenPort}`, `port:${port}`)], { timeoutMs: 10_000, env: { PATH: process.env.PATH } })
+  }
+  const main = createServer({ cert: readFileSync(join(dir, 'cert.pem')), key: readFileSync(join(dir, 'key.pem')) }, (req, res) => answer(`main ${req.url}`, res))
+  const admin = createHttpServer((req, res) => answer(`admin ${req.url}`, res))
+  await new Promise<void>((resolve) => main.listen(0, '127.0.0.1', resolve))
+  await new Promise<void>((resolve) => admin.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => main.close(() => resolve())))
+  t.teardown(() => new Promise<void>((resolve) => admin.close(() => resolve())))
+  const mainPort = (main.address() as { port: number }).port
+  const adminPort = (admin.address() as { port: number }).port
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH }
+  // The compose config with its ports moved to the stand-ins; the image's CMD config has admin.listen 127.0.0.1:9113.
+  const probe = async (overrides: NodeJS.ProcessEnv): Promise<number | null> => {
+    const r = await run(process.execPath, [CLI, 'healthcheck', '--config', composeConfigFile], { timeoutMs: 20_000, env: { ...env, ...overrides } })
     return r.code
   }
+  const withAdmin = { PORTIER_SERVER_LISTEN: `0.0.0.0:${mainPort}`, PORTIER_ADMIN_LISTEN: `0.0.0.0:${adminPort}` }
+  for (const [code, healthy] of [[200, true], [503, false]] as const) {
+    status = code
+    seen.length = 0
+    t.equal(await probe(withAdmin), healthy ? 0 : 1, `admin /healthz ${code} → ${healthy ? 'healthy' : 'unhealthy'}`)
+    t.same(seen, ['admin /healthz'], 'asked the admin listener, not the registry port')
+  }
+  const withoutAdmin = { PORTIER_SERVER_LISTEN: `0.0.0.0:${mainPort}`, PORTIER_ADMIN_LISTEN: '' }
   for (const [code, healthy] of [[200, true], [401, true], [503, false]] as const) {
     status = code
-    t.equal(await probe(), healthy ? 0 : 1, `${code} → ${healthy ? 'healthy' : 'unhealthy'} (self-signed certificate accepted)`)
+    seen.length = 0
+    t.equal(await probe(withoutAdmin), healthy ? 0 : 1, `no admin listener: /v2/ ${code} → ${healthy ? 'healthy' : 'unhealthy'} (self-signed certificate accepted)`)
+    t.same(seen, ['main /v2/'], 'asked /v2/ on server.listen')
   }
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  t.equal(await probe(), 1, 'nothing listening → unhealthy')
+  await new Promise<void>((resolve) => admin.close(() => resolve()))
+  t.equal(await probe(withAdmin), 1, 'nothing listening → unhealthy')
+  const { config } = loadConfig({ file: join(ROOT, 'config', 'portier.yaml'), env: {} })
+  t.equal(config.admin.listen, '127.0.0.1:9113', 'the image default config has an admin listener on loopback, which the check reaches inside the container')
 })
