@@ -95,14 +95,35 @@ export function createMinRate(timeouts: Config['timeouts']): MinRate | undefined
 function cut(req: IncomingMessage, res: ServerResponse, direction: SlowDirection): void {
   const socket = req.socket
   if (direction === 'request' && !res.headersSent) {
+    // Nothing more of this body is wanted.
+    req.pause()
     res.once('finish', () => {
+      // The client reads the 408 before the connection goes: FIN first, then the rest once it has closed (or a moment later).
+      const drop = (): void => {
+        clearTimeout(timer)
+        endRequest(req)
+        socket.destroy()
+      }
+      const timer = setTimeout(drop, CLOSE_AFTER_MS)
+      timer.unref()
+      socket.once('close', drop)
       socket.end()
-      setTimeout(() => socket.destroy(), CLOSE_AFTER_MS).unref()
     })
     sendRegistryError(res, new RegistryError('TOO_SLOW', { direction }, { Connection: 'close' }))
-    // Nothing more of this body is wanted; the closed socket ends the request for the forwarder.
-    req.pause()
     return
   }
+  endRequest(req)
   socket.destroy()
+}
+
+/**
+ * Ends the request for whoever streams its body upstream: they see the client gone and end or abort
+ * the upstream request (an upload session is then cancelled). Once a response has finished, Node
+ * no longer tells the request that its socket closed, so it is destroyed here, with an error
+ * (that is what a body piped upstream listens for) and a listener so that error cannot go unhandled.
+ */
+function endRequest(req: IncomingMessage): void {
+  if (req.destroyed) return
+  req.on('error', () => undefined)
+  req.destroy(new Error('transfer slower than timeouts.min_rate'))
 }
