@@ -11,6 +11,7 @@ import { LimitExceeded } from './limits.js'
 import { FanOut } from './routing-fanout.js'
 import { sessionFromLocation, sessionPath, sessionRequest, type UploadSession, type UploadTokens } from './routing-token.js'
 import { stateOffset, UploadBody } from './uploads.js'
+import { isTagDelete, refusesTagDelete, tagDeleteUnsupported } from './tag-delete.js'
 import type { Upstream } from './upstreams.js'
 
 /** Everything an exchange has except the upstream, which routing supplies. */
@@ -296,6 +297,10 @@ export class MirrorWriter {
     const deleted = outcomes.filter((outcome) => statusIs(outcome, 202))
     // An upstream that never had it (quorum pushes) is as good as one that deleted it.
     const gone = outcomes.filter((outcome) => statusIs(outcome, 202) || statusIs(outcome, 404))
+    // Upstreams that cannot delete tags (registry 2.8) all refuse alike: say so as the spec does.
+    if (deleted.length === 0 && isTagDelete(request) && outcomes.some((outcome) => outcome.answer && refusesTagDelete(outcome.answer.status, outcome.answer.body))) {
+      throw tagDeleteUnsupported(request)
+    }
     if (deleted.length === 0 || gone.length < this.needed(route.upstreams.length)) return this.fail(route, context, 'delete', outcomes, deleted.length)
     this.reportFailures(route, outcomes.filter((outcome) => !gone.includes(outcome)))
     return this.replay(context, deleted[0] as Outcome, {})

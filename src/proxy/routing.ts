@@ -5,6 +5,7 @@ import { RegistryError } from '../registry/errors.js'
 import { RETRY_AFTER_SECONDS, type ExchangeResult, type FailoverReason, type Forwarder } from './forward.js'
 import type { UpstreamHealth } from './health.js'
 import { MergedCatalog } from './routing-catalog.js'
+import { deleteTag, isTagDelete } from './tag-delete.js'
 import { TagLists } from './tags.js'
 import { rendezvousOwner } from './routing-hash.js'
 import { MirrorWriter, type BranchFailure, type MirrorRoute, type RouteContext, type SessionRef } from './routing-mirror.js'
@@ -119,6 +120,7 @@ export class Router {
       case 'forward':
         // registry 2.8 ignores `n` and `last`: the gateway pages tag lists itself.
         if (route.request.op === 'tags.list') return await this.tags.serve([route.upstream], context)
+        if (isTagDelete(route.request)) return await deleteTag(this.deps.forwarder, { ...context, request: route.request, upstream: route.upstream })
         return await this.deps.forwarder.forward({
           ...context,
           request: route.request,

@@ -280,3 +280,53 @@ t.test('tag lists merged over mirrors: the union, paged, each tag once', async (
   t.equal(neither.status, 404, 'a repository no mirror holds: 404')
   t.equal(neither.errorCode(), 'NAME_UNKNOWN', 'NAME_UNKNOWN')
 })
+
+t.test('deleting a tag: 405 UNSUPPORTED where the registry cannot, and the tag stays; deletes by digest pass', async (t) => {
+  const repository = 'conf/tag-delete'
+  const pushed = await pushImage(bare, repository, ['keep', 'drop'])
+  const bareDelete = await bare.send('DELETE', `/v2/${repository}/manifests/drop`)
+  t.equal(bareDelete.status, 400, 'registry 2.8.2 alone: 400 (the failure Portier fixes)')
+  t.equal(bareDelete.errorCode(), 'DIGEST_INVALID', 'registry 2.8.2 alone: DIGEST_INVALID')
+
+  for (const mode of modes) {
+    const { target } = await gatewayTarget(t, mode)
+    const scope = `repository:${repository}:delete`
+    const reply = await target.send('DELETE', `/v2/${repository}/manifests/drop`, { scope })
+    t.equal(reply.status, 405, `${target.name}: a tag delete the registry cannot do is 405`)
+    t.equal(reply.errorCode(), 'UNSUPPORTED', `${target.name}: UNSUPPORTED`)
+    t.equal(reply.headers['docker-distribution-api-version'], 'registry/2.0', `${target.name}: API version header`)
+    const still = await target.send('GET', `/v2/${repository}/manifests/drop`, { scope: `repository:${repository}:pull`, anonymous: true, headers: { accept: MT_MANIFEST } })
+    t.equal(still.status, 200, `${target.name}: the tag is still there`)
+    t.equal(still.headers['docker-content-digest'], pushed.digest, `${target.name}: and still names the manifest`)
+    const unknownTag = await target.send('DELETE', `/v2/${repository}/manifests/never-pushed`, { scope })
+    t.equal(unknownTag.status, 405, `${target.name}: an unknown tag gets the same answer (2.8 does not look it up)`)
+  }
+
+  const { target } = await gatewayTarget(t, 'token')
+  const byDigest = await target.send('DELETE', `/v2/${repository}/manifests/${pushed.digest}`, { scope: `repository:${repository}:delete` })
+  t.equal(byDigest.status, 202, 'a delete by digest passes through: 202')
+  const gone = await target.send('GET', `/v2/${repository}/manifests/keep`, { scope: `repository:${repository}:pull`, anonymous: true, headers: { accept: MT_MANIFEST } })
+  t.equal(gone.status, 404, 'and the tags of that manifest are gone')
+  const badDigest = await target.send('DELETE', `/v2/${repository}/manifests/sha256:${'0'.repeat(64)}`, { scope: `repository:${repository}:delete` })
+  t.equal(badDigest.status, 404, 'a delete of an unknown digest is relayed: 404')
+  t.equal(badDigest.errorCode(), 'MANIFEST_UNKNOWN', 'MANIFEST_UNKNOWN')
+})
+
+t.test('deleting a tag through mirrors that cannot: 405 UNSUPPORTED', async (t) => {
+  const second = await registryFixture(t)
+  const gateway = await gatewayFixture(t, {
+    config: {
+      upstreams: [{ url: registry.url, name: 'first' }, { url: second.url, name: 'second' }],
+      routing: { strategy: 'mirror', secret: randomBytes(16).toString('hex'), mirror: { require: 'all' } },
+    },
+  })
+  const agent = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
+  t.teardown(() => agent.close())
+  const target: Target = { name: 'Portier over two mirrors', url: gateway.url, send: (method, path, options = {}) => exchange(agent, `${gateway.url}${path}`, method, options) }
+  const pushed = await pushImage(target, 'conf/mirror-tag-delete', ['v1'])
+  const reply = await target.send('DELETE', '/v2/conf/mirror-tag-delete/manifests/v1')
+  t.equal(reply.status, 405, '405')
+  t.equal(reply.errorCode(), 'UNSUPPORTED', 'UNSUPPORTED')
+  const still = await target.send('GET', '/v2/conf/mirror-tag-delete/manifests/v1', { headers: { accept: MT_MANIFEST } })
+  t.equal(still.headers['docker-content-digest'], pushed.digest, 'the tag is still there')
+})

@@ -252,3 +252,16 @@ t.test('error bodies are registry JSON', async (t) => {
     t.same(body.errors[0]?.detail, { name: 'UPPER' })
   }
 })
+
+t.test('tag deletes: which upstream answers mean "cannot delete tags"', async (t) => {
+  const { isTagDelete, refusesTagDelete } = await import('../../src/proxy/tag-delete.js')
+  t.ok(isTagDelete(classify('DELETE', '/v2/a/manifests/v1')), 'DELETE by tag')
+  t.notOk(isTagDelete(classify('DELETE', `/v2/a/manifests/${digest}`)), 'DELETE by digest is not a tag delete')
+  t.notOk(isTagDelete(classify('GET', '/v2/a/manifests/v1')), 'GET')
+  const body = (code: string): Buffer => Buffer.from(JSON.stringify({ errors: [{ code, message: 'x' }] }))
+  t.ok(refusesTagDelete(400, body('DIGEST_INVALID')), 'registry 2.8: 400 DIGEST_INVALID')
+  t.notOk(refusesTagDelete(202, Buffer.alloc(0)), 'registry 3.x deletes the tag: 202 passes through')
+  t.notOk(refusesTagDelete(404, body('MANIFEST_UNKNOWN')), 'an unknown tag on 3.x: 404 passes through')
+  t.notOk(refusesTagDelete(405, body('UNSUPPORTED')), 'deletes disabled: the registry already says UNSUPPORTED')
+  t.notOk(refusesTagDelete(400, Buffer.from('<html>')), 'not JSON')
+})
