@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os'
 import { Worker } from 'node:worker_threads'
 
 export interface PasswordPoolOptions {
-  /** Worker threads; 0 means min(2, CPU cores). */
+  /** Worker threads; 0 means min(2, CPU cores - 1), at least 1. */
   workers: number
   /** Checks that may wait for a free worker; more are refused at once (the caller answers 503). */
   queue: number
@@ -50,8 +50,9 @@ interface Slot {
   job: Job | undefined
 }
 
+/** min(2, cores - 1), at least 1: bcrypt saturates the cores it gets, and one must stay free to serve requests. */
 export function defaultWorkerCount(): number {
-  return Math.max(1, Math.min(2, availableParallelism()))
+  return Math.max(1, Math.min(2, availableParallelism() - 1))
 }
 
 export function createPasswordPool(options: PasswordPoolOptions): PasswordPool {
