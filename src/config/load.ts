@@ -1,5 +1,6 @@
 // Loads YAML config, applies PORTIER_* environment overrides and validates against the schema.
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import yaml from 'js-yaml'
 import { parseCidr } from '../net/addresses.js'
 import { aclProblems } from '../auth/acl.js'
@@ -310,6 +311,11 @@ function crossChecks(config: Config, origin: Origin): ConfigProblem[] {
         const key = `${listKey}[${index}]`
         problems.push({ source: sourceOf(origin, key), key, expected: 'an IP address or CIDR like 10.0.0.0/8', found: JSON.stringify(entry) })
       }
+    }
+  }
+  for (const [index, entry] of (Array.isArray(server?.hosts) ? server.hosts : []).entries()) {
+    if (!/^(?:\*\.)?[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(String(entry)) && isIP(String(entry)) === 0) {
+      problem(`server.hosts[${index}]`, 'a host name like "registry.example.com", "*.example.com" or an IP address (no scheme, port or path)', JSON.stringify(entry))
     }
   }
   if (typeof admin?.listen === 'string' && admin.listen !== '' && admin.listen === server?.listen && !admin.listen.endsWith(':0')) {

@@ -24,6 +24,8 @@ export interface FinishedRequest {
   failure: RegistryError | undefined
   /** The Docker-Content-Digest the upstream answered with (pushed blob or manifest, pulled manifest). */
   contentDigest?: string | undefined
+  /** Whether the request carried an Authorization header. */
+  credentialsSent?: boolean
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/
@@ -63,8 +65,11 @@ export class Recorder {
       upstream: finished.upstream,
       ...(failure ? { error: failure.code, detail: failure.detail } : {}),
     }
+    // Clients send credentials only after a 401 (docker's first /v2/): that challenge is routine, not a warning.
+    const firstChallenge = failure?.code === 'UNAUTHORIZED' && finished.credentialsSent === false
     if (failure && failure.status >= 500) this.log.error(line, failure.message)
-    else if (failure) this.log.warn(line, failure.message)
+    else if (failure && !firstChallenge) this.log.warn(line, failure.message)
+    else if (failure) this.log.info(line, failure.message)
     else this.log.info(line, 'request')
 
     if (request?.op === 'manifest.put' && status === 201 && request.repository) {

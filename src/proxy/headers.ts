@@ -2,6 +2,8 @@
 import { isIPv6 } from 'node:net'
 import { createAddressList, plainIp } from '../net/addresses.js'
 import type { IncomingHttpHeaders } from 'node:http'
+import { SESSION_COOKIE } from '../ui/session.js'
+import type { PublicHosts } from './public-hosts.js'
 
 const hopByHop = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization',
@@ -52,18 +54,28 @@ function firstValue(value: string | string[] | undefined): string | undefined {
 
 const hostPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$/
 
+/**
+ * The host[:port] to put in URLs for a client that sent `given` as its Host: the value itself only when
+ * it is a bare name or address with an optional port and names this gateway (see PublicHosts), else
+ * the default name. A Host is the client's word, so it never reaches a URL unchecked.
+ */
+export function publicHost(given: string | undefined, hosts: PublicHosts, localAddress?: string): string {
+  return given !== undefined && given.length <= 261 && hostPattern.test(given) && hosts.accepts(given, localAddress) ? given : hosts.fallback()
+}
+
 export function describeClient(
   headers: IncomingHttpHeaders,
   peerAddress: string | undefined,
   encrypted: boolean,
   trusted: TrustedProxies,
   configuredPublicUrl: string,
-  fallbackHost: string,
+  hosts: PublicHosts,
+  localAddress?: string,
 ): ClientView {
   const peer = plainIp(peerAddress ?? '')
   const peerTrusted = trusted.isTrusted(peer)
   let proto: 'http' | 'https' = encrypted ? 'https' : 'http'
-  let host = headers.host && hostPattern.test(headers.host) ? headers.host : fallbackHost
+  let host = publicHost(headers.host, hosts, localAddress)
   let forwardedFor = peer
   let clientIp = peer
   let priorForwarded: string | undefined
@@ -78,6 +90,7 @@ export function describeClient(
     }
     const forwardedProto = firstValue(headers['x-forwarded-proto'])?.toLowerCase()
     if (forwardedProto === 'http' || forwardedProto === 'https') proto = forwardedProto
+    // A trusted proxy answers for the public name it reports (it terminated the client's TLS under it).
     const forwardedHost = firstValue(headers['x-forwarded-host'])
     if (forwardedHost && hostPattern.test(forwardedHost)) host = forwardedHost
     const forwarded = headers.forwarded
@@ -100,6 +113,16 @@ function forwardedNode(ip: string): string {
   return isIPv6(ip) ? `"[${ip}]"` : ip
 }
 
+/** The client's Cookie header without Portier's own cookies (the web UI session is for the gateway, never the registry). */
+function withoutGatewayCookies(cookie: HeaderValue | undefined): string | undefined {
+  if (cookie === undefined) return undefined
+  const kept = (Array.isArray(cookie) ? cookie.join('; ') : cookie)
+    .split(';')
+    .map((pair) => pair.trim())
+    .filter((pair) => pair !== '' && pair.split('=')[0]?.trim() !== SESSION_COOKIE)
+  return kept.length > 0 ? kept.join('; ') : undefined
+}
+
 /** Headers for the upstream request: the client's end-to-end headers plus the forwarded set. */
 export function upstreamRequestHeaders(clientHeaders: IncomingHttpHeaders, client: ClientView, extra: Headers = {}): Headers {
   const drop = connectionTokens(clientHeaders)
@@ -108,6 +131,9 @@ export function upstreamRequestHeaders(clientHeaders: IncomingHttpHeaders, clien
     if (value === undefined || hopByHop.has(name) || replacedUpstream.has(name) || drop.has(name)) continue
     out[name] = value
   }
+  const cookie = withoutGatewayCookies(out.cookie)
+  if (cookie === undefined) delete out.cookie
+  else out.cookie = cookie
   // RFC 7239: each proxy appends the node it received the request from.
   const element = `for=${forwardedNode(client.peer)};host="${client.host}";proto=${client.proto}`
   out.forwarded = client.priorForwarded ? `${client.priorForwarded}, ${element}` : element

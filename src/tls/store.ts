@@ -2,6 +2,7 @@
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls'
 import { X509Certificate, createHash } from 'node:crypto'
 import { readFileSync, watch, type FSWatcher } from 'node:fs'
+import { isIP } from 'node:net'
 import { dirname, resolve } from 'node:path'
 import type { CertificateFiles } from '../config/index.js'
 import { serverCipherOptions } from './ciphers.js'
@@ -11,8 +12,11 @@ export interface LoadedCertificate {
   names: string[]
   notAfter: Date
   fingerprint: string
+  /** Issued by itself (the generated one, an ACME placeholder): no client can verify it without being told to trust it. */
+  selfSigned: boolean
   options: SecureContextOptions
   context: SecureContext
+  x509: X509Certificate
 }
 
 export interface CertificateStoreEvents {
@@ -59,15 +63,28 @@ export class CertificateStore {
 
   /** The context for a server name: exact match, then wildcard, then the first certificate. */
   contextFor(servername: string | undefined): SecureContext {
+    return this.certificateFor(servername).context
+  }
+
+  /** The certificate a client naming `servername` (or none) is served. */
+  certificateFor(servername: string | undefined): LoadedCertificate {
     const name = servername?.toLowerCase()
     if (name) {
       const exact = this.exact.get(name)
-      if (exact) return exact.context
+      if (exact) return exact
       const dot = name.indexOf('.')
       const wild = dot > 0 ? this.wildcard.get(name.slice(dot + 1)) : undefined
-      if (wild) return wild.context
+      if (wild) return wild
     }
-    return (this.loaded[0] as LoadedCertificate).context
+    return this.loaded[0] as LoadedCertificate
+  }
+
+  /** Whether a served certificate is valid for this host name or IP address, as a verifying client would check it. */
+  covers(host: string): boolean {
+    const ip = isIP(host) !== 0
+    return this.loaded.some((entry) =>
+      ip ? entry.x509.checkIP(host) !== undefined : entry.x509.checkHost(host, { subject: 'default' }) !== undefined,
+    )
   }
 
   /** Reads all files; throws (keeping the previous set) when any pair is unreadable or mismatched. */
@@ -81,7 +98,8 @@ export class CertificateStore {
       const options: SecureContextOptions = { cert, key, minVersion: this.minVersion, ...serverCipherOptions }
       const context = createSecureContext(options) // throws on a key that does not match its cert
       const x509 = new X509Certificate(cert)
-      return { files, names: namesOf(x509), notAfter: new Date(x509.validTo), fingerprint: x509.fingerprint256, options, context }
+      const selfSigned = x509.checkIssued(x509) && x509.verify(x509.publicKey)
+      return { files, names: namesOf(x509), notAfter: new Date(x509.validTo), fingerprint: x509.fingerprint256, selfSigned, options, context, x509 }
     })
     const exact = new Map<string, LoadedCertificate>()
     const wildcard = new Map<string, LoadedCertificate>()

@@ -30,9 +30,11 @@ export function createCsrf(secret: Buffer): Csrf {
 
 /**
  * Whether a state-changing request comes from a page of this origin. Browsers send Origin on every
- * POST and DELETE; it must name the host the request was sent to (the Host header) or the public
- * origin, and Sec-Fetch-Site, when sent, must say same-origin. A request without Origin is refused:
- * the UI's API is for the UI's pages, and every browser the UI supports sends it.
+ * POST and DELETE; it must be the whole public origin, or the host the request was sent to (the Host
+ * header) under the public origin's scheme: a page served over http:// is another origin than the
+ * https:// UI, and anyone on the network can write it. Sec-Fetch-Site, when sent, must say
+ * same-origin. A request without Origin is refused: the UI's API is for the UI's pages, and every
+ * browser the UI supports sends it.
  */
 export function isSameOrigin(headers: IncomingHttpHeaders, publicOrigin: string): boolean {
   const site = headers['sec-fetch-site']
@@ -47,5 +49,6 @@ export function isSameOrigin(headers: IncomingHttpHeaders, publicOrigin: string)
   }
   if (url.origin.toLowerCase() === publicOrigin.toLowerCase()) return true
   const host = headers.host
-  return typeof host === 'string' && url.host.toLowerCase() === host.toLowerCase()
+  const scheme = new URL(publicOrigin).protocol
+  return typeof host === 'string' && url.protocol === scheme && url.host.toLowerCase() === host.toLowerCase()
 }

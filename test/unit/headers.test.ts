@@ -8,10 +8,15 @@ import {
   upstreamRequestHeaders,
   type ClientView,
 } from '../../src/proxy/headers.js'
+import { createPublicHosts, type PublicHosts } from '../../src/proxy/public-hosts.js'
+import { ConfigError, loadConfig } from '../../src/config/index.js'
+
+/** A policy accepting every well-formed Host (these tests are about the other header rules). */
+const anyHost = (fallback: string): PublicHosts => ({ accepts: () => true, fallback: () => fallback })
 
 const upstream = 'http://127.0.0.1:5000'
 const none = createTrustedProxies([])
-const client: ClientView = describeClient({ host: 'registry.example.com:5443' }, '203.0.113.7', true, none, '', 'localhost:5443')
+const client: ClientView = describeClient({ host: 'registry.example.com:5443' }, '203.0.113.7', true, none, '', anyHost('localhost:5443'))
 const uploadPath = '/v2/team/app/blobs/uploads/6f1c2b1e-3a4d?_state=c2lnbmVk%3D%3D'
 
 t.test('rewriteLocation', async (t) => {
@@ -50,7 +55,7 @@ t.test('rewriteLocation', async (t) => {
   t.equal(rewriteLocation('https://example.org/docs', 201, upstream, client), 'https://example.org/docs', 'a foreign non-registry Location is left alone')
   t.equal(rewriteLocation('http://[invalid', 202, upstream, client), 'http://[invalid', 'an unparsable Location is passed as it is')
 
-  const behindProxy = describeClient({ host: 'internal:5443' }, '127.0.0.1', true, none, 'https://registry.example.com', 'localhost:5443')
+  const behindProxy = describeClient({ host: 'internal:5443' }, '127.0.0.1', true, none, 'https://registry.example.com', anyHost('localhost:5443'))
   t.equal(rewriteLocation(uploadPath, 202, upstream, behindProxy), `https://registry.example.com${uploadPath}`, 'the configured public_url wins')
 })
 
@@ -86,7 +91,7 @@ t.test('describeClient without trusted proxies ignores forwarded headers', async
     'x-forwarded-host': 'evil.example',
     forwarded: 'for=198.51.100.1;proto=http',
   }
-  const view = describeClient(headers, '203.0.113.7', true, none, '', 'localhost:5443')
+  const view = describeClient(headers, '203.0.113.7', true, none, '', anyHost('localhost:5443'))
   t.same(view, {
     peer: '203.0.113.7',
     clientIp: '203.0.113.7',
@@ -95,14 +100,14 @@ t.test('describeClient without trusted proxies ignores forwarded headers', async
     host: 'registry.example.com',
     publicOrigin: 'https://registry.example.com',
   }, 'the peer is the client; proto from the connection; host from Host')
-  t.equal(describeClient(headers, '::ffff:203.0.113.7', false, none, '', 'x').peer, '203.0.113.7', 'IPv4-mapped addresses are shown as IPv4')
-  t.equal(describeClient(headers, '::ffff:203.0.113.7', false, none, '', 'x').proto, 'http', 'plain connections are http')
+  t.equal(describeClient(headers, '::ffff:203.0.113.7', false, none, '', anyHost('x')).peer, '203.0.113.7', 'IPv4-mapped addresses are shown as IPv4')
+  t.equal(describeClient(headers, '::ffff:203.0.113.7', false, none, '', anyHost('x')).proto, 'http', 'plain connections are http')
 
-  const noHost = describeClient({}, '203.0.113.7', true, none, '', 'localhost:5443')
+  const noHost = describeClient({}, '203.0.113.7', true, none, '', anyHost('localhost:5443'))
   t.equal(noHost.publicOrigin, 'https://localhost:5443', 'no Host: the fallback')
-  const badHost = describeClient({ host: 'evil.example/path?x' }, '203.0.113.7', true, none, '', 'localhost:5443')
+  const badHost = describeClient({ host: 'evil.example/path?x' }, '203.0.113.7', true, none, '', anyHost('localhost:5443'))
   t.equal(badHost.host, 'localhost:5443', 'a malformed Host is not echoed into Locations')
-  const v6 = describeClient({ host: '[::1]:5443' }, '::1', true, none, '', 'localhost:5443')
+  const v6 = describeClient({ host: '[::1]:5443' }, '::1', true, none, '', anyHost('localhost:5443'))
   t.equal(v6.publicOrigin, 'https://[::1]:5443')
 })
 
@@ -122,7 +127,7 @@ t.test('describeClient with trusted proxies believes them, and only them', async
     'x-forwarded-host': 'registry.example.com, internal',
     forwarded: 'for=198.51.100.1;proto=https',
   }
-  const view = describeClient(headers, '10.0.0.2', false, trusted, '', 'localhost:5443')
+  const view = describeClient(headers, '10.0.0.2', false, trusted, '', anyHost('localhost:5443'))
   t.equal(view.peer, '10.0.0.2')
   t.equal(view.clientIp, '198.51.100.1', 'the right-most untrusted address is the client')
   t.equal(view.forwardedFor, '198.51.100.1, 10.9.9.9, 10.0.0.2', 'the chain grows by the peer')
@@ -131,26 +136,26 @@ t.test('describeClient with trusted proxies believes them, and only them', async
   t.equal(view.publicOrigin, 'https://registry.example.com')
   t.equal(view.priorForwarded, 'for=198.51.100.1;proto=https')
 
-  const spoofed = describeClient({ ...headers, 'x-forwarded-for': '1.1.1.1, 198.51.100.1' }, '10.0.0.2', false, trusted, '', 'x')
+  const spoofed = describeClient({ ...headers, 'x-forwarded-for': '1.1.1.1, 198.51.100.1' }, '10.0.0.2', false, trusted, '', anyHost('x'))
   t.equal(spoofed.clientIp, '198.51.100.1', 'addresses left of the first untrusted hop cannot be spoofed in')
 
-  const untrustedPeer = describeClient(headers, '198.51.100.99', false, trusted, '', 'localhost:5443')
+  const untrustedPeer = describeClient(headers, '198.51.100.99', false, trusted, '', anyHost('localhost:5443'))
   t.equal(untrustedPeer.proto, 'http', 'the same headers from an untrusted peer are ignored')
   t.equal(untrustedPeer.host, 'internal:5443')
   t.equal(untrustedPeer.clientIp, '198.51.100.99')
   t.equal(untrustedPeer.priorForwarded, undefined)
 
-  const badProto = describeClient({ ...headers, 'x-forwarded-proto': 'gopher' }, '10.0.0.2', true, trusted, '', 'x')
+  const badProto = describeClient({ ...headers, 'x-forwarded-proto': 'gopher' }, '10.0.0.2', true, trusted, '', anyHost('x'))
   t.equal(badProto.proto, 'https', 'an unknown forwarded proto keeps the connection scheme')
 
-  const configured = describeClient(headers, '10.0.0.2', false, trusted, 'https://cr.example.org', 'x')
+  const configured = describeClient(headers, '10.0.0.2', false, trusted, 'https://cr.example.org', anyHost('x'))
   t.equal(configured.publicOrigin, 'https://cr.example.org', 'public_url beats forwarded headers')
   t.equal(configured.host, 'cr.example.org')
   t.equal(configured.proto, 'https')
 })
 
 t.test('upstreamRequestHeaders: end-to-end headers plus a fresh forwarded set', async (t) => {
-  const view = describeClient({ host: 'registry.example.com' }, '203.0.113.7', true, none, '', 'x')
+  const view = describeClient({ host: 'registry.example.com' }, '203.0.113.7', true, none, '', anyHost('x'))
   const out = upstreamRequestHeaders(
     {
       host: 'registry.example.com',
@@ -180,6 +185,60 @@ t.test('upstreamRequestHeaders: end-to-end headers plus a fresh forwarded set', 
     'x-forwarded-host': 'registry.example.com',
     'x-real-ip': '203.0.113.7',
   })
-  const v6 = describeClient({ host: 'r' }, '2001:db8::1', true, none, '', 'x')
+  const v6 = describeClient({ host: 'r' }, '2001:db8::1', true, none, '', anyHost('x'))
   t.match(upstreamRequestHeaders({}, v6).forwarded, /^for="\[2001:db8::1\]";/, 'IPv6 nodes are quoted and bracketed (RFC 7239)')
+})
+
+t.test('Host is used for URLs only when the certificates or server.hosts name it', async (t) => {
+  const certificateNames = new Set(['registry.example.com', '127.0.0.1'])
+  const hosts = createPublicHosts({ hosts: [], covers: (name) => certificateNames.has(name), defaultName: () => 'registry.example.com', port: () => 5443 })
+  const origin = (host: string | undefined, localAddress?: string): string =>
+    describeClient(host === undefined ? {} : { host }, '203.0.113.7', true, none, '', hosts, localAddress).publicOrigin
+  t.equal(origin('evil.example'), 'https://registry.example.com:5443', 'a name no certificate covers gets the default name')
+  t.equal(origin('evil.example:5443'), 'https://registry.example.com:5443', 'with a port too')
+  t.equal(origin('evil.example/phish?'), 'https://registry.example.com:5443', 'a Host with a path is never echoed')
+  t.equal(origin('user@registry.example.com'), 'https://registry.example.com:5443', 'nor one with user info')
+  t.equal(origin('Registry.Example.com:5443'), 'https://Registry.Example.com:5443', 'a covered name (any case) is kept as the client wrote it')
+  t.equal(origin('127.0.0.1:5443'), 'https://127.0.0.1:5443', 'a covered address')
+  t.equal(origin('10.0.0.5:5443', '10.0.0.5'), 'https://10.0.0.5:5443', 'the address the client connected to')
+  t.equal(origin('10.0.0.5:5443', '::ffff:10.0.0.6'), 'https://registry.example.com:5443', 'another address')
+  t.equal(origin(undefined), 'https://registry.example.com:5443', 'no Host')
+
+  const configured = createPublicHosts({ hosts: ['cr.example.org', '*.apps.example.org'], covers: () => false, defaultName: () => 'localhost', port: () => 443 })
+  t.ok(configured.accepts('cr.example.org:443'))
+  t.ok(configured.accepts('team.apps.example.org'), 'a wildcard covers one label')
+  t.notOk(configured.accepts('a.team.apps.example.org'), 'and only one')
+  t.notOk(configured.accepts('apps.example.org'))
+  t.notOk(configured.accepts('evil.example'))
+  t.equal(configured.fallback(), 'cr.example.org', 'the first configured name is the default; port 443 is left out')
+
+  const plain = createPublicHosts({ hosts: [], defaultName: () => '127.0.0.1', port: () => 8080 })
+  t.ok(plain.accepts('localhost:8080'), 'TLS off: loopback names stand in for the certificate')
+  t.ok(plain.accepts('[::1]:8080'))
+  t.notOk(plain.accepts('evil.example:8080'))
+  t.equal(plain.fallback(), '127.0.0.1:8080')
+  const v6 = createPublicHosts({ hosts: [], defaultName: () => '::1', port: () => 8080 })
+  t.equal(v6.fallback(), '[::1]:8080', 'an IPv6 default is bracketed')
+})
+
+t.test("upstreamRequestHeaders drops Portier's own UI cookie and keeps the others", async (t) => {
+  const view = describeClient({ host: 'r' }, '203.0.113.7', true, none, '', anyHost('x'))
+  t.equal(upstreamRequestHeaders({ cookie: '__Host-portier-ui=v1.abc' }, view).cookie, undefined, 'only ours: no Cookie header at all')
+  t.equal(upstreamRequestHeaders({ cookie: 'a=1; __Host-portier-ui=v1.abc; b=2' }, view).cookie, 'a=1; b=2')
+  t.equal(upstreamRequestHeaders({ cookie: 'a=1' }, view).cookie, 'a=1')
+})
+
+t.test('server.hosts and server.hsts are checked when the configuration loads', async (t) => {
+  const loaded = loadConfig({ env: { PORTIER_SERVER_HOSTS: 'registry.example.com, *.example.org, 10.0.0.5', PORTIER_SERVER_HSTS_SEND: 'always' } })
+  t.same(loaded.config.server.hosts, ['registry.example.com', '*.example.org', '10.0.0.5'])
+  t.same(loaded.config.server.hsts, { send: 'always', max_age: 365 * 86_400_000, include_subdomains: false })
+  for (const bad of ['https://registry.example.com', 'registry.example.com:5443', 'evil.example/phish']) {
+    try {
+      loadConfig({ env: { PORTIER_SERVER_HOSTS: bad } })
+      t.fail(`${bad} was accepted`)
+    } catch (error) {
+      t.ok(error instanceof ConfigError, bad)
+      t.match((error as ConfigError).problems, [{ key: 'server.hosts[0]', source: 'environment PORTIER_SERVER_HOSTS' }], `${bad} is named by key and source`)
+    }
+  }
 })
