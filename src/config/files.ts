@@ -44,7 +44,7 @@ export function unreadable(path: string, error: unknown, fix?: string): string {
     }
     return (
       `${quoted}: permission denied${owner} for ${processUser()}, the user Portier runs as; ` +
-      `make it readable by that user, e.g. ${fix ?? `chmod a+r ${path}`} (on the host, when the file is mounted into a container)`
+      `make it readable by that user: ${fix ?? `chmod a+r ${path}`} (on the host, when the file is mounted into a container)`
     )
   }
   return `${quoted}: ${(error as Error).message ?? String(error)}`
@@ -114,12 +114,11 @@ export function fileProblems(config: Config, source: string): ConfigProblem[] {
       // The generated certificate is reused when it can be read, else made again (which needs a writable directory).
       for (const name of ['cert.pem', 'key.pem']) {
         const file = join(config.tls.self_signed.dir, name)
-        if (existsSync(file)) {
-          const found = read(file)
-          if (found.problem) problem('tls.self_signed.dir', 'a directory whose generated certificate and key Portier can read', found.problem)
-        } else {
-          const found = creatable(file)
-          if (found) problem('tls.self_signed.dir', 'a directory Portier can write the generated certificate into', found)
+        const found = existsSync(file) ? read(file).problem : creatable(file)
+        if (found) {
+          // One line for the directory: the key's problem is the certificate's.
+          problem('tls.self_signed.dir', 'a directory where Portier can read, or write, the generated certificate and key', found)
+          break
         }
       }
     }
@@ -134,7 +133,7 @@ export function fileProblems(config: Config, source: string): ConfigProblem[] {
   if (localUsers) {
     const path = auth.htpasswd.path
     if (existsSync(path)) {
-      const found = read(path, `chmod 0644 ${path} (portier passwd add --mode 0644 writes it so)`)
+      const found = read(path, `chmod 0644 ${path}, or write it with "portier passwd add --mode 0644"`)
       if (found.problem) problem('auth.htpasswd.path', 'an htpasswd file Portier can read', found.problem)
     } else if (!auth.htpasswd.generate_admin) {
       problem(

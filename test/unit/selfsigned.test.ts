@@ -53,6 +53,12 @@ t.test('extra hosts (names and IPs) are added; a certificate lacking one is repl
   const more = ensureSelfSigned(dir, ['10.1.2.4'])
   t.equal(more.created, true, 'an IP the certificate lacks → regenerated')
   t.equal(certOf(dir).checkIP('10.1.2.4'), '10.1.2.4')
+  // Clients trusted the old fingerprint: the caller is told which one it replaced, and why.
+  t.equal(withHosts.replaced?.fingerprint, plain.fingerprint, 'the replacement names the fingerprint it replaced')
+  t.match(withHosts.replaced?.reason, /registry\.lan/, 'and the missing name')
+  t.equal(more.replaced?.fingerprint, withHosts.fingerprint)
+  t.match(more.replaced?.reason, /10\.1\.2\.4/)
+  t.equal(plain.replaced, undefined, 'a first generation replaces nothing')
 })
 
 t.test('a certificate made on another host (another host name) is still reused', async (t) => {
