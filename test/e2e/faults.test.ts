@@ -4,6 +4,8 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { request as httpsRequest } from 'node:https'
 import { createConnection } from 'node:net'
 import { connect } from 'node:tls'
 import { registryFixture, type RegistryHandle } from '../helpers/registry.js'
@@ -315,3 +317,73 @@ t.test('hundreds of aborts at random points of GETs, HEADs, PATCHes, PUTs, tags 
   t.ok(gone, 'no session the gateway cancelled is still open upstream')
   await sleep(0)
 })
+
+/**
+ * A preload module (NODE_OPTIONS --import) that injects a fault into the real gateway process: when the gateway
+ * sends upstream a request whose path names it, an error escapes every handler in that request's context.
+ */
+const FAULT_INJECTOR = `
+import { subscribe } from 'node:diagnostics_channel'
+subscribe('undici:request:create', ({ request }) => {
+  if (request.path.includes('/crash/uncaught/')) setImmediate(() => { throw new Error('injected uncaught exception') })
+  if (request.path.includes('/crash/rejection/')) setImmediate(() => { void Promise.reject(new Error('injected unhandled rejection')) })
+})
+`
+
+t.test('last resort: an error nothing handled is logged with its request, then the gateway drains in-flight requests and exits 70', async (t) => {
+  const registry = await registryFixture(t)
+  const work = await mkdtemp(join(tmpdir(), 'portier-faults-'))
+  t.teardown(() => rm(work, { recursive: true, force: true }))
+  const injector = join(work, 'inject.mjs')
+  await writeFile(injector, FAULT_INJECTOR)
+  const env = { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=${pathToFileURL(injector).href}` }
+
+  for (const kind of ['uncaught', 'rejection'] as const) {
+    const gateway = await gatewayFixture(t, { env, config: { upstreams: [{ url: registry.url }], server: { drain_timeout: '30s' } } })
+    const client = new GatewayClient(gateway)
+    t.teardown(() => client.close())
+    const data = randomBytes(16 * MiB)
+    const digest = await pushBlobOpen(client, 'faults/drain', data)
+
+    // A download in flight when the fault happens: its client reads slowly, so it is still running.
+    const download = new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
+      const req = httpsRequest(client.options('GET', `/v2/faults/drain/blobs/${digest}`, {}, false), (res) => {
+        const chunks: Buffer[] = []
+        res.pause()
+        setTimeout(() => res.resume(), 1500)
+        res.on('data', (chunk: Buffer) => chunks.push(chunk))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }))
+        res.on('error', reject)
+      })
+      req.on('error', reject)
+      req.end()
+    })
+    await sleep(200)
+    const requestId = `crash-${kind}-${randomBytes(4).toString('hex')}`
+    const faulty = client.send('GET', `/v2/crash/${kind}/tags/list`, { headers: { 'x-request-id': requestId } }).catch((error: unknown) => error)
+    const fatal = await gateway.waitForLog((line) => line.level === 60)
+    t.match(fatal, { kind: kind === 'uncaught' ? 'uncaught_exception' : 'unhandled_rejection', request_id: requestId, method: 'GET', path: `/v2/crash/${kind}/tags/list` }, `${kind}: logged at fatal with the request it belonged to`)
+    t.match(fatal.err, { message: `injected ${kind === 'uncaught' ? 'uncaught exception' : 'unhandled rejection'}` }, 'and the error')
+    await faulty
+    const got = await download
+    t.equal(got.status, 200, `${kind}: the download in flight was drained, not cut`)
+    t.equal(sha256(got.body), digest, 'with every byte')
+    // It stops by itself: no signal from the test (bounded by drain_timeout + 5 s, then it exits anyway).
+    const exitedAlone = await waitUntil(() => gateway.child.exitCode !== null || gateway.child.signalCode !== null, 40_000)
+    t.ok(exitedAlone, `${kind}: the process ended without being told to`)
+    if (!exitedAlone) t.comment(gateway.stderr().slice(-2000))
+    const exit = await gateway.stop()
+    t.same(exit, { code: 70, signal: null }, `${kind}: the process exits 70 (EX_SOFTWARE) by itself, for its supervisor to restart it`)
+    t.match(gateway.stderr(), /portier: internal error/, 'and says so on stderr')
+    t.ok(gateway.logs.some((line) => line.msg === 'stopped after an internal error; exit code 70'), 'after draining')
+  }
+})
+
+/** POST + PUT ?digest= on a gateway without auth. */
+async function pushBlobOpen(client: GatewayClient, repository: string, data: Buffer): Promise<string> {
+  const started = await client.send('POST', `/v2/${repository}/blobs/uploads/`)
+  const digest = sha256(data)
+  const put = await client.send('PUT', `${client.pathOf(started.headers.location as string)}&digest=${encodeURIComponent(digest)}`, { body: data, headers: { 'content-type': 'application/octet-stream' } })
+  if (put.status !== 201) throw new Error(`blob push: ${put.status}`)
+  return digest
+}
