@@ -26,8 +26,9 @@ export type ChallengeError = 'invalid_token' | 'insufficient_scope'
 
 export interface Authenticator {
   /**
-   * Who is calling: anonymous when no credentials were sent; throws UNAUTHORIZED for wrong ones and
-   * TOOMANYREQUESTS while the user or address is locked out after repeated failures.
+   * Who is calling: anonymous when no credentials were sent; throws UNAUTHORIZED for wrong ones,
+   * TOOMANYREQUESTS while the user or address is locked out after repeated failures, and UNAVAILABLE
+   * (503, Retry-After) when too many password checks are waiting for a worker.
    */
   authenticate(headers: IncomingHttpHeaders, context: AuthContext): Promise<Identity>
   /** The 401 that asks a client for credentials (the challenge header Docker clients expect). */
