@@ -100,10 +100,18 @@ function registryConfig(storage: string, port: number, secret: string): string {
   ].join('\n')
 }
 
-/** registry:2 logs logrus text lines; keep their severity. */
+/**
+ * Answers the registry logs at level=error although nothing failed: a client asking whether a blob or
+ * manifest exists (docker and skopeo HEAD every layer before pushing it) is told 404. Portier's own
+ * access log records those requests already.
+ */
+const probeAnswers = /\berr\.code="(?:blob unknown|manifest unknown|name unknown)"/
+
+/** registry:2 logs logrus text lines; keep their severity, except for the 404s of existence probes. */
 function relayLine(log: Logger, line: string): void {
   const level = /\blevel=(\w+)/.exec(line)?.[1]
-  if (level === 'error' || level === 'fatal' || level === 'panic') log.error({ line }, 'registry output')
+  if (level === 'error' && probeAnswers.test(line)) log.debug({ line }, 'registry output')
+  else if (level === 'error' || level === 'fatal' || level === 'panic') log.error({ line }, 'registry output')
   else if (level === 'warning' || level === 'warn') log.warn({ line }, 'registry output')
   else log.info({ line }, 'registry output')
 }

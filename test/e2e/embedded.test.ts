@@ -8,6 +8,7 @@ import { run } from '../helpers/exec.js'
 import { CLI, gatewayFixture, type GatewayHandle, type LogLine } from '../helpers/gateway.js'
 import { makeOciLayout, readOciLayout } from '../helpers/oci.js'
 import { freePort } from '../helpers/ports.js'
+import { GatewayClient } from '../helpers/gwclient.js'
 import { skopeoCopy } from '../helpers/skopeo.js'
 
 const work = mkdtempSync(join(tmpdir(), 'portier-embedded-'))
@@ -170,6 +171,26 @@ t.test('SIGTERM while the embedded registry is still starting leaves no registry
   child.kill('SIGTERM')
   t.equal(await exited, 0, 'the gateway still stops cleanly (not killed by the signal mid-start)')
   t.same(await pidsMatching(configPath), [], 'the registry it started is gone')
+})
+
+t.test("the registry's 404s to existence probes are logged at debug, its real errors still at error", async (t) => {
+  const cwd = mkdtempSync(join(work, 'gw-'))
+  const gateway = await gatewayFixture(t, { env, cwd, config: { log: { level: 'debug' } } })
+  const client = new GatewayClient(gateway)
+  t.teardown(() => client.close())
+  const digest = `sha256:${'0'.repeat(63)}1`
+  const head = await client.send('HEAD', `/v2/probe/app/blobs/${digest}`)
+  t.equal(head.status, 404, 'the blob is unknown')
+  const probe = await gateway.waitForLog((line) => line.msg === 'registry output' && String(line.line).includes('err.code="blob unknown"'))
+  t.equal(probe.level, 20, '"blob unknown" (a client checking before it pushes) is debug, not error')
+  const manifest = await client.send('HEAD', '/v2/probe/app/manifests/latest')
+  t.equal(manifest.status, 404)
+  const tag = await gateway.waitForLog((line) => line.msg === 'registry output' && String(line.line).includes('err.code="manifest unknown"'))
+  t.equal(tag.level, 20, '"manifest unknown" likewise')
+  const bogus = await client.send('PUT', `/v2/probe/app/blobs/uploads/not-a-session?digest=${digest}`)
+  t.equal(bogus.status, 404)
+  const real = await gateway.waitForLog((line) => line.msg === 'registry output' && String(line.line).includes('err.code="blob upload'))
+  t.equal(real.level, 50, 'other registry errors stay at error')
 })
 
 t.test('without docker-registry on PATH and no embedded_registry.binary, start-up fails and says what to do', async (t) => {
