@@ -2,11 +2,12 @@
 import type { RoutingConfig } from '../config/index.js'
 import type { Operation, RegistryRequest } from '../registry/classify.js'
 import { RegistryError } from '../registry/errors.js'
-import { RETRY_AFTER_SECONDS, type ExchangeResult, type FailoverReason, type Forwarder } from './forward.js'
+import { pathOf, RETRY_AFTER_SECONDS, type ExchangeResult, type FailoverReason, type Forwarder } from './forward.js'
 import type { UpstreamHealth } from './health.js'
 import { MergedCatalog } from './routing-catalog.js'
 import { deleteTag, isTagDelete } from './tag-delete.js'
 import { TagLists } from './tags.js'
+import { rangeNotSatisfiable, UploadOffsets } from './upload-offsets.js'
 import { rendezvousOwner } from './routing-hash.js'
 import { MirrorWriter, type BranchFailure, type MirrorRoute, type RouteContext, type SessionRef } from './routing-mirror.js'
 import { sessionFromLocation, sessionRequest, TOKEN_PARAM, type UploadSession, type UploadTokens } from './routing-token.js'
@@ -78,6 +79,8 @@ export class Router {
   private readonly mirror: MirrorWriter | undefined
   private readonly catalog: MergedCatalog
   private readonly tags: TagLists
+  /** The newest state of each upload session this gateway relayed (all strategies but mirror). */
+  private readonly offsets = new UploadOffsets()
   /** Smooth weighted round robin state (shared, balance: round-robin). */
   private readonly current = new Map<Upstream, number>()
   private rotation = 0
@@ -121,17 +124,7 @@ export class Router {
         // registry 2.8 ignores `n` and `last`: the gateway pages tag lists itself.
         if (route.request.op === 'tags.list') return await this.tags.serve([route.upstream], context)
         if (isTagDelete(route.request)) return await deleteTag(this.deps.forwarder, { ...context, request: route.request, upstream: route.upstream })
-        return await this.deps.forwarder.forward({
-          ...context,
-          request: route.request,
-          upstream: route.upstream,
-          ...(route.fallbacks.length > 0 ? { fallbacks: route.fallbacks, nextOnNotFound: route.nextOnNotFound } : {}),
-          onFailover: (from, to, reason) => {
-            route.served = to.name
-            this.deps.events?.failover?.(from, to, reason, context.request)
-          },
-          ...(route.uploadLocation ? { uploadLocation: route.uploadLocation } : {}),
-        })
+        return await this.forwardOne(route, context)
       case 'mirror':
         return await (this.mirror as MirrorWriter).forward(route, context)
       case 'catalog':
@@ -139,6 +132,50 @@ export class Router {
       case 'tags':
         return await this.tags.serve(route.upstreams, context)
     }
+  }
+
+  /**
+   * One upstream serves the request. Upload requests on an old URL are answered from the session's
+   * newest state (see UploadOffsets); every upload Location the upstream answers is remembered.
+   */
+  private async forwardOne(route: ForwardRoute, context: RouteContext): Promise<ExchangeResult> {
+    const tracked = this.strategy !== 'mirror'
+    const signer = route.uploadLocation
+    if (tracked && sessionOps.has(route.request.op)) {
+      const decision = this.offsets.check(this.offsetsKey(route.upstream), route.request, context.req)
+      if (decision.kind === 'refused') {
+        const request = route.request
+        const fresh = sessionRequest(request, { upstream: route.upstream.name, uuid: request.uploadId ?? '', state: decision.latest.state })
+        const location = `${context.client.publicOrigin}${pathOf(fresh)}`
+        const range = context.req.headers['content-range']
+        throw rangeNotSatisfiable(request, decision.latest, signer ? signer(location, route.upstream) : location, typeof range === 'string' ? range : undefined)
+      }
+      if (decision.kind === 'freshened') route.request = decision.request
+    }
+    const result = await this.deps.forwarder.forward({
+      ...context,
+      request: route.request,
+      upstream: route.upstream,
+      ...(route.fallbacks.length > 0 ? { fallbacks: route.fallbacks, nextOnNotFound: route.nextOnNotFound } : {}),
+      onFailover: (from, to, reason) => {
+        route.served = to.name
+        this.deps.events?.failover?.(from, to, reason, context.request)
+      },
+      uploadLocation: (location, upstream) => {
+        if (tracked) this.offsets.note(this.offsetsKey(upstream), location)
+        return signer ? signer(location, upstream) : location
+      },
+    })
+    const op = route.request.op
+    if (tracked && ((op === 'upload.finish' && result.status === 201) || (op === 'upload.cancel' && result.status === 204))) {
+      this.offsets.forget(this.offsetsKey(route.upstream), route.request)
+    }
+    return result
+  }
+
+  /** Upstreams that share storage share upload sessions too. */
+  private offsetsKey(upstream: Upstream): string {
+    return this.strategy === 'shared' ? 'shared' : upstream.name
   }
 
   /** The client's request as the (first) upstream saw it, with its own upload `_state`: the access log reads the session's size from it. */

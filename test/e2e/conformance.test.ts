@@ -330,3 +330,105 @@ t.test('deleting a tag through mirrors that cannot: 405 UNSUPPORTED', async (t) 
   const still = await target.send('GET', '/v2/conf/mirror-tag-delete/manifests/v1', { headers: { accept: MT_MANIFEST } })
   t.equal(still.headers['docker-content-digest'], pushed.digest, 'the tag is still there')
 })
+
+/** The path and query of an absolute or relative Location. */
+function relative(target: Target, location: string | string[] | undefined): string {
+  if (typeof location !== 'string') throw new Error(`no Location from ${target.name}`)
+  const url = new URL(location, target.url)
+  return `${url.pathname}${url.search}`
+}
+
+/**
+ * The conformance suite's chunked-upload steps: an out-of-order chunk, a re-sent chunk and a status
+ * request on an old upload URL, then the upload completes from the URL the status request gave.
+ */
+async function chunkedUpload(t: Test, target: Target, repository: string, uploadsOpen: () => Promise<string[]>): Promise<void> {
+  const scope = `repository:${repository}:pull,push`
+  const blob = randomBytes(300_000)
+  const chunk1 = blob.subarray(0, 120_000)
+  const chunk2 = blob.subarray(120_000)
+  const range1 = `0-${chunk1.length - 1}`
+  const range2 = `${chunk1.length}-${blob.length - 1}`
+  const octets = { 'content-type': 'application/octet-stream' }
+
+  const other = await target.send('POST', `/v2/${repository}/blobs/uploads/`, { scope, headers: { 'content-length': '0' } })
+  const outOfOrder = await target.send('PATCH', relative(target, other.headers.location), { scope, body: chunk2, headers: { ...octets, 'content-range': range2 } })
+  t.equal(outOfOrder.status, 416, `${target.name}: a chunk that does not start at 0 is 416`)
+  t.equal(outOfOrder.errorCode(), 'RANGE_INVALID', `${target.name}: RANGE_INVALID`)
+
+  const started = await target.send('POST', `/v2/${repository}/blobs/uploads/`, { scope, headers: { 'content-length': '0' } })
+  t.equal(started.status, 202, `${target.name}: POST starts the upload`)
+  const first = relative(target, started.headers.location)
+  const uuid = started.headers['docker-upload-uuid']
+  const patched = await target.send('PATCH', first, { scope, body: chunk1, headers: { ...octets, 'content-range': range1 } })
+  t.equal(patched.status, 202, `${target.name}: the first chunk is accepted`)
+  t.equal(patched.headers.range, range1, `${target.name}: Range covers the first chunk`)
+  const openBefore = await uploadsOpen()
+
+  const resent = await target.send('PATCH', first, { scope, body: chunk1, headers: { ...octets, 'content-range': range1 } })
+  t.equal(resent.status, 416, `${target.name}: the first chunk re-sent on the old URL is 416`)
+  t.equal(resent.errorCode(), 'RANGE_INVALID', `${target.name}: RANGE_INVALID in the JSON error format`)
+  t.equal(resent.headers.range, range1, `${target.name}: the 416 says what the session holds`)
+  t.equal(resent.headers['docker-upload-uuid'], uuid, `${target.name}: and which session`)
+  t.ok(typeof resent.headers.location === 'string', `${target.name}: and where to continue`)
+  const unranged = await target.send('PATCH', first, { scope, body: chunk2, headers: octets })
+  t.equal(unranged.status, 416, `${target.name}: a chunk without Content-Range on the old URL is 416 too (it may be the previous one again)`)
+  t.same(await uploadsOpen(), openBefore, `${target.name}: the session survives on disk (registry 2.8 cancels it on a stale _state)`)
+
+  const status = await target.send('GET', first, { scope })
+  t.equal(status.status, 204, `${target.name}: GET on the old upload URL is 204`)
+  t.equal(status.headers.range, range1, `${target.name}: with the current Range`)
+  t.equal(status.headers['docker-upload-uuid'], uuid, `${target.name}: and Docker-Upload-UUID`)
+  const next = relative(target, status.headers.location)
+
+  const second = await target.send('PATCH', next, { scope, body: chunk2, headers: { ...octets, 'content-range': range2 } })
+  t.equal(second.status, 202, `${target.name}: the second chunk on the URL from the status request`)
+  t.equal(second.headers.range, `0-${blob.length - 1}`, `${target.name}: Range covers the whole blob`)
+  const finishUrl = new URL(relative(target, second.headers.location), target.url)
+  finishUrl.searchParams.set('digest', sha256(blob))
+  const finished = await target.send('PUT', `${finishUrl.pathname}${finishUrl.search}`, { scope, headers: { ...octets, 'content-length': '0' } })
+  t.equal(finished.status, 201, `${target.name}: PUT ?digest= completes it`)
+  t.equal(finished.headers['docker-content-digest'], sha256(blob), `${target.name}: Docker-Content-Digest`)
+  const read = await target.send('GET', `/v2/${repository}/blobs/${sha256(blob)}`, { scope })
+  t.equal(sha256(read.body), sha256(blob), `${target.name}: every byte, in order`)
+  const after = await target.send('PATCH', first, { scope, body: chunk1, headers: { ...octets, 'content-range': range1 } })
+  t.equal(after.status, 404, `${target.name}: after the upload is finished, its old URL is unknown`)
+}
+
+t.test('chunked uploads: out-of-order and re-sent chunks get 416, an old upload URL answers from the real offset', async (t) => {
+  const repository = 'conf/chunked'
+  const uploadsOpen = (): Promise<string[]> => registry.uploadsOpen(repository)
+
+  // What registry 2.8.2 alone does with the re-sent chunk: 404 BLOB_UPLOAD_INVALID, and the session is gone.
+  const started = await bare.send('POST', `/v2/${repository}/blobs/uploads/`)
+  const first = relative(bare, started.headers.location)
+  const chunk = randomBytes(1000)
+  const headers = { 'content-type': 'application/octet-stream', 'content-range': '0-999' }
+  t.equal((await bare.send('PATCH', first, { body: chunk, headers })).status, 202, 'bare registry: first chunk')
+  const resent = await bare.send('PATCH', first, { body: chunk, headers })
+  t.equal(resent.status, 404, 'bare registry: the re-sent chunk is 404 (the failure Portier fixes)')
+  t.equal(resent.errorCode(), 'BLOB_UPLOAD_INVALID', 'bare registry: BLOB_UPLOAD_INVALID')
+  t.equal((await bare.send('GET', first)).status, 404, 'bare registry: and the session is gone')
+
+  for (const mode of modes) {
+    const { target } = await gatewayTarget(t, mode)
+    await chunkedUpload(t, target, repository, uploadsOpen)
+  }
+})
+
+t.test('chunked uploads with signed upload URLs (routing by repository)', async (t) => {
+  const second = await registryFixture(t)
+  const registries = [registry, second]
+  const gateway = await gatewayFixture(t, {
+    config: {
+      upstreams: [{ url: registry.url, name: 'first' }, { url: second.url, name: 'second' }],
+      routing: { strategy: 'by-repository', secret: randomBytes(16).toString('hex') },
+    },
+  })
+  const agent = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
+  t.teardown(() => agent.close())
+  const target: Target = { name: 'Portier by repository', url: gateway.url, send: (method, path, options = {}) => exchange(agent, `${gateway.url}${path}`, method, options) }
+  const repository = 'conf/chunked-signed'
+  const uploadsOpen = async (): Promise<string[]> => (await Promise.all(registries.map((one) => one.uploadsOpen(repository)))).flat()
+  await chunkedUpload(t, target, repository, uploadsOpen)
+})
