@@ -114,7 +114,7 @@ export class Metrics {
       help: 'Password checks refused with 503 because auth.password_checks.queue was full.',
       registers,
     })
-    this.limitRejections = new Counter({ name: 'portier_limit_rejections_total', help: 'Requests refused by a size limit, by limit.', labelNames: ['limit'], registers })
+    this.limitRejections = new Counter({ name: 'portier_limit_rejections_total', help: 'Requests refused or cut by a limit, by limit (blob_max_bytes, manifest_max_bytes, max_exchanges_per_user, max_exchanges_per_address, max_connections, min_rate).', labelNames: ['limit'], registers })
     this.upstreamUp = new Gauge({ name: 'portier_upstream_up', help: '1 when the upstream passes its health checks, 0 when it is marked down.', labelNames: ['upstream'], registers })
     this.upstreamDuration = new Histogram({
       name: 'portier_upstream_response_seconds',

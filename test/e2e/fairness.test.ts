@@ -192,7 +192,7 @@ t.test('one user with 140 slow requests holds only max_exchanges_per_user (32); 
   t.equal(refusal?.headers['content-type'], 'application/json; charset=utf-8')
   t.match(refusal?.headers['retry-after'], /^\d+$/, 'Retry-After')
   t.equal(refusal?.headers['docker-distribution-api-version'], 'registry/2.0')
-  t.match(JSON.parse(refusal?.body.toString() ?? '{}'), { errors: [{ code: 'TOOMANYREQUESTS', detail: { limit: 'max_exchanges_per_user', max: 32 } }] })
+  t.match(JSON.parse(refusal?.body.toString() || '{}'), { errors: [{ code: 'TOOMANYREQUESTS', detail: { limit: 'max_exchanges_per_user', max: 32 } }] })
   const holding = patches.filter((request) => request.status === undefined)
   t.equal(holding.length, 32, 'alice holds exactly 32 PATCHes open upstream')
   const inFlight = metric(await scrape(gateway), 'portier_upstream_requests_in_flight', { upstream: 'main' })
