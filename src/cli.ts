@@ -102,7 +102,7 @@ function printConfigErrors(error: ConfigError): void {
 /** Throws a ConfigError naming each file serve could not load (missing, unreadable, a key that does not match). */
 async function checkFiles(config: LoadedConfig['config'], args: Args): Promise<void> {
   const { fileProblems } = await import('./config/files.js')
-  const problems = fileProblems(config, args.config ?? 'defaults')
+  const problems = await fileProblems(config, args.config ?? 'defaults')
   if (problems.length > 0) throw new ConfigError(problems)
 }
 

@@ -6,7 +6,6 @@ import { dirname, join, resolve } from 'node:path'
 import type { Config } from './schema.js'
 import type { ConfigProblem } from './load.js'
 import { MIN_SECRET_LENGTH } from './secret.js'
-import { loadTokenKey } from '../auth/token/keys.js'
 
 /** Who this process runs as, for messages about files it cannot read: "uid 999 (portier)". */
 export function processUser(): string {
@@ -77,7 +76,7 @@ function creatable(path: string): string | undefined {
 }
 
 /** Every problem with the files `config` names; `source` labels them (the config file). */
-export function fileProblems(config: Config, source: string): ConfigProblem[] {
+export async function fileProblems(config: Config, source: string): Promise<ConfigProblem[]> {
   const problems: ConfigProblem[] = []
   const problem = (key: string, expected: string, found: string): void => {
     problems.push({ source, key, expected, found })
@@ -156,6 +155,8 @@ export function fileProblems(config: Config, source: string): ConfigProblem[] {
         if (certFile.problem) problem('auth.token.cert', 'the readable certificate of auth.token.key (PEM)', certFile.problem)
         else {
           try {
+            // Loaded only here: the token module pulls in node-forge, which costs check-config most of a second.
+            const { loadTokenKey } = await import('../auth/token/keys.js')
             loadTokenKey(key, existsSync(cert) ? cert : undefined)
           } catch (error) {
             problem('auth.token.key', 'a token signing key (RSA ≥ 2048 bits or EC P-256) and, in auth.token.cert, its certificate', (error as Error).message)
