@@ -199,6 +199,7 @@ t.test('compose step 1 as one uid, the gateway as another: a clear error for 060
     }
   })
   let stderr = ''
+  const logLines: string[] = []
   child.stderr.on('data', (chunk: Buffer) => {
     stderr += chunk.toString()
   })
@@ -206,6 +207,7 @@ t.test('compose step 1 as one uid, the gateway as another: a clear error for 060
     const timer = setTimeout(() => reject(new Error(`the gateway did not get ready within 30 s; stderr: ${stderr}`)), 30_000)
     void exited.then((code) => reject(new Error(`the gateway exited (${code}); stderr: ${stderr}`)))
     createInterface({ input: child.stdout }).on('line', (text) => {
+      logLines.push(text)
       try {
         const line = JSON.parse(text) as { msg?: string; listen?: string }
         if (line.msg === 'portier ready') {
@@ -227,9 +229,13 @@ t.test('compose step 1 as one uid, the gateway as another: a clear error for 060
       req.on('error', reject)
       req.end()
     })
+  const login = async (user: string, password: string, message: string): Promise<void> => {
+    const status = await get(`Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`)
+    t.equal(status, 200, message, status === 200 ? {} : { log: logLines.slice(-5) })
+  }
   t.equal(await get(), 401, 'anonymous: asked for credentials')
-  t.equal(await get(`Basic ${Buffer.from('admin:admin-password-1').toString('base64')}`), 200, 'admin from the file made by the other uid logs in')
-  t.equal(await get(`Basic ${Buffer.from('bob:bob-password-22').toString('base64')}`), 200, 'and bob')
+  await login('admin', 'admin-password-1', 'admin from the file made by the other uid logs in')
+  await login('bob', 'bob-password-22', 'and bob')
   child.kill('SIGTERM')
   t.equal(await exited, 0, 'stops cleanly')
 })
