@@ -54,13 +54,18 @@ function firstValue(value: string | string[] | undefined): string | undefined {
 
 const hostPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$/
 
+/** A bare name or address with an optional port: nothing that could add a path, user info or another URL part. */
+function wellFormedHost(value: string | undefined): value is string {
+  return value !== undefined && value.length <= 261 && hostPattern.test(value)
+}
+
 /**
  * The host[:port] to put in URLs for a client that sent `given` as its Host: the value itself only when
  * it is a bare name or address with an optional port and names this gateway (see PublicHosts), else
  * the default name. A Host is the client's word, so it never reaches a URL unchecked.
  */
 export function publicHost(given: string | undefined, hosts: PublicHosts, localAddress?: string): string {
-  return given !== undefined && given.length <= 261 && hostPattern.test(given) && hosts.accepts(given, localAddress) ? given : hosts.fallback()
+  return wellFormedHost(given) && hosts.accepts(given, localAddress) ? given : hosts.fallback()
 }
 
 export function describeClient(
@@ -75,7 +80,8 @@ export function describeClient(
   const peer = plainIp(peerAddress ?? '')
   const peerTrusted = trusted.isTrusted(peer)
   let proto: 'http' | 'https' = encrypted ? 'https' : 'http'
-  let host = publicHost(headers.host, hosts, localAddress)
+  // A trusted proxy answers for the Host it passes on (nginx's `proxy_set_header Host $http_host`), as for X-Forwarded-Host.
+  let host = peerTrusted && wellFormedHost(headers.host) ? headers.host : publicHost(headers.host, hosts, localAddress)
   let forwardedFor = peer
   let clientIp = peer
   let priorForwarded: string | undefined
@@ -92,7 +98,7 @@ export function describeClient(
     if (forwardedProto === 'http' || forwardedProto === 'https') proto = forwardedProto
     // A trusted proxy answers for the public name it reports (it terminated the client's TLS under it).
     const forwardedHost = firstValue(headers['x-forwarded-host'])
-    if (forwardedHost && hostPattern.test(forwardedHost)) host = forwardedHost
+    if (wellFormedHost(forwardedHost)) host = forwardedHost
     const forwarded = headers.forwarded
     if (forwarded) priorForwarded = Array.isArray(forwarded) ? forwarded.join(', ') : forwarded
   }

@@ -204,6 +204,15 @@ t.test('Host is used for URLs only when the certificates or server.hosts name it
   t.equal(origin('10.0.0.5:5443', '::ffff:10.0.0.6'), 'https://registry.example.com:5443', 'another address')
   t.equal(origin(undefined), 'https://registry.example.com:5443', 'no Host')
 
+  // Behind a trusted proxy (TLS off, nginx passing the client's Host), the proxy answers for the name.
+  const proxy = createTrustedProxies(['10.0.0.2'])
+  const proxied = describeClient({ host: 'cr.example.org', 'x-forwarded-proto': 'https' }, '10.0.0.2', false, proxy, '', hosts)
+  t.equal(proxied.publicOrigin, 'https://cr.example.org', "a trusted proxy's Host is believed")
+  const proxiedBad = describeClient({ host: 'cr.example.org/x?', 'x-forwarded-proto': 'https' }, '10.0.0.2', false, proxy, '', hosts)
+  t.equal(proxiedBad.publicOrigin, 'https://registry.example.com:5443', 'but only a well-formed one')
+  const notProxy = describeClient({ host: 'cr.example.org' }, '10.0.0.3', false, proxy, '', hosts)
+  t.equal(notProxy.publicOrigin, 'http://registry.example.com:5443', 'from anyone else it is checked')
+
   const configured = createPublicHosts({ hosts: ['cr.example.org', '*.apps.example.org'], covers: () => false, defaultName: () => 'localhost', port: () => 443 })
   t.ok(configured.accepts('cr.example.org:443'))
   t.ok(configured.accepts('team.apps.example.org'), 'a wildcard covers one label')
