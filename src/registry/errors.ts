@@ -26,6 +26,7 @@ export const errorCatalogue = {
   GATEWAY_TIMEOUT: { status: 504, message: 'upstream registry did not answer in time' },
   BAD_GATEWAY: { status: 502, message: 'upstream registry failed' },
   INTERNAL: { status: 500, message: 'internal error in the gateway' },
+  REQUEST_INVALID: { status: 400, message: 'the request could not be read as HTTP/1.1' },
 } as const
 
 export type RegistryErrorCode = keyof typeof errorCatalogue
@@ -58,6 +59,7 @@ const wireCode: Record<RegistryErrorCode, string> = {
   BAD_GATEWAY: 'UNAVAILABLE',
   // distribution's own code for a 500.
   INTERNAL: 'UNKNOWN',
+  REQUEST_INVALID: 'UNSUPPORTED',
 }
 
 /** True for the catalogue's own codes only: `in` would also accept 'constructor', 'toString', … from the prototype. */

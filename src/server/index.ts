@@ -1,6 +1,7 @@
 // Wires the modules together and owns lifecycles: upstreams, certificates, listeners, shutdown.
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerOptions, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import { hostname } from 'node:os'
 import type { Config } from '../config/index.js'
@@ -19,6 +20,7 @@ import { createAddressList } from '../net/addresses.js'
 import type { Logger } from '../observe/log.js'
 import type { HealthMonitor } from '../proxy/health.js'
 import { createGateway } from './gateway.js'
+import { answerClientError } from './client-error.js'
 import { createRouter } from './routing.js'
 import { createStatusSource, createUi } from '../ui/index.js'
 import { ADMIN_PATHS, createAdminHandler, type ReadinessCheck } from './admin.js'
@@ -276,6 +278,7 @@ async function start(
   // Idle sockets (no bytes either way) are closed after the body idle timeout.
   server.timeout = config.timeouts.body_idle
   connectionCap.attach(server, config.tls.enabled)
+  server.on('clientError', (error: Error, socket: Duplex) => answerClientError(error, socket, log))
   if (metrics) {
     const connections = metrics.openConnections
     server.on('connection', (socket: Socket) => {

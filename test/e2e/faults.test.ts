@@ -179,6 +179,17 @@ t.test('the three reported crashes: TLS GET tags/list then close, a request then
     else await rawExchange(port, [request], { after: 'server' }, false, garbage)
   }
   t.equal(gateway.child.exitCode, null, 'the gateway lives after 30 requests followed by garbage')
+  // What Node's parser cannot read is answered in the registry's error format, not with a bare 400.
+  for (const [what, bytes, status] of [
+    ['garbage', garbage, '400 Bad Request'],
+    ['a header over 16 KiB', head('GET', '/v2/', { 'x-filler': 'a'.repeat(20_000) }), '431 Request Header Fields Too Large'],
+  ] as const) {
+    const refused = (await rawExchange(port, [bytes], { after: 'server' })).toString('latin1')
+    t.match(refused, new RegExp(`^HTTP/1\\.1 ${status}\r\n`), `${what}: ${status}`)
+    t.match(refused, /\r\nDocker-Distribution-Api-Version: registry\/2\.0\r\n/i, `${what}: the API version header`)
+    const answer = JSON.parse(refused.slice(refused.indexOf('\r\n\r\n') + 4)) as { errors: Array<{ code: string }> }
+    t.equal(answer.errors[0]?.code, 'UNSUPPORTED', `${what}: a registry JSON error`)
+  }
 
   // 3. A PATCH that sends more bytes than its Content-Length (the rest is parsed as a broken next request).
   const before = await setup.registry.uploadsOpen('faults/over')
@@ -342,23 +353,29 @@ t.test('last resort: an error nothing handled is logged with its request, then t
     const gateway = await gatewayFixture(t, { env, config: { upstreams: [{ url: registry.url }], server: { drain_timeout: '30s' } } })
     const client = new GatewayClient(gateway)
     t.teardown(() => client.close())
-    const data = randomBytes(16 * MiB)
+    const data = randomBytes(8 * MiB)
     const digest = await pushBlobOpen(client, 'faults/drain', data)
 
-    // A download in flight when the fault happens: its client reads slowly, so it is still running.
+    // A download in flight when the fault happens. Its client reads slowly to the end, so the upstream
+    // finishes while the last bytes still wait in the gateway's socket: the drain must not cut them off.
+    let begun: () => void = () => undefined
+    const started = new Promise<void>((resolve) => (begun = resolve))
     const download = new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
       const req = httpsRequest(client.options('GET', `/v2/faults/drain/blobs/${digest}`, {}, false), (res) => {
+        begun()
         const chunks: Buffer[] = []
-        res.pause()
-        setTimeout(() => res.resume(), 1500)
-        res.on('data', (chunk: Buffer) => chunks.push(chunk))
+        res.on('data', (chunk: Buffer) => {
+          chunks.push(chunk)
+          res.pause()
+          setTimeout(() => res.resume(), 2)
+        })
         res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }))
         res.on('error', reject)
       })
       req.on('error', reject)
       req.end()
     })
-    await sleep(200)
+    await started
     const requestId = `crash-${kind}-${randomBytes(4).toString('hex')}`
     const faulty = client.send('GET', `/v2/crash/${kind}/tags/list`, { headers: { 'x-request-id': requestId } }).catch((error: unknown) => error)
     const fatal = await gateway.waitForLog((line) => line.level === 60)

@@ -1,0 +1,44 @@
+// Requests Node's HTTP parser cannot read (garbage, oversized headers, a header timeout): the registry's JSON error, then the connection closes.
+import { STATUS_CODES } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { Logger } from '../observe/log.js'
+import { RegistryError } from '../registry/errors.js'
+
+/** What Node's parser reports; `code` is llhttp's (HPE_*) or Node's own. */
+type ParserError = Error & { code?: string }
+
+/** The response Node attaches to a connection while a request on it is answered (not in its types). */
+type ServedSocket = Duplex & { _httpMessage?: { headersSent: boolean } | null; remoteAddress?: string }
+
+function statusOf(code: string | undefined): number {
+  if (code === 'HPE_HEADER_OVERFLOW') return 431
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408
+  if (code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW') return 413
+  return 400
+}
+
+/**
+ * Node's own answer is a bare `400 Bad Request` with no body; docker and skopeo then print nothing
+ * useful. Same rules as Node's: a connection already answering (status line sent) or gone is only
+ * closed, since another status line would corrupt the response in flight.
+ */
+export function answerClientError(error: ParserError, socket: Duplex, log: Logger): void {
+  const served = socket as ServedSocket
+  if (error.code === 'ECONNRESET' || !socket.writable || served._httpMessage?.headersSent === true) {
+    socket.destroy()
+    return
+  }
+  const status = statusOf(error.code)
+  // The status says which limit or failure; the body is the registry's error format.
+  const body = new RegistryError('REQUEST_INVALID', { reason: error.code ?? error.message }).body()
+  log.info({ client: served.remoteAddress, status, reason: error.code ?? error.message }, 'unreadable request')
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Bad Request'}\r\n` +
+      'Connection: close\r\n' +
+      'Content-Type: application/json; charset=utf-8\r\n' +
+      'Docker-Distribution-Api-Version: registry/2.0\r\n' +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  )
+  // A client that never reads its answer does not keep the connection.
+  setTimeout(() => socket.destroy(), 5000).unref()
+}
