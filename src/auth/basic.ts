@@ -91,7 +91,7 @@ export function passwordChecksBusy(): RegistryError {
  */
 export async function verifyThrottled(store: HtpasswdStore, throttle: Throttle, user: string, password: string, clientIp: string): Promise<CheckOutcome> {
   if (throttle.retryAfter(user, clientIp) > 0) return 'locked'
-  const outcome = await store.verify(user, password, { admit: () => throttle.attempt(user, clientIp) })
+  const outcome = await store.check(user, password, { admit: () => throttle.attempt(user, clientIp) })
   if (outcome === true) throttle.succeeded(user, clientIp)
   return outcome
 }

@@ -165,8 +165,13 @@ export class HtpasswdStore {
     this.events.onLoad(parsed, this.path)
   }
 
-  /** Whether the password is right; 'locked' or 'busy' when it was not checked (see CheckOptions.admit and canCheck). */
-  async verify(user: string, password: string, options: CheckOptions = {}): Promise<CheckOutcome> {
+  /** Whether the password is right; a check that could not run (too many waiting) counts as wrong. */
+  async verify(user: string, password: string): Promise<boolean> {
+    return (await this.check(user, password)) === true
+  }
+
+  /** Whether the password is right, or 'locked' / 'busy' when it was not checked (see CheckOptions.admit and canCheck). */
+  async check(user: string, password: string, options: CheckOptions = {}): Promise<CheckOutcome> {
     const stored = this.users.get(user)
     const hash = stored ?? this.decoy
     const key = createHash('sha256').update(user).update('\0').update(password).update('\0').update(hash).digest('base64')
@@ -179,16 +184,16 @@ export class HtpasswdStore {
     if (!this.canCheck()) return 'busy'
     const admission = options.admit ? options.admit() : undefined
     if (options.admit && !admission) return 'locked'
-    const check = this.check(key, user, password, hash, stored !== undefined, admission)
-    this.checking.set(key, check)
+    const started = this.compare(key, user, password, hash, stored !== undefined, admission)
+    this.checking.set(key, started)
     try {
-      return await check
+      return await started
     } finally {
       this.checking.delete(key)
     }
   }
 
-  private async check(key: string, user: string, password: string, hash: string, known: boolean, admission: CheckAdmission | undefined): Promise<CheckOutcome> {
+  private async compare(key: string, user: string, password: string, hash: string, known: boolean, admission: CheckAdmission | undefined): Promise<CheckOutcome> {
     let matched: boolean
     try {
       matched = await this.checkHash(password, hash)
