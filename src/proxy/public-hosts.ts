@@ -19,7 +19,12 @@ export interface PublicHostsOptions {
   defaultName: () => string
   /** The port clients reach the gateway on (the bound port, known once listening). */
   port: () => number
+  /** Told once per distinct refused name (up to REPORTED_NAMES), so an operator sees which name to add. */
+  onRefused?: (name: string, fallback: string) => void
 }
+
+/** Refused names reported at most once each, and no more than this many: a scanner cannot flood the log. */
+const REPORTED_NAMES = 100
 
 /** Names a gateway without TLS accepts: the loopback names a generated certificate would carry. */
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1'])
@@ -42,14 +47,23 @@ function matchesConfigured(name: string, pattern: string): boolean {
 
 export function createPublicHosts(options: PublicHostsOptions): PublicHosts {
   const covers = options.covers ?? ((name: string) => LOOPBACK.has(name))
-  return {
+  const reported = new Set<string>()
+  const accepted = (name: string, localAddress: string | undefined): boolean => {
+    if (name === '') return false
+    if (options.hosts.some((pattern) => matchesConfigured(name, pattern))) return true
+    // The very address the client connected to names this gateway, whatever the certificate says.
+    if (isIP(name) !== 0 && localAddress !== undefined && plainIp(localAddress) === plainIp(name)) return true
+    return covers(name)
+  }
+  const hosts: PublicHosts = {
     accepts(host, localAddress) {
       const name = hostName(host)
-      if (name === '') return false
-      if (options.hosts.some((pattern) => matchesConfigured(name, pattern))) return true
-      // The very address the client connected to names this gateway, whatever the certificate says.
-      if (isIP(name) !== 0 && localAddress !== undefined && plainIp(localAddress) === plainIp(name)) return true
-      return covers(name)
+      if (accepted(name, localAddress)) return true
+      if (options.onRefused && !reported.has(name) && reported.size < REPORTED_NAMES) {
+        reported.add(name)
+        options.onRefused(name, hosts.fallback())
+      }
+      return false
     },
     fallback() {
       const configured = options.hosts.find((pattern) => !pattern.startsWith('*.'))
@@ -59,4 +73,5 @@ export function createPublicHosts(options: PublicHostsOptions): PublicHosts {
       return port === 443 || port === 0 ? shown : `${shown}:${port}`
     },
   }
+  return hosts
 }

@@ -139,6 +139,8 @@ async function start(
     ...(config.tls.enabled ? { covers: (name: string) => certificates?.covers(name) ?? false } : {}),
     defaultName: () => certificates?.certificates.find((c) => !c.selfSigned)?.names.find((name) => !name.startsWith('*.')) ?? displayHost(requested),
     port: () => boundPort,
+    onRefused: (name, fallback) =>
+      log.warn({ host: name, using: fallback }, 'a Host no certificate or server.hosts covers: URLs for it use the default name (add it to tls.self_signed.hosts or server.hosts if clients use it)'),
   })
   const gateway = createGateway({
     router,

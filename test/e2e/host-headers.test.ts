@@ -121,6 +121,11 @@ t.test('without public_url, a Host no certificate covers never reaches Location,
   t.equal(redirectedEvil.headers.location, `https://127.0.0.1:${gateway.port}/v2/`)
   const redirectedLocal = await plainRequest(redirectPort, '/v2/?n=1', { host: `localhost:${redirectPort}` })
   t.equal(redirectedLocal.headers.location, `https://localhost:${gateway.port}/v2/?n=1`, 'a covered name is kept, with the HTTPS port')
+
+  await gateway.logsSettled()
+  const refused = gateway.logs.filter((line) => line.level === 40 && line.host === 'evil.example')
+  t.equal(refused.length, 1, 'the refused name is logged once, as a warning')
+  t.equal(refused[0]?.using, `127.0.0.1:${gateway.port}`, 'with the name used instead')
 })
 
 t.test('server.hosts adds accepted names; public_url wins over any Host', async (t) => {

@@ -221,6 +221,15 @@ t.test('Host is used for URLs only when the certificates or server.hosts name it
   t.notOk(configured.accepts('evil.example'))
   t.equal(configured.fallback(), 'cr.example.org', 'the first configured name is the default; port 443 is left out')
 
+  const refused: string[] = []
+  const reporting = createPublicHosts({ hosts: [], covers: () => false, defaultName: () => 'localhost', port: () => 5443, onRefused: (name, fallback) => refused.push(`${name} -> ${fallback}`) })
+  for (let i = 0; i < 3; i++) reporting.accepts('evil.example:5443')
+  reporting.accepts('EVIL.example')
+  for (let i = 0; i < 150; i++) reporting.accepts(`scan${i}.example`)
+  t.same(refused.slice(0, 1), ['evil.example -> localhost:5443'], 'a refused name is reported with the name used instead')
+  t.equal(refused.filter((line) => line.startsWith('evil.example')).length, 1, 'once per name, whatever its case or port')
+  t.equal(refused.length, 100, 'and at most 100 names: a scanner cannot flood the log')
+
   const plain = createPublicHosts({ hosts: [], defaultName: () => '127.0.0.1', port: () => 8080 })
   t.ok(plain.accepts('localhost:8080'), 'TLS off: loopback names stand in for the certificate')
   t.ok(plain.accepts('[::1]:8080'))
