@@ -9,6 +9,7 @@ import { createPasswordPool, type PasswordPool } from './password-pool.js'
 import { createBearerAuthenticator } from './bearer.js'
 import { createWithGeneratedAdmin, HtpasswdStore } from './htpasswd.js'
 import { createAcl, type Acl } from './acl.js'
+import { unreadable } from '../config/files.js'
 import { createThrottle, type Throttle } from './throttle.js'
 import type { Scope } from '../registry/classify.js'
 import {
@@ -130,7 +131,8 @@ async function openHtpasswd(config: Config['auth'], log: Logger, pool: PasswordP
       }
       log.info({ file, users: parsed.users.size }, 'htpasswd loaded')
     },
-    onError: (error, file) => log.error({ file, err: error.message }, 'htpasswd reload failed; keeping the users loaded before'),
+    // A permission problem names the owner, mode, Portier's uid and the fix, as check-config does.
+    onError: (error, file) => log.error({ file, err: unreadable(file, error, `chmod 0644 ${file}`) }, 'htpasswd reload failed; keeping the users loaded before'),
     onHold: (parsed, file, kept, settleMs) =>
       log.warn(
         { file, users: parsed.users.size, problems: parsed.problems.length, kept },

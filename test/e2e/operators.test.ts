@@ -236,6 +236,28 @@ t.test('compose step 1 as one uid, the gateway as another: a clear error for 060
   t.equal(await get(), 401, 'anonymous: asked for credentials')
   await login('admin', 'admin-password-1', 'admin from the file made by the other uid logs in')
   await login('bob', 'bob-password-22', 'and bob')
+
+  // The file made unreadable while the gateway runs (e.g. rewritten by a tool that writes 0600):
+  // the reload failure explains itself the same way, and the users loaded before keep working.
+  const logged = logLines.length
+  chmodSync(htpasswd, 0o600)
+  const reloadFailed = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no reload failure logged within 10 s; log: ${logLines.slice(logged).join('\n')}`)), 10_000)
+    const look = setInterval(() => {
+      for (const text of logLines.slice(logged)) {
+        const line = JSON.parse(text) as Record<string, unknown>
+        if (line.msg === 'htpasswd reload failed; keeping the users loaded before') {
+          clearTimeout(timer)
+          clearInterval(look)
+          resolve(line)
+        }
+      }
+    }, 50)
+  })
+  t.equal(reloadFailed.level, 50, 'logged as an error')
+  t.match(String(reloadFailed.err), `permission denied (owned by uid ${hostUid}, mode 0600) for uid ${portierUid}`, 'naming owner, mode and uid')
+  t.match(String(reloadFailed.err), `chmod 0644 ${htpasswd}`, 'and the fix')
+  await login('admin', 'admin-password-1', 'the users loaded before still log in')
   child.kill('SIGTERM')
   t.equal(await exited, 0, 'stops cleanly')
 })
