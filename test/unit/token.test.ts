@@ -535,3 +535,19 @@ t.test('token endpoint: Basic Og== (empty user and password) is anonymous when a
   }
   t.same(attempts, [], 'no password check for empty credentials')
 })
+
+t.test('token endpoint: a login refused because too many password checks wait is a 503 with Retry-After, not a 401', async (t) => {
+  const endpoint = createTokenEndpoint({
+    issuer: createIssuer({ key: signer, ...base }),
+    allowAnonymous: false,
+    authenticate: async () => 'busy',
+    grant: (_who, scopes) => scopes,
+  })
+  const server = createServer((req, res) => void endpoint(req, res, req.socket.remoteAddress ?? ''))
+  const url = await listen(server)
+  t.teardown(() => server.close())
+  const reply = await fetch(`${url}?service=${base.service}`, { headers: { authorization: `Basic ${Buffer.from('ann:pw').toString('base64')}` } })
+  t.equal(reply.status, 503)
+  t.equal(reply.headers.get('retry-after'), '1')
+  t.equal(((await reply.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'UNAVAILABLE', 'docker prints the registry code')
+})
