@@ -5,6 +5,7 @@ import { RegistryError } from '../registry/errors.js'
 import { pathOf, RETRY_AFTER_SECONDS, type ExchangeResult, type FailoverReason, type Forwarder } from './forward.js'
 import type { UpstreamHealth } from './health.js'
 import { MergedCatalog } from './routing-catalog.js'
+import { mayHaveSubject, Referrers } from './referrers.js'
 import { deleteTag, isTagDelete } from './tag-delete.js'
 import { TagLists } from './tags.js'
 import { rangeNotSatisfiable, UploadOffsets } from './upload-offsets.js'
@@ -50,6 +51,7 @@ export interface RouterEvents {
   mirrorBranchFailed?(operation: Operation, repository: string | undefined, failure: BranchFailure): void
   catalogUpstreamFailed?(upstream: Upstream, reason: string): void
   tagsUpstreamFailed?(upstream: Upstream, reason: string): void
+  referrersIndexFailed?(repository: string, subject: string, reason: string): void
 }
 
 export interface RouterDeps {
@@ -79,6 +81,7 @@ export class Router {
   private readonly mirror: MirrorWriter | undefined
   private readonly catalog: MergedCatalog
   private readonly tags: TagLists
+  private readonly referrers: Referrers
   /** The newest state of each upload session this gateway relayed (all strategies but mirror). */
   private readonly offsets = new UploadOffsets()
   /** Smooth weighted round robin state (shared, balance: round-robin). */
@@ -100,6 +103,9 @@ export class Router {
         })
       : undefined
     this.catalog = new MergedCatalog(deps.forwarder, (upstream, reason) => deps.events?.catalogUpstreamFailed?.(upstream, reason))
+    this.referrers = new Referrers(deps.forwarder, {
+      indexFailed: (repository, subject, reason) => deps.events?.referrersIndexFailed?.(repository, subject, reason),
+    })
     this.tags = new TagLists(deps.forwarder, (upstream, reason) => deps.events?.tagsUpstreamFailed?.(upstream, reason))
   }
 
@@ -124,6 +130,13 @@ export class Router {
         // registry 2.8 ignores `n` and `last`: the gateway pages tag lists itself.
         if (route.request.op === 'tags.list') return await this.tags.serve([route.upstream], context)
         if (isTagDelete(route.request)) return await deleteTag(this.deps.forwarder, { ...context, request: route.request, upstream: route.upstream })
+        if (this.strategy !== 'mirror') {
+          // OCI 1.1 referrers, kept by the gateway in the fallback tag (registry 2.8 has no referrers API).
+          const exchange = { ...context, request: route.request, upstream: route.upstream }
+          if (route.request.op === 'referrers.list') return await this.referrers.list(exchange)
+          if (mayHaveSubject(route.request, context.req.headers['content-type'])) return await this.referrers.putManifest(exchange)
+          if (route.request.op === 'manifest.delete') return await this.referrers.deleteManifest(exchange)
+        }
         return await this.forwardOne(route, context)
       case 'mirror':
         return await (this.mirror as MirrorWriter).forward(route, context)

@@ -1,13 +1,14 @@
 // Tag lists paged by Portier: registry 2.8 ignores `n` and `last`, so the gateway sorts, cuts and links the pages itself, for one upstream or merged over several.
 import { RegistryError } from '../registry/errors.js'
-import { drain, readJson, RETRY_AFTER_SECONDS, upstreamFailure, type Exchange, type ExchangeResult, type Forwarder, type UpstreamResponse } from './forward.js'
+import { clientResponseHeaders } from './headers.js'
+import { drain, pathOf, readJson, RETRY_AFTER_SECONDS, upstreamFailure, type Exchange, type ExchangeResult, type Forwarder, type UpstreamResponse } from './forward.js'
 import { compareNames, hasNextPage, mergeNamePages, type UpstreamNames } from './paging.js'
 import type { RouteContext } from './routing-mirror.js'
 import type { Upstream } from './upstreams.js'
 
 /** What one upstream said about the tag list. */
 type TagAnswer =
-  | { kind: 'page'; upstream: Upstream; page: UpstreamNames }
+  | { kind: 'page'; upstream: Upstream; page: UpstreamNames; headers: Record<string, string | string[] | undefined> }
   /** Anything but 200 (404 NAME_UNKNOWN above all): relayed when no upstream has a list. */
   | { kind: 'refused'; upstream: Upstream; response: UpstreamResponse }
   | { kind: 'failed'; upstream: Upstream; error: unknown }
@@ -39,18 +40,17 @@ export class TagLists {
     const repository = request.repository as string
     context.req.resume()
     const n = tagPageSize(request.params)
-    const last = request.params.get('last') ?? undefined
-    // Asked of the upstream too: a registry that pages (3.x) then sends less, and says so in its Link.
-    const query = new URLSearchParams()
-    if (n !== undefined) query.set('n', String(Math.max(n, 1)))
-    if (last !== undefined) query.set('last', last)
-    const path = `/v2/${repository}/tags/list${query.size > 0 ? `?${query.toString()}` : ''}`
-    const answers = await Promise.all(upstreams.map((upstream) => this.ask(context, upstream, path)))
+    // The client's query goes upstream as it is: a registry that pages (3.x) then sends less, and says so in its Link.
+    const answers = await Promise.all(upstreams.map((upstream) => this.ask(context, upstream, pathOf(request))))
 
     const pages: UpstreamNames[] = []
+    let firstPage: Extract<TagAnswer, { kind: 'page' }> | undefined
     const refused: Array<{ upstream: Upstream; response: UpstreamResponse }> = []
     for (const answer of answers) {
-      if (answer.kind === 'page') pages.push(answer.page)
+      if (answer.kind === 'page') {
+        pages.push(answer.page)
+        firstPage ??= answer
+      }
       else if (answer.kind === 'refused') refused.push(answer)
     }
     if (pages.length === 0) {
@@ -73,11 +73,13 @@ export class TagLists {
 
     const page = mergeNamePages(pages, n ?? Number.MAX_SAFE_INTEGER, (names) => names)
     const body = Buffer.from(JSON.stringify({ name: repository, tags: page.names }))
-    const headers: Record<string, string> = {
-      'content-type': 'application/json; charset=utf-8',
-      'docker-distribution-api-version': 'registry/2.0',
-      'content-length': String(body.length),
-    }
+    // The (first) upstream's own headers travel on; the body, its length and the Link are the gateway's.
+    const source = firstPage as Extract<TagAnswer, { kind: 'page' }>
+    const headers = clientResponseHeaders(source.headers, 200, source.upstream.origin, context.client)
+    delete headers.link
+    headers['content-type'] = 'application/json; charset=utf-8'
+    headers['docker-distribution-api-version'] = 'registry/2.0'
+    headers['content-length'] = String(body.length)
     if (page.nextLast !== undefined) headers.link = tagsLink(repository, n, page.nextLast)
     res.writeHead(200, headers)
     context.bytes.sent += body.length
@@ -102,7 +104,7 @@ export class TagLists {
       const tags = Array.isArray(parsed.tags) ? parsed.tags.filter((tag): tag is string => typeof tag === 'string') : []
       // registry 2.8 ignores `last` and lists in storage order: keep what comes after `last`, sorted.
       const after = last === undefined ? tags : tags.filter((tag) => compareNames(tag, last) > 0)
-      return { kind: 'page', upstream, page: { names: after.sort(compareNames), more } }
+      return { kind: 'page', upstream, page: { names: after.sort(compareNames), more }, headers: response.headers }
     } catch (error) {
       this.onUpstreamError(upstream, error instanceof Error ? error.message : String(error))
       return { kind: 'failed', upstream, error }

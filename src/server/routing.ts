@@ -49,6 +49,9 @@ export function createRouter(config: Config, upstreams: Upstream[], deps: Routin
       tagsUpstreamFailed(upstream, reason) {
         log.warn({ upstream: upstream.name, reason }, 'upstream left out of the tag list')
       },
+      referrersIndexFailed(repository, subject, reason) {
+        log.warn({ repository, subject, reason }, 'referrer stored, but its subject\'s referrers index could not be updated')
+      },
     },
   })
   if (strategy !== 'single') {

@@ -1,161 +1,16 @@
-// The OCI distribution spec at the edge: what registry 2.8.2 gets wrong answered right through Portier, in every auth mode, with nothing it gets right broken.
+// The OCI distribution spec at the edge, reads and tags: what registry 2.8.2 gets wrong answered right through Portier in every auth mode, with nothing it gets right broken.
 import t, { type Test } from 'tap'
-import { randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { Agent, request } from 'undici'
+import { readFile } from 'node:fs/promises'
 import { registryFixture } from '../helpers/registry.js'
-import { gatewayFixture, type GatewayHandle } from '../helpers/gateway.js'
-import { sha256 } from '../helpers/gwclient.js'
-import { hashPassword } from '../../src/auth/hashes.js'
+import { conformanceSetup, exchange, modes, MT_MANIFEST, pushImage, routedTarget, routingSecret, type Target } from '../helpers/conformance.js'
 
-const MT_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
-const MT_CONFIG = 'application/vnd.oci.image.config.v1+json'
-const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`
-
-interface Reply {
-  status: number
-  headers: Record<string, string | string[] | undefined>
-  body: Buffer
-  json(): unknown
-  errorCode(): string | undefined
-}
-
-interface SendOptions {
-  headers?: Record<string, string>
-  body?: Buffer | string
-}
-
-/** The bare registry or Portier in one auth mode, spoken to the same way. */
-interface Target {
-  name: string
-  /** Base URL, e.g. https://127.0.0.1:PORT */
-  url: string
-  /** Sends a request with credentials good for `scope` (e.g. repository:a/b:pull,push); `anonymous` sends none it need not. */
-  send(method: string, path: string, options?: SendOptions & { scope?: string; anonymous?: boolean }): Promise<Reply>
-}
-
-async function exchange(dispatcher: Agent, url: string, method: string, options: SendOptions): Promise<Reply> {
-  const body = options.body === undefined ? undefined : Buffer.from(options.body)
-  const response = await request(url, {
-    dispatcher,
-    method: method as 'GET',
-    headers: { ...(body ? { 'content-length': String(body.length) } : {}), ...(options.headers ?? {}) },
-    ...(body ? { body } : {}),
-  })
-  const data = Buffer.from(await response.body.arrayBuffer())
-  return {
-    status: response.statusCode,
-    headers: response.headers,
-    body: data,
-    json: () => JSON.parse(data.toString('utf8')) as unknown,
-    errorCode: () => {
-      try {
-        return (JSON.parse(data.toString('utf8')) as { errors?: Array<{ code?: string }> }).errors?.[0]?.code
-      } catch {
-        return undefined
-      }
-    },
-  }
-}
-
-const registry = await registryFixture(t)
-const work = await mkdtemp(join(tmpdir(), 'portier-conformance-'))
-t.teardown(() => rm(work, { recursive: true, force: true }))
-const htpasswd = join(work, 'htpasswd')
-await writeFile(htpasswd, `alice:${await hashPassword('alice-password', 5)}\n`)
-
-const bareAgent = new Agent()
-t.teardown(() => bareAgent.close())
-const bare: Target = {
-  name: 'registry 2.8.2 alone',
-  url: registry.url,
-  send: (method, path, options = {}) => exchange(bareAgent, `${registry.url}${path}`, method, options),
-}
-
-async function gatewayTarget(t: Test, mode: 'none' | 'htpasswd' | 'token'): Promise<{ target: Target; gateway: GatewayHandle }> {
-  const auth: Record<string, unknown> =
-    mode === 'none'
-      ? { mode: 'none' }
-      : mode === 'htpasswd'
-        ? { mode: 'htpasswd', htpasswd: { path: htpasswd } }
-        : {
-            mode: 'token',
-            htpasswd: { path: htpasswd },
-            token: { key: join(work, `keys-${mode}`, 'token.key'), cert: join(work, `keys-${mode}`, 'token.crt'), anonymous: true },
-            acl: [
-              { match: { account: 'alice' }, actions: ['*'] },
-              { match: { account: '' }, actions: ['pull'] },
-            ],
-          }
-  const gateway = await gatewayFixture(t, { config: { upstreams: [{ url: registry.url }], auth } })
-  const agent = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
-  t.teardown(() => agent.close())
-  const tokens = new Map<string, string>()
-  const credentials = async (scope: string | undefined, anonymous: boolean): Promise<Record<string, string>> => {
-    if (mode === 'none') return {}
-    if (mode === 'htpasswd') return { authorization: basic('alice', 'alice-password') }
-    const key = `${anonymous ? 'anonymous' : 'alice'} ${scope ?? ''}`
-    let token = tokens.get(key)
-    if (token === undefined) {
-      const query = new URLSearchParams({ service: 'portier-registry', ...(scope ? { scope } : {}) })
-      const reply = await exchange(agent, `${gateway.url}/auth/token?${query}`, 'GET', anonymous ? {} : { headers: { authorization: basic('alice', 'alice-password') } })
-      if (reply.status !== 200) throw new Error(`no token for ${key}: ${reply.status} ${reply.body.toString()}`)
-      token = (reply.json() as { token: string }).token
-      tokens.set(key, token)
-    }
-    return { authorization: `Bearer ${token}` }
-  }
-  const target: Target = {
-    name: `Portier, auth ${mode}${mode === 'token' ? ' (anonymous pull)' : ''}`,
-    url: gateway.url,
-    send: async (method, path, options = {}) => {
-      const headers = { ...(await credentials(options.scope, options.anonymous === true)), ...(options.headers ?? {}) }
-      return await exchange(agent, `${gateway.url}${path}`, method, { ...options, headers })
-    },
-  }
-  return { target, gateway }
-}
-
-/** Pushes one small OCI image (config + one layer) by hand and tags it; returns the manifest digest. */
-async function pushImage(target: Target, repository: string, tags: string[], extra: Record<string, unknown> = {}): Promise<{ digest: string; body: Buffer }> {
-  const scope = `repository:${repository}:pull,push`
-  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }))
-  const layer = randomBytes(1024)
-  for (const blob of [config, layer]) {
-    // POST, then PUT ?digest= with the bytes: registry 2.8 ignores the body of a monolithic POST.
-    const started = await target.send('POST', `/v2/${repository}/blobs/uploads/`, { scope })
-    if (started.status !== 202) throw new Error(`upload start on ${target.name}: ${started.status} ${started.body.toString()}`)
-    const location = new URL(started.headers.location as string, target.url)
-    location.searchParams.set('digest', sha256(blob))
-    const reply = await target.send('PUT', `${location.pathname}${location.search}`, {
-      scope, body: blob, headers: { 'content-type': 'application/octet-stream' },
-    })
-    if (reply.status !== 201) throw new Error(`blob push to ${target.name}: ${reply.status} ${reply.body.toString()}`)
-  }
-  const manifest = Buffer.from(JSON.stringify({
-    schemaVersion: 2,
-    mediaType: MT_MANIFEST,
-    config: { mediaType: MT_CONFIG, digest: sha256(config), size: config.length },
-    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha256(layer), size: layer.length }],
-    ...extra,
-  }))
-  for (const tag of tags.length > 0 ? tags : [sha256(manifest)]) {
-    const reply = await target.send('PUT', `/v2/${repository}/manifests/${tag}`, { scope, body: manifest, headers: { 'content-type': MT_MANIFEST } })
-    if (reply.status !== 201) throw new Error(`manifest push to ${target.name}: ${reply.status} ${reply.body.toString()}`)
-  }
-  return { digest: sha256(manifest), body: manifest }
-}
-
-const modes = ['none', 'htpasswd', 'token'] as const
+const { registry, bare, bareAgent, gatewayTarget } = await conformanceSetup(t)
 
 t.test('a manifest reference that is neither tag nor digest: 404 MANIFEST_UNKNOWN for reads, 400 for PUT', async (t) => {
   const bareGet = await bare.send('GET', '/v2/conf/ref/manifests/.INVALID_MANIFEST_NAME')
   t.equal(bareGet.status, 404, 'the bare registry answers 404 (its router matches no route)')
   for (const mode of modes) {
-    const { target } = await gatewayTarget(t, mode)
+    const { target } = await gatewayTarget(mode)
     await pushImage(target, 'conf/ref', ['v1'])
     for (const method of ['GET', 'HEAD']) {
       const reply = await target.send(method, '/v2/conf/ref/manifests/.INVALID_MANIFEST_NAME', { scope: 'repository:conf/ref:pull', anonymous: true })
@@ -177,7 +32,7 @@ t.test('a manifest reference that is neither tag nor digest: 404 MANIFEST_UNKNOW
 })
 
 t.test('digest length is capped by algorithm before anything is forwarded', async (t) => {
-  const { target } = await gatewayTarget(t, 'none')
+  const { target } = await gatewayTarget('none')
   const long = `sha512:${'a'.repeat(5000)}`
   const cases: Array<[string, string]> = [
     ['GET', `/v2/conf/digest/blobs/${long}`],
@@ -224,7 +79,7 @@ t.test('tag lists: n and last, lexical order, Link to the next page', async (t) 
   t.equal((bareTwo.json() as { tags: string[] }).tags.length, tags.length, 'registry 2.8.2 alone ignores n (the failure Portier fixes)')
 
   for (const mode of modes) {
-    const { target } = await gatewayTarget(t, mode)
+    const { target } = await gatewayTarget(mode)
     const scope = `repository:${repository}:pull`
     const all = await target.send('GET', `/v2/${repository}/tags/list`, { scope, anonymous: true })
     t.equal(all.status, 200, `${target.name}: the whole list`)
@@ -260,15 +115,10 @@ t.test('tag lists merged over mirrors: the union, paged, each tag once', async (
   mirrors[1] = { target: secondTarget, tags: mirrors[1]?.tags ?? [] }
   const repository = 'conf/mirrored-tags'
   for (const mirror of mirrors) await pushImage(mirror.target as Target, repository, mirror.tags)
-  const gateway = await gatewayFixture(t, {
-    config: {
-      upstreams: [{ url: registry.url, name: 'first' }, { url: second.url, name: 'second' }],
-      routing: { strategy: 'mirror', secret: randomBytes(16).toString('hex'), mirror: { require: 'all' } },
-    },
+  const { target } = await routedTarget(t, 'Portier over two mirrors', {
+    upstreams: [{ url: registry.url, name: 'first' }, { url: second.url, name: 'second' }],
+    routing: { strategy: 'mirror', secret: routingSecret(), mirror: { require: 'all' } },
   })
-  const agent = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
-  t.teardown(() => agent.close())
-  const target: Target = { name: 'Portier over two mirrors', url: gateway.url, send: (method, path, options = {}) => exchange(agent, `${gateway.url}${path}`, method, options) }
   const union = ['m-a', 'm-b', 'm-c', 'm-d', 'm-e', 'shared']
   const all = await target.send('GET', `/v2/${repository}/tags/list`)
   t.same(all.json(), { name: repository, tags: union }, 'the union of both lists, sorted, "shared" once')
@@ -289,7 +139,7 @@ t.test('deleting a tag: 405 UNSUPPORTED where the registry cannot, and the tag s
   t.equal(bareDelete.errorCode(), 'DIGEST_INVALID', 'registry 2.8.2 alone: DIGEST_INVALID')
 
   for (const mode of modes) {
-    const { target } = await gatewayTarget(t, mode)
+    const { target } = await gatewayTarget(mode)
     const scope = `repository:${repository}:delete`
     const reply = await target.send('DELETE', `/v2/${repository}/manifests/drop`, { scope })
     t.equal(reply.status, 405, `${target.name}: a tag delete the registry cannot do is 405`)
@@ -302,7 +152,7 @@ t.test('deleting a tag: 405 UNSUPPORTED where the registry cannot, and the tag s
     t.equal(unknownTag.status, 405, `${target.name}: an unknown tag gets the same answer (2.8 does not look it up)`)
   }
 
-  const { target } = await gatewayTarget(t, 'token')
+  const { target } = await gatewayTarget('token')
   const byDigest = await target.send('DELETE', `/v2/${repository}/manifests/${pushed.digest}`, { scope: `repository:${repository}:delete` })
   t.equal(byDigest.status, 202, 'a delete by digest passes through: 202')
   const gone = await target.send('GET', `/v2/${repository}/manifests/keep`, { scope: `repository:${repository}:pull`, anonymous: true, headers: { accept: MT_MANIFEST } })
@@ -314,121 +164,14 @@ t.test('deleting a tag: 405 UNSUPPORTED where the registry cannot, and the tag s
 
 t.test('deleting a tag through mirrors that cannot: 405 UNSUPPORTED', async (t) => {
   const second = await registryFixture(t)
-  const gateway = await gatewayFixture(t, {
-    config: {
-      upstreams: [{ url: registry.url, name: 'first' }, { url: second.url, name: 'second' }],
-      routing: { strategy: 'mirror', secret: randomBytes(16).toString('hex'), mirror: { require: 'all' } },
-    },
+  const { target } = await routedTarget(t, 'Portier over two mirrors', {
+    upstreams: [{ url: registry.url, name: 'first' }, { url: second.url, name: 'second' }],
+    routing: { strategy: 'mirror', secret: routingSecret(), mirror: { require: 'all' } },
   })
-  const agent = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
-  t.teardown(() => agent.close())
-  const target: Target = { name: 'Portier over two mirrors', url: gateway.url, send: (method, path, options = {}) => exchange(agent, `${gateway.url}${path}`, method, options) }
   const pushed = await pushImage(target, 'conf/mirror-tag-delete', ['v1'])
   const reply = await target.send('DELETE', '/v2/conf/mirror-tag-delete/manifests/v1')
   t.equal(reply.status, 405, '405')
   t.equal(reply.errorCode(), 'UNSUPPORTED', 'UNSUPPORTED')
   const still = await target.send('GET', '/v2/conf/mirror-tag-delete/manifests/v1', { headers: { accept: MT_MANIFEST } })
   t.equal(still.headers['docker-content-digest'], pushed.digest, 'the tag is still there')
-})
-
-/** The path and query of an absolute or relative Location. */
-function relative(target: Target, location: string | string[] | undefined): string {
-  if (typeof location !== 'string') throw new Error(`no Location from ${target.name}`)
-  const url = new URL(location, target.url)
-  return `${url.pathname}${url.search}`
-}
-
-/**
- * The conformance suite's chunked-upload steps: an out-of-order chunk, a re-sent chunk and a status
- * request on an old upload URL, then the upload completes from the URL the status request gave.
- */
-async function chunkedUpload(t: Test, target: Target, repository: string, uploadsOpen: () => Promise<string[]>): Promise<void> {
-  const scope = `repository:${repository}:pull,push`
-  const blob = randomBytes(300_000)
-  const chunk1 = blob.subarray(0, 120_000)
-  const chunk2 = blob.subarray(120_000)
-  const range1 = `0-${chunk1.length - 1}`
-  const range2 = `${chunk1.length}-${blob.length - 1}`
-  const octets = { 'content-type': 'application/octet-stream' }
-
-  const other = await target.send('POST', `/v2/${repository}/blobs/uploads/`, { scope, headers: { 'content-length': '0' } })
-  const outOfOrder = await target.send('PATCH', relative(target, other.headers.location), { scope, body: chunk2, headers: { ...octets, 'content-range': range2 } })
-  t.equal(outOfOrder.status, 416, `${target.name}: a chunk that does not start at 0 is 416`)
-  t.equal(outOfOrder.errorCode(), 'RANGE_INVALID', `${target.name}: RANGE_INVALID`)
-
-  const started = await target.send('POST', `/v2/${repository}/blobs/uploads/`, { scope, headers: { 'content-length': '0' } })
-  t.equal(started.status, 202, `${target.name}: POST starts the upload`)
-  const first = relative(target, started.headers.location)
-  const uuid = started.headers['docker-upload-uuid']
-  const patched = await target.send('PATCH', first, { scope, body: chunk1, headers: { ...octets, 'content-range': range1 } })
-  t.equal(patched.status, 202, `${target.name}: the first chunk is accepted`)
-  t.equal(patched.headers.range, range1, `${target.name}: Range covers the first chunk`)
-  const openBefore = await uploadsOpen()
-
-  const resent = await target.send('PATCH', first, { scope, body: chunk1, headers: { ...octets, 'content-range': range1 } })
-  t.equal(resent.status, 416, `${target.name}: the first chunk re-sent on the old URL is 416`)
-  t.equal(resent.errorCode(), 'RANGE_INVALID', `${target.name}: RANGE_INVALID in the JSON error format`)
-  t.equal(resent.headers.range, range1, `${target.name}: the 416 says what the session holds`)
-  t.equal(resent.headers['docker-upload-uuid'], uuid, `${target.name}: and which session`)
-  t.ok(typeof resent.headers.location === 'string', `${target.name}: and where to continue`)
-  const unranged = await target.send('PATCH', first, { scope, body: chunk2, headers: octets })
-  t.equal(unranged.status, 416, `${target.name}: a chunk without Content-Range on the old URL is 416 too (it may be the previous one again)`)
-  t.same(await uploadsOpen(), openBefore, `${target.name}: the session survives on disk (registry 2.8 cancels it on a stale _state)`)
-
-  const status = await target.send('GET', first, { scope })
-  t.equal(status.status, 204, `${target.name}: GET on the old upload URL is 204`)
-  t.equal(status.headers.range, range1, `${target.name}: with the current Range`)
-  t.equal(status.headers['docker-upload-uuid'], uuid, `${target.name}: and Docker-Upload-UUID`)
-  const next = relative(target, status.headers.location)
-
-  const second = await target.send('PATCH', next, { scope, body: chunk2, headers: { ...octets, 'content-range': range2 } })
-  t.equal(second.status, 202, `${target.name}: the second chunk on the URL from the status request`)
-  t.equal(second.headers.range, `0-${blob.length - 1}`, `${target.name}: Range covers the whole blob`)
-  const finishUrl = new URL(relative(target, second.headers.location), target.url)
-  finishUrl.searchParams.set('digest', sha256(blob))
-  const finished = await target.send('PUT', `${finishUrl.pathname}${finishUrl.search}`, { scope, headers: { ...octets, 'content-length': '0' } })
-  t.equal(finished.status, 201, `${target.name}: PUT ?digest= completes it`)
-  t.equal(finished.headers['docker-content-digest'], sha256(blob), `${target.name}: Docker-Content-Digest`)
-  const read = await target.send('GET', `/v2/${repository}/blobs/${sha256(blob)}`, { scope })
-  t.equal(sha256(read.body), sha256(blob), `${target.name}: every byte, in order`)
-  const after = await target.send('PATCH', first, { scope, body: chunk1, headers: { ...octets, 'content-range': range1 } })
-  t.equal(after.status, 404, `${target.name}: after the upload is finished, its old URL is unknown`)
-}
-
-t.test('chunked uploads: out-of-order and re-sent chunks get 416, an old upload URL answers from the real offset', async (t) => {
-  const repository = 'conf/chunked'
-  const uploadsOpen = (): Promise<string[]> => registry.uploadsOpen(repository)
-
-  // What registry 2.8.2 alone does with the re-sent chunk: 404 BLOB_UPLOAD_INVALID, and the session is gone.
-  const started = await bare.send('POST', `/v2/${repository}/blobs/uploads/`)
-  const first = relative(bare, started.headers.location)
-  const chunk = randomBytes(1000)
-  const headers = { 'content-type': 'application/octet-stream', 'content-range': '0-999' }
-  t.equal((await bare.send('PATCH', first, { body: chunk, headers })).status, 202, 'bare registry: first chunk')
-  const resent = await bare.send('PATCH', first, { body: chunk, headers })
-  t.equal(resent.status, 404, 'bare registry: the re-sent chunk is 404 (the failure Portier fixes)')
-  t.equal(resent.errorCode(), 'BLOB_UPLOAD_INVALID', 'bare registry: BLOB_UPLOAD_INVALID')
-  t.equal((await bare.send('GET', first)).status, 404, 'bare registry: and the session is gone')
-
-  for (const mode of modes) {
-    const { target } = await gatewayTarget(t, mode)
-    await chunkedUpload(t, target, repository, uploadsOpen)
-  }
-})
-
-t.test('chunked uploads with signed upload URLs (routing by repository)', async (t) => {
-  const second = await registryFixture(t)
-  const registries = [registry, second]
-  const gateway = await gatewayFixture(t, {
-    config: {
-      upstreams: [{ url: registry.url, name: 'first' }, { url: second.url, name: 'second' }],
-      routing: { strategy: 'by-repository', secret: randomBytes(16).toString('hex') },
-    },
-  })
-  const agent = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
-  t.teardown(() => agent.close())
-  const target: Target = { name: 'Portier by repository', url: gateway.url, send: (method, path, options = {}) => exchange(agent, `${gateway.url}${path}`, method, options) }
-  const repository = 'conf/chunked-signed'
-  const uploadsOpen = async (): Promise<string[]> => (await Promise.all(registries.map((one) => one.uploadsOpen(repository)))).flat()
-  await chunkedUpload(t, target, repository, uploadsOpen)
 })
