@@ -96,7 +96,13 @@ export class CertificateStore {
     if (hex === this.lastDigest) return false
     const loaded = pairs.map(({ files, cert, key }) => {
       const options: SecureContextOptions = { cert, key, minVersion: this.minVersion, ...serverCipherOptions }
-      const context = createSecureContext(options) // throws on a key that does not match its cert
+      let context: SecureContext
+      try {
+        context = createSecureContext(options) // throws on a key that does not match its cert
+      } catch (error) {
+        // OpenSSL's message ("key values mismatch") names neither file: a reload error must.
+        throw new Error(`${files.key} (the key of ${files.cert}): ${(error as Error).message}`)
+      }
       const x509 = new X509Certificate(cert)
       const selfSigned = x509.checkIssued(x509) && x509.verify(x509.publicKey)
       return { files, names: namesOf(x509), notAfter: new Date(x509.validTo), fingerprint: x509.fingerprint256, selfSigned, options, context, x509 }

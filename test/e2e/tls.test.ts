@@ -238,6 +238,7 @@ t.test('certificates reload on file change; open connections keep working; a bro
   const error = await gateway.waitForLog((line) => gateway.logs.indexOf(line) >= logMark && line.msg.includes('certificate reload failed'), 5000)
   t.equal(error.level, 50, 'logged as an error')
   t.match(String(error.err), /mismatch|key/i, 'saying what is wrong')
+  t.match(String(error.err), `${first.key} (the key of ${first.cert})`, 'and naming the files')
   await new Promise((r) => setTimeout(r, 500))
   t.equal((await handshake(gateway.port, { servername: 'a.test' })).fingerprint, third.fingerprint, 'the previous certificate is still served')
   t.equal((await agentGet(agent, gateway.port, '/v2/')).status, 200, 'and requests still work')
