@@ -193,6 +193,21 @@ export async function fileProblems(config: Config, source: string): Promise<Conf
     if (found.problem) problem('admin.htpasswd', 'an htpasswd file Portier can read (the users allowed to read /metrics)', found.problem)
   }
 
+  // Readability is checked with the other upstream keys (routing-config.ts); here, that the pair fits.
+  config.upstreams.forEach((upstream, index) => {
+    if (!upstream.client_cert || !upstream.client_key) return
+    const certFile = read(upstream.client_cert)
+    const keyFile = read(upstream.client_key)
+    if (certFile.problem || keyFile.problem) return
+    try {
+      if (!new X509Certificate(certFile.data as Buffer).checkPrivateKey(createPrivateKey(keyFile.data as Buffer))) {
+        problem(`upstreams[${index}].client_key`, `the private key of upstreams[${index}].client_cert (${upstream.client_cert})`, `${JSON.stringify(upstream.client_key)}: a key that does not match the certificate`)
+      }
+    } catch (error) {
+      problem(`upstreams[${index}].client_cert`, 'a PEM client certificate and its private key', (error as Error).message)
+    }
+  })
+
   const secretFiles: Array<[string, string, boolean]> = [
     ['ui.session_secret_file', config.ui.session_secret_file, config.ui.enabled && config.ui.session_secret === ''],
     ['routing.secret_file', config.routing.secret_file, (config.routing.strategy === 'by-repository' || config.routing.strategy === 'mirror') && config.routing.secret === ''],

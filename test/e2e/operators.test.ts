@@ -10,6 +10,7 @@ import yaml from 'js-yaml'
 import { run, runOk } from '../helpers/exec.js'
 import { CLI, startGateway } from '../helpers/gateway.js'
 import { registryFixture } from '../helpers/registry.js'
+import { freePort } from '../helpers/ports.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'portier-operators-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -82,6 +83,11 @@ t.test('check-config loads token keys, the external bundle, admin.htpasswd and s
   t.match(r.stderr, `${file}: admin.htpasswd: expected`)
   t.match(r.stderr, `${file}: ui.session_secret_file: expected a random key of at least 32 characters`)
 
+  const client = writeConfig('client-pair.yaml', { upstreams: [{ url: 'https://127.0.0.1:1', client_cert: a.cert, client_key: b.key }] })
+  const pair = await cli(['check-config', '--config', client])
+  t.equal(pair.code, 2)
+  t.match(pair.stderr, `${client}: upstreams[0].client_key: expected the private key of upstreams[0].client_cert (${a.cert}), found "${b.key}": a key that does not match the certificate`)
+
   const external = writeConfig('external.yaml', {
     auth: { mode: 'token', token: { realm: 'https://auth.example/token', external: { enabled: true, issuer: 'x', rootcertbundle: join(dir, 'nope.pem') } } },
   })
@@ -115,6 +121,26 @@ t.test('a self-signed certificate replaced for new hosts: the log and the banner
   t.match(String(warned?.reason), 'registry.lan', 'and why: the new name')
   t.match(second.stderr(), `the fingerprint CHANGED: was ${String(before?.sha256)}`, 'the banner says it changed, from what')
   t.match(second.stderr(), `SHA-256 fingerprint: ${String(warned?.sha256)}`)
+})
+
+t.test('portier healthcheck asks the running gateway where its config says: /healthz on the admin listener, else /v2/', async (t) => {
+  const cwd = mkdtempSync(join(dir, 'health-'))
+  const adminPort = await freePort()
+  const registry = await registryFixture(t)
+  const gateway = await startGateway({ cwd, config: { upstreams: [{ url: registry.url }], admin: { listen: `127.0.0.1:${adminPort}` } } })
+  const configFile = join(cwd, 'portier.yaml')
+  const healthy = await cli(['healthcheck', '--config', configFile], cwd)
+  t.equal(healthy.code, 0, healthy.stdout + healthy.stderr)
+  t.equal(healthy.stdout, `healthy: http://127.0.0.1:${adminPort}/healthz answered 200\n`)
+  // Without an admin listener: /v2/ on the main listener, where 401 (auth on) counts as alive.
+  const mainOnly = writeConfig('health-main.yaml', { server: { listen: `127.0.0.1:${gateway.port}` }, admin: { listen: '' }, upstreams: [{ url: registry.url }] })
+  const v2 = await cli(['healthcheck', '--config', mainOnly])
+  t.equal(v2.code, 0, v2.stdout + v2.stderr)
+  t.match(v2.stdout, `healthy: https://127.0.0.1:${gateway.port}/v2/ answered`)
+  await gateway.stop()
+  const down = await cli(['healthcheck', '--config', mainOnly])
+  t.equal(down.code, 1, 'nothing listening: unhealthy')
+  t.match(down.stdout, /^unhealthy: /)
 })
 
 const isRoot = process.getuid?.() === 0
