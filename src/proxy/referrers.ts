@@ -141,7 +141,8 @@ export class Referrers {
     const current = await this.send(exchange, 'GET', `/v2/${request.repository}/manifests/${digest}`, null, { accept: `${MT_OCI_MANIFEST}, ${MT_OCI_INDEX}` })
     let subject: string | undefined
     if (current.statusCode === 200) {
-      const body = await readCapped(current)
+      // Only a hint for the index: a manifest that cannot be read is still deleted.
+      const body = await readCapped(current).catch(() => undefined)
       subject = body ? referrerOf(body, MT_OCI_MANIFEST)?.subject : undefined
     } else {
       drain(current)
