@@ -52,11 +52,14 @@ function firstValue(value: string | string[] | undefined): string | undefined {
   return text?.split(',')[0]?.trim() || undefined
 }
 
-const hostPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$/
+const hostPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/
 
 /** A bare name or address with an optional port: nothing that could add a path, user info or another URL part. */
 function wellFormedHost(value: string | undefined): value is string {
-  return value !== undefined && value.length <= 261 && hostPattern.test(value)
+  if (value === undefined || value.length > 261) return false
+  const match = hostPattern.exec(value)
+  // A port past 65535 makes a URL nothing can parse (new URL throws): the default name is used instead.
+  return match !== null && (match[1] === undefined || Number(match[1]) <= 65535)
 }
 
 /**

@@ -203,6 +203,10 @@ t.test('Host is used for URLs only when the certificates or server.hosts name it
   t.equal(origin('10.0.0.5:5443', '10.0.0.5'), 'https://10.0.0.5:5443', 'the address the client connected to')
   t.equal(origin('10.0.0.5:5443', '::ffff:10.0.0.6'), 'https://registry.example.com:5443', 'another address')
   t.equal(origin(undefined), 'https://registry.example.com:5443', 'no Host')
+  t.equal(origin('registry.example.com:99999'), 'https://registry.example.com:5443', 'a port no URL can hold is never echoed')
+  t.doesNotThrow(() => new URL(origin('127.0.0.1:65536')), 'the public origin always parses')
+  const trusted = describeClient({ host: 'cr.example.org:70000', 'x-forwarded-host': 'cr.example.org:99999' }, '10.0.0.2', false, createTrustedProxies(['10.0.0.2']), '', hosts)
+  t.equal(trusted.publicOrigin, 'http://registry.example.com:5443', 'nor from a trusted proxy')
 
   // Behind a trusted proxy (TLS off, nginx passing the client's Host), the proxy answers for the name.
   const proxy = createTrustedProxies(['10.0.0.2'])
