@@ -58,8 +58,11 @@ const hostPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/
 function wellFormedHost(value: string | undefined): value is string {
   if (value === undefined || value.length > 261) return false
   const match = hostPattern.exec(value)
-  // A port past 65535 makes a URL nothing can parse (new URL throws): the default name is used instead.
-  return match !== null && (match[1] === undefined || Number(match[1]) <= 65535)
+  if (match === null) return false
+  // Brackets hold an IPv6 address and nothing else ("[127.0.0.1]" names the same host as 127.0.0.1), and a
+  // port stops at 65535: either would make a URL nothing can parse (new URL throws a TypeError).
+  if (value.startsWith('[') && !isIPv6(value.slice(1, value.indexOf(']')))) return false
+  return match[1] === undefined || Number(match[1]) <= 65535
 }
 
 /**

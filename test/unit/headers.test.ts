@@ -205,6 +205,13 @@ t.test('Host is used for URLs only when the certificates or server.hosts name it
   t.equal(origin(undefined), 'https://registry.example.com:5443', 'no Host')
   t.equal(origin('registry.example.com:99999'), 'https://registry.example.com:5443', 'a port no URL can hold is never echoed')
   t.doesNotThrow(() => new URL(origin('127.0.0.1:65536')), 'the public origin always parses')
+  t.equal(origin('[127.0.0.1]:5443'), 'https://registry.example.com:5443', 'an IPv4 address in brackets is not an address')
+  t.equal(origin('[127.0.0.1]', '127.0.0.1'), 'https://registry.example.com:5443', 'not even the one the client connected to')
+  t.equal(origin('[dead.beef]:5443'), 'https://registry.example.com:5443', 'nor is a name in brackets')
+  t.equal(origin('[::1]:5443', '::1'), 'https://[::1]:5443', 'an IPv6 address in brackets is')
+  for (const host of ['[127.0.0.1]', '[127.0.0.1]:5443', '127.0.0.1:99999', '[::1]:70000', '[ab.cd]']) {
+    t.doesNotThrow(() => new URL(origin(host, '127.0.0.1')), `${host}: the public origin parses`)
+  }
   const trusted = describeClient({ host: 'cr.example.org:70000', 'x-forwarded-host': 'cr.example.org:99999' }, '10.0.0.2', false, createTrustedProxies(['10.0.0.2']), '', hosts)
   t.equal(trusted.publicOrigin, 'http://registry.example.com:5443', 'nor from a trusted proxy')
 
