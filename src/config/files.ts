@@ -40,6 +40,11 @@ export function unreadable(path: string, error: unknown, fix?: string): string {
       owner = ` (owned by uid ${stat.uid}, mode ${octal(stat.mode)})`
     } catch {
       // Not even stat-able: a directory on the way is closed to us.
+      const dir = dirname(resolve(path))
+      return (
+        `${quoted}: permission denied for ${processUser()}, the user Portier runs as: a directory on its path is closed to that user; ` +
+        `open it, e.g. chmod a+rx ${dir} (on the host, when it is mounted into a container)`
+      )
     }
     return (
       `${quoted}: permission denied${owner} for ${processUser()}, the user Portier runs as; ` +
@@ -52,13 +57,15 @@ export function unreadable(path: string, error: unknown, fix?: string): string {
 interface Read {
   data?: Buffer
   problem?: string
+  /** The file is not there (as opposed to there but closed to us, when a directory on the way is). */
+  missing?: boolean
 }
 
 function read(path: string, fix?: string): Read {
   try {
     return { data: readFileSync(path) }
   } catch (error) {
-    return { problem: unreadable(path, error, fix) }
+    return { problem: unreadable(path, error, fix), missing: (error as NodeJS.ErrnoException).code === 'ENOENT' }
   }
 }
 
@@ -131,8 +138,9 @@ export async function fileProblems(config: Config, source: string): Promise<Conf
   const localUsers = auth.mode === 'htpasswd' || (auth.mode === 'token' && !auth.token.external.enabled)
   if (localUsers) {
     const path = auth.htpasswd.path
-    if (existsSync(path)) {
-      const found = read(path, `chmod 0644 ${path}, or write it with "portier passwd add --mode 0644"`)
+    // existsSync says "no" for a file in a directory closed to us: read, and tell the two apart.
+    const found = read(path, `chmod 0644 ${path}, or write it with "portier passwd add --mode 0644"`)
+    if (!found.missing) {
       if (found.problem) problem('auth.htpasswd.path', 'an htpasswd file Portier can read', found.problem)
     } else if (!auth.htpasswd.generate_admin) {
       problem(

@@ -201,6 +201,15 @@ t.test('compose step 1 as one uid, the gateway as another: a clear error for 060
   t.match(served.stderr, explanation, 'with the same explanation')
   t.notMatch(served.stderr, /^\s+at .+:\d+:\d+\)?$/m, 'no stack trace')
 
+  // A closed directory on the way: not "no such file" (which is all existsSync would say), but what to open.
+  chmodSync(join(host, 'auth'), 0o700)
+  const closed = await as(portierUid, ['check-config', '--config', config])
+  chmodSync(join(host, 'auth'), 0o755)
+  t.equal(closed.code, 2)
+  t.match(closed.stderr, `auth.htpasswd.path: expected an htpasswd file Portier can read, found "${htpasswd}": permission denied for uid ${portierUid}`)
+  t.match(closed.stderr, `chmod a+rx ${join(host, 'auth')}`)
+  t.notMatch(closed.stderr, 'no such file')
+
   const documented = await as(hostUid, ['passwd', 'add', '--mode', '0644', '--file', htpasswd, 'admin'], 'admin-password-1\n')
   t.equal(documented.code, 0, documented.stderr)
   t.match(documented.stdout, 'mode 0644')
