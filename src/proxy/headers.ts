@@ -86,8 +86,11 @@ export function describeClient(
   const peer = plainIp(peerAddress ?? '')
   const peerTrusted = trusted.isTrusted(peer)
   let proto: 'http' | 'https' = encrypted ? 'https' : 'http'
-  // A trusted proxy answers for the Host it passes on (nginx's `proxy_set_header Host $http_host`), as for X-Forwarded-Host.
-  let host = peerTrusted && wellFormedHost(headers.host) ? headers.host : publicHost(headers.host, hosts, localAddress)
+  // server.public_url names the gateway by itself: the client's Host is not checked (nor reported as refused).
+  // Else a trusted proxy answers for the Host it passes on (nginx's `proxy_set_header Host $http_host`), as for X-Forwarded-Host.
+  let host = configuredPublicUrl
+    ? ''
+    : peerTrusted && wellFormedHost(headers.host) ? headers.host : publicHost(headers.host, hosts, localAddress)
   let forwardedFor = peer
   let clientIp = peer
   let priorForwarded: string | undefined
@@ -112,13 +115,23 @@ export function describeClient(
   let publicOrigin = `${proto}://${host}`
   if (configuredPublicUrl) {
     publicOrigin = configuredPublicUrl
-    const url = new URL(configuredPublicUrl)
-    proto = url.protocol === 'http:' ? 'http' : 'https'
+    const url = parsedPublicUrl(configuredPublicUrl)
+    proto = url.proto
     host = url.host
   }
   const view: ClientView = { peer, clientIp, forwardedFor, proto, host, publicOrigin }
   if (priorForwarded !== undefined) view.priorForwarded = priorForwarded
   return view
+}
+
+/** server.public_url parsed once (it is the same on every request), not with a new URL per request. */
+let publicUrlParts: { text: string; proto: 'http' | 'https'; host: string } | undefined
+function parsedPublicUrl(text: string): { proto: 'http' | 'https'; host: string } {
+  if (publicUrlParts?.text !== text) {
+    const url = new URL(text)
+    publicUrlParts = { text, proto: url.protocol === 'http:' ? 'http' : 'https', host: url.host }
+  }
+  return publicUrlParts
 }
 
 function forwardedNode(ip: string): string {

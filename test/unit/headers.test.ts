@@ -240,6 +240,13 @@ t.test('Host is used for URLs only when the certificates or server.hosts name it
   t.same(refused.slice(0, 1), ['evil.example -> localhost:5443'], 'a refused name is reported with the name used instead')
   t.equal(refused.filter((line) => line.startsWith('evil.example')).length, 1, 'once per name, whatever its case or port')
   t.equal(refused.length, 100, 'and at most 100 names: a scanner cannot flood the log')
+  refused.length = 0
+  const configuredUrl = describeClient({ host: 'other.example:5443' }, '203.0.113.7', true, none, 'https://cr.example.org', reporting)
+  t.equal(configuredUrl.publicOrigin, 'https://cr.example.org', 'server.public_url names the gateway')
+  t.equal(configuredUrl.host, 'cr.example.org')
+  t.same(refused, [], 'so the Host is neither checked nor reported as refused (URLs never use the default name then)')
+  t.equal(describeClient({}, '203.0.113.7', true, none, 'http://10.0.0.9:8080', reporting).publicOrigin, 'http://10.0.0.9:8080', 'another public_url is parsed afresh')
+  t.equal(describeClient({}, '203.0.113.7', true, none, 'http://10.0.0.9:8080', reporting).proto, 'http')
 
   const plain = createPublicHosts({ hosts: [], defaultName: () => '127.0.0.1', port: () => 8080 })
   t.ok(plain.accepts('localhost:8080'), 'TLS off: loopback names stand in for the certificate')
