@@ -2,9 +2,9 @@
 import type { Server as NetServer, Socket } from 'node:net'
 import type { Logger } from '../observe/log.js'
 import { RegistryError } from '../registry/errors.js'
+import { interceptConnections, peekFirstBytes } from '../net/first-bytes.js'
 
 /** A TLS connection starts with a handshake record (22); an HTTP request with a method in capitals. */
-const TLS_HANDSHAKE = 0x16
 const looksLikeHttp = (byte: number): boolean => byte >= 0x41 && byte <= 0x5a
 /** How long to wait for a client's first byte before leaving the connection to the TLS server as it is. */
 const FIRST_BYTE_WAIT_MS = 10_000
@@ -37,43 +37,13 @@ function answer(socket: Socket, url: string): void {
  * address, never built from the request), every other connection goes on unchanged.
  */
 export function answerPlainHttp(server: NetServer, url: () => string, log: Logger): void {
-  const tlsListeners = server.listeners('connection') as Array<(socket: Socket) => void>
-  server.removeAllListeners('connection')
-  const handOn = (socket: Socket): void => {
-    for (const listener of tlsListeners) listener.call(server, socket)
-  }
-  server.on('connection', (socket: Socket) => {
-    let done = false
-    const finish = (first: Buffer | undefined): void => {
-      if (done) return
-      done = true
-      clearTimeout(timer)
-      socket.removeListener('readable', onReadable)
-      socket.removeListener('error', onError)
-      socket.removeListener('end', onEnd)
-      if (first !== undefined && first.length > 0 && first[0] !== TLS_HANDSHAKE && looksLikeHttp(first[0] as number)) {
-        socket.on('error', () => socket.destroy())
-        log.info({ client: socket.remoteAddress }, 'plain HTTP request on the HTTPS listener; answered 400')
-        return answer(socket, url())
-      }
-      if (first !== undefined && first.length > 0) socket.unshift(first)
-      handOn(socket)
-    }
-    const onReadable = (): void => {
-      const chunk = socket.read() as Buffer | null
-      if (chunk !== null) finish(chunk)
-    }
-    const onError = (): void => {
-      done = true
-      clearTimeout(timer)
-      socket.destroy()
-    }
-    // A client that closes (or says nothing) before its first byte: TLS gets the socket and fails as usual.
-    const onEnd = (): void => finish(undefined)
-    const timer = setTimeout(() => finish(undefined), FIRST_BYTE_WAIT_MS)
-    timer.unref()
-    socket.on('readable', onReadable)
-    socket.on('error', onError)
-    socket.on('end', onEnd)
+  interceptConnections(server, (socket, handOn) => {
+    // The first byte decides: a TLS record (0x16) or anything else that is not a capital letter goes on to TLS.
+    peekFirstBytes(socket, (bytes) => looksLikeHttp(bytes[0] as number), FIRST_BYTE_WAIT_MS, (plain) => {
+      if (plain !== true) return handOn(socket)
+      socket.on('error', () => socket.destroy())
+      log.info({ client: socket.remoteAddress }, 'plain HTTP request on the HTTPS listener; answered 400')
+      answer(socket, url())
+    })
   })
 }

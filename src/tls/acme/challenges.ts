@@ -8,6 +8,7 @@ import type { Server as NetServer, Socket } from 'node:net'
 import { join } from 'node:path'
 import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls'
 import type { Logger } from '../../observe/log.js'
+import { interceptConnections, peekFirstBytes, type HandOn } from '../../net/first-bytes.js'
 import { readClientHello, type HelloResult } from './client-hello.js'
 
 export const ACME_TLS_PROTOCOL = 'acme-tls/1'
@@ -117,26 +118,16 @@ export class ChallengeResponder {
    * every other connection goes on to the server unchanged (the bytes read are put back).
    */
   interceptTlsAlpn(server: NetServer): void {
-    const tlsListeners = server.listeners('connection') as Array<(socket: Socket) => void>
-    server.removeAllListeners('connection')
-    const handOn = (socket: Socket): void => {
-      for (const listener of tlsListeners) listener.call(server, socket)
-    }
-    server.on('connection', (socket: Socket) => this.examine(socket, handOn))
+    interceptConnections(server, (socket, handOn) => this.examine(socket, handOn))
   }
 
-  private examine(socket: Socket, handOn: (socket: Socket) => void): void {
-    const chunks: Buffer[] = []
-    let done = false
-    const finish = (result: HelloResult | 'timeout'): void => {
-      if (done) return
-      done = true
-      clearTimeout(timer)
-      socket.removeListener('readable', onReadable)
-      socket.removeListener('error', onError)
-      socket.removeListener('end', onEnd)
-      const buffered = Buffer.concat(chunks)
-      if (buffered.length > 0) socket.unshift(buffered)
+  private examine(socket: Socket, handOn: HandOn): void {
+    const judge = (bytes: Buffer): Exclude<HelloResult, 'incomplete'> | undefined => {
+      const result = readClientHello(bytes)
+      return result === 'incomplete' ? undefined : result
+    }
+    // A client that closes (or waits) before a full hello: TLS sees what there was and fails as usual.
+    peekFirstBytes(socket, judge, HELLO_WAIT_MS, (result) => {
       if (typeof result === 'object' && result.alpn.length > 0 && result.alpn.every((p) => p === ACME_TLS_PROTOCOL)) {
         const context = result.serverName ? this.alpnContext(result.serverName) : undefined
         if (context) return this.answerAlpn(socket, context, result.serverName as string)
@@ -145,25 +136,7 @@ export class ChallengeResponder {
         return
       }
       handOn(socket)
-    }
-    const onReadable = (): void => {
-      let chunk: Buffer | null
-      while ((chunk = socket.read() as Buffer | null) !== null) chunks.push(chunk)
-      const result = readClientHello(Buffer.concat(chunks))
-      if (result !== 'incomplete') finish(result)
-    }
-    const onError = (): void => {
-      done = true
-      clearTimeout(timer)
-      socket.destroy()
-    }
-    // A client that closes before a full hello: let TLS see what there was (and fail as usual).
-    const onEnd = (): void => finish('timeout')
-    const timer = setTimeout(() => finish('timeout'), HELLO_WAIT_MS)
-    timer.unref()
-    socket.on('readable', onReadable)
-    socket.on('error', onError)
-    socket.on('end', onEnd)
+    })
   }
 
   private answerAlpn(socket: Socket, secureContext: SecureContext, servername: string): void {
