@@ -35,6 +35,9 @@ function namesOf(cert: X509Certificate): string[] {
   return names
 }
 
+/** Names whose coverage is remembered at most (the names clients really use are a handful). */
+const COVERAGE_NAMES = 1000
+
 export class CertificateStore {
   private loaded: LoadedCertificate[] = []
   private exact = new Map<string, LoadedCertificate>()
@@ -42,6 +45,8 @@ export class CertificateStore {
   private watchers: FSWatcher[] = []
   private reloadTimer: NodeJS.Timeout | undefined
   private lastDigest = ''
+  /** covers() answers for the loaded set, per name: the Host check asks on every request. Cleared on reload. */
+  private coverage = new Map<string, boolean>()
 
   constructor(
     private files: CertificateFiles[],
@@ -81,10 +86,16 @@ export class CertificateStore {
 
   /** Whether a served certificate is valid for this host name or IP address, as a verifying client would check it. */
   covers(host: string): boolean {
+    const known = this.coverage.get(host)
+    if (known !== undefined) return known
     const ip = isIP(host) !== 0
-    return this.loaded.some((entry) =>
+    const covered = this.loaded.some((entry) =>
       ip ? entry.x509.checkIP(host) !== undefined : entry.x509.checkHost(host, { subject: 'default' }) !== undefined,
     )
+    // Names come from clients: a scanner sending new ones empties the memo rather than growing it.
+    if (this.coverage.size >= COVERAGE_NAMES) this.coverage.clear()
+    this.coverage.set(host, covered)
+    return covered
   }
 
   /** Reads all files; throws (keeping the previous set) when any pair is unreadable or mismatched. */
@@ -117,6 +128,7 @@ export class CertificateStore {
       }
     }
     this.loaded = loaded
+    this.coverage = new Map()
     this.exact = exact
     this.wildcard = wildcard
     this.lastDigest = hex

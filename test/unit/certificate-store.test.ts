@@ -51,6 +51,27 @@ t.test('a CA-issued certificate is not self-signed; wildcards cover one label', 
   t.ok(store.covers('localhost'), 'any served certificate counts')
 })
 
+t.test("covers() asks the certificates once per name until they are reloaded (the Host check runs on every request)", async (t) => {
+  const dir = join(work, 'reload')
+  const first = ensureSelfSigned(join(dir, 'a'), ['first.lan'])
+  const second = ensureSelfSigned(join(dir, 'b'), ['second.lan'])
+  const store = new CertificateStore([{ cert: first.certPath, key: first.keyPath }], 'TLSv1.2', events)
+  const x509 = store.certificates[0]?.x509
+  if (!x509) throw new Error('no certificate loaded')
+  let asked = 0
+  const checkHost = x509.checkHost.bind(x509)
+  x509.checkHost = (name, options) => {
+    asked++
+    return checkHost(name, options)
+  }
+  for (let i = 0; i < 5; i++) t.ok(store.covers('first.lan'))
+  for (let i = 0; i < 5; i++) t.notOk(store.covers('second.lan'))
+  t.equal(asked, 2, 'one question per name')
+  store.setFiles([{ cert: second.certPath, key: second.keyPath }])
+  t.ok(store.covers('second.lan'), 'a reloaded set is asked afresh')
+  t.notOk(store.covers('first.lan'))
+})
+
 t.test('the Strict-Transport-Security value', async (t) => {
   t.equal(hstsValue({ send: 'auto', max_age: 365 * 86_400_000, include_subdomains: false }), 'max-age=31536000')
   t.equal(hstsValue({ send: 'always', max_age: 86_400_500, include_subdomains: true }), 'max-age=86400; includeSubDomains', 'whole seconds')
