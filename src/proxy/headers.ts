@@ -52,6 +52,12 @@ function firstValue(value: string | string[] | undefined): string | undefined {
   return text?.split(',')[0]?.trim() || undefined
 }
 
+/** The scheme a proxy says the client used (first X-Forwarded-Proto value); believe it only from a trusted peer. */
+export function forwardedProto(headers: IncomingHttpHeaders): 'http' | 'https' | undefined {
+  const proto = firstValue(headers['x-forwarded-proto'])?.toLowerCase()
+  return proto === 'http' || proto === 'https' ? proto : undefined
+}
+
 const hostPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/
 
 /** A bare name or address with an optional port: nothing that could add a path, user info or another URL part. */
@@ -103,8 +109,7 @@ export function describeClient(
       // The client is the right-most address that is not one of our trusted proxies.
       clientIp = [...chain].reverse().find((ip) => !trusted.isTrusted(ip)) ?? (chain[0] as string)
     }
-    const forwardedProto = firstValue(headers['x-forwarded-proto'])?.toLowerCase()
-    if (forwardedProto === 'http' || forwardedProto === 'https') proto = forwardedProto
+    proto = forwardedProto(headers) ?? proto
     // A trusted proxy answers for the public name it reports (it terminated the client's TLS under it).
     const forwardedHost = firstValue(headers['x-forwarded-host'])
     if (wellFormedHost(forwardedHost)) host = forwardedHost

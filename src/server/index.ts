@@ -132,6 +132,7 @@ async function start(
 
   const requested = parseListen(config.server.listen)
   const minRate = createMinRate(config.timeouts)
+  const trustedProxies = createTrustedProxies(config.server.trusted_proxies)
   // URLs name the gateway by a Host the certificates (or server.hosts) cover, else by this default name.
   let boundPort = requested.port
   const publicHosts = createPublicHosts({
@@ -149,7 +150,7 @@ async function start(
     ...(auth.tokenEndpoint ? { tokenEndpoint: auth.tokenEndpoint } : {}),
     ...(ui ? { ui } : {}),
     limits: createLimits(config.limits),
-    trustedProxies: createTrustedProxies(config.server.trusted_proxies),
+    trustedProxies,
     publicUrl: config.server.public_url,
     hosts: publicHosts,
     log,
@@ -198,6 +199,7 @@ async function start(
     hsts: config.server.hsts,
     tlsEnabled: config.tls.enabled,
     verifiableCertificate: (servername) => certificates?.certificateFor(servername).selfSigned === false,
+    trustedProxies,
   })
   const connectionCap = createConnectionCap(config.server.max_connections, () => metrics?.limitRejected('max_connections'))
   const serve = (req: IncomingMessage, res: ServerResponse): void => {

@@ -2,12 +2,16 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { TLSSocket } from 'node:tls'
 import type { Config } from '../config/index.js'
+import { plainIp } from '../net/addresses.js'
+import { forwardedProto, type TrustedProxies } from '../proxy/headers.js'
 
 export interface SecurityHeadersOptions {
   hsts: Config['server']['hsts']
   tlsEnabled: boolean
   /** Whether the certificate served to a client naming `servername` is one it can verify (not self-signed). */
   verifiableCertificate: (servername: string | undefined) => boolean
+  /** Peers whose X-Forwarded-Proto is believed: with TLS off, an answer to a client they say used plain HTTP carries no HSTS. */
+  trustedProxies?: TrustedProxies
 }
 
 export type SetSecurityHeaders = (req: IncomingMessage, res: ServerResponse) => void
@@ -23,12 +27,18 @@ export function createSecurityHeaders(options: SecurityHeadersOptions): SetSecur
   const value = hstsValue(hsts)
   const sendsHsts = (req: IncomingMessage): boolean => {
     if (hsts.send === 'never') return false
-    // `always` is for a gateway behind another TLS terminator, which answers clients over HTTPS.
-    if (hsts.send === 'always') return true
+    // `always` is for a gateway behind another TLS terminator, which answers clients over HTTPS; a client
+    // that terminator reports on plain HTTP must not get it (RFC 6797 7.2: never over non-secure transport).
+    if (hsts.send === 'always') return !reportedPlainHttp(req)
     // Pinning browsers to a certificate they cannot verify would lock them out until max-age runs out.
     if (!tlsEnabled) return false
     const socket = req.socket as TLSSocket
     return socket.encrypted === true && options.verifiableCertificate(typeof socket.servername === 'string' ? socket.servername : undefined)
+  }
+  const reportedPlainHttp = (req: IncomingMessage): boolean => {
+    const trusted = options.trustedProxies
+    if (trusted === undefined || (req.socket as TLSSocket).encrypted === true) return false
+    return forwardedProto(req.headers) === 'http' && trusted.isTrusted(plainIp(req.socket.remoteAddress ?? ''))
   }
   return (req, res) => {
     // Registry answers are JSON or blobs: a browser must never sniff them into HTML or script.
