@@ -39,6 +39,8 @@ export function answerClientError(error: ParserError, socket: Duplex, log: Logge
       'Docker-Distribution-Api-Version: registry/2.0\r\n' +
       `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   )
-  // A client that never reads its answer does not keep the connection.
-  setTimeout(() => socket.destroy(), 5000).unref()
+  // A client that never reads its answer does not keep the connection; one that closes takes the timer with it.
+  const timer = setTimeout(() => socket.destroy(), 5000)
+  timer.unref()
+  socket.once('close', () => clearTimeout(timer))
 }
