@@ -290,9 +290,10 @@ async function start(
       socket.once('close', () => connections.dec())
     })
   }
+  const rawConnections = trackConnections(server, config.tls.enabled)
   const address = await listen(server, requested)
   boundPort = address.port
-  cleanups.push(() => closeServer(server, config.server.drain_timeout, log))
+  cleanups.push(() => closeServer(server, config.server.drain_timeout, log, rawConnections))
 
   let adminAddress: ListenAddress | undefined
   if (config.admin.listen) {
@@ -333,13 +334,29 @@ async function start(
   return running
 }
 
+/**
+ * Every connection of a TLS server from accept to close. closeAllConnections() knows only those that
+ * reached HTTP: one waiting for its first byte or in the TLS handshake held server.close(), and so
+ * shutdown, past the drain timeout (up to the 120 s handshake timeout).
+ */
+function trackConnections(server: HttpServer | HttpsServer, tls: boolean): Set<Socket> {
+  const open = new Set<Socket>()
+  if (!tls) return open
+  server.on('connection', (socket: Socket) => {
+    open.add(socket)
+    socket.once('close', () => open.delete(socket))
+  })
+  return open
+}
+
 /** Stops accepting, lets in-flight requests finish up to the drain timeout, then closes what is left. */
-function closeServer(server: HttpServer | HttpsServer, drainMs: number, log: Logger): Promise<void> {
+function closeServer(server: HttpServer | HttpsServer, drainMs: number, log: Logger, rawConnections: Set<Socket> = new Set()): Promise<void> {
   return new Promise((resolve) => {
     if (!server.listening) return resolve()
     const timer = setTimeout(() => {
       log.warn({ drainMs }, 'drain timeout reached; closing remaining connections')
       server.closeAllConnections()
+      for (const socket of rawConnections) socket.destroy()
     }, drainMs)
     timer.unref()
     // Keep-alive connections whose request finishes during the drain become idle: close them as they do.

@@ -77,3 +77,16 @@ t.test('SIGTERM lets an in-flight upload finish, refuses new connections and exi
   t.equal(head.status, 200, 'the blob is in the registry')
   t.equal(head.headers.get("content-length"), String(6 * MiB), "with all 6 MiB")
 })
+
+t.test('SIGTERM: a connection that never says a word (no TLS handshake) is closed at the drain timeout, not waited for', async (t) => {
+  const gateway = await gatewayFixture(t, { config: { upstreams: [{ url: 'http://127.0.0.1:9' }], server: { drain_timeout: '1s' } } })
+  const silent = connect(gateway.port, '127.0.0.1')
+  silent.on('error', () => undefined)
+  t.teardown(() => silent.destroy())
+  await new Promise((resolve) => silent.once('connect', resolve))
+  const started = Date.now()
+  // stop() sends SIGTERM and falls back to SIGKILL after 10 s.
+  const result = await gateway.stop()
+  t.same(result, { code: 0, signal: null }, 'the gateway exits by itself')
+  t.ok(Date.now() - started < 5000, `within the drain timeout and a little (${Date.now() - started} ms)`)
+})
