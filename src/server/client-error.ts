@@ -10,6 +10,11 @@ type ParserError = Error & { code?: string }
 /** The response Node attaches to a connection while a request on it is answered (not in its types). */
 type ServedSocket = Duplex & { _httpMessage?: { headersSent: boolean } | null; remoteAddress?: string }
 
+/** Errors of Node's HTTP parser (llhttp's HPE_*) and its request/headers timeout: a request was being read. */
+function readByHttp(code: string | undefined): boolean {
+  return code !== undefined && (code.startsWith('HPE_') || code === 'ERR_HTTP_REQUEST_TIMEOUT')
+}
+
 function statusOf(code: string | undefined): number {
   if (code === 'HPE_HEADER_OVERFLOW') return 431
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408
@@ -24,7 +29,14 @@ function statusOf(code: string | undefined): number {
  */
 export function answerClientError(error: ParserError, socket: Duplex, log: Logger): void {
   const served = socket as ServedSocket
-  if (error.code === 'ECONNRESET' || !socket.writable || served._httpMessage?.headersSent === true) {
+  if (!readByHttp(error.code)) {
+    // Not a request HTTP read (a TLS handshake that failed or timed out, a reset): there is no one to
+    // answer in HTTP. Ending the socket instead would wait on a handshake that never completes.
+    log.debug({ client: served.remoteAddress, reason: error.code ?? error.message }, 'connection failed before a request')
+    socket.destroy()
+    return
+  }
+  if (!socket.writable || served._httpMessage?.headersSent === true) {
     socket.destroy()
     return
   }

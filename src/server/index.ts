@@ -59,6 +59,13 @@ const serverOptions: ServerOptions = {
   keepAliveTimeout: 65_000,
 }
 
+/**
+ * A TLS handshake takes a round trip or two; Node's default of 120 s let a client that opened a connection
+ * and stalled its handshake hold one of server.max_connections (and, past twice it, keep everyone out) for
+ * two minutes at no cost.
+ */
+const TLS_HANDSHAKE_TIMEOUT_MS = 10_000
+
 function displayHost(address: ListenAddress): string {
   if (address.host === '0.0.0.0' || address.host === '::' || address.host === '') return 'localhost'
   return address.host.includes(':') ? `[${address.host}]` : address.host
@@ -252,7 +259,7 @@ async function start(
       onReloadError: (error) => log.error({ err: error.message }, 'certificate reload failed; still serving the previous certificates'),
     })
     const httpsServer = createHttpsServer(
-      { ...serverOptions, ...store.defaultOptions(), SNICallback: (name, done) => done(null, store.contextFor(name)) },
+      { ...serverOptions, ...store.defaultOptions(), handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS, SNICallback: (name, done) => done(null, store.contextFor(name)) },
       serve,
     )
     answerPlainHttp(httpsServer, () => config.server.public_url || `https://${publicHosts.fallback()}`, log)

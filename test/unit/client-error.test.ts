@@ -4,7 +4,7 @@ import { Duplex } from 'node:stream'
 import { answerClientError } from '../../src/server/client-error.js'
 import type { Logger } from '../../src/observe/log.js'
 
-const log = { info: () => undefined } as unknown as Logger
+const log = { info: () => undefined, debug: () => undefined } as unknown as Logger
 
 t.test('an unreadable request gets a JSON 431, and its close timer goes when the connection closes', async (t) => {
   let written = ''
@@ -40,4 +40,20 @@ t.test('an unreadable request gets a JSON 431, and its close timer goes when the
   socket.destroy()
   await new Promise((resolve) => socket.once('close', resolve))
   t.equal(made.size, 0, 'the connection closed: its timer is cleared, not left to fire on a closed socket')
+})
+
+t.test('a TLS handshake that failed or timed out gets no HTTP answer: its socket is closed at once', async (t) => {
+  for (const code of ['ERR_TLS_HANDSHAKE_TIMEOUT', 'ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN', 'ECONNRESET']) {
+    let written = ''
+    const socket = new Duplex({
+      read() {},
+      write(chunk: Buffer, _encoding, done) {
+        written += chunk.toString()
+        done()
+      },
+    })
+    answerClientError(Object.assign(new Error(code), { code }), socket, log)
+    t.equal(written, '', `${code}: nothing written`)
+    t.ok(socket.destroyed, `${code}: closed now, not after the 5 s an unread answer gets`)
+  }
 })
