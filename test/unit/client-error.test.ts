@@ -6,7 +6,8 @@ import type { Logger } from '../../src/observe/log.js'
 
 const log = { info: () => undefined, debug: () => undefined } as unknown as Logger
 
-t.test('an unreadable request gets a JSON 431, and its close timer goes when the connection closes', async (t) => {
+/** A connection that records what is written to it. */
+function recordingSocket(): { socket: Duplex; written: () => string } {
   let written = ''
   const socket = new Duplex({
     read() {},
@@ -15,6 +16,11 @@ t.test('an unreadable request gets a JSON 431, and its close timer goes when the
       done()
     },
   })
+  return { socket, written: () => written }
+}
+
+t.test('an unreadable request gets a JSON 431, and its close timer goes when the connection closes', async (t) => {
+  const { socket, written } = recordingSocket()
   // Timers made and cleared while the error is answered and the socket closes.
   const made = new Set<unknown>()
   const realSet = globalThis.setTimeout
@@ -33,9 +39,9 @@ t.test('an unreadable request gets a JSON 431, and its close timer goes when the
     realClear(timer)
   }) as typeof realClear
   answerClientError(Object.assign(new Error('Header overflow'), { code: 'HPE_HEADER_OVERFLOW' }), socket, log)
-  t.match(written, /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/)
-  t.match(written, /Docker-Distribution-Api-Version: registry\/2\.0/)
-  t.match(JSON.parse(written.slice(written.indexOf('\r\n\r\n') + 4)), { errors: [{ detail: { reason: 'HPE_HEADER_OVERFLOW' } }] })
+  t.match(written(), /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/)
+  t.match(written(), /Docker-Distribution-Api-Version: registry\/2\.0/)
+  t.match(JSON.parse(written().slice(written().indexOf('\r\n\r\n') + 4)), { errors: [{ detail: { reason: 'HPE_HEADER_OVERFLOW' } }] })
   t.equal(made.size, 1, 'a timer closes a connection whose client never reads the answer')
   socket.destroy()
   await new Promise((resolve) => socket.once('close', resolve))
@@ -44,16 +50,9 @@ t.test('an unreadable request gets a JSON 431, and its close timer goes when the
 
 t.test('a TLS handshake that failed or timed out gets no HTTP answer: its socket is closed at once', async (t) => {
   for (const code of ['ERR_TLS_HANDSHAKE_TIMEOUT', 'ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN', 'ECONNRESET']) {
-    let written = ''
-    const socket = new Duplex({
-      read() {},
-      write(chunk: Buffer, _encoding, done) {
-        written += chunk.toString()
-        done()
-      },
-    })
+    const { socket, written } = recordingSocket()
     answerClientError(Object.assign(new Error(code), { code }), socket, log)
-    t.equal(written, '', `${code}: nothing written`)
+    t.equal(written(), '', `${code}: nothing written`)
     t.ok(socket.destroyed, `${code}: closed now, not after the 5 s an unread answer gets`)
   }
 })
