@@ -41,6 +41,8 @@ interface Tracked {
   successes: number
   timer?: NodeJS.Timeout
   checking: boolean
+  /** A passive failure was counted and its immediate check has not run yet: more reports wait for that check. */
+  passivePending?: boolean
 }
 
 /** A registry answering `GET /v2/` with 200 (open) or 401 (asks for credentials) is serving. */
@@ -94,7 +96,12 @@ export class HealthMonitor {
    * now, so that new requests fail fast instead of waiting for the same timeout.
    */
   reportTimeout(upstream: Upstream, reason: string): void {
+    // A timeout may only mean a slow answer (a large finish): requests that time out together count once,
+    // then the immediate check decides. A refused connection is plain evidence and always counts.
+    const entry = this.tracked.get(upstream)
+    if (!entry || entry.passivePending) return
     this.reportFailure(upstream, reason)
+    if (!entry.checking) entry.passivePending = true
   }
 
   private reportFailure(upstream: Upstream, reason: string): void {
@@ -125,6 +132,7 @@ export class HealthMonitor {
   private async check(entry: Tracked): Promise<void> {
     if (entry.checking) return
     entry.checking = true
+    entry.passivePending = false
     const started = performance.now()
     const { upstream } = entry
     let status: number | undefined

@@ -94,6 +94,29 @@ t.test('health: down after failure_threshold failed checks, up after success_thr
   t.same(changes.filter(([name]) => name === 'dead').map(([, state]) => state), ['down'])
 })
 
+t.test('health: requests that time out together count as one failure; the check they trigger decides', async (t) => {
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.end('{}')
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => server.close())
+  const slow = upstreamAt(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 'slow')
+  t.teardown(() => Promise.all([slow.pool.close(), slow.healthPool.close()]))
+  const changes: HealthState[] = []
+  const monitor = new HealthMonitor([slow], { interval: 60_000, timeout: 1000, failureThreshold: 3, successThreshold: 1 }, {
+    onChange: (_upstream, state) => changes.push(state),
+  })
+  t.teardown(() => monitor.close())
+  monitor.start()
+  t.ok(await waitUntil(() => monitor.stateOf(slow) === 'up', 5000), 'up after the first check')
+  // Three large finishes that outlast upstream_headers at the same moment: the registry itself still answers.
+  for (let i = 0; i < 3; i++) monitor.reportTimeout(slow, 'UND_ERR_HEADERS_TIMEOUT')
+  t.ok(await waitUntil(() => monitor.snapshot()[0]?.consecutiveFailures === 0, 5000), 'the immediate check passed')
+  t.equal(monitor.stateOf(slow), 'up', 'never marked down')
+  t.same(changes, ['up'])
+})
+
 t.test('the Grafana dashboard only queries metrics Portier exports', async (t) => {
   const { readFile } = await import('node:fs/promises')
   const dashboard = JSON.parse(await readFile(new URL('../../config/grafana/portier.json', import.meta.url), 'utf8')) as {
