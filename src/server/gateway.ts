@@ -131,9 +131,7 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       if (identity.via !== 'anonymous') countAuth('success')
       stage = 'forward'
       const limit = limits.forRequest(request)
-      // A mount has no body to count: the source blob's size is checked against the target's limit first.
       const mountLimit = limits.forMount(request)
-      if (mountLimit) await checkMountSize(request, mountLimit, router.pick(request), req.headers)
       const routed = router.route(request)
       upstreamName = routed.served
       const caller = callerOf(identity)
@@ -148,6 +146,9 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
         )
       })
       try {
+        // A mount has no body to count: the source blob's size is checked against the target's limit first,
+        // inside the caller's fair share like every other upstream exchange.
+        if (mountLimit) await checkMountSize(request, mountLimit, router.pick(request), req.headers)
         await router.forward(routed, { request, req, res, client, limit, bytes, ...(filterJson ? { filterJson } : {}) })
       } finally {
         release?.()
