@@ -127,7 +127,7 @@ async function serve(args: Args): Promise<number> {
 
   const [{ createLogger }, { startPortier }, { RegistryBinaryMissing }, { reportInternalError }] = await Promise.all([
     import('./observe/log.js'),
-    import('./server/index.js'),
+    import('./app/index.js'),
     import('./embedded/registry.js'),
     import('./observe/internal-errors.js'),
   ])
@@ -257,7 +257,7 @@ async function main(argv: string[]): Promise<number> {
         return 0
       }
       case 'healthcheck': {
-        const { healthProbe, runProbe } = await import('./server/healthcheck.js')
+        const { healthProbe, runProbe } = await import('./app/healthcheck.js')
         const result = await runProbe(healthProbe(load(args).config), 4000)
         process.stdout.write(`${result.ok ? 'healthy' : 'unhealthy'}: ${result.detail}\n`)
         return result.ok ? 0 : 1

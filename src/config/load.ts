@@ -5,7 +5,7 @@ import yaml from 'js-yaml'
 import { parseCidr } from '../net/addresses.js'
 import { aclProblems } from '../auth/acl.js'
 import { acmeProblems } from '../tls/acme/config.js'
-import { routingProblems } from '../proxy/routing-config.js'
+import { routingProblems } from '../routing/config.js'
 import { type Config, type Field, type Section, schema } from './schema.js'
 import { parseDuration, parseSize } from './units.js'
 

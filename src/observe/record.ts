@@ -5,7 +5,7 @@ import type { RegistryError } from '../registry/errors.js'
 import type { Logger } from './log.js'
 import type { Metrics } from './metrics.js'
 import type { RecentPushes } from './recent.js'
-import { stateOffset } from '../proxy/uploads.js'
+import { stateOffset } from '../uploads/state.js'
 
 export interface FinishedRequest {
   requestId: string

@@ -1,7 +1,7 @@
 // Watches every request Portier sends upstream through undici's diagnostics channels: duration, in-flight, errors by kind.
 import diagnostics from 'node:diagnostics_channel'
-import type { Upstream } from '../proxy/upstreams.js'
-import { connectErrorCodes as CONNECT } from '../proxy/forward.js'
+import type { Upstream } from '../upstreams/upstreams.js'
+import { connectErrorCodes as CONNECT } from '../forward/forward.js'
 import type { UpstreamErrorKind } from './metrics.js'
 
 export interface UpstreamObserver {

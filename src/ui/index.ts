@@ -2,7 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Config } from '../config/index.js'
 import type { AuthSetup } from '../auth/index.js'
-import type { UpstreamSet } from '../proxy/upstreams.js'
+import type { UpstreamSet } from '../upstreams/upstreams.js'
 import type { Logger } from '../observe/log.js'
 import { RegistryError, sendRegistryError } from '../registry/errors.js'
 import { createApi, type UiClient } from './api.js'

@@ -4,7 +4,7 @@ import { request as undiciRequest } from 'undici'
 import type { Readable } from 'node:stream'
 import { classify, type Scope } from '../registry/classify.js'
 import { isRegistryErrorCode, RegistryError } from '../registry/errors.js'
-import type { Upstream, UpstreamSet } from '../proxy/upstreams.js'
+import type { Upstream, UpstreamSet } from '../upstreams/upstreams.js'
 
 export const MANIFEST_TYPES = [
   'application/vnd.oci.image.index.v1+json',

@@ -9,7 +9,7 @@ import { gatewayFixture } from '../helpers/gateway.js'
 import { makeOciLayout } from '../helpers/oci.js'
 import { skopeoCopy } from '../helpers/skopeo.js'
 import { GatewayClient, MiB, sha256, waitUntil } from '../helpers/gwclient.js'
-import { rendezvousOwner } from '../../src/proxy/routing-hash.js'
+import { rendezvousOwner } from '../../src/routing/hash.js'
 
 const work = await mkdtemp(join(tmpdir(), 'portier-routing-byrepo-'))
 t.teardown(() => rm(work, { recursive: true, force: true }))

@@ -2,7 +2,7 @@
 import t from 'tap'
 import { createServer, type Server } from 'node:http'
 import pino from 'pino'
-import { createAdminHandler } from '../../src/server/admin.js'
+import { createAdminHandler } from '../../src/observe/admin.js'
 import { Metrics } from '../../src/observe/metrics.js'
 
 function listen(server: Server): Promise<number> {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CertificateStore } from '../../src/tls/store.js'
 import { ensureSelfSigned } from '../../src/tls/selfsigned.js'
-import { hstsValue } from '../../src/server/security-headers.js'
+import { hstsValue } from '../../src/pipeline/security-headers.js'
 
 const work = mkdtempSync(join(tmpdir(), 'portier-store-'))
 t.teardown(() => rmSync(work, { recursive: true, force: true }))

@@ -254,7 +254,7 @@ t.test('error bodies are registry JSON', async (t) => {
 })
 
 t.test('tag deletes: which upstream answers mean "cannot delete tags"', async (t) => {
-  const { isTagDelete, refusesTagDelete } = await import('../../src/proxy/tag-delete.js')
+  const { isTagDelete, refusesTagDelete } = await import('../../src/forward/tag-delete.js')
   t.ok(isTagDelete(classify('DELETE', '/v2/a/manifests/v1')), 'DELETE by tag')
   t.notOk(isTagDelete(classify('DELETE', `/v2/a/manifests/${digest}`)), 'DELETE by digest is not a tag delete')
   t.notOk(isTagDelete(classify('GET', '/v2/a/manifests/v1')), 'GET')

@@ -1,7 +1,7 @@
 // Requests Node's parser cannot read: the registry's JSON error, and nothing left behind once the connection closes.
 import t from 'tap'
 import { Duplex } from 'node:stream'
-import { answerClientError } from '../../src/server/client-error.js'
+import { answerClientError } from '../../src/app/client-error.js'
 import type { Logger } from '../../src/observe/log.js'
 
 const log = { info: () => undefined, debug: () => undefined } as unknown as Logger

@@ -1,6 +1,6 @@
 // The fair-share limiter: exchanges per user and per address, 429 in the registry's words, each slot given back exactly once.
 import t from 'tap'
-import { ExchangeLimiter, type FairShareLimit } from '../../src/proxy/fairness.js'
+import { ExchangeLimiter, type FairShareLimit } from '../../src/pipeline/fairness.js'
 import { RegistryError } from '../../src/registry/errors.js'
 
 function refusal(run: () => unknown): RegistryError | undefined {

@@ -2,15 +2,15 @@
 import t from 'tap'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import pino from 'pino'
-import { createGateway } from '../../src/server/gateway.js'
+import { createGateway } from '../../src/pipeline/gateway.js'
 import { Metrics } from '../../src/observe/metrics.js'
 import { Recorder } from '../../src/observe/record.js'
 import { RecentPushes } from '../../src/observe/recent.js'
-import { createTrustedProxies } from '../../src/proxy/headers.js'
-import { createPublicHosts } from '../../src/proxy/public-hosts.js'
-import type { Router } from '../../src/proxy/routing.js'
+import { createTrustedProxies } from '../../src/forward/headers.js'
+import { createPublicHosts } from '../../src/pipeline/public-hosts.js'
+import type { Router } from '../../src/routing/router.js'
 import type { Acl, Authenticator } from '../../src/auth/index.js'
-import type { Limits } from '../../src/proxy/limits.js'
+import type { Limits } from '../../src/pipeline/limits.js'
 
 function listen(server: Server): Promise<number> {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)))

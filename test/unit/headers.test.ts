@@ -7,8 +7,8 @@ import {
   rewriteLocation,
   upstreamRequestHeaders,
   type ClientView,
-} from '../../src/proxy/headers.js'
-import { createPublicHosts, type PublicHosts } from '../../src/proxy/public-hosts.js'
+} from '../../src/forward/headers.js'
+import { createPublicHosts, type PublicHosts } from '../../src/pipeline/public-hosts.js'
 import { ConfigError, loadConfig } from '../../src/config/index.js'
 
 /** A policy accepting every well-formed Host (these tests are about the other header rules). */

@@ -2,7 +2,7 @@
 import t, { type Test } from 'tap'
 import { createServer, request, type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { createMinRate, type SlowTransfer } from '../../src/proxy/min-rate.js'
+import { createMinRate, type SlowTransfer } from '../../src/pipeline/min-rate.js'
 
 const timeouts = { upstream_connect: 10_000, upstream_headers: 60_000, body_idle: 300_000, min_rate: 1024, min_rate_grace: 500, min_rate_window: 1000 }
 

@@ -1,7 +1,7 @@
 // Referrers kept by the gateway: the fallback tag's name, the descriptor listed for a referrer, and the artifactType filter.
 import t from 'tap'
 import { createHash } from 'node:crypto'
-import { emptyIndex, fallbackTag, filterByArtifactType, mayHaveSubject, referrerOf } from '../../src/proxy/referrers.js'
+import { emptyIndex, fallbackTag, filterByArtifactType, mayHaveSubject, referrerOf } from '../../src/forward/referrers.js'
 import { classify } from '../../src/registry/classify.js'
 
 const subject = `sha256:${'ab'.repeat(32)}`

@@ -2,7 +2,7 @@
 import t from 'tap'
 import { createServer, request, type Server } from 'node:http'
 import { Readable } from 'node:stream'
-import { ClientGone, relayBody } from '../../src/proxy/relay-body.js'
+import { ClientGone, relayBody } from '../../src/forward/relay-body.js'
 
 /**
  * Like undici's BodyReadable: destroying it without an error still fails it, asynchronously

@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, Readable, Writable } from 'node:stream'
 import { loadConfig, ConfigError } from '../../src/config/index.js'
-import { sessionFromLocation, sessionRequest, UploadTokens, type UploadSession } from '../../src/proxy/routing-token.js'
-import { rendezvousOwner } from '../../src/proxy/routing-hash.js'
-import { FanOut } from '../../src/proxy/routing-fanout.js'
-import { mergePages } from '../../src/proxy/routing-catalog.js'
+import { sessionFromLocation, sessionRequest, UploadTokens, type UploadSession } from '../../src/uploads/token.js'
+import { rendezvousOwner } from '../../src/routing/hash.js'
+import { FanOut } from '../../src/forward/fanout.js'
+import { mergePages } from '../../src/forward/catalog.js'
 import { classify } from '../../src/registry/classify.js'
 
 const secret = Buffer.from('a routing secret of at least thirty-two bytes')
@@ -212,10 +212,10 @@ t.test('config: several upstreams need a strategy; TLS files must exist, pair up
 
 t.test('the router: where each strategy sends reads, writes and uploads, and when it is ready', async (t) => {
   const { Pool } = await import('undici')
-  const { Router } = await import('../../src/proxy/routing.js')
-  const { Forwarder } = await import('../../src/proxy/forward.js')
+  const { Router } = await import('../../src/routing/router.js')
+  const { Forwarder } = await import('../../src/forward/forward.js')
   const { RegistryError } = await import('../../src/registry/errors.js')
-  type UpstreamLike = import('../../src/proxy/upstreams.js').Upstream
+  type UpstreamLike = import('../../src/upstreams/upstreams.js').Upstream
   const make = (name: string, weight = 1): UpstreamLike => ({ name, weight, origin: `http://${name}.invalid`, forwardAuthorization: false, pool: new Pool(`http://${name}.invalid`), healthPool: new Pool(`http://${name}.invalid`) })
   const [a, b, c] = [make('a', 2), make('b'), make('c')] as [UpstreamLike, UpstreamLike, UpstreamLike]
   t.teardown(() => Promise.all([a, b, c].flatMap((upstream) => [upstream.pool.close(), upstream.healthPool.close()])))

@@ -1,8 +1,8 @@
 // Headers on every answer: nosniff always, Strict-Transport-Security only where a client gets it over HTTPS.
 import t from 'tap'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { createSecurityHeaders } from '../../src/server/security-headers.js'
-import { createTrustedProxies } from '../../src/proxy/headers.js'
+import { createSecurityHeaders } from '../../src/pipeline/security-headers.js'
+import { createTrustedProxies } from '../../src/forward/headers.js'
 
 /** The headers set for a request from `remoteAddress` with `headers`, on a TLS connection or not. */
 function answerHeaders(set: (req: IncomingMessage, res: ServerResponse) => void, remoteAddress: string, headers: Record<string, string>, encrypted = false): Record<string, string> {

@@ -2,7 +2,7 @@
 import t from 'tap'
 import type { IncomingMessage } from 'node:http'
 import { classify } from '../../src/registry/classify.js'
-import { UploadOffsets } from '../../src/proxy/upload-offsets.js'
+import { UploadOffsets } from '../../src/uploads/offsets.js'
 
 const uuid = '6f1c2b1e-3a4d-4c5e-9f00-0123456789ab'
 /** A distribution-style `_state`: 32 bytes of MAC, then the JSON with the offset. */

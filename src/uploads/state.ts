@@ -1,7 +1,7 @@
 // Upload sessions as the gateway sees them: the stored offset from distribution's `_state`, and a request body that can stop cleanly.
 import type { IncomingMessage } from 'node:http'
 import { Readable } from 'node:stream'
-import { LimitExceeded, type SizeLimit } from './limits.js'
+import { LimitExceeded, type SizeLimit } from '../pipeline/limits.js'
 
 const HMAC_BYTES = 32
 

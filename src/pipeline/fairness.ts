@@ -1,7 +1,7 @@
 // Fair share of the upstreams: how many exchanges one user and one client address may have open at once.
 import type { Config } from '../config/index.js'
 import { RegistryError } from '../registry/errors.js'
-import { RETRY_AFTER_SECONDS } from './forward.js'
+import { RETRY_AFTER_SECONDS } from '../forward/forward.js'
 
 export type FairShareLimit = 'max_exchanges_per_user' | 'max_exchanges_per_address'
 

@@ -5,7 +5,7 @@ import type { Config } from '../config/index.js'
 import type { RegistryRequest } from '../registry/classify.js'
 import { RegistryError } from '../registry/errors.js'
 import { formatBytes } from '../config/index.js'
-import type { Upstream } from './upstreams.js'
+import type { Upstream } from '../upstreams/upstreams.js'
 
 export type LimitName = 'blob_max_bytes' | 'manifest_max_bytes'
 

@@ -3,7 +3,7 @@ import { isIPv6 } from 'node:net'
 import { createAddressList, plainIp } from '../net/addresses.js'
 import type { IncomingHttpHeaders } from 'node:http'
 import { SESSION_COOKIE } from '../ui/session.js'
-import type { PublicHosts } from './public-hosts.js'
+import type { PublicHosts } from '../pipeline/public-hosts.js'
 
 const hopByHop = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization',

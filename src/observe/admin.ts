@@ -3,9 +3,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { parseBasic } from '../auth/basic.js'
 import type { HtpasswdStore } from '../auth/htpasswd.js'
 import type { AddressList } from '../net/addresses.js'
-import type { Metrics } from '../observe/metrics.js'
-import type { Logger } from '../observe/log.js'
-import { reportInternalError } from '../observe/internal-errors.js'
+import type { Metrics } from './metrics.js'
+import type { Logger } from './log.js'
+import { reportInternalError } from './internal-errors.js'
 
 /** One thing readiness depends on, with what an operator needs to see why it is not ready. */
 export interface ReadinessCheck {

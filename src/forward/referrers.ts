@@ -4,7 +4,7 @@ import type { RegistryRequest } from '../registry/classify.js'
 import { RegistryError } from '../registry/errors.js'
 import { isValidDigest } from '../registry/names.js'
 import { drain, pathOf, readJson, tooLarge, upstreamFailure, type Exchange, type ExchangeResult, type Forwarder, type UpstreamResponse } from './forward.js'
-import { LimitExceeded } from './limits.js'
+import { LimitExceeded } from '../pipeline/limits.js'
 
 export const MT_OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
 export const MT_OCI_INDEX = 'application/vnd.oci.image.index.v1+json'

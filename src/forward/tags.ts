@@ -3,8 +3,8 @@ import { RegistryError } from '../registry/errors.js'
 import { clientResponseHeaders } from './headers.js'
 import { drain, pathOf, readJson, RETRY_AFTER_SECONDS, upstreamFailure, type Exchange, type ExchangeResult, type Forwarder, type UpstreamResponse } from './forward.js'
 import { compareNames, hasNextPage, mergeNamePages, type UpstreamNames } from './paging.js'
-import type { RouteContext } from './routing-mirror.js'
-import type { Upstream } from './upstreams.js'
+import type { RouteContext } from './mirror.js'
+import type { Upstream } from '../upstreams/upstreams.js'
 
 /** What one upstream said about the tag list. */
 type TagAnswer =

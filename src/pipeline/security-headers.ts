@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { TLSSocket } from 'node:tls'
 import type { Config } from '../config/index.js'
 import { plainIp } from '../net/addresses.js'
-import { forwardedProto, type TrustedProxies } from '../proxy/headers.js'
+import { forwardedProto, type TrustedProxies } from '../forward/headers.js'
 
 export interface SecurityHeadersOptions {
   hsts: Config['server']['hsts']

@@ -1,9 +1,9 @@
 // The catalog of upstreams that do not share storage: merged, de-duplicated and paginated by Portier.
 import { RegistryError } from '../registry/errors.js'
 import { drain, readJson, RETRY_AFTER_SECONDS, type Exchange, type ExchangeResult, type Forwarder } from './forward.js'
-import type { RouteContext } from './routing-mirror.js'
+import type { RouteContext } from './mirror.js'
 import { hasNextPage, mergeNamePages } from './paging.js'
-import type { Upstream } from './upstreams.js'
+import type { Upstream } from '../upstreams/upstreams.js'
 
 /** Entries per page when the client does not ask (distribution's default catalog.maxentries). */
 export const DEFAULT_PAGE = 1000

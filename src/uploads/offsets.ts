@@ -2,9 +2,9 @@
 import type { IncomingMessage } from 'node:http'
 import type { RegistryRequest } from '../registry/classify.js'
 import { RegistryError } from '../registry/errors.js'
-import { declaredRange, hasBody } from './forward.js'
-import { sessionFromLocation, sessionRequest } from './routing-token.js'
-import { stateOffset } from './uploads.js'
+import { declaredRange, hasBody } from '../forward/forward.js'
+import { sessionFromLocation, sessionRequest } from './token.js'
+import { stateOffset } from './state.js'
 
 /**
  * Sessions remembered at once; the oldest is forgotten first. An entry is a few hundred bytes, and

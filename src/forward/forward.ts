@@ -6,10 +6,10 @@ import { RegistryError } from '../registry/errors.js'
 import type { RegistryRequest } from '../registry/classify.js'
 import { isValidDigest } from '../registry/names.js'
 import { clientResponseHeaders, type ClientView, type Headers, upstreamRequestHeaders } from './headers.js'
-import { ByteLimitStream, LimitExceeded, type SizeLimit } from './limits.js'
+import { ByteLimitStream, LimitExceeded, type SizeLimit } from '../pipeline/limits.js'
 import { relayBody } from './relay-body.js'
-import { stateOffset, UploadBody } from './uploads.js'
-import type { Upstream } from './upstreams.js'
+import { stateOffset, UploadBody } from '../uploads/state.js'
+import type { Upstream } from '../upstreams/upstreams.js'
 
 export interface Exchange {
   request: RegistryRequest

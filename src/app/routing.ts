@@ -2,11 +2,11 @@
 import type { Config } from '../config/index.js'
 import type { Logger } from '../observe/log.js'
 import type { Metrics } from '../observe/metrics.js'
-import type { Forwarder } from '../proxy/forward.js'
-import type { HealthMonitor } from '../proxy/health.js'
-import { Router, strategyOf } from '../proxy/routing.js'
-import { loadRoutingSecret, UploadTokens } from '../proxy/routing-token.js'
-import type { Upstream } from '../proxy/upstreams.js'
+import type { Forwarder } from '../forward/forward.js'
+import type { HealthMonitor } from '../upstreams/health.js'
+import { Router, strategyOf } from '../routing/router.js'
+import { loadRoutingSecret, UploadTokens } from '../uploads/token.js'
+import type { Upstream } from '../upstreams/upstreams.js'
 
 export interface RoutingDeps {
   health: HealthMonitor

@@ -7,12 +7,12 @@ import {
   drain, hasBody, pathOf, RETRY_AFTER_SECONDS, tooLarge, upstreamFailure, uploadWriteShape, withParam,
   type BodyKind, type Exchange, type ExchangeResult, type Forwarder, type UpstreamResponse,
 } from './forward.js'
-import { LimitExceeded } from './limits.js'
-import { FanOut } from './routing-fanout.js'
-import { sessionFromLocation, sessionPath, sessionRequest, type UploadSession, type UploadTokens } from './routing-token.js'
-import { stateOffset, UploadBody } from './uploads.js'
+import { LimitExceeded } from '../pipeline/limits.js'
+import { FanOut } from './fanout.js'
+import { sessionFromLocation, sessionPath, sessionRequest, type UploadSession, type UploadTokens } from '../uploads/token.js'
+import { stateOffset, UploadBody } from '../uploads/state.js'
 import { isTagDelete, refusesTagDelete, tagDeleteUnsupported } from './tag-delete.js'
-import type { Upstream } from './upstreams.js'
+import type { Upstream } from '../upstreams/upstreams.js'
 
 /** Everything an exchange has except the upstream, which routing supplies. */
 export type RouteContext = Omit<Exchange, 'upstream'>

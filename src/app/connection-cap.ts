@@ -3,7 +3,7 @@ import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node
 import type { Server as HttpsServer } from 'node:https'
 import type { Socket } from 'node:net'
 import { RegistryError, sendRegistryError } from '../registry/errors.js'
-import { RETRY_AFTER_SECONDS } from '../proxy/forward.js'
+import { RETRY_AFTER_SECONDS } from '../forward/forward.js'
 
 /** A refused connection that never sends its request is closed after this long. */
 const REFUSED_IDLE_MS = 10_000

@@ -6,8 +6,8 @@ import { RecentPushes } from '../observe/recent.js'
 import { Recorder } from '../observe/record.js'
 import { reportInternalError } from '../observe/internal-errors.js'
 import { observeUpstreams } from '../observe/upstream-events.js'
-import { HealthMonitor } from '../proxy/health.js'
-import type { Upstream } from '../proxy/upstreams.js'
+import { HealthMonitor } from '../upstreams/health.js'
+import type { Upstream } from '../upstreams/upstreams.js'
 import type { Acme } from '../tls/acme/index.js'
 
 export interface Observability {
