@@ -14,8 +14,9 @@ Usage:
                                          is read from the terminal, or the first line of stdin
   portier healthcheck [--config FILE]    exit 0 when the running gateway answers (the admin
                                          listener's /healthz, else /v2/ on server.listen)
-  portier token-key [--out DIR]          make the token signing key and its certificate (the
-                                         rootcertbundle registry:2 needs to verify Portier's tokens)
+  portier token-key [--out DIR]          make the token signing key, its certificate (the
+                                         rootcertbundle a registry verifies Portier's tokens with)
+                                         and token.jwks (registry 3.x); keeps an existing key
   portier --help | --version
 
 Options:
@@ -24,7 +25,7 @@ Options:
   -m, --mode MODE     for passwd: the file's permissions, e.g. 0644 when the gateway runs as
                       another user (a container); default: an existing file keeps its mode, a
                       new one is 0600
-  -o, --out DIR       for token-key: where token.key and token.crt go (default: certs/token)
+  -o, --out DIR       for token-key: where token.key, token.crt and token.jwks go (default: certs/token)
 
 Configuration:
   Every key has a default; see config/portier.yaml for all of them. Any key can be set from the
@@ -241,13 +242,16 @@ async function main(argv: string[]): Promise<number> {
         const { generateTokenKey, TokenKeyError } = await import('./auth/token/index.js')
         const issuer = args.config ? load(args).config.auth.token.issuer : 'portier'
         try {
-          const key = generateTokenKey(args.out ?? 'certs/token', { commonName: issuer })
+          // An existing key is kept (registries already trust it); only its token.jwks is (re)written.
+          const key = generateTokenKey(args.out ?? 'certs/token', { commonName: issuer, keepExisting: true })
+          const realm = `realm: https://<portier>/auth/token, service: portier-registry, issuer: ${issuer}`
           process.stdout.write(
-            `wrote ${key.keyPath} (${key.alg}, mode 0600) and ${key.certPath}\n` +
-              `key id (kid): ${key.kid}\n` +
-              `certificate valid until ${key.expires.toISOString()}\n\n` +
-              `Portier:     auth: { mode: token, token: { key: ${key.keyPath}, cert: ${key.certPath} } }\n` +
-              `registry:2:  auth: { token: { realm: https://<portier>/auth/token, service: portier-registry, issuer: ${issuer}, rootcertbundle: ${key.certPath} } }\n`,
+            (key.kept ? `kept the existing ${key.keyPath} (${key.alg}); wrote ${key.jwksPath}\n` : `wrote ${key.keyPath} (${key.alg}, mode 0600), ${key.certPath} and ${key.jwksPath}\n`) +
+              `key id (kid): ${key.kid} (libtrust, registry 2.x); RFC 7638 thumbprint: ${key.thumbprint} (registry 3.x)\n` +
+              (key.expires ? `certificate valid until ${key.expires.toISOString()}\n\n` : `no certificate (${key.certPath}): registries can only use ${key.jwksPath}\n\n`) +
+              `Portier:       auth: { mode: token, token: { key: ${key.keyPath}, cert: ${key.certPath} } }\n` +
+              `registry 2.8:  auth: { token: { ${realm}, rootcertbundle: ${key.certPath} } }\n` +
+              `registry 3.x:  the same (Portier's tokens carry x5c), or jwks: ${key.jwksPath} with Portier's auth.token.include_x5c: false and key_id: thumbprint\n`,
           )
         } catch (error) {
           if (!(error instanceof TokenKeyError)) throw error

@@ -172,7 +172,7 @@ async function builtInTokenServer(
   const { token } = config
   const key = signingKey(token, log)
   const ttlSeconds = Math.max(60, Math.round(token.ttl / 1000))
-  const issuer = createIssuer({ key, issuer: token.issuer, service: token.service, ttlSeconds, includeX5c: token.include_x5c && key.chain.length > 0 })
+  const issuer = createIssuer({ key, issuer: token.issuer, service: token.service, ttlSeconds, includeX5c: token.include_x5c && key.chain.length > 0, keyId: token.key_id })
   // This server never issues a token valid for longer than its ttl: a longer one was not made here as configured.
   const verifier = await createVerifier({ issuer: token.issuer, audience: token.service, keys: [key.publicKey], maxTtlSeconds: ttlSeconds })
   const endpoint = createTokenEndpoint({
@@ -191,7 +191,7 @@ async function builtInTokenServer(
     onIssued: (event) => log.info({ token: event }, 'token issued'),
     onError: (error) => log.error({ err: error instanceof Error ? error.message : String(error) }, 'token endpoint failed'),
   })
-  log.info({ kid: key.kid, alg: key.alg, issuer: token.issuer, service: token.service }, 'token server ready at /auth/token')
+  log.info({ kid: key.kid, thumbprint: key.thumbprint, alg: key.alg, issuer: token.issuer, service: token.service }, 'token server ready at /auth/token')
   return {
     authenticator: createBearerAuthenticator({ verifier, service: token.service, realm: token.realm }),
     endpoint,

@@ -195,6 +195,7 @@ export const schema: Section = {
             cert: { kind: 'string', default: 'certs/token/token.crt' },
             ttl: { kind: 'duration', default: 300_000 },
             include_x5c: { kind: 'bool', default: true },
+            key_id: { kind: 'string', default: 'libtrust', oneOf: ['libtrust', 'thumbprint'] },
             anonymous: { kind: 'bool', default: false },
             external: {
               kind: 'section',
@@ -393,6 +394,7 @@ export interface Config {
       cert: string
       ttl: number
       include_x5c: boolean
+      key_id: 'libtrust' | 'thumbprint'
       anonymous: boolean
       external: { enabled: boolean; issuer: string; rootcertbundle: string; jwks: string; clock_skew: number; max_ttl: number }
     }

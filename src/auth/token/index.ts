@@ -4,13 +4,17 @@ export { TokenError, type TokenErrorReason, type TokenProblem } from './errors.j
 export {
   ES256_OPENSSL_HINT,
   generateTokenKey,
+  jwkThumbprint,
   libtrustKeyId,
   loadTokenKey,
   parseCertificateBundle,
   TokenKeyError,
+  tokenJwks,
+  writeTokenJwks,
   type GeneratedTokenKey,
   type GenerateTokenKeyOptions,
   type TokenAlg,
+  type TokenJwks,
   type TokenKey,
 } from './keys.js'
 export { createIssuer, REFRESH_TOKEN_TYPE, refreshAudience, type IssuedToken, type Issuer, type IssuerOptions } from './issuer.js'

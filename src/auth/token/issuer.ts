@@ -17,6 +17,11 @@ export interface IssuerOptions {
   refreshTtlSeconds?: number
   /** Put the certificate chain into the header as `x5c` (needs `key.chain`); `kid` is always set. */
   includeX5c?: boolean
+  /**
+   * What `kid` holds: the libtrust key ID registry 2.x looks up (default), or the RFC 7638 thumbprint
+   * registry 3.x looks up. Both registries check `x5c` first and ignore `kid` when it is there.
+   */
+  keyId?: 'libtrust' | 'thumbprint'
   /** Clock, in ms since the epoch; for tests. */
   now?: () => number
 }
@@ -63,9 +68,10 @@ export function createIssuer(options: IssuerOptions): Issuer {
   if (issuer === '' || service === '') throw new RangeError('issuer and service must not be empty')
   if (options.includeX5c && key.chain.length === 0) throw new RangeError('includeX5c needs the signing certificate (load the key with its certificate)')
 
-  const header: JWTHeaderParameters = { alg: key.alg, typ: 'JWT', kid: key.kid }
+  const kid = options.keyId === 'thumbprint' ? key.thumbprint : key.kid
+  const header: JWTHeaderParameters = { alg: key.alg, typ: 'JWT', kid }
   if (options.includeX5c) header.x5c = key.chain.map((der) => der.toString('base64'))
-  const refreshHeader: JWTHeaderParameters = { alg: key.alg, typ: REFRESH_TOKEN_TYPE, kid: key.kid }
+  const refreshHeader: JWTHeaderParameters = { alg: key.alg, typ: REFRESH_TOKEN_TYPE, kid }
   const jti = (): string => randomBytes(16).toString('base64url')
   // Keyed by the signing key, so every instance sharing the key computes the same binding and the
   // token (which its holder can read) reveals nothing about the password hash.

@@ -1,7 +1,7 @@
-// Token signing keys: generating an RSA key with a self-signed certificate (registry:2's rootcertbundle), loading keys, libtrust key IDs.
+// Token signing keys: generating an RSA key with a self-signed certificate (a registry's rootcertbundle) and its JWKS, loading keys, key IDs (libtrust, RFC 7638).
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, X509Certificate, type KeyObject } from 'node:crypto'
-import { existsSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import forge from 'node-forge'
 import { writeKeyAndCertificate } from '../../tls/pem-files.js'
 
@@ -13,6 +13,8 @@ export interface TokenKey {
   publicKey: KeyObject
   /** libtrust key ID of the public key: what registry 2.x matches the JWT header's `kid` against. */
   kid: string
+  /** RFC 7638 JWK thumbprint (SHA-256): what registry 3.x matches `kid` against, and the `kid` in token.jwks. */
+  thumbprint: string
   /** The certificate chain, leaf first, as DER: the JWT header's `x5c` (standard base64 of each). */
   chain: Buffer[]
   /** When the leaf certificate expires; registry:2 rejects `x5c` tokens after it. */
@@ -22,9 +24,15 @@ export interface TokenKey {
 export interface GeneratedTokenKey {
   keyPath: string
   certPath: string
+  /** token.jwks beside them: the public key for a registry 3.x `auth.token.jwks`. */
+  jwksPath: string
   kid: string
+  thumbprint: string
   alg: TokenAlg
-  expires: Date
+  /** When the certificate expires (absent: an existing key kept without a certificate). */
+  expires?: Date
+  /** The key was already there and was kept (keepExisting); only token.jwks was written. */
+  kept: boolean
 }
 
 export interface GenerateTokenKeyOptions {
@@ -38,6 +46,8 @@ export interface GenerateTokenKeyOptions {
   validityDays?: number
   /** Replace existing token.key/token.crt; without it an existing key is never overwritten. */
   overwrite?: boolean
+  /** An existing token.key is kept and only its token.jwks written (for keys made before, or with openssl). */
+  keepExisting?: boolean
 }
 
 export class TokenKeyError extends Error {
@@ -78,6 +88,44 @@ function base32(bytes: Uint8Array): string {
   return out
 }
 
+/**
+ * RFC 7638 thumbprint (SHA-256, base64url) of an RSA or EC public key: the hash of its required JWK
+ * members in lexicographic order. Registry 3.x keys the certificates of its rootcertbundle by it.
+ */
+export function jwkThumbprint(publicKey: KeyObject): string {
+  const key = publicKey.type === 'private' ? createPublicKey(publicKey) : publicKey
+  const jwk = key.export({ format: 'jwk' })
+  const members =
+    jwk.kty === 'RSA' ? { e: jwk.e, kty: jwk.kty, n: jwk.n } : jwk.kty === 'EC' ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y } : undefined
+  if (members === undefined) throw new TokenKeyError(`no JWK thumbprint for ${jwk.kty ?? 'this'} keys`)
+  return createHash('sha256').update(JSON.stringify(members)).digest('base64url')
+}
+
+export interface TokenJwks {
+  keys: Array<Record<string, string>>
+}
+
+/**
+ * The public key as a JWKS for registry 3.x's `auth.token.jwks`: one key whose `kid` is its RFC 7638
+ * thumbprint. Registry 3.x trusts each listed key under exactly that `kid` (tokens must carry it,
+ * auth.token.key_id: thumbprint) and checks a token that has `x5c` against the rootcertbundle only.
+ */
+export function tokenJwks(key: Pick<TokenKey, 'publicKey' | 'alg' | 'thumbprint'>): TokenJwks {
+  const jwk = key.publicKey.export({ format: 'jwk' })
+  const members: Record<string, string> = {}
+  for (const [name, value] of Object.entries(jwk)) if (typeof value === 'string') members[name] = value
+  return { keys: [{ ...members, use: 'sig', alg: key.alg, kid: key.thumbprint }] }
+}
+
+/** Writes tokenJwks(key) to `path` (0644: it holds only the public key), through a temporary file. */
+export function writeTokenJwks(path: string, key: Pick<TokenKey, 'publicKey' | 'alg' | 'thumbprint'>): void {
+  mkdirSync(dirname(path), { recursive: true })
+  const temporary = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
+  writeFileSync(temporary, `${JSON.stringify(tokenJwks(key), null, 2)}\n`, { mode: 0o644 })
+  chmodSync(temporary, 0o644)
+  renameSync(temporary, path)
+}
+
 /** The JWS algorithm a key signs with, or an error naming what is supported. */
 export function algorithmFor(key: KeyObject): TokenAlg {
   if (key.asymmetricKeyType === 'rsa') {
@@ -112,7 +160,7 @@ export function loadTokenKey(keyPath: string, certPath?: string): TokenKey {
   }
   const alg = algorithmFor(privateKey)
   const publicKey = createPublicKey(privateKey)
-  const key: TokenKey = { alg, privateKey, publicKey, kid: libtrustKeyId(publicKey), chain: [] }
+  const key: TokenKey = { alg, privateKey, publicKey, kid: libtrustKeyId(publicKey), thumbprint: jwkThumbprint(publicKey), chain: [] }
   if (certPath !== undefined) {
     let certificates: X509Certificate[]
     try {
@@ -130,9 +178,10 @@ export function loadTokenKey(keyPath: string, certPath?: string): TokenKey {
 }
 
 /**
- * Writes `token.key` (PKCS#8, 0600) and `token.crt` (a self-signed certificate for it) into `dir`:
- * the pair registry:2 needs as `auth.token.rootcertbundle` (the certificate) and Portier as its
- * signing key. Refuses to replace an existing key unless `overwrite` is set.
+ * Writes `token.key` (PKCS#8, 0600), `token.crt` (a self-signed certificate for it) and `token.jwks`
+ * (its public key) into `dir`: Portier signs with the key; a registry verifies with the certificate
+ * as `auth.token.rootcertbundle` (2.x and 3.x) or, 3.x only, with `auth.token.jwks`. Refuses to
+ * replace an existing key unless `overwrite` is set.
  */
 export function generateTokenKey(dir: string, options: GenerateTokenKeyOptions = {}): GeneratedTokenKey {
   const alg = options.alg ?? 'RS256'
@@ -141,6 +190,14 @@ export function generateTokenKey(dir: string, options: GenerateTokenKeyOptions =
   }
   const keyPath = join(dir, 'token.key')
   const certPath = join(dir, 'token.crt')
+  const jwksPath = join(dir, 'token.jwks')
+  if (!options.overwrite && options.keepExisting && existsSync(keyPath)) {
+    const key = loadTokenKey(keyPath, existsSync(certPath) ? certPath : undefined)
+    writeTokenJwks(jwksPath, key)
+    const kept: GeneratedTokenKey = { keyPath, certPath, jwksPath, kid: key.kid, thumbprint: key.thumbprint, alg: key.alg, kept: true }
+    if (key.certificateExpires !== undefined) kept.expires = key.certificateExpires
+    return kept
+  }
   if (!options.overwrite && (existsSync(keyPath) || existsSync(certPath))) {
     throw new TokenKeyError(`${dir} already holds token.key or token.crt; registries trusting it would reject tokens signed by a new key (overwrite to replace it)`)
   }
@@ -172,5 +229,7 @@ export function generateTokenKey(dir: string, options: GenerateTokenKeyOptions =
   const certPem = forge.pki.certificateToPem(cert)
 
   writeKeyAndCertificate(keyPath, keyPem, certPath, certPem)
-  return { keyPath, certPath, kid: libtrustKeyId(publicKey), alg, expires: cert.validity.notAfter }
+  const thumbprint = jwkThumbprint(publicKey)
+  writeTokenJwks(jwksPath, { publicKey, alg, thumbprint })
+  return { keyPath, certPath, jwksPath, kid: libtrustKeyId(publicKey), thumbprint, alg, expires: cert.validity.notAfter, kept: false }
 }
