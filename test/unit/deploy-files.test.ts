@@ -147,7 +147,7 @@ t.test('Dockerfile: the runtime stage runs as a non-root user with a health chec
 t.test('compose.yaml: registry service', async (t) => {
   const registry = compose.services.registry as Tree
   t.ok(registry, 'a service called registry')
-  t.equal(registry.image, 'registry:2')
+  t.equal(registry.image, 'registry:2.8.3', 'the last registry 2 release, not the floating registry:2')
   t.equal(registry.ports, undefined, 'no published ports: only reachable through Portier')
   const volumes = (registry.volumes as unknown[]).map(volume)
   t.ok(volumes.some((v) => v.source === 'registry-data' && v.target === '/var/lib/registry'), 'registry-data:/var/lib/registry')
@@ -155,6 +155,34 @@ t.test('compose.yaml: registry service', async (t) => {
   const environment = registry.environment as Record<string, unknown> | string[]
   const env = Array.isArray(environment) ? Object.fromEntries(environment.map((e) => e.split('='))) : environment
   t.equal(String(env.REGISTRY_STORAGE_DELETE_ENABLED), 'true')
+})
+
+/** The config file each registry major version reads by default (registry:3 moved it). */
+const registryConfigPath: Record<string, string> = { '2': '/etc/docker/registry/config.yml', '3': '/etc/distribution/config.yml' }
+
+t.test('every registry image in the compose files and the README is a pinned release, run with the config path that release reads', async (t) => {
+  let services = 0
+  for (const file of ['compose.yaml', 'compose.multi.yaml', 'compose.acme.yaml']) {
+    const tree = yaml.load(readFileSync(join(ROOT, file), 'utf8')) as { services?: Record<string, Tree> }
+    for (const [name, service] of Object.entries(tree.services ?? {})) {
+      if (typeof service.image !== 'string' || !/^registry(:|$)/.test(service.image)) continue
+      services++
+      const pinned = /^registry:(\d+)\.\d+\.\d+$/.exec(service.image)
+      t.ok(pinned, `${file} ${name}: ${service.image} names an exact release (no floating registry:2 or :latest)`)
+      const expected = registryConfigPath[pinned?.[1] ?? ''] as string
+      t.ok(expected, `${file} ${name}: a registry major version whose config path is known`)
+      t.same(service.command, [expected], `${file} ${name}: runs with ${expected}, the path registry ${pinned?.[1]} reads`)
+      // A config file mounted anywhere else would be ignored by the registry.
+      for (const mount of ((service.volumes as unknown[] | undefined) ?? []).map(volume)) {
+        if (/config\.ya?ml$/.test(mount.target)) t.equal(mount.target, expected, `${file} ${name}: its config is mounted where the registry reads it`)
+      }
+    }
+  }
+  t.equal(services, 3, 'registry, registry-b and registry-c')
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+  const images = [...readme.matchAll(/^\s*image:\s*(registry\S*)/gm)].map((match) => match[1] as string)
+  t.ok(images.length > 0, 'the README shows registry services')
+  for (const image of images) t.match(image, /^registry:\d+\.\d+\.\d+$/, `README example ${image} is pinned`)
 })
 
 t.test('compose.yaml: portier service matches the image and its config', async (t) => {
