@@ -1,4 +1,4 @@
-// Builds OCI layouts with chosen image configs (env, entrypoint, labels, history) and multi-platform indexes, for UI tests.
+// Builds OCI layouts with chosen image configs (env, entrypoint, labels, history), multi-platform indexes and OCI 1.1 artifacts (artifactType, subject), for UI and referrers tests.
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -114,4 +114,54 @@ export async function buildLayout(dir: string, tag: string, specs: ImageSpec[]):
     mediaType: top.mediaType,
     images: images.map(({ manifestSize: _size, ...image }) => image),
   }
+}
+
+export interface ArtifactSpec {
+  /** The manifest's artifactType; omitted when undefined (the config's media type stands in for it). */
+  artifactType?: string
+  /** The config blob; default the OCI empty descriptor: `{}` as application/vnd.oci.empty.v1+json. */
+  config?: { mediaType: string; data: Buffer }
+  /** The manifest's `layers` (for a signature: the signature payload). */
+  blobs: Array<{ mediaType: string; data: Buffer }>
+  /** The manifest this artifact refers to. */
+  subject: { mediaType: string; digest: string; size: number }
+  annotations?: Record<string, string>
+}
+
+export interface BuiltArtifact {
+  dir: string
+  tag: string
+  digest: string
+  size: number
+  /** The manifest's exact bytes. */
+  manifest: Buffer
+}
+
+export const MT_OCI_EMPTY = 'application/vnd.oci.empty.v1+json'
+
+/** An OCI 1.1 artifact manifest (artifactType, subject) made by hand, tagged `tag` in a new layout. */
+export async function buildArtifactLayout(dir: string, tag: string, spec: ArtifactSpec): Promise<BuiltArtifact> {
+  await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true })
+  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }))
+  const config = spec.config ?? { mediaType: MT_OCI_EMPTY, data: Buffer.from('{}') }
+  const configBlob = await writeBlob(dir, config.data)
+  const layers = []
+  for (const blob of spec.blobs) layers.push({ mediaType: blob.mediaType, ...(await writeBlob(dir, blob.data)) })
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MT_OCI_MANIFEST,
+      ...(spec.artifactType !== undefined ? { artifactType: spec.artifactType } : {}),
+      config: { mediaType: config.mediaType, ...configBlob },
+      layers,
+      subject: spec.subject,
+      ...(spec.annotations !== undefined ? { annotations: spec.annotations } : {}),
+    }),
+  )
+  const top = await writeBlob(dir, manifest)
+  await writeFile(
+    join(dir, 'index.json'),
+    JSON.stringify({ schemaVersion: 2, mediaType: MT_OCI_INDEX, manifests: [{ mediaType: MT_OCI_MANIFEST, ...top, annotations: { [REF_NAME_ANNOTATION]: tag } }] }),
+  )
+  return { dir, tag, digest: top.digest, size: top.size, manifest }
 }
