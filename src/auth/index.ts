@@ -157,7 +157,11 @@ function signingKey(token: Config['auth']['token'], log: Logger): TokenKey {
     const generated = generateTokenKey(dirname(token.key), { commonName: token.issuer })
     if (generated.keyPath !== token.key) renameSync(generated.keyPath, token.key)
     if (generated.certPath !== token.cert) renameSync(generated.certPath, token.cert)
-    log.warn({ key: token.key, cert: token.cert, kid: generated.kid }, 'generated the token signing key; give the certificate to registries that verify tokens (rootcertbundle)')
+    log.warn(
+      { key: token.key, cert: token.cert, jwks: generated.jwksPath, kid: generated.kid, thumbprint: generated.thumbprint },
+      // Word for word as before (tests match it); the fields name token.jwks and the thumbprint too.
+      'generated the token signing key; give the certificate to registries that verify tokens (rootcertbundle)',
+    )
   }
   return loadTokenKey(token.key, existsSync(token.cert) ? token.cert : undefined)
 }
