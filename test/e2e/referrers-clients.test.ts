@@ -1,4 +1,4 @@
-// Referrers pushed by real clients through Portier in front of registry 2.8.2: skopeo (an artifact with artifactType and subject), curl (OCI-Subject), podman; the referrers API and the fallback tag read from the registry directly agree.
+// Referrers pushed by real clients through Portier in front of registry 2.8.2, without auth and in token mode (anonymous pulls): skopeo (an artifact with artifactType and subject), curl (OCI-Subject), podman; the referrers API and the fallback tag read from the registry directly agree.
 import t, { type Test } from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
@@ -9,11 +9,13 @@ import { gatewayFixture } from '../helpers/gateway.js'
 import { skopeoCopy } from '../helpers/skopeo.js'
 import { run } from '../helpers/exec.js'
 import { buildArtifactLayout, buildLayout } from '../helpers/oci-build.js'
+import { hashPassword } from '../../src/auth/hashes.js'
 import { MT_OCI_CONFIG, MT_OCI_INDEX, MT_OCI_LAYER_TAR, MT_OCI_MANIFEST } from '../helpers/oci.js'
 
 const SIGNATURE_TYPE = 'application/vnd.example.signature.v1'
 const SIGNATURE_BLOB = 'application/vnd.example.signature.v1+json'
-const repository = 'clients/app'
+const modes = ['none', 'token'] as const
+type Mode = (typeof modes)[number]
 
 interface Descriptor {
   mediaType: string
@@ -31,18 +33,47 @@ interface Index {
 
 const byDigest = (a: Descriptor, b: Descriptor): number => a.digest.localeCompare(b.digest)
 
-t.test('skopeo, curl and podman push referrers through Portier; /referrers/ and the fallback tag list them alike', async (t) => {
-  const registry = await registryFixture(t)
-  const gateway = await gatewayFixture(t, { config: { upstreams: [{ url: registry.url }], auth: { mode: 'none' } } })
+for (const mode of modes) {
+  t.test(`auth ${mode}: skopeo, curl and podman push referrers through Portier; /referrers/ and the fallback tag list them alike`, async (t) => {
+    await referrersByClients(t, mode)
+  })
+}
+
+async function referrersByClients(t: Test, mode: Mode): Promise<void> {
+  const repository = `clients/${mode}`
   // Lower case only (podman names an image pulled from oci:DIR after DIR) and short (podman's runroot
   // must be under 50 characters).
   const work = join(tmpdir(), `portier-rc-${randomBytes(4).toString('hex')}`)
   await mkdir(work)
   t.teardown(() => rm(work, { recursive: true, force: true }))
-  const tls = { destCertDir: gateway.certDir, srcCertDir: gateway.certDir }
-  const viaGateway = (path: string, init: RequestInit = {}): Promise<Response> =>
-    // Node's fetch cannot take a CA per request; curl can, and is a real client besides.
-    curl(gateway.caFile, `${gateway.url}${path}`, init)
+  const registry = await registryFixture(t)
+  const htpasswd = join(work, 'htpasswd')
+  await writeFile(htpasswd, `alice:${await hashPassword('alice-password', 5)}\n`)
+  // Token mode: alice pushes with credentials; anyone pulls with an anonymous token.
+  const auth =
+    mode === 'none'
+      ? { mode: 'none' }
+      : {
+          mode: 'token',
+          htpasswd: { path: htpasswd },
+          token: { key: join(work, 'keys', 'token.key'), cert: join(work, 'keys', 'token.crt'), anonymous: true },
+          acl: [
+            { match: { account: 'alice' }, actions: ['*'] },
+            { match: { account: '' }, actions: ['pull'] },
+          ],
+        }
+  const gateway = await gatewayFixture(t, { config: { upstreams: [{ url: registry.url }], auth } })
+  const creds = mode === 'none' ? undefined : 'alice:alice-password'
+  const tls = { destCertDir: gateway.certDir, srcCertDir: gateway.certDir, ...(creds ? { destCreds: creds } : {}) }
+  /** What a request for `scope` needs: nothing without auth, else a Bearer token (alice's, or anonymous). */
+  const authorization = async (scope: string, anonymous: boolean): Promise<string[]> => {
+    if (mode === 'none') return []
+    const asked = await curl(gateway.caFile, `${gateway.url}/auth/token?service=portier-registry&scope=${encodeURIComponent(scope)}`, anonymous ? [] : ['-u', creds as string])
+    t.equal(asked.status, 200, `token for ${scope} (${anonymous ? 'anonymous' : 'alice'})`)
+    return ['-H', `Authorization: Bearer ${((await asked.json()) as { token: string }).token}`]
+  }
+  // Node's fetch cannot take a CA per request; curl can, and is a real client besides. Reads are anonymous.
+  const viaGateway = async (path: string): Promise<Response> => curl(gateway.caFile, `${gateway.url}${path}`, await authorization(`repository:${repository}:pull`, true))
 
   // The subject: an image pushed by skopeo.
   const image = await buildLayout(join(work, 'image'), 'v1', [{ layers: [2048] }])
@@ -68,7 +99,7 @@ t.test('skopeo, curl and podman push referrers through Portier; /referrers/ and 
   const curlFile = join(work, 'curl-manifest.json')
   await writeFile(curlFile, byCurl)
   const curlDigest = `sha256:${createHash('sha256').update(byCurl).digest('hex')}`
-  const put = await run('curl', ['-sS', '-o', '/dev/null', '-D', '-', '--cacert', gateway.caFile, '-X', 'PUT', '-H', `Content-Type: ${MT_OCI_MANIFEST}`, '--data-binary', `@${curlFile}`, `${gateway.url}/v2/${repository}/manifests/${curlDigest}`])
+  const put = await run('curl', ['-sS', '-o', '/dev/null', '-D', '-', '--cacert', gateway.caFile, '-X', 'PUT', ...(await authorization(`repository:${repository}:pull,push`, false)), '-H', `Content-Type: ${MT_OCI_MANIFEST}`, '--data-binary', `@${curlFile}`, `${gateway.url}/v2/${repository}/manifests/${curlDigest}`])
   t.equal(put.code, 0, `curl ran (${put.stderr.trim()})`)
   const putHeaders = parseHeaders(put.stdout)
   t.equal(putHeaders.status, 201, 'manifest PUT: 201 Created')
@@ -80,7 +111,7 @@ t.test('skopeo, curl and podman push referrers through Portier; /referrers/ and 
     { mediaType: MT_OCI_MANIFEST, digest: signature.digest, size: signature.size, artifactType: SIGNATURE_TYPE, annotations: { 'org.example.signed-by': 'skopeo' } },
     { mediaType: MT_OCI_MANIFEST, digest: curlDigest, size: byCurl.length, artifactType: SIGNATURE_TYPE, annotations: { 'org.example.signed-by': 'curl' } },
   ]
-  const podman = await podmanPush(t, work, gateway.host, gateway.certDir, subject, signature.dir)
+  const podman = await podmanPush(t, work, { host: gateway.host, certDir: gateway.certDir, repository, creds, registryUrl: registry.url }, subject, signature.dir)
   if (podman !== undefined) expected.push(podman)
 
   // The referrers API through Portier.
@@ -106,11 +137,11 @@ t.test('skopeo, curl and podman push referrers through Portier; /referrers/ and 
   // The subject itself is untouched.
   const subjectNow = await fetch(`${registry.url}/v2/${repository}/manifests/v1`, { method: 'HEAD', headers: { accept: MT_OCI_MANIFEST } })
   t.equal(subjectNow.headers.get('docker-content-digest'), image.digest)
-})
+}
 
 /** A fetch-like call through curl, trusting `caFile` (the gateway's self-signed certificate). */
-async function curl(caFile: string, url: string, init: RequestInit = {}): Promise<Response> {
-  const result = await run('curl', ['-sS', '-D', '-', '--cacert', caFile, '-X', init.method ?? 'GET', url])
+async function curl(caFile: string, url: string, extra: string[] = []): Promise<Response> {
+  const result = await run('curl', ['-sS', '-D', '-', '--cacert', caFile, ...extra, url])
   if (result.code !== 0) throw new Error(`curl ${url}: ${result.stderr}`)
   const split = result.stdout.indexOf('\r\n\r\n')
   const { status, headers } = parseHeaders(result.stdout.slice(0, split))
@@ -137,8 +168,7 @@ function parseHeaders(text: string): { status: number; headers: Record<string, s
 async function podmanPush(
   t: Test,
   work: string,
-  host: string,
-  certDir: string,
+  target: { host: string; certDir: string; repository: string; creds: string | undefined; registryUrl: string },
   subject: { mediaType: string; digest: string; size: number },
   emptyConfigArtifact: string,
 ): Promise<Descriptor | undefined> {
@@ -169,11 +199,13 @@ async function podmanPush(
   t.equal(pulled.code, 0, `podman pull oci: (${pulled.stderr.trim()})`)
   const id = pulled.stdout.trim().split('\n').pop() ?? ''
   const digestFile = join(work, 'podman-digest')
-  const pushed = await podman(['push', '--cert-dir', certDir, '--digestfile', digestFile, id, `docker://${host}/${repository}:sig-podman`])
+  const { host, certDir, repository, creds } = target
+  const pushed = await podman(['push', '--cert-dir', certDir, ...(creds ? ['--creds', creds] : []), '--digestfile', digestFile, id, `docker://${host}/${repository}:sig-podman`])
   t.equal(pushed.code, 0, `podman push through Portier (${pushed.stderr.trim()})`)
   const pushedDigest = (await readFile(digestFile, 'utf8')).trim()
   t.match(pushedDigest, /^sha256:[0-9a-f]{64}$/)
-  const manifest = await run('curl', ['-sS', '--cacert', join(certDir, 'ca.crt'), '-H', `Accept: ${MT_OCI_MANIFEST}`, `https://${host}/v2/${repository}/manifests/${pushedDigest}`])
+  // Read back from the registry itself: what podman's push stored.
+  const manifest = await run('curl', ['-sS', '-H', `Accept: ${MT_OCI_MANIFEST}`, `${target.registryUrl}/v2/${repository}/manifests/${pushedDigest}`])
   const body = JSON.parse(manifest.stdout) as { subject?: { digest?: string }; artifactType?: string; config: { mediaType: string }; annotations?: Record<string, string> }
   t.equal(body.subject?.digest, subject.digest, 'podman kept the subject')
   t.equal(body.artifactType, undefined, 'podman 4.3 (containers/image 5.23) drops artifactType when it re-serialises the manifest')
