@@ -30,12 +30,18 @@ export class PoolBusyError extends Error {
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads')
 const bcrypt = require(workerData.bcrypt)
+// A lower CPU priority for this thread only (Linux nice is per thread): on a machine with few cores the
+// kernel then runs the event loop first when both want a core, so cached requests do not wait behind bcrypt.
+try { const os = require('node:os'); os.setPriority(Math.min(19, os.getPriority() + workerData.nice)) } catch {}
 parentPort.on('message', ({ id, password, hash }) => {
   let ok = false
   try { ok = bcrypt.compareSync(password, hash) } catch { ok = false }
   parentPort.postMessage({ id, ok })
 })
 `
+
+/** Added to the worker threads' nice value (at most 19): yields the cores to the event loop without starving the checks. */
+const WORKER_NICE = 10
 
 interface Job {
   id: number
@@ -65,7 +71,7 @@ export function createPasswordPool(options: PasswordPoolOptions): PasswordPool {
   let closed = false
 
   const spawn = (): Slot => {
-    const slot: Slot = { worker: new Worker(WORKER_SOURCE, { eval: true, workerData: { bcrypt: bcryptPath } }), job: undefined }
+    const slot: Slot = { worker: new Worker(WORKER_SOURCE, { eval: true, workerData: { bcrypt: bcryptPath, nice: WORKER_NICE } }), job: undefined }
     // Idle workers must not keep the process alive; the pool is closed on shutdown anyway.
     slot.worker.unref()
     slot.worker.on('message', (message: { id: number; ok: boolean }) => {
