@@ -2,6 +2,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { parseBasic } from '../auth/basic.js'
 import type { HtpasswdStore } from '../auth/htpasswd.js'
+import { catalogue, isErrorCode, type AdminErrorCode } from '../errors/catalogue.js'
+import { PortierError, type PortierErrorOptions } from '../errors/portier-error.js'
 import type { AddressList } from '../net/addresses.js'
 import type { Metrics } from './metrics.js'
 import type { Logger } from './log.js'
@@ -39,15 +41,39 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
   res.end(text)
 }
 
+/** The admin listener's refusals (catalogue group "admin"). */
+export class AdminError extends PortierError<AdminErrorCode> {
+  constructor(code: AdminErrorCode, options: PortierErrorOptions = {}) {
+    super(isErrorCode(code) && catalogue[code].subsystem === 'admin' ? code : 'ADMIN_INTERNAL', options)
+  }
+}
+
+/**
+ * An admin refusal's body: `{ error, code }` plus the detail's fields. `error` is what this listener
+ * has always answered (people and scripts read it); `code` names the catalogue entry.
+ */
+export function adminErrorBody(error: AdminError): Record<string, unknown> {
+  const detail = typeof error.detail === 'object' && error.detail !== null && !Array.isArray(error.detail) ? error.detail : {}
+  return { ...detail, error: error.message, code: error.code }
+}
+
+function sendError(res: ServerResponse, error: AdminError): void {
+  send(res, error.status, adminErrorBody(error), error.headers)
+}
+
 export function createAdminHandler(deps: AdminDeps): AdminHandler {
-  async function mayScrape(req: IncomingMessage): Promise<{ ok: true } | { ok: false; status: number; reason: string }> {
+  /** Why this scrape is refused, or undefined when it may read /metrics. */
+  async function scrapeRefusal(req: IncomingMessage): Promise<AdminError | undefined> {
     const ip = req.socket.remoteAddress ?? ''
-    if (deps.allow && !deps.allow.has(ip)) return { ok: false, status: 403, reason: `address ${ip} is not in admin.allow` }
-    if (!deps.users) return { ok: true }
+    if (deps.allow && !deps.allow.has(ip)) return new AdminError('METRICS_DENIED', { message: `address ${ip} is not in admin.allow` })
+    if (!deps.users) return undefined
+    const challenge = { 'WWW-Authenticate': 'Basic realm="Portier metrics"' }
     const credentials = parseBasic(req.headers.authorization)
-    if (!credentials) return { ok: false, status: 401, reason: 'credentials required' }
-    if (!(await deps.users.verify(credentials.user, credentials.password))) return { ok: false, status: 401, reason: 'invalid username or password' }
-    return { ok: true }
+    if (!credentials) return new AdminError('METRICS_UNAUTHORIZED', { headers: challenge })
+    if (!(await deps.users.verify(credentials.user, credentials.password))) {
+      return new AdminError('METRICS_UNAUTHORIZED', { message: 'invalid username or password', headers: challenge })
+    }
+    return undefined
   }
 
   // Never rejects: a failure here (a metric collector that throws, say) is logged, counted and answered
@@ -58,14 +84,14 @@ export function createAdminHandler(deps: AdminDeps): AdminHandler {
     } catch (error) {
       reportInternalError(deps.log, deps.metrics, 'admin_handler', error, { requestId: '', method: req.method ?? 'GET', url: req.url ?? '/' })
       if (res.headersSent) res.destroy()
-      else send(res, 500, { error: 'internal error; see the gateway log' })
+      else sendError(res, new AdminError('ADMIN_INTERNAL', { cause: error }))
     }
   }
 
   async function answer(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0]
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      send(res, 405, { error: 'method not allowed' }, { Allow: 'GET, HEAD' })
+      sendError(res, new AdminError('ADMIN_METHOD_NOT_ALLOWED', { headers: { Allow: 'GET, HEAD' } }))
       return
     }
     if (path === '/healthz') {
@@ -80,19 +106,19 @@ export function createAdminHandler(deps: AdminDeps): AdminHandler {
     }
     if (path === '/metrics') {
       if (!deps.metrics) {
-        send(res, 404, { error: 'metrics are disabled (metrics.enabled: false)' })
+        sendError(res, new AdminError('METRICS_DISABLED'))
         return
       }
-      const allowed = await mayScrape(req)
-      if (!allowed.ok) {
-        deps.log.warn({ client: req.socket.remoteAddress, reason: allowed.reason }, 'metrics scrape refused')
-        send(res, allowed.status, { error: allowed.reason }, allowed.status === 401 ? { 'WWW-Authenticate': 'Basic realm="Portier metrics"' } : {})
+      const refusal = await scrapeRefusal(req)
+      if (refusal) {
+        deps.log.warn({ client: req.socket.remoteAddress, reason: refusal.message }, 'metrics scrape refused')
+        sendError(res, refusal)
         return
       }
       const { contentType, body } = await deps.metrics.exposition()
       send(res, 200, body, { 'Content-Type': contentType })
       return
     }
-    send(res, 404, { error: 'not found', paths: [...ADMIN_PATHS] })
+    sendError(res, new AdminError('ADMIN_NOT_FOUND', { detail: { paths: [...ADMIN_PATHS] } }))
   }
 }

@@ -1,5 +1,6 @@
 // Errors the gateway did not expect: which request they belonged to, one log line each, and the internal-error counter.
 import { AsyncLocalStorage } from 'node:async_hooks'
+import { causeChain } from '../errors/cause.js'
 import type { Logger } from './log.js'
 
 /** Where an unexpected error surfaced; a bounded metric label. */
@@ -42,7 +43,11 @@ export function reportInternalError(
   scope: RequestScope | undefined = requestScope.getStore(),
 ): void {
   counter?.internalError(kind)
-  const err = error instanceof Error ? { message: error.message, stack: error.stack, ...(codeOf(error) ? { code: codeOf(error) } : {}) } : { message: String(error) }
+  const causes = causeChain(error)
+  const err =
+    error instanceof Error
+      ? { message: error.message, stack: error.stack, ...(codeOf(error) ? { code: codeOf(error) } : {}), ...(causes ? { cause: causes } : {}) }
+      : { message: String(error) }
   const request = scope ? { request_id: scope.requestId, method: scope.method, path: scope.url.split('?')[0] } : {}
   const fatal = kind === 'uncaught_exception' || kind === 'unhandled_rejection'
   if (fatal) log.fatal({ kind, ...request, err }, 'internal error: draining and exiting so the supervisor restarts the gateway')

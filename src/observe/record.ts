@@ -1,6 +1,7 @@
 // The pipeline's last step: one access-log line and one metrics update per request, written when it ends.
 import { randomUUID } from 'node:crypto'
 import type { RegistryRequest } from '../registry/classify.js'
+import { causeChain } from '../errors/cause.js'
 import type { RegistryError } from '../registry/errors.js'
 import type { Logger } from './log.js'
 import type { Metrics } from './metrics.js'
@@ -47,6 +48,7 @@ export class Recorder {
     const { request, failure, status } = finished
     const finishedUpload = (request?.op === 'upload.finish' || request?.op === 'upload.monolithic') && status === 201
     const digest = finished.contentDigest ?? (request?.op === 'upload.finish' ? request.params.get('digest') ?? undefined : undefined)
+    const causes = failure ? causeChain(failure) : undefined
     const line = {
       request_id: finished.requestId,
       method: finished.method,
@@ -64,6 +66,8 @@ export class Recorder {
       user: finished.user || undefined,
       upstream: finished.upstream,
       ...(failure ? { error: failure.code, detail: failure.detail } : {}),
+      // What went wrong underneath (an upstream's socket error, say): never sent to the client, so logged here.
+      ...(causes ? { cause: causes } : {}),
     }
     // Clients send credentials only after a 401 (docker's first /v2/): that challenge is routine, not a warning.
     const firstChallenge = failure?.code === 'UNAUTHORIZED' && finished.credentialsSent === false

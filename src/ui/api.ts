@@ -1,6 +1,7 @@
 // The web UI's JSON API (/ui/api/...): sign-in, repositories, tags, image details, deletes, status; every answer filtered by the ACL.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Acl, Caller } from '../auth/index.js'
+import { causeChain } from '../errors/cause.js'
 import type { Action } from '../registry/classify.js'
 import { RegistryError, sendRegistryError } from '../registry/errors.js'
 import { isValidDigest, isValidReference, isValidRepository } from '../registry/names.js'
@@ -281,6 +282,7 @@ export function createApi(deps: ApiDeps): ApiHandler {
           },
           {},
           'deleting is turned off in the registry (storage.delete.enabled is false)',
+          { cause: error },
         )
       }
       throw error
@@ -324,8 +326,8 @@ export function createApi(deps: ApiDeps): ApiHandler {
     } catch (error) {
       const failure = error instanceof RegistryError
         ? error
-        : new RegistryError('BAD_GATEWAY', { reason: error instanceof Error ? error.message : String(error) })
-      if (failure.status >= 500) log.error({ route, err: failure.message, detail: failure.detail }, 'ui api failed')
+        : new RegistryError('BAD_GATEWAY', { reason: error instanceof Error ? error.message : String(error) }, {}, undefined, { cause: error })
+      if (failure.status >= 500) log.error({ route, err: failure.message, detail: failure.detail, cause: causeChain(failure) }, 'ui api failed')
       sendRegistryError(res, failure)
     }
   }

@@ -28,7 +28,7 @@ t.test('a metrics exposition that rejects: 500 with a JSON body, one error log l
   const response = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(10_000) })
   t.equal(response.status, 500, 'the scrape is answered 500')
   t.match(response.headers.get('content-type'), /^application\/json/)
-  t.same(await response.json(), { error: 'internal error; see the gateway log' })
+  t.same(await response.json(), { error: 'internal error; see the gateway log', code: 'ADMIN_INTERNAL' })
   t.equal(await settled, 'resolved', 'the handler does not reject (a rejection here used to end the process)')
   const errors = lines.filter((line) => line.msg === 'internal error')
   t.equal(errors.length, 1, 'logged once')

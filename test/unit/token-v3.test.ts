@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JWK } from 'jose'
-import { createIssuer, generateTokenKey, libtrustKeyId, loadTokenKey, type IssuerOptions, type TokenKey } from '../../src/auth/token/index.js'
+import { createIssuer, generateTokenKey, libtrustKeyId, loadTokenKey, writeTokenJwks, type IssuerOptions, type TokenKey } from '../../src/auth/token/index.js'
 import { loadConfig } from '../../src/config/index.js'
 
 const work = mkdtempSync(join(tmpdir(), 'portier-token-v3-'))
@@ -142,6 +142,8 @@ t.test('token-key writes token.jwks: the public key only, 0644, kid = its RFC 76
   const signed = await token(own, { keyId: 'thumbprint' })
   const { payload } = await jwtVerify(signed, createLocalJWKSet(jwks as Parameters<typeof createLocalJWKSet>[0]), { issuer: issuerName, audience: service })
   t.equal(payload.sub, 'ann')
+  const unwritable = join(generated.keyPath, 'token.jwks')
+  t.throws(() => writeTokenJwks(unwritable, own), { name: 'TokenKeyError', message: /token\.key\/token\.jwks: cannot write the JWKS \(E[A-Z]+: / }, 'a JWKS that cannot be written is a TokenKeyError naming the file (the CLI prints it)')
 })
 
 t.test("Portier's default token (libtrust kid + x5c): accepted by 3.x and 2.8 with the certificate as rootcertbundle", async (t) => {

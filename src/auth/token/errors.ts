@@ -28,8 +28,9 @@ export class TokenError extends Error {
   readonly reason: TokenErrorReason
   readonly problem: TokenProblem
 
-  constructor(reason: TokenErrorReason, problem: TokenProblem, message: string) {
-    super(message)
+  /** `options.cause`: the error behind the refusal (jose's, say), for logs only. */
+  constructor(reason: TokenErrorReason, problem: TokenProblem, message: string, options?: ErrorOptions) {
+    super(message, options)
     this.name = 'TokenError'
     this.reason = reason
     this.problem = problem

@@ -142,7 +142,7 @@ export function createIssuer(options: IssuerOptions): Issuer {
       } catch (error) {
         if (error instanceof TokenError) throw error
         const expired = error instanceof joseErrors.JWTExpired
-        throw new TokenError('invalid_grant', expired ? 'expired' : 'invalid', expired ? 'refresh token expired' : 'refresh token is not valid')
+        throw new TokenError('invalid_grant', expired ? 'expired' : 'invalid', expired ? 'refresh token expired' : 'refresh token is not valid', { cause: error })
       }
     },
   }

@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { parseBasic } from '../basic.js'
 import { TokenError } from './errors.js'
 import type { Issuer } from './issuer.js'
+import { TokenRefusal, tokenErrorBody } from './refusal.js'
 import { formatScope, intersectScopes, parseScopes, type Scope } from './scope.js'
 
 export interface Requester {
@@ -55,32 +56,6 @@ export interface TokenEndpointOptions {
 
 export type TokenEndpoint = (req: IncomingMessage, res: ServerResponse, clientIp: string) => Promise<void>
 
-// The endpoint's own refusals: an OAuth2 code (RFC 6749 §5.2) and the distribution error code Docker
-// clients print from the `errors` list.
-const tokenErrors = {
-  invalid_request: { status: 400, wire: 'UNSUPPORTED' },
-  unsupported_grant_type: { status: 400, wire: 'UNSUPPORTED' },
-  invalid_grant: { status: 400, wire: 'UNAUTHORIZED' },
-  unauthorized: { status: 401, wire: 'UNAUTHORIZED' },
-  method_not_allowed: { status: 405, wire: 'UNSUPPORTED' },
-  payload_too_large: { status: 413, wire: 'UNSUPPORTED' },
-  temporarily_unavailable: { status: 503, wire: 'UNAVAILABLE' },
-  server_error: { status: 500, wire: 'UNKNOWN' },
-} as const
-
-type TokenErrorCode = keyof typeof tokenErrors
-
-class Refusal extends Error {
-  readonly code: TokenErrorCode
-  readonly headers: Record<string, string>
-
-  constructor(code: TokenErrorCode, message: string, headers: Record<string, string> = {}) {
-    super(message)
-    this.code = code
-    this.headers = headers
-  }
-}
-
 const jsonHeaders = {
   'Content-Type': 'application/json',
   // RFC 6749 §5.1: token responses are never cached.
@@ -94,20 +69,18 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
   res.end(text)
 }
 
-function sendRefusal(res: ServerResponse, refusal: Refusal): void {
-  const { status, wire } = tokenErrors[refusal.code]
-  const error = refusal.code === 'unauthorized' ? 'invalid_client' : refusal.code
-  send(res, status, { errors: [{ code: wire, message: refusal.message }], error, error_description: refusal.message }, refusal.headers)
+function sendRefusal(res: ServerResponse, refusal: TokenRefusal): void {
+  send(res, refusal.status, tokenErrorBody(refusal), refusal.headers)
 }
 
 async function readForm(req: IncomingMessage, limit: number): Promise<URLSearchParams> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
-  if (type !== 'application/x-www-form-urlencoded') throw new Refusal('invalid_request', 'POST needs an application/x-www-form-urlencoded body')
+  if (type !== 'application/x-www-form-urlencoded') throw new TokenRefusal('TOKEN_REQUEST_INVALID', 'POST needs an application/x-www-form-urlencoded body')
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of req) {
     size += (chunk as Buffer).length
-    if (size > limit) throw new Refusal('payload_too_large', 'request body too large', { Connection: 'close' })
+    if (size > limit) throw new TokenRefusal('TOKEN_BODY_TOO_LARGE', 'request body too large', { Connection: 'close' })
     chunks.push(chunk as Buffer)
   }
   return new URLSearchParams(Buffer.concat(chunks).toString('utf8'))
@@ -119,18 +92,18 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
   const realm = (options.realm ?? 'Portier token').replace(/[\\"]/g, "'")
   const maxBodyBytes = options.maxBodyBytes ?? 16 * 1024
   const basicChallenge = { 'WWW-Authenticate': `Basic realm="${realm}"` }
-  const badCredentials = (): Refusal => new Refusal('unauthorized', 'incorrect username or password', basicChallenge)
+  const badCredentials = (): TokenRefusal => new TokenRefusal('TOKEN_CREDENTIALS_INVALID', 'incorrect username or password', basicChallenge)
 
   function checkService(params: URLSearchParams): void {
     const asked = params.get('service')
     // Absent is taken as this service; naming another one would mint a token the caller did not mean.
-    if (asked !== null && asked !== service) throw new Refusal('invalid_request', `this token server issues tokens for service "${service}" only`)
+    if (asked !== null && asked !== service) throw new TokenRefusal('TOKEN_REQUEST_INVALID', `this token server issues tokens for service "${service}" only`)
   }
 
   async function login(user: string, password: string, clientIp: string): Promise<Requester> {
     if (user === '') throw badCredentials()
     const verdict = await options.authenticate(user, password, clientIp)
-    if (verdict === 'busy') throw new Refusal('temporarily_unavailable', 'too many logins at once; try again shortly', { 'Retry-After': '1' })
+    if (verdict === 'busy') throw new TokenRefusal('TOKEN_UNAVAILABLE', 'too many logins at once; try again shortly', { 'Retry-After': '1' })
     if (!verdict) throw badCredentials()
     return { user, anonymous: false }
   }
@@ -158,7 +131,7 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
     const authorization = req.headers.authorization
     let who: Requester
     if (authorization === undefined) {
-      if (!options.allowAnonymous) throw new Refusal('unauthorized', 'authentication required', basicChallenge)
+      if (!options.allowAnonymous) throw new TokenRefusal('TOKEN_CREDENTIALS_INVALID', 'authentication required', basicChallenge)
       who = { user: '', anonymous: true }
     } else {
       const credentials = parseBasic(authorization)
@@ -169,7 +142,7 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
       } else {
         who = await login(credentials.user, credentials.password, clientIp)
         const account = params.get('account')
-        if (account !== null && account !== '' && account !== who.user) throw new Refusal('invalid_request', 'account does not match the credentials')
+        if (account !== null && account !== '' && account !== who.user) throw new TokenRefusal('TOKEN_REQUEST_INVALID', 'account does not match the credentials')
       }
     }
     const offline = params.get('offline_token') === 'true' && !who.anonymous
@@ -189,25 +162,25 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
     if (grantType === 'password') {
       const user = form.get('username')
       const password = form.get('password')
-      if (user === null || password === null) throw new Refusal('invalid_request', 'grant_type=password needs username and password')
+      if (user === null || password === null) throw new TokenRefusal('TOKEN_REQUEST_INVALID', 'grant_type=password needs username and password')
       who = await login(user, password, clientIp)
       if (offline) refreshToken = await refreshTokenFor(who.user)
     } else if (grantType === 'refresh_token') {
       const given = form.get('refresh_token')
-      if (given === null || given === '') throw new Refusal('invalid_request', 'grant_type=refresh_token needs refresh_token')
+      if (given === null || given === '') throw new TokenRefusal('TOKEN_REQUEST_INVALID', 'grant_type=refresh_token needs refresh_token')
       let subject: string
       try {
         ;({ subject } = await issuer.verifyRefresh(given, options.credentialOf))
       } catch (error) {
-        if (error instanceof TokenError) throw new Refusal('invalid_grant', error.message)
+        if (error instanceof TokenError) throw new TokenRefusal('TOKEN_GRANT_INVALID', error.message, {}, { cause: error })
         throw error
       }
-      if (options.accountActive && !(await options.accountActive(subject))) throw new Refusal('invalid_grant', 'the account of this refresh token no longer exists')
+      if (options.accountActive && !(await options.accountActive(subject))) throw new TokenRefusal('TOKEN_GRANT_INVALID', 'the account of this refresh token no longer exists')
       who = { user: subject, anonymous: false }
       // The spec: a refresh grant hands back the same refresh token, never a new one.
       if (offline) refreshToken = given
     } else {
-      throw new Refusal(grantType === null ? 'invalid_request' : 'unsupported_grant_type', 'grant_type must be password or refresh_token')
+      throw new TokenRefusal(grantType === null ? 'TOKEN_REQUEST_INVALID' : 'TOKEN_GRANT_TYPE_UNSUPPORTED', 'grant_type must be password or refresh_token')
     }
     const { body, granted } = await tokenFor(grantType, who, requested, clientIp, refreshToken)
     body.scope = granted.map(formatScope).join(' ')
@@ -218,18 +191,18 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
     try {
       if (req.method === 'GET') await handleGet(req, res, clientIp)
       else if (req.method === 'POST') await handlePost(req, res, clientIp)
-      else throw new Refusal('method_not_allowed', 'use GET or POST', { Allow: 'GET, POST' })
+      else throw new TokenRefusal('TOKEN_METHOD_NOT_ALLOWED', 'use GET or POST', { Allow: 'GET, POST' })
     } catch (error) {
       if (res.headersSent) {
         res.destroy()
         return
       }
-      if (error instanceof Refusal) {
+      if (error instanceof TokenRefusal) {
         sendRefusal(res, error)
         return
       }
       options.onError?.(error)
-      sendRefusal(res, new Refusal('server_error', 'the token server failed'))
+      sendRefusal(res, new TokenRefusal('TOKEN_INTERNAL', 'the token server failed', {}, { cause: error }))
     }
   }
 }
