@@ -3,7 +3,7 @@
 # and ends with one "N passed, N failed" line. Exit status is non-zero when any test failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/ensure-tools.sh docker-registry skopeo curl openssl htpasswd pebble pebble-challtestsrv chromium || exit 1
+bash scripts/ensure-tools.sh docker-registry skopeo podman curl openssl htpasswd pebble pebble-challtestsrv chromium || exit 1
 bash scripts/node-deps.sh || exit 1
 # Tests and benchmarks are TypeScript too (strict, like src/); tap runs them without a type check.
 npm run typecheck --silent || { echo "type errors in test/ or bench/ (npm run typecheck)" >&2; exit 1; }
