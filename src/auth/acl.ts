@@ -1,7 +1,10 @@
 // docker_auth-style access rules: which actions a caller may take on a scope, first matching rule wins, default deny.
 import { createAddressList, parseCidr, type AddressList } from '../net/addresses.js'
-import type { AclAction, AclRule, Config } from '../config/schema.js'
+import type { AclAction, AclRule, AuthConfig } from './section.js'
 import type { Action, Scope } from '../registry/classify.js'
+import { compileGlob, escapeRegExp, globProblem, globSource } from '../lib/glob.js'
+import { isRecord } from '../lib/is-record.js'
+import { BoundedCache } from '../lib/bounded-cache.js'
 
 /** Who asks. Anonymous callers (or an empty user) have no account and belong to no group. */
 export interface Caller {
@@ -39,32 +42,6 @@ export function defaultRules(mode: string): AclRule[] {
   return mode === 'none' ? [{ match: { account: '' }, actions: ['*'] }] : [{ match: {}, actions: ['*'] }]
 }
 
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
-}
-
-/** Regex source for a repository glob without placeholders; `atStart` says the text begins the whole glob. */
-function nameGlobSource(glob: string, atStart: boolean): string {
-  let out = ''
-  for (let i = 0; i < glob.length; i++) {
-    const char = glob[i] as string
-    if (char === '*' && glob[i + 1] === '*') {
-      const bounded = (i === 0 ? atStart : glob[i - 1] === '/') && glob[i + 2] === '/'
-      // `a/**/b` also matches `a/b`, and a leading `**/b` matches `b`: ** stands for zero or more components there.
-      if (bounded) {
-        out += '(?:.*/)?'
-        i += 2
-      } else {
-        out += '.*'
-        i += 1
-      }
-    } else if (char === '*') out += '[^/]*'
-    else if (char === '?') out += '[^/]'
-    else out += escapeRegExp(char)
-  }
-  return out
-}
-
 function accountGlobSource(glob: string): string {
   return [...glob].map((char) => (char === '*' ? '.*' : char === '?' ? '.' : escapeRegExp(char))).join('')
 }
@@ -74,14 +51,7 @@ function nameGlobProblem(glob: string): string | undefined {
   if (glob === '') return 'an empty glob'
   const rest = glob.split(PLACEHOLDER).join('')
   if (rest.includes('$')) return 'a placeholder other than ${account}'
-  if (/\*{3,}/.test(rest)) return 'three or more * in a row'
-  if (!/^[a-z0-9._\-/*?]*$/.test(rest)) return 'characters no repository name can contain'
-  return undefined
-}
-
-/** Parses "10.0.0.0/8", "::1/128" or a bare address; undefined when it is neither. */
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
+  return rest === '' ? undefined : globProblem(rest)
 }
 
 /**
@@ -142,19 +112,18 @@ const PER_RULE_ACCOUNT_CACHE = 256
 
 function compileName(glob: string): NameMatcher {
   if (!glob.includes(PLACEHOLDER)) {
-    const pattern = new RegExp(`^${nameGlobSource(glob, true)}$`)
+    const pattern = compileGlob(glob)
     return (name) => pattern.test(name)
   }
-  const parts = glob.split(PLACEHOLDER).map((part, index) => nameGlobSource(part, index === 0))
+  const parts = glob.split(PLACEHOLDER).map((part, index) => globSource(part, index === 0))
   // One regex per account, built on first use: the account is spliced in escaped, so its own
   // * . ( or $ are literal characters, never glob or regex syntax.
-  const byAccount = new Map<string, RegExp>()
+  const byAccount = new BoundedCache<string, RegExp>({ max: PER_RULE_ACCOUNT_CACHE })
   return (name, account) => {
     if (account === undefined) return false
     let pattern = byAccount.get(account)
     if (!pattern) {
       pattern = new RegExp(`^${parts.join(escapeRegExp(account))}$`)
-      if (byAccount.size >= PER_RULE_ACCOUNT_CACHE) byAccount.delete(byAccount.keys().next().value as string)
       byAccount.set(account, pattern)
     }
     return pattern.test(name)
@@ -188,7 +157,7 @@ function compileRule(rule: AclRule): CompiledRule {
 }
 
 /** Provisions the ACL once: validates, compiles globs and CIDRs. Throws on problems (loadConfig reports them first). */
-export function createAcl(config: Pick<Config['auth'], 'mode' | 'acl' | 'groups'>): Acl {
+export function createAcl(config: Pick<AuthConfig, 'mode' | 'acl' | 'groups'>): Acl {
   const problems = aclProblems(config)
   if (problems.length > 0) throw new Error(problems.map((p) => `${p.key}: expected ${p.expected}, found ${p.found}`).join('\n'))
   const configured = config.acl ?? []

@@ -1,11 +1,12 @@
 // Upload size limits: which limit applies to a request, and a byte counter that stops a stream at it.
 import { Transform, type TransformCallback } from 'node:stream'
 import type { IncomingHttpHeaders } from 'node:http'
-import type { Config } from '../config/index.js'
+import type { LimitsConfig } from './section.js'
 import type { RegistryRequest } from '../registry/classify.js'
 import { RegistryError } from '../registry/errors.js'
 import { formatBytes } from '../config/index.js'
 import type { Upstream } from '../upstreams/upstreams.js'
+import { compileGlob } from '../lib/glob.js'
 
 export type LimitName = 'blob_max_bytes' | 'manifest_max_bytes'
 
@@ -24,15 +25,10 @@ export interface Limits {
   forMount(request: RegistryRequest): SizeLimit | undefined
 }
 
-function globToRegExp(glob: string): RegExp {
-  const escaped = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*\*/g, '\u0000').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]')
-  return new RegExp(`^${escaped.replace(/\u0000/g, '.*')}$`)
-}
-
 const bodyOps = new Set(['upload.chunk', 'upload.finish', 'upload.monolithic'])
 
-export function createLimits(config: Config['limits']): Limits {
-  const rules = config.repositories.map((rule) => ({ ...rule, pattern: globToRegExp(rule.match) }))
+export function createLimits(config: LimitsConfig): Limits {
+  const rules = config.repositories.map((rule) => ({ ...rule, pattern: compileGlob(rule.match) }))
   const valueFor = (name: LimitName, repository: string): number => {
     const rule = rules.find((candidate) => candidate.pattern.test(repository) && candidate[name] !== undefined)
     return rule?.[name] ?? config[name]
