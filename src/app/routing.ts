@@ -1,10 +1,11 @@
-// Builds the router from config: the upload-URL secret, health as routing reads it, and the log lines and metrics of routing events.
-import type { Config } from '../config/index.js'
+// Builds the router from config: the strategy (with the upload-URL secret when it signs uploads), health as routing reads it, and the log lines and metrics of routing events.
+import type { Config } from './config.js'
 import type { Logger } from '../observe/log.js'
 import type { Metrics } from '../observe/metrics.js'
 import type { Forwarder } from '../forward/forward.js'
 import type { HealthMonitor } from '../upstreams/health.js'
-import { Router, strategyOf } from '../routing/router.js'
+import { Router } from '../routing/router.js'
+import { createStrategy } from '../routing/strategies.js'
 import { loadRoutingSecret, UploadTokens } from '../uploads/token.js'
 import type { Upstream } from '../upstreams/upstreams.js'
 
@@ -17,20 +18,24 @@ export interface RoutingDeps {
 
 export function createRouter(config: Config, upstreams: Upstream[], deps: RoutingDeps): Router {
   const { health, forwarder, log, metrics } = deps
-  const strategy = strategyOf(config.routing)
-  let tokens: UploadTokens | undefined
-  // Only strategies that pin uploads to upstreams sign upload URLs; one upstream keeps the registry's own URLs.
-  if (strategy === 'by-repository' || strategy === 'mirror') {
-    const { secret, created } = loadRoutingSecret(config.routing.secret, config.routing.secret_file)
-    if (created) log.info({ file: config.routing.secret_file }, 'generated the key that signs upload URLs; give every gateway instance the same one')
-    tokens = new UploadTokens(secret, upstreams.map((upstream) => upstream.name))
-  }
-  const router = new Router({
+  const strategy = createStrategy(config.routing, {
     upstreams,
-    config: config.routing,
     isAvailable: (upstream) => health.isAvailable(upstream),
     forwarder,
-    ...(tokens ? { tokens } : {}),
+    // Only strategies that pin uploads to upstreams sign upload URLs; one upstream keeps the registry's own URLs.
+    uploadTokens: () => {
+      const { secret, created } = loadRoutingSecret(config.routing.secret, config.routing.secret_file)
+      if (created) log.info({ file: config.routing.secret_file }, 'generated the key that signs upload URLs; give every gateway instance the same one')
+      return new UploadTokens(secret, upstreams.map((upstream) => upstream.name))
+    },
+    onMirrorBranchFailure(operation, repository, failure) {
+      metrics?.mirrorBranchFailures.inc({ upstream: failure.upstream, operation })
+      log.warn({ operation, repository, ...failure }, 'upstream failed its part of a mirrored write')
+    },
+  })
+  const router = new Router({
+    strategy,
+    forwarder,
     events: {
       failover(from, to, reason, request) {
         metrics?.upstreamFailovers.inc({ upstream: from.name, reason })
@@ -38,10 +43,6 @@ export function createRouter(config: Config, upstreams: Upstream[], deps: Routin
         // Not finding content on one mirror is expected after a quorum push; an unreachable upstream is not.
         if (reason === 'connect') log.warn(line, 'read failed over to another upstream')
         else log.debug(line, 'read moved on to the next mirror')
-      },
-      mirrorBranchFailed(operation, repository, failure) {
-        metrics?.mirrorBranchFailures.inc({ upstream: failure.upstream, operation })
-        log.warn({ operation, repository, ...failure }, 'upstream failed its part of a mirrored write')
       },
       catalogUpstreamFailed(upstream, reason) {
         log.warn({ upstream: upstream.name, reason }, 'upstream left out of the merged catalog')
@@ -54,14 +55,10 @@ export function createRouter(config: Config, upstreams: Upstream[], deps: Routin
       },
     },
   })
-  if (strategy !== 'single') {
+  const described = strategy.describe()
+  if (described) {
     log.info(
-      {
-        strategy,
-        ...(strategy === 'shared' ? { balance: config.routing.balance } : {}),
-        ...(strategy === 'mirror' ? { require: config.routing.mirror.require } : {}),
-        upstreams: upstreams.map((upstream) => ({ name: upstream.name, weight: upstream.weight })),
-      },
+      { strategy: strategy.name, ...described, upstreams: upstreams.map((upstream) => ({ name: upstream.name, weight: upstream.weight })) },
       'routing over several upstreams',
     )
   }

@@ -4,11 +4,15 @@ import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { RegistryError } from '../registry/errors.js'
 import type { RegistryRequest } from '../registry/classify.js'
-import { isValidDigest } from '../registry/names.js'
 import { clientResponseHeaders, type ClientView, type Headers, upstreamRequestHeaders } from './headers.js'
 import { ByteLimitStream, LimitExceeded, type SizeLimit } from '../pipeline/limits.js'
 import { relayBody } from './relay-body.js'
-import { stateOffset, UploadBody } from '../uploads/state.js'
+import { parseJson, readCapped } from '../lib/body.js'
+import { errorCode, retryableReadCodes, upstreamFailure } from './failure.js'
+import { declaredLength, hasBody, tooLarge, UploadSession, withParam, type UploadTarget } from '../uploads/session.js'
+
+export { connectErrorCodes, RETRY_AFTER_SECONDS, upstreamFailure } from './failure.js'
+export { declaredLength, declaredRange, hasBody, tooLarge, upstreamPath, uploadWriteShape, withParam, type UploadWriteShape } from '../uploads/session.js'
 import type { Upstream } from '../upstreams/upstreams.js'
 
 export interface Exchange {
@@ -34,6 +38,9 @@ export interface Exchange {
 
 export type FailoverReason = 'connect' | 'not_found'
 
+/** Everything an exchange has except the upstream, which routing supplies. */
+export type RouteContext = Omit<Exchange, 'upstream'>
+
 export interface ByteCounts {
   /** Request body bytes taken from the client and passed upstream. */
   received: number
@@ -48,116 +55,27 @@ export interface ExchangeResult {
   status: number
   /** Set when the gateway cancelled an upstream upload session (limit, client abort). */
   cancelledUpload?: string
+  /** The upstream that answered, when a read failed over to another one than routing chose. */
+  served?: string
 }
 
 export type UpstreamResponse = Dispatcher.ResponseData
-
-export const connectErrorCodes: ReadonlySet<string> = new Set([
-  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'UND_ERR_CONNECT_TIMEOUT',
-])
-/** Failures before any response header after which a read may be sent to another upstream (a kept-alive socket that died counts). */
-const retryableReadCodes: ReadonlySet<string> = new Set([...connectErrorCodes, 'UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE'])
-/** What the gateway's own 502/503 answers suggest clients wait before trying again. */
-export const RETRY_AFTER_SECONDS = '5'
-
-function errorCode(error: unknown): string | undefined {
-  const direct = (error as NodeJS.ErrnoException | undefined)?.code
-  const cause = (error as { cause?: NodeJS.ErrnoException } | undefined)?.cause?.code
-  if (direct && connectErrorCodes.has(direct)) return direct
-  return cause && connectErrorCodes.has(cause) ? cause : direct ?? cause
-}
-
-/** Maps a failure to reach the upstream (before any response header) onto a registry error. */
-export function upstreamFailure(error: unknown, upstream: Upstream): RegistryError {
-  if (error instanceof RegistryError) return error
-  const code = errorCode(error)
-  const detail = { upstream: upstream.name, reason: code ?? (error instanceof Error ? error.message : String(error)) }
-  if (code && connectErrorCodes.has(code)) {
-    return new RegistryError('UNAVAILABLE', detail, { 'Retry-After': RETRY_AFTER_SECONDS }, 'upstream registry is unreachable')
-  }
-  if (code === 'UND_ERR_HEADERS_TIMEOUT') return new RegistryError('GATEWAY_TIMEOUT', detail)
-  return new RegistryError('BAD_GATEWAY', detail, { 'Retry-After': RETRY_AFTER_SECONDS }, 'upstream registry failed before answering')
-}
-
-export function hasBody(req: IncomingMessage): boolean {
-  if (req.headers['transfer-encoding'] !== undefined) return true
-  const length = req.headers['content-length']
-  return length !== undefined && length !== '0'
-}
-
-export function declaredLength(req: IncomingMessage): number | undefined {
-  const length = req.headers['content-length']
-  if (length === undefined || !/^\d+$/.test(length)) return undefined
-  return Number(length)
-}
-
-/** Content-Range of a chunk: "start-end" (inclusive), as distribution defines it for PATCH. */
-export function declaredRange(req: IncomingMessage): { start: number; end: number } | undefined {
-  const value = req.headers['content-range']
-  const match = value ? /^(?:bytes[ =])?(\d+)-(\d+)(?:\/\d+|\/\*)?$/.exec(value.trim()) : null
-  if (!match) return undefined
-  return { start: Number(match[1]), end: Number(match[2]) }
-}
-
-export function tooLarge(error: LimitExceeded): RegistryError {
-  return new RegistryError(
-    'TOO_LARGE',
-    { limit: error.limit.name, max_bytes: error.limit.maxBytes, bytes: error.bytes },
-    {},
-    error.message,
-  )
-}
 
 export function drain(response: UpstreamResponse): void {
   response.body.on('error', () => undefined)
   response.body.resume()
 }
 
-/** Path and query of a Location the upstream returned (absolute or relative). */
-export function upstreamPath(location: string, upstream: Upstream): string {
-  const url = new URL(location, `${upstream.origin}/`)
-  return `${url.pathname}${url.search}`
-}
-
-export function withParam(path: string, name: string, value: string | undefined): string {
-  const url = new URL(path, 'http://upstream.invalid')
-  if (value === undefined) url.searchParams.delete(name)
-  else url.searchParams.set(name, value)
-  return `${url.pathname}${url.search}`
-}
-
 /** Which of the client's headers travel with a request the gateway makes. */
 export type BodyKind = 'client' | 'none' | 'stream'
-
-/** What an upload write asks for, checked before anything is sent upstream. */
-export interface UploadWriteShape {
-  length: number | undefined
-  range: { start: number; end: number } | undefined
-  /** The client means to finish the upload with this request (PUT ?digest=, monolithic POST). */
-  finishing: boolean
-  digest: string | undefined
-}
-
-export function uploadWriteShape(request: RegistryRequest, req: IncomingMessage): UploadWriteShape {
-  const length = declaredLength(req)
-  const range = request.op === 'upload.chunk' ? declaredRange(req) : undefined
-  const finishing = request.op !== 'upload.chunk'
-  const digest = request.op === 'upload.monolithic' ? request.reference : request.params.get('digest') ?? undefined
-  if (finishing && (digest === undefined || !isValidDigest(digest))) {
-    throw new RegistryError('DIGEST_INVALID', { digest: digest ?? null }, {}, 'digest missing or invalid')
-  }
-  if (range && range.end < range.start) throw new RegistryError('RANGE_INVALID', { range: req.headers['content-range'] })
-  if (range && length !== undefined && range.end - range.start + 1 !== length) {
-    throw new RegistryError('SIZE_INVALID', { range: req.headers['content-range'], length }, {}, 'Content-Range does not match Content-Length')
-  }
-  return { length, range, finishing, digest }
-}
 
 export class Forwarder {
   constructor(private readonly onCancelError: (error: unknown, path: string) => void) {}
 
   /** Streams one client request to the upstream and the answer back. Throws RegistryError before headers are sent. */
-  async forward(exchange: Exchange): Promise<ExchangeResult> {
+  async forward(given: Exchange): Promise<ExchangeResult> {
+    // A read that fails over moves this copy on to the next upstream; the caller's exchange stays as routed.
+    const exchange: Exchange = { ...given }
     const { request, req, res } = exchange
     if (isUploadWrite(request) && hasBody(req)) return await this.uploadWrite(exchange)
 
@@ -185,7 +103,7 @@ export class Forwarder {
       }
       responded = true
       await this.relay(exchange, response)
-      return { status: response.statusCode }
+      return { status: response.statusCode, served: exchange.upstream.name }
     } catch (error) {
       if (!responded && controller.signal.aborted && request.op === 'upload.finish') {
         await this.cancelUpload(exchange, pathOf(request))
@@ -251,121 +169,67 @@ export class Forwarder {
    * the PATCH still ends cleanly with a fresh session state, so the session can be cancelled.
    */
   private async uploadWrite(exchange: Exchange): Promise<ExchangeResult> {
-    const { request, req, limit } = exchange
-    const { length, range, finishing, digest } = uploadWriteShape(request, req)
-
-    let sessionPath: string
-    let alreadyStored = 0
+    const { request, req, upstream } = exchange
+    const upload = UploadSession.fromUrl(this, exchange, upstream)
+    const { finishing, digest } = upload.shape
+    let stored = 0
     const ownSession = request.op === 'upload.monolithic'
     if (ownSession) {
-      if (limit && length !== undefined && length > limit.maxBytes) throw tooLarge(new LimitExceeded(limit, length, true))
-      const started = await this.send(exchange, 'POST', request.path, null, 'none').catch((error: unknown) => {
-        throw upstreamFailure(error, exchange.upstream)
-      })
-      const location = started.headers.location
-      if (started.statusCode !== 202 || typeof location !== 'string') {
+      upload.admitNew()
+      const [started] = await upload.open([upstream])
+      if (!started?.response) throw upstreamFailure(started?.error, upstream)
+      const opened = upload.next(upstream, started.response.statusCode, started.response.headers.location)
+      if (!opened) {
         req.resume()
-        await this.relay(exchange, started)
-        return { status: started.statusCode }
+        await this.relay(exchange, started.response)
+        return { status: started.response.statusCode }
       }
-      drain(started)
-      sessionPath = upstreamPath(location, exchange.upstream)
+      drain(started.response)
+      upload.targets = [opened]
     } else {
-      sessionPath = withParam(pathOf(request), 'digest', undefined)
-      const offset = stateOffset(request.params.get('_state'))
-      if (limit) {
-        alreadyStored = offset ?? range?.start ?? (await this.uploadedSoFar(exchange))
-        if (range && range.end + 1 > limit.maxBytes) await this.reject(exchange, sessionPath, new LimitExceeded(limit, range.end + 1, true))
-        if (length !== undefined && alreadyStored + length > limit.maxBytes) {
-          await this.reject(exchange, sessionPath, new LimitExceeded(limit, alreadyStored + length, true))
-        }
-      }
-      // registry 2.8 ignores Content-Range and would append an out-of-order chunk where it does not belong.
-      if (range && offset !== undefined && range.start !== offset) {
-        throw new RegistryError('RANGE_INVALID', { range: req.headers['content-range'], stored: offset }, { Range: `0-${Math.max(offset - 1, 0)}` })
-      }
+      stored = await upload.admit()
     }
-
-    const body = new UploadBody(req, limit, alreadyStored)
-    try {
-      return await this.sendUploadBody(exchange, body, { sessionPath, ownSession, finishing, digest })
-    } finally {
-      exchange.bytes.received += body.bytes
-    }
-  }
-
-  /** Streams the upload body as one PATCH, then finishes the session when the client meant to. */
-  private async sendUploadBody(
-    exchange: Exchange,
-    body: UploadBody,
-    session: { sessionPath: string; ownSession: boolean; finishing: boolean; digest: string | undefined },
-  ): Promise<ExchangeResult> {
-    const { sessionPath, ownSession, finishing, digest } = session
-    let patched: UpstreamResponse
-    try {
-      // Finishing requests become a PATCH of the same bytes: the registry only accepts octet-stream there.
-      const headers: Headers = finishing ? { 'content-type': 'application/octet-stream' } : {}
-      patched = await this.send(exchange, 'PATCH', sessionPath, body, finishing ? 'none' : 'stream', undefined, headers)
-    } catch (error) {
+    const session = upload.targets[0] as UploadTarget
+    const body = upload.body(stored)
+    const [patched] = await upload.chunk(body, finishing)
+    if (!patched?.response) {
       body.destroy()
-      if (ownSession) await this.cancelUpload(exchange, sessionPath)
+      if (ownSession) await upload.cancel()
       if (body.stopped === 'client') return { status: 499 }
-      throw upstreamFailure(error, exchange.upstream)
+      throw upstreamFailure(patched?.error, upstream)
     }
+    const response = patched.response
     body.release()
-    const location = patched.headers.location
-    const next = patched.statusCode === 202 && typeof location === 'string' ? upstreamPath(location, exchange.upstream) : undefined
+    const next = upload.next(upstream, response.statusCode, response.headers.location)
 
     if (body.stopped) {
-      drain(patched)
-      const cancelled = next ?? sessionPath
-      await this.cancelUpload(exchange, cancelled)
+      drain(response)
+      const cancelled = next ?? session
+      await upload.cancel([cancelled])
       if (body.stopped === 'limit' && body.exceeded) throw tooLarge(body.exceeded)
-      return { status: 499, cancelledUpload: cancelled }
+      return { status: 499, cancelledUpload: cancelled.path }
     }
     if (next === undefined) {
       // The upstream refused the bytes: its answer is the client's answer.
-      if (ownSession) await this.cancelUpload(exchange, sessionPath)
-      await this.relay(exchange, patched)
-      return { status: patched.statusCode }
+      if (ownSession) await upload.cancel()
+      await this.relay(exchange, response)
+      return { status: response.statusCode }
     }
     if (!finishing) {
-      await this.relay(exchange, patched)
-      return { status: patched.statusCode }
+      await this.relay(exchange, response)
+      return { status: response.statusCode }
     }
 
-    drain(patched)
-    let finished: UpstreamResponse
-    try {
-      finished = await this.send(exchange, 'PUT', withParam(next, 'digest', digest), null, 'none')
-    } catch (error) {
-      await this.cancelUpload(exchange, next)
-      throw upstreamFailure(error, exchange.upstream)
+    drain(response)
+    const [finished] = await upload.finish([next], digest as string)
+    if (!finished?.response) {
+      await upload.cancel([next])
+      throw upstreamFailure(finished?.error, upstream)
     }
     // registry 2.8 cannot cancel a session whose commit failed (digest mismatch): the fresh state can.
-    if (finished.statusCode >= 400) await this.cancelUpload(exchange, next)
-    await this.relay(exchange, finished)
-    return { status: finished.statusCode }
-  }
-
-  /** Rejects an oversized body before any of it is sent: cancels the upload session upstream, then answers 413. */
-  private async reject(exchange: Exchange, sessionPath: string, error: LimitExceeded): Promise<never> {
-    await this.cancelUpload(exchange, sessionPath)
-    throw tooLarge(error)
-  }
-
-  /** Bytes the upstream already holds for this upload session, from its status endpoint. */
-  async uploadedSoFar(exchange: Exchange): Promise<number> {
-    try {
-      const response = await this.send(exchange, 'GET', withParam(pathOf(exchange.request), 'digest', undefined), null, 'none')
-      drain(response)
-      const range = response.headers.range
-      const match = typeof range === 'string' ? /^(?:bytes=)?0-(\d+)$/.exec(range) : null
-      // "0-0" is what distribution reports for an empty session.
-      return match && Number(match[1]) > 0 ? Number(match[1]) + 1 : 0
-    } catch (error) {
-      throw upstreamFailure(error, exchange.upstream)
-    }
+    if (finished.response.statusCode >= 400) await upload.cancel([next])
+    await this.relay(exchange, finished.response)
+    return { status: finished.response.statusCode }
   }
 
   send(
@@ -443,20 +307,9 @@ export class Forwarder {
 }
 
 export async function readJson(response: UpstreamResponse): Promise<unknown> {
-  const chunks: Buffer[] = []
-  let size = 0
-  // Leaving the loop early destroys the body, whose RequestAbortedError may come after the loop let go of it.
-  response.body.on('error', () => undefined)
-  for await (const chunk of response.body) {
-    size += (chunk as Buffer).length
-    if (size > MAX_FILTERED_BODY) throw new RegistryError('BAD_GATEWAY', { reason: 'upstream JSON response too large to filter' })
-    chunks.push(chunk as Buffer)
-  }
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown
-  } catch {
-    throw new RegistryError('BAD_GATEWAY', { reason: 'upstream answered with invalid JSON' })
-  }
+  const tooLarge = (): RegistryError => new RegistryError('BAD_GATEWAY', { reason: 'upstream JSON response too large to filter' })
+  const body = await readCapped(response.body, { maxBytes: MAX_FILTERED_BODY, tooLarge, rest: 'destroy' })
+  return parseJson(body, () => new RegistryError('BAD_GATEWAY', { reason: 'upstream answered with invalid JSON' }))
 }
 
 export function isUploadWrite(request: RegistryRequest): boolean {

@@ -1,27 +1,19 @@
 // Mirrored writes: every push goes to all upstreams at once, and `routing.mirror.require` decides when it succeeded.
-import type { Readable } from 'node:stream'
 import { RegistryError } from '../registry/errors.js'
 import type { Operation, RegistryRequest } from '../registry/classify.js'
 import { clientResponseHeaders } from './headers.js'
 import {
-  drain, hasBody, pathOf, RETRY_AFTER_SECONDS, tooLarge, upstreamFailure, uploadWriteShape, withParam,
-  type BodyKind, type Exchange, type ExchangeResult, type Forwarder, type UpstreamResponse,
+  hasBody, pathOf, RETRY_AFTER_SECONDS, tooLarge, upstreamFailure,
+  type BodyKind, type Exchange, type ExchangeResult, type Forwarder, type RouteContext, type UpstreamResponse,
 } from './forward.js'
 import { LimitExceeded } from '../pipeline/limits.js'
-import { FanOut } from './fanout.js'
-import { sessionFromLocation, sessionPath, sessionRequest, type UploadSession, type UploadTokens } from '../uploads/token.js'
-import { stateOffset, UploadBody } from '../uploads/state.js'
+import type { UploadTokens } from '../uploads/token.js'
+import { UploadSession, type SignedTarget, type UpstreamOutcome, type UploadTarget } from '../uploads/session.js'
 import { isTagDelete, refusesTagDelete, tagDeleteUnsupported } from './tag-delete.js'
 import type { Upstream } from '../upstreams/upstreams.js'
+import { BodyIncomplete, readCapped, readPrefix } from '../lib/body.js'
 
-/** Everything an exchange has except the upstream, which routing supplies. */
-export type RouteContext = Omit<Exchange, 'upstream'>
-
-/** One upstream's upload session in progress. */
-export interface SessionRef {
-  upstream: Upstream
-  session: UploadSession
-}
+export type { RouteContext } from './forward.js'
 
 export interface MirrorRoute {
   kind: 'mirror'
@@ -29,9 +21,9 @@ export interface MirrorRoute {
   /** Every configured upstream, in configuration order. */
   upstreams: Upstream[]
   /** The sessions of the upload the client continues (read from its signed URL). */
-  sessions?: SessionRef[]
-  /** Names for the access log. */
-  served: string
+  sessions?: SignedTarget[]
+  /** Who carries it out (the mirror strategy's). */
+  writer: MirrorWriter
 }
 
 /** Why one upstream did not do its part. */
@@ -69,21 +61,26 @@ interface Outcome {
 
 /** Upload and manifest answers are empty, error answers small JSON: more than this is cut. */
 const MAX_ANSWER_BYTES = 64 * 1024
+/** registry 2.8 refuses larger manifests: without manifest_max_bytes, more is not read into memory. */
+const MANIFEST_CAP_WITHOUT_LIMIT = 4 * 1024 * 1024
 
 async function collect(response: UpstreamResponse): Promise<Answer> {
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of response.body) {
-    const piece = chunk as Buffer
-    if (size + piece.length > MAX_ANSWER_BYTES) {
-      chunks.push(piece.subarray(0, MAX_ANSWER_BYTES - size))
-      drain(response)
-      break
-    }
-    size += piece.length
-    chunks.push(piece)
-  }
-  return { status: response.statusCode, headers: response.headers, body: Buffer.concat(chunks) }
+  const { head } = await readPrefix(response.body, MAX_ANSWER_BYTES)
+  return { status: response.statusCode, headers: response.headers, body: head }
+}
+
+/** The outcomes of one upload step, each upstream's answer read (small: upload answers are empty, errors short JSON). */
+async function collectAll(steps: UpstreamOutcome[]): Promise<Outcome[]> {
+  return await Promise.all(
+    steps.map(async ({ upstream, response, error }): Promise<Outcome> => {
+      if (!response) return { upstream, error }
+      try {
+        return { upstream, answer: await collect(response) }
+      } catch (failure) {
+        return { upstream, error: failure }
+      }
+    }),
+  )
 }
 
 function errorCodeOf(answer: Answer): string | undefined {
@@ -158,9 +155,10 @@ export class MirrorWriter {
         outcomes.map((outcome) => (statusIs(outcome, 201) ? this.attempt(context, outcome.upstream, request, 'POST', plainUploadPath(request), null, 'none') : outcome)),
       )
     }
-    const sessions = this.sessionsOf(request, outcomes)
+    const upload = this.upload(context)
+    const sessions = this.sessionsOf(upload, outcomes)
     if (sessions.length < needed) {
-      await this.cancelAll(context, request, sessions)
+      await upload.cancel(sessions)
       return this.fail(route, context, 'upload start', outcomes, sessions.length)
     }
     this.reportFailures(route, outcomes.filter((outcome) => !sessions.some((ref) => ref.upstream === outcome.upstream)))
@@ -174,54 +172,36 @@ export class MirrorWriter {
    */
   private async write(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
     const { request } = route
-    const { req, limit } = context
-    const shape = uploadWriteShape(request, req)
-    let branches: SessionRef[]
-    let alreadyStored = 0
+    const upload = this.upload(context)
+    const shape = upload.shape
+    let stored = 0
     if (request.op === 'upload.monolithic') {
-      if (limit && shape.length !== undefined && shape.length > limit.maxBytes) throw tooLarge(new LimitExceeded(limit, shape.length, true))
-      const opened = await this.openSessions(route, context)
+      upload.admitNew()
+      const opened = await this.openSessions(route, context, upload)
       if ('result' in opened) return opened.result
-      branches = opened.sessions
+      upload.targets = opened.sessions
     } else {
-      branches = await this.liveSessions(route, context)
-      const first = branches[0] as SessionRef
-      const offset = stateOffset(first.session.state)
-      if (limit) {
-        alreadyStored = offset ?? shape.range?.start ?? (await this.deps.forwarder.uploadedSoFar(this.exchangeFor(context, first.upstream, sessionRequest(request, first.session))))
-        const declaredEnd = shape.range ? shape.range.end + 1 : shape.length !== undefined ? alreadyStored + shape.length : undefined
-        if (declaredEnd !== undefined && declaredEnd > limit.maxBytes) {
-          await this.cancelAll(context, request, branches)
-          throw tooLarge(new LimitExceeded(limit, declaredEnd, true))
-        }
-      }
-      if (shape.range && offset !== undefined && shape.range.start !== offset) {
-        throw new RegistryError('RANGE_INVALID', { range: req.headers['content-range'], stored: offset }, { Range: `0-${Math.max(offset - 1, 0)}` })
-      }
+      upload.targets = await this.liveSessions(route, upload)
+      stored = await upload.admit()
     }
-
-    const body = new UploadBody(req, limit, alreadyStored)
-    let outcomes: Outcome[]
-    try {
-      outcomes = await this.patchAll(context, request, branches, body, shape.finishing)
-    } finally {
-      context.bytes.received += body.bytes
-    }
+    const branches = upload.targets
+    const body = upload.body(stored)
+    const outcomes = await collectAll(await upload.chunk(body, shape.finishing))
     body.release()
-    const next = outcomes.map((outcome) => (statusIs(outcome, 202) ? this.nextSession(request, outcome) : undefined))
+    const next = outcomes.map((outcome) => upload.signed(outcome.upstream, outcome.answer?.status, outcome.answer?.headers.location))
 
     if (body.stopped) {
-      await Promise.all(branches.map((branch, index) => this.cancel(context, request, branch.upstream, sessionPath(repositoryOf(request), next[index]?.session ?? branch.session))))
+      await upload.cancel(branches.map((branch, index) => next[index] ?? branch))
       if (body.stopped === 'limit' && body.exceeded) throw tooLarge(body.exceeded)
       return { status: 499 }
     }
 
-    const survivors: SessionRef[] = []
+    const survivors: SignedTarget[] = []
     const failed: Outcome[] = []
     let range: string | string[] | undefined
     for (const [index, outcome] of outcomes.entries()) {
       const session = next[index]
-      const branch = branches[index] as SessionRef
+      const branch = branches[index] as UploadTarget
       // Every upstream took the same bytes, so every one must report the same stored range.
       if (session && (survivors.length === 0 || outcome.answer?.headers.range === range)) {
         if (survivors.length === 0) range = outcome.answer?.headers.range
@@ -229,10 +209,10 @@ export class MirrorWriter {
         continue
       }
       failed.push(session ? { upstream: outcome.upstream, error: new Error(`stored range ${String(outcome.answer?.headers.range)} differs from ${String(range)}`) } : outcome)
-      await this.cancel(context, request, branch.upstream, sessionPath(repositoryOf(request), session?.session ?? branch.session))
+      await upload.cancel([session ?? branch])
     }
     if (survivors.length < this.needed(route.upstreams.length)) {
-      await this.cancelAll(context, request, survivors)
+      await upload.cancel(survivors)
       return this.fail(route, context, shape.finishing ? 'blob upload' : 'upload chunk', outcomes, survivors.length)
     }
     this.reportFailures(route, failed)
@@ -240,30 +220,23 @@ export class MirrorWriter {
       const first = outcomes.find((outcome) => outcome.upstream === survivors[0]?.upstream) as Outcome
       return this.replay(context, first, { location: this.clientPath(request, survivors), missing: this.missing(route, survivors) })
     }
-    return await this.finish(route, context, survivors, shape.digest as string)
+    return await this.finish(route, context, upload, survivors, shape.digest as string)
   }
 
   /** `PUT ?digest=` with no body: every session commits what it holds. */
   private async finishOnly(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
-    const shape = uploadWriteShape(route.request, context.req)
+    const upload = this.upload(context)
+    const shape = upload.shape
     context.req.resume()
-    const branches = await this.liveSessions(route, context)
-    return await this.finish(route, context, branches, shape.digest as string)
+    const branches = await this.liveSessions(route, upload)
+    return await this.finish(route, context, upload, branches, shape.digest as string)
   }
 
-  private async finish(route: MirrorRoute, context: RouteContext, branches: SessionRef[], digest: string): Promise<ExchangeResult> {
-    const { request } = route
-    const repository = repositoryOf(request)
-    const outcomes = await Promise.all(
-      branches.map((branch) =>
-        this.attempt(context, branch.upstream, sessionRequest(request, branch.session), 'PUT', withParam(sessionPath(repository, branch.session), 'digest', digest), null, 'none'),
-      ),
-    )
+  private async finish(route: MirrorRoute, context: RouteContext, upload: UploadSession, branches: UploadTarget[], digest: string): Promise<ExchangeResult> {
+    const outcomes = await collectAll(await upload.finish(branches, digest))
     const stored = outcomes.filter((outcome) => statusIs(outcome, 201))
     // A session whose commit failed (digest mismatch, upstream error) is cancelled while its state is fresh.
-    await Promise.all(
-      outcomes.map((outcome, index) => (statusIs(outcome, 201) ? undefined : this.cancel(context, request, outcome.upstream, sessionPath(repository, (branches[index] as SessionRef).session)))),
-    )
+    await upload.cancel(branches.filter((_, index) => !statusIs(outcomes[index] as Outcome, 201)))
     return this.conclude(route, context, 'blob upload', outcomes, stored, this.needed(route.upstreams.length))
   }
 
@@ -271,9 +244,7 @@ export class MirrorWriter {
     const { request } = route
     context.req.resume()
     const sessions = this.sessionsFromRoute(route)
-    const outcomes = await Promise.all(
-      sessions.map((ref) => this.attempt(context, ref.upstream, sessionRequest(request, ref.session), 'DELETE', sessionPath(repositoryOf(request), ref.session), null, 'none')),
-    )
+    const outcomes = await Promise.all(sessions.map((target) => this.attempt(context, target.upstream, request, 'DELETE', target.path, null, 'none')))
     // Cancelling is best effort everywhere: one upstream that let go of the session is enough to answer.
     return this.conclude(route, context, 'upload cancel', outcomes, outcomes.filter((outcome) => statusIs(outcome, 204)), 1, false)
   }
@@ -306,57 +277,34 @@ export class MirrorWriter {
     return this.replay(context, deleted[0] as Outcome, {})
   }
 
-  /** Streams the client's body once into one PATCH per session. */
-  private async patchAll(context: RouteContext, request: RegistryRequest, branches: SessionRef[], body: UploadBody, finishing: boolean): Promise<Outcome[]> {
-    const fan = new FanOut(body, branches.length)
-    const repository = repositoryOf(request)
-    // Finishing requests become a PATCH of the same bytes: the registry only accepts octet-stream there.
-    const headers: Record<string, string> = finishing ? { 'content-type': 'application/octet-stream' } : {}
-    return await Promise.all(
-      branches.map(async (branch, index): Promise<Outcome> => {
-        const exchange = this.exchangeFor(context, branch.upstream, sessionRequest(request, branch.session))
-        try {
-          const response = await this.deps.forwarder.send(exchange, 'PATCH', sessionPath(repository, branch.session), fan.branches[index] as Readable, finishing ? 'none' : 'stream', undefined, headers)
-          // An upstream that answered no longer reads; if it answered early, the others must not wait for it.
-          fan.drop(index)
-          return { upstream: branch.upstream, answer: await collect(response) }
-        } catch (error) {
-          fan.drop(index)
-          return { upstream: branch.upstream, error }
-        }
-      }),
-    )
-  }
-
   /** New sessions for a monolithic upload, or the answer to give when they could not be started. */
-  private async openSessions(route: MirrorRoute, context: RouteContext): Promise<{ sessions: SessionRef[] } | { result: ExchangeResult }> {
-    const { request } = route
+  private async openSessions(route: MirrorRoute, context: RouteContext, upload: UploadSession): Promise<{ sessions: SignedTarget[] } | { result: ExchangeResult }> {
     const targets = this.targets(route, 'upload')
-    const outcomes = await Promise.all(targets.map((upstream) => this.attempt(context, upstream, request, 'POST', plainUploadPath(request), null, 'none')))
-    const sessions = this.sessionsOf(request, outcomes)
+    const outcomes = await collectAll(await upload.open(targets))
+    const sessions = this.sessionsOf(upload, outcomes)
     if (sessions.length >= this.needed(route.upstreams.length)) {
       this.reportFailures(route, outcomes.filter((outcome) => !sessions.some((ref) => ref.upstream === outcome.upstream)))
       return { sessions }
     }
-    await this.cancelAll(context, request, sessions)
+    await upload.cancel(sessions)
     return { result: this.fail(route, context, 'upload start', outcomes, sessions.length) }
   }
 
   /** The sessions of the client's upload whose upstreams are not known to be down; too few fails the request. */
-  private async liveSessions(route: MirrorRoute, context: RouteContext): Promise<SessionRef[]> {
+  private async liveSessions(route: MirrorRoute, upload: UploadSession): Promise<SignedTarget[]> {
     const sessions = this.sessionsFromRoute(route)
     const live = sessions.filter((ref) => this.deps.isAvailable(ref.upstream))
     const down = sessions.filter((ref) => !live.includes(ref))
     const failures = down.map((ref) => ({ upstream: ref.upstream.name, reason: 'marked down by health checks' }))
     if (live.length < this.needed(route.upstreams.length)) {
-      await this.cancelAll(context, route.request, live)
+      await upload.cancel(live)
       throw this.failure(route, 'upload', live.map((ref) => ref.upstream.name), failures)
     }
     for (const failure of failures) this.deps.onBranchFailure(route.request.op, route.request.repository, failure)
     return live
   }
 
-  private sessionsFromRoute(route: MirrorRoute): SessionRef[] {
+  private sessionsFromRoute(route: MirrorRoute): SignedTarget[] {
     if (!route.sessions || route.sessions.length === 0) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', { reason: 'no upload session in the URL' })
     return route.sessions
   }
@@ -370,24 +318,11 @@ export class MirrorWriter {
     return up
   }
 
-  private sessionsOf(request: RegistryRequest, outcomes: Outcome[]): SessionRef[] {
-    const sessions: SessionRef[] = []
-    for (const outcome of outcomes) {
-      if (!statusIs(outcome, 202)) continue
-      const session = this.nextSession(request, outcome)
-      if (session) sessions.push(session)
-    }
-    return sessions
+  private sessionsOf(upload: UploadSession, outcomes: Outcome[]): SignedTarget[] {
+    return outcomes.flatMap((outcome) => upload.signed(outcome.upstream, outcome.answer?.status, outcome.answer?.headers.location) ?? [])
   }
 
-  private nextSession(request: RegistryRequest, outcome: Outcome): SessionRef | undefined {
-    const location = outcome.answer?.headers.location
-    if (typeof location !== 'string') return undefined
-    const found = sessionFromLocation(outcome.upstream.name, location)
-    return found && found.repository === request.repository ? { upstream: outcome.upstream, session: found.session } : undefined
-  }
-
-  private clientPath(request: RegistryRequest, sessions: SessionRef[]): string {
+  private clientPath(request: RegistryRequest, sessions: SignedTarget[]): string {
     return this.deps.tokens.clientPath(repositoryOf(request), sessions.map((ref) => ref.session))
   }
 
@@ -470,12 +405,9 @@ export class MirrorWriter {
     }
   }
 
-  private async cancel(context: RouteContext, request: RegistryRequest, upstream: Upstream, path: string): Promise<void> {
-    await this.deps.forwarder.cancelUpload(this.exchangeFor(context, upstream, request), path)
-  }
-
-  private async cancelAll(context: RouteContext, request: RegistryRequest, sessions: SessionRef[]): Promise<void> {
-    await Promise.all(sessions.map((ref) => this.cancel(context, request, ref.upstream, sessionPath(repositoryOf(request), ref.session))))
+  /** The client's upload over the sessions it continues (set by the caller once known). */
+  private upload(context: RouteContext): UploadSession {
+    return new UploadSession(this.deps.forwarder, context, [])
   }
 
   private exchangeFor(context: RouteContext, upstream: Upstream, request: RegistryRequest): Exchange {
@@ -492,42 +424,26 @@ function plainUploadPath(request: RegistryRequest): string {
   return `/v2/${repositoryOf(request)}/blobs/uploads/`
 }
 
-/** A manifest body, read whole (within manifest_max_bytes) so it can be sent to every upstream; undefined when the client left. */
+/**
+ * A manifest body, read whole (within manifest_max_bytes, or registry 2.8's own 4 MiB without one) so
+ * it can be sent to every upstream; undefined when the client left. The rest of an overlong body is
+ * discarded so the client reads the 413.
+ */
 async function readBody(context: RouteContext): Promise<Buffer | undefined> {
   const { req, limit } = context
   const declared = req.headers['content-length']
   if (limit && declared !== undefined && /^\d+$/.test(declared) && Number(declared) > limit.maxBytes) {
     throw tooLarge(new LimitExceeded(limit, Number(declared), true))
   }
-  const chunks: Buffer[] = []
-  let size = 0
-  return await new Promise<Buffer | undefined>((resolve, reject) => {
-    const done = (): void => {
-      req.off('data', onData)
-      req.off('end', onEnd)
-      req.off('close', onClose)
-    }
-    const onData = (piece: Buffer): void => {
-      size += piece.length
-      if (limit && size > limit.maxBytes) {
-        // The rest is left to the gateway, which reads and discards it so the client sees the 413.
-        done()
-        reject(tooLarge(new LimitExceeded(limit, size, false)))
-        return
-      }
-      chunks.push(piece)
-    }
-    const onEnd = (): void => {
-      done()
-      context.bytes.received += size
-      resolve(Buffer.concat(chunks))
-    }
-    const onClose = (): void => {
-      done()
-      resolve(undefined)
-    }
-    req.on('data', onData)
-    req.once('end', onEnd)
-    req.once('close', onClose)
-  })
+  const cap = limit?.maxBytes ?? MANIFEST_CAP_WITHOUT_LIMIT
+  const overCap = (size: number): Error => (limit ? tooLarge(new LimitExceeded(limit, size, false)) : new RegistryError('MANIFEST_INVALID', { max_bytes: cap }, {}, 'manifest too large'))
+  try {
+    const body = await readCapped(req, { maxBytes: cap, tooLarge: overCap, rest: 'discard' })
+    context.bytes.received += body.length
+    return body
+  } catch (error) {
+    // A reset or a close mid-body: the client left, there is no one to answer.
+    if (error instanceof BodyIncomplete || req.destroyed) return undefined
+    throw error
+  }
 }

@@ -5,11 +5,11 @@ import { classify, type RegistryRequest } from '../registry/classify.js'
 import { RegistryError, sendRegistryError } from '../registry/errors.js'
 import { describeClient, type TrustedProxies } from '../forward/headers.js'
 import type { PublicHosts } from './public-hosts.js'
-import { checkMountSize, type Limits } from './limits.js'
+import type { Limits } from './limits.js'
 import type { ByteCounts } from '../forward/forward.js'
 import type { ExchangeLimiter } from './fairness.js'
 import type { MinRate } from './min-rate.js'
-import type { Router } from '../routing/router.js'
+import type { RouteTrail, Router } from '../routing/router.js'
 import type { Logger } from '../observe/log.js'
 import type { AuthOutcome, Metrics } from '../observe/metrics.js'
 import { requestIdFrom, type Recorder } from '../observe/record.js'
@@ -102,6 +102,8 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
     let route: 'token' | 'ui' | undefined
     let stage: 'classify' | 'authenticate' | 'authorize' | 'forward' = 'classify'
     const bytes: ByteCounts = { received: 0, sent: 0 }
+    // Which upstream(s) served the request, and the request as the upstream saw it: filled in by routing.
+    const trail: RouteTrail = {}
     // Accepted from the client or generated; travels upstream and back, and names the access-log line.
     const requestId = requestIdFrom(req.headers['x-request-id'])
     const scope = requestScope.getStore()
@@ -132,8 +134,6 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       stage = 'forward'
       const limit = limits.forRequest(request)
       const mountLimit = limits.forMount(request)
-      const routed = router.route(request)
-      upstreamName = routed.served
       const caller = callerOf(identity)
       const filterJson = request.op === 'catalog' ? (body: unknown) => filterCatalog(body, (name) => acl.canPull(caller, name, client.clientIp)) : undefined
       const release = deps.exchanges?.admit({ user: caller.anonymous ? undefined : caller.user, address: client.clientIp })
@@ -146,17 +146,11 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
         )
       })
       try {
-        // A mount has no body to count: the source blob's size is checked against the target's limit first,
-        // inside the caller's fair share like every other upstream exchange.
-        if (mountLimit) await checkMountSize(request, mountLimit, router.pick(request), req.headers)
-        await router.forward(routed, { request, req, res, client, limit, bytes, ...(filterJson ? { filterJson } : {}) })
+        // Inside the caller's fair share, like every other upstream exchange (a mount's size check included).
+        await router.serve({ request, req, res, client, limit, bytes, ...(filterJson ? { filterJson } : {}), ...(mountLimit ? { mountLimit } : {}) }, trail)
       } finally {
         release?.()
         stopWatching?.()
-        // A read that failed over was answered by another upstream.
-        upstreamName = routed.served
-        // A signed upload URL hides the upstream's `_state`, which the access log reads the blob size from.
-        request = router.upstreamView(routed, request)
       }
     } catch (error) {
       if (stage === 'authenticate' || stage === 'authorize') countAuth(authFailure(error, identity))
@@ -181,13 +175,14 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       recorder.record({
         requestId,
         method: req.method ?? 'GET',
-        request,
+        // A signed upload URL hides the upstream's `_state`, which the access log reads the blob size from.
+        request: trail.upstreamRequest ?? request,
         ...(route ? { route } : {}),
         status: res.headersSent ? res.statusCode : 499,
         seconds: Number(process.hrtime.bigint() - startedAt) / 1e9,
         clientIp: client.clientIp,
         user: identity?.user,
-        upstream: upstreamName,
+        upstream: trail.served ?? upstreamName,
         bytesReceived: bytes.received,
         bytesSent: bytes.sent,
         failure,

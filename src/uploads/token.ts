@@ -4,7 +4,7 @@ import { loadSecret } from '../config/secret.js'
 import type { RegistryRequest } from '../registry/classify.js'
 
 /** One upstream's upload session, as its own Location named it. */
-export interface UploadSession {
+export interface UpstreamSession {
   /** Name of the upstream that holds the session. */
   upstream: string
   /** The upstream's upload UUID (last path segment of its Location). */
@@ -91,13 +91,13 @@ export class UploadTokens {
   }
 
   /** The client's upload path and query for these sessions (the first one names the path). */
-  clientPath(repository: string, sessions: readonly UploadSession[]): string {
+  clientPath(repository: string, sessions: readonly UpstreamSession[]): string {
     const first = sessions[0]
     if (!first) throw new Error('an upload URL needs at least one session')
     return `/v2/${repository}/blobs/uploads/${first.uuid}?${TOKEN_PARAM}=${this.encode(repository, sessions)}`
   }
 
-  encode(repository: string, sessions: readonly UploadSession[]): string {
+  encode(repository: string, sessions: readonly UpstreamSession[]): string {
     if (sessions.length === 0 || sessions.length > 255) throw new Error('an upload token holds 1 to 255 sessions')
     const parts: Buffer[] = [Buffer.from([VERSION, sessions.length])]
     for (const session of sessions) {
@@ -121,7 +121,7 @@ export class UploadTokens {
   }
 
   /** The sessions a client's upload URL names, or undefined when the token is missing, altered, or names an unknown upstream. */
-  read(repository: string, uploadId: string | undefined, token: string | null): UploadSession[] | undefined {
+  read(repository: string, uploadId: string | undefined, token: string | null): UpstreamSession[] | undefined {
     if (!token || token.length > MAX_TOKEN_CHARS || !/^[A-Za-z0-9_-]+$/.test(token)) return undefined
     const raw = Buffer.from(token, 'base64url')
     if (raw.length <= MAC_BYTES + 2) return undefined
@@ -133,11 +133,11 @@ export class UploadTokens {
     return sessions
   }
 
-  private parse(body: Buffer): UploadSession[] | undefined {
+  private parse(body: Buffer): UpstreamSession[] | undefined {
     if (body[0] !== VERSION) return undefined
     const count = body[1] ?? 0
     let at = 2
-    const sessions: UploadSession[] = []
+    const sessions: UpstreamSession[] = []
     for (let index = 0; index < count; index++) {
       if (at + ID_BYTES + 1 > body.length) return undefined
       const upstream = this.byId.get(body.subarray(at, at + ID_BYTES).toString('hex'))
@@ -175,7 +175,7 @@ export class UploadTokens {
 }
 
 /** The session an upstream's upload Location (absolute or relative) names, or undefined when it is not an upload URL. */
-export function sessionFromLocation(upstream: string, location: string): { repository: string; session: UploadSession } | undefined {
+export function sessionFromLocation(upstream: string, location: string): { repository: string; session: UpstreamSession } | undefined {
   let url: URL
   try {
     url = new URL(location, 'http://upstream.invalid/')
@@ -185,19 +185,19 @@ export function sessionFromLocation(upstream: string, location: string): { repos
   const match = uploadPath.exec(url.pathname)
   if (!match) return undefined
   const state = url.searchParams.get('_state')
-  const session: UploadSession = { upstream, uuid: match[2] as string }
+  const session: UpstreamSession = { upstream, uuid: match[2] as string }
   if (state !== null) session.state = state
   return { repository: match[1] as string, session }
 }
 
 /** The upstream's own path and query for a session: its UUID and `_state`. */
-export function sessionPath(repository: string, session: UploadSession): string {
+export function sessionPath(repository: string, session: UpstreamSession): string {
   const query = session.state === undefined ? '' : `?${new URLSearchParams({ _state: session.state }).toString()}`
   return `/v2/${repository}/blobs/uploads/${session.uuid}${query}`
 }
 
 /** The client's request as the session's upstream must see it: its UUID and `_state` in place of Portier's token. */
-export function sessionRequest(request: RegistryRequest, session: UploadSession): RegistryRequest {
+export function sessionRequest(request: RegistryRequest, session: UpstreamSession): RegistryRequest {
   const params = new URLSearchParams(request.params)
   params.delete(TOKEN_PARAM)
   if (session.state === undefined) params.delete('_state')

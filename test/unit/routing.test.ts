@@ -5,8 +5,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, Readable, Writable } from 'node:stream'
-import { loadConfig, ConfigError } from '../../src/config/index.js'
-import { sessionFromLocation, sessionRequest, UploadTokens, type UploadSession } from '../../src/uploads/token.js'
+import { ConfigError } from '../../src/config/index.js'
+import { loadConfig } from '../../src/app/config.js'
+import { sessionFromLocation, sessionRequest, UploadTokens, type UpstreamSession } from '../../src/uploads/token.js'
 import { rendezvousOwner } from '../../src/routing/hash.js'
 import { FanOut } from '../../src/forward/fanout.js'
 import { mergePages } from '../../src/forward/catalog.js'
@@ -24,7 +25,7 @@ function tokenOf(path: string): string {
 
 t.test('a signed upload URL carries every session and reads back exactly', async (t) => {
   const tokens = new UploadTokens(secret, names)
-  const sessions: UploadSession[] = [
+  const sessions: UpstreamSession[] = [
     { upstream: 'alpha', uuid, state },
     { upstream: 'gamma', uuid: '0d9f1c2e-1111-4222-8333-944455556666', state: 'not-padded_base64' },
     { upstream: 'beta', uuid: 'not-a-standard-uuid.v1', state: 'text with spaces & symbols' },
@@ -212,7 +213,8 @@ t.test('config: several upstreams need a strategy; TLS files must exist, pair up
 
 t.test('the router: where each strategy sends reads, writes and uploads, and when it is ready', async (t) => {
   const { Pool } = await import('undici')
-  const { Router } = await import('../../src/routing/router.js')
+  const { createStrategy } = await import('../../src/routing/strategies.js')
+  const { routeNames } = await import('../../src/routing/route.js')
   const { Forwarder } = await import('../../src/forward/forward.js')
   const { RegistryError } = await import('../../src/registry/errors.js')
   type UpstreamLike = import('../../src/upstreams/upstreams.js').Upstream
@@ -222,12 +224,12 @@ t.test('the router: where each strategy sends reads, writes and uploads, and whe
   const down = new Set<string>()
   const tokens = new UploadTokens(secret, ['a', 'b', 'c'])
   const router = (strategy: '' | 'shared' | 'by-repository' | 'mirror', balance: 'least-in-flight' | 'round-robin' = 'round-robin', list = [a, b, c]) =>
-    new Router({
+    createStrategy({ strategy, balance, secret: '', secret_file: '', mirror: { require: 'quorum' } }, {
       upstreams: list,
-      config: { strategy, balance, secret: '', secret_file: '', mirror: { require: 'quorum' } },
       isAvailable: (upstream) => !down.has(upstream.name),
       forwarder: new Forwarder(() => undefined),
-      tokens,
+      uploadTokens: () => tokens,
+      onMirrorBranchFailure: () => undefined,
     })
   const refusal = (run: () => unknown): InstanceType<typeof RegistryError> | undefined => {
     try {
@@ -247,8 +249,8 @@ t.test('the router: where each strategy sends reads, writes and uploads, and whe
   const shared = router('shared')
   const counts = new Map<string, number>()
   for (let index = 0; index < 8; index++) {
-    const route = shared.route(post)
-    counts.set(route.served, (counts.get(route.served) ?? 0) + 1)
+    const served = routeNames(shared.route(post))
+    counts.set(served, (counts.get(served) ?? 0) + 1)
   }
   t.same(Object.fromEntries(counts), { a: 4, b: 2, c: 2 }, 'weighted round robin: weight 2 gets twice the share')
   t.match(shared.route(get), { kind: 'forward', fallbacks: [{}, {}] }, 'reads carry the other upstreams as fallbacks')
