@@ -22,3 +22,9 @@ export function listen(server: Server, address: ListenAddress): Promise<ListenAd
     })
   })
 }
+
+/** The host name a URL uses for a listen address: a wildcard address is reached as localhost. */
+export function displayHost(address: ListenAddress): string {
+  if (address.host === '0.0.0.0' || address.host === '::' || address.host === '') return 'localhost'
+  return address.host.includes(':') ? `[${address.host}]` : address.host
+}

@@ -1,0 +1,137 @@
+// Start-up step: the listeners (main HTTPS or HTTP, admin, HTTP redirect), bound in order, each closed by draining.
+import { createServer as createHttpServer, type Server as HttpServer, type ServerOptions } from 'node:http'
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
+import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import type { Config } from './config.js'
+import { publicHost } from '../forward/headers.js'
+import type { Logger } from '../observe/log.js'
+import type { ServedCertificates } from './certificates.js'
+import { answerClientError } from './client-error.js'
+import { listen, parseListen, type ListenAddress } from './listen.js'
+import type { Observability } from './observability.js'
+import type { ListenerState, Pipeline } from './pipeline.js'
+import { answerPlainHttp } from './plain-http.js'
+import type { Shutdown } from './shutdown.js'
+
+const serverOptions: ServerOptions = {
+  // A multi-GiB layer PATCH may take many minutes: no whole-request timeout, only idle timeouts.
+  requestTimeout: 0,
+  headersTimeout: 60_000,
+  keepAliveTimeout: 65_000,
+}
+
+/**
+ * A TLS handshake takes a round trip or two; Node's default of 120 s let a client that opened a connection
+ * and stalled its handshake hold one of server.max_connections (and, past twice it, keep everyone out) for
+ * two minutes at no cost.
+ */
+const TLS_HANDSHAKE_TIMEOUT_MS = 10_000
+
+export interface Listeners {
+  address: ListenAddress
+  adminAddress?: ListenAddress
+  redirectAddress?: ListenAddress
+}
+
+export interface ListenerDeps {
+  pipeline: Pipeline
+  observability: Observability
+  /** Undefined with TLS off. */
+  certificates: ServedCertificates | undefined
+  state: ListenerState
+}
+
+export async function openListeners(config: Config, log: Logger, shutdown: Shutdown, deps: ListenerDeps): Promise<Listeners> {
+  const { pipeline, certificates, state } = deps
+  const server = mainServer(config, log, pipeline, certificates)
+  // Idle sockets (no bytes either way) are closed after the body idle timeout.
+  server.timeout = config.timeouts.body_idle
+  pipeline.connectionCap.attach(server, config.tls.enabled)
+  server.on('clientError', (error: Error, socket: Duplex) => answerClientError(error, socket, log))
+  const metrics = deps.observability.metrics
+  if (metrics) {
+    const connections = metrics.openConnections
+    server.on('connection', (socket: Socket) => {
+      connections.inc()
+      socket.once('close', () => connections.dec())
+    })
+  }
+  const rawConnections = trackConnections(server, config.tls.enabled)
+  const address = await listen(server, parseListen(config.server.listen))
+  state.port = address.port
+  shutdown.defer(() => closeServer(server, config.server.drain_timeout, log, rawConnections))
+  const listeners: Listeners = { address }
+
+  if (config.admin.listen) {
+    const adminServer = createHttpServer({ ...serverOptions, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => void pipeline.admin(req, res))
+    listeners.adminAddress = await listen(adminServer, parseListen(config.admin.listen))
+    shutdown.defer(() => closeServer(adminServer, 1000, log))
+  }
+
+  if (config.server.http_redirect_listen) {
+    const acme = certificates?.acme
+    const redirect = createHttpServer(serverOptions, (req, res) => {
+      if (acme?.answerHttp(req, res)) return
+      const host = publicHost(req.headers.host, pipeline.publicHosts, req.socket.localAddress).replace(/:\d+$/, '')
+      const target = config.server.public_url || `https://${host}${address.port === 443 ? '' : `:${address.port}`}`
+      res.writeHead(301, { Location: `${target}${req.url ?? '/'}`, 'Content-Length': '0' })
+      res.end()
+    })
+    listeners.redirectAddress = await listen(redirect, parseListen(config.server.http_redirect_listen))
+    shutdown.defer(() => closeServer(redirect, 1000, log))
+  }
+  return listeners
+}
+
+function mainServer(config: Config, log: Logger, pipeline: Pipeline, certificates: ServedCertificates | undefined): HttpServer | HttpsServer {
+  if (!certificates) {
+    log.warn('TLS is disabled (tls.enabled: false): serving plain HTTP; only do this behind another TLS terminator')
+    return createHttpServer(serverOptions, pipeline.serve)
+  }
+  const { store } = certificates
+  const server = createHttpsServer(
+    { ...serverOptions, ...store.defaultOptions(), handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS, SNICallback: (name, done) => done(null, store.contextFor(name)) },
+    pipeline.serve,
+  )
+  answerPlainHttp(server, () => config.server.public_url || `https://${pipeline.publicHosts.fallback()}`, log)
+  certificates.attach(server)
+  return server
+}
+
+/**
+ * Every connection of a TLS server from accept to close. closeAllConnections() knows only those that
+ * reached HTTP: one waiting for its first byte or in the TLS handshake held server.close(), and so
+ * shutdown, past the drain timeout (up to the 120 s handshake timeout).
+ */
+function trackConnections(server: HttpServer | HttpsServer, tls: boolean): Set<Socket> {
+  const open = new Set<Socket>()
+  if (!tls) return open
+  server.on('connection', (socket: Socket) => {
+    open.add(socket)
+    socket.once('close', () => open.delete(socket))
+  })
+  return open
+}
+
+/** Stops accepting, lets in-flight requests finish up to the drain timeout, then closes what is left. */
+function closeServer(server: HttpServer | HttpsServer, drainMs: number, log: Logger, rawConnections: Set<Socket> = new Set()): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve()
+    const timer = setTimeout(() => {
+      log.warn({ drainMs }, 'drain timeout reached; closing remaining connections')
+      server.closeAllConnections()
+      for (const socket of rawConnections) socket.destroy()
+    }, drainMs)
+    timer.unref()
+    // Keep-alive connections whose request finishes during the drain become idle: close them as they do.
+    const sweeper = setInterval(() => server.closeIdleConnections(), 100)
+    sweeper.unref()
+    server.close(() => {
+      clearTimeout(timer)
+      clearInterval(sweeper)
+      resolve()
+    })
+    server.closeIdleConnections()
+  })
+}
