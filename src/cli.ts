@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Command line: parses arguments and calls the modules; nothing else lives here.
 import { readFileSync } from 'node:fs'
-import { ConfigError, loadConfig, formatProblem, type LoadedConfig } from './config/index.js'
+import { ConfigError, formatProblem } from './config/index.js'
+import { loadConfig, type LoadedConfig } from './app/config.js'
 // The server, logger and their dependencies load only for `serve`: check-config and --help stay quick.
 
 const help = `portier — an HTTPS gateway for Docker/OCI registries
@@ -102,7 +103,7 @@ function printConfigErrors(error: ConfigError): void {
 
 /** Throws a ConfigError naming each file serve could not load (missing, unreadable, a key that does not match). */
 async function checkFiles(config: LoadedConfig['config'], args: Args): Promise<void> {
-  const { fileProblems } = await import('./config/files.js')
+  const { fileProblems } = await import('./app/config-files.js')
   const problems = await fileProblems(config, args.config ?? 'defaults')
   if (problems.length > 0) throw new ConfigError(problems)
 }

@@ -1,7 +1,7 @@
 // `portier healthcheck`: asks the running gateway, at the addresses its config names, whether it is alive (for HEALTHCHECK and probes).
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import type { Config } from '../config/index.js'
+import type { Config } from './config.js'
 import { parseListen } from './listen.js'
 
 export interface HealthProbe {

@@ -1,5 +1,5 @@
 // Builds the record side of the gateway from config: metrics, upstream health checks, the upstream observer, the recorder.
-import type { Config } from '../config/index.js'
+import type { Config } from './config.js'
 import type { Logger } from '../observe/log.js'
 import { Metrics, type CertificateInfo } from '../observe/metrics.js'
 import { RecentPushes } from '../observe/recent.js'

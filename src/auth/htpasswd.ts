@@ -5,6 +5,10 @@ import { mkdirSync, readFileSync, watch, writeFileSync, type FSWatcher } from 'n
 import { basename, dirname, resolve } from 'node:path'
 import { hashKind, hashPassword, verifyPassword, type HashKind } from './hashes.js'
 import { PoolBusyError } from './password-pool.js'
+import { BoundedCache } from '../lib/bounded-cache.js'
+
+/** Verified credentials remembered at once: clients choose the keys, so the memo must not grow with them. */
+const MAX_VERIFIED = 10_000
 
 export interface HtpasswdProblem {
   line: number
@@ -98,8 +102,8 @@ function decoyHash(users: Map<string, string>): string {
 export class HtpasswdStore {
   private users = new Map<string, string>()
   private decoy = decoyHash(new Map())
-  /** sha256(user, password, hash) → expiry (ms since epoch). Cleared on every reload. */
-  private verified = new Map<string, number>()
+  /** sha256(user, password, hash) → expiry (ms since epoch). Cleared on every reload; the least recently used go first past 10 000. */
+  private readonly verified = new BoundedCache<string, number>({ max: MAX_VERIFIED })
   /**
    * Checks running now, by the same key: a client that opens many connections at once gets one bcrypt, not
    * one each. Unknown users share theirs the same way (against the decoy), so concurrency does not tell
@@ -210,7 +214,6 @@ export class HtpasswdStore {
     admission?.succeeded()
     // The file may have been reloaded while bcrypt ran: only cache against the hash still current.
     if (this.users.get(user) === hash) {
-      if (this.verified.size > 10_000) this.verified.clear()
       this.verified.set(key, Date.now() + this.cacheTtlMs)
     }
     return true

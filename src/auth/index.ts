@@ -1,7 +1,7 @@
 // Public surface of auth: builds, from the auth config, the authenticator, the ACL and (token mode) the token server.
 import { existsSync, readFileSync, renameSync } from 'node:fs'
 import { dirname } from 'node:path'
-import type { Config } from '../config/index.js'
+import type { AuthConfig } from './section.js'
 import type { Logger } from '../observe/log.js'
 import { anonymous, createBasicAuthenticator, passwordChecksBusy, verifyThrottled, type Authenticator } from './basic.js'
 import { hashKind, verifyPassword } from './hashes.js'
@@ -62,7 +62,7 @@ export interface AuthObserver {
   passwordCheckRefused(): void
 }
 
-export async function createAuthenticator(config: Config['auth'], log: Logger, observer?: AuthObserver): Promise<AuthSetup> {
+export async function createAuthenticator(config: AuthConfig, log: Logger, observer?: AuthObserver): Promise<AuthSetup> {
   const acl = createAcl(config)
   if (config.mode === 'none') {
     log.warn('auth.mode is none: anyone who can reach Portier can push, pull and delete')
@@ -110,7 +110,7 @@ export async function createAuthenticator(config: Config['auth'], log: Logger, o
   return setup
 }
 
-async function openHtpasswd(config: Config['auth'], log: Logger, pool: PasswordPool, observer?: AuthObserver): Promise<{ store: HtpasswdStore; generatedAdmin?: GeneratedAdmin }> {
+async function openHtpasswd(config: AuthConfig, log: Logger, pool: PasswordPool, observer?: AuthObserver): Promise<{ store: HtpasswdStore; generatedAdmin?: GeneratedAdmin }> {
   const { path, generate_admin: generateAdmin } = config.htpasswd
   let generatedAdmin: GeneratedAdmin | undefined
   if (!existsSync(path)) {
@@ -152,7 +152,7 @@ async function openHtpasswd(config: Config['auth'], log: Logger, pool: PasswordP
 }
 
 /** The signing key: loaded, or generated with its certificate (registry:2's rootcertbundle) on first start. */
-function signingKey(token: Config['auth']['token'], log: Logger): TokenKey {
+function signingKey(token: AuthConfig['token'], log: Logger): TokenKey {
   if (!existsSync(token.key)) {
     const generated = generateTokenKey(dirname(token.key), { commonName: token.issuer })
     if (generated.keyPath !== token.key) renameSync(generated.keyPath, token.key)
@@ -167,7 +167,7 @@ function signingKey(token: Config['auth']['token'], log: Logger): TokenKey {
 }
 
 async function builtInTokenServer(
-  config: Config['auth'],
+  config: AuthConfig,
   store: HtpasswdStore,
   throttle: Throttle,
   acl: Acl,
@@ -203,7 +203,7 @@ async function builtInTokenServer(
   }
 }
 
-async function externalVerifier(token: Config['auth']['token'], log: Logger): Promise<Verifier> {
+async function externalVerifier(token: AuthConfig['token'], log: Logger): Promise<Verifier> {
   const { external } = token
   if (!external.issuer || !token.realm || (!external.rootcertbundle && !external.jwks)) {
     throw new Error('auth.token.external: needs issuer, auth.token.realm (the token server URL) and rootcertbundle or jwks')

@@ -1,7 +1,7 @@
 // Brute-force throttling: failed logins per user+IP and per IP lock further attempts for a while, in bounded memory.
 import { createHash } from 'node:crypto'
 import { isIP } from 'node:net'
-import type { ThrottleConfig } from '../config/schema.js'
+import type { ThrottleConfig } from './section.js'
 
 /** One login attempt counted before its password is checked; exactly one of the three is called once it is known. */
 export interface Attempt {

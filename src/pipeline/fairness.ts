@@ -1,5 +1,5 @@
 // Fair share of the upstreams: how many exchanges one user and one client address may have open at once.
-import type { Config } from '../config/index.js'
+import type { LimitsConfig } from './section.js'
 import { RegistryError } from '../registry/errors.js'
 import { RETRY_AFTER_SECONDS } from '../forward/forward.js'
 
@@ -25,7 +25,7 @@ export class ExchangeLimiter {
   private readonly addresses = new Map<string, number>()
 
   constructor(
-    private readonly config: Config['limits']['per_client'],
+    private readonly config: LimitsConfig['per_client'],
     private readonly onRefused: (limit: FairShareLimit, caller: Caller) => void = () => undefined,
   ) {}
 

@@ -1,6 +1,6 @@
 // The minimum transfer rate: a request or response body that moves slower than timeouts.min_rate while the gateway waits on the client is cut.
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Config } from '../config/index.js'
+import type { TimeoutsConfig } from './section.js'
 import { RegistryError, sendRegistryError } from '../registry/errors.js'
 
 export type SlowDirection = 'request' | 'response'
@@ -38,7 +38,7 @@ export interface MinRate {
  * it never counts against the client. Bytes are the socket's own counters: nothing is added to the
  * data path.
  */
-export function createMinRate(timeouts: Config['timeouts']): MinRate | undefined {
+export function createMinRate(timeouts: TimeoutsConfig): MinRate | undefined {
   if (timeouts.min_rate <= 0) return undefined
   const windowMs = Math.max(timeouts.min_rate_window, MIN_WINDOW_MS)
   const needed = Math.ceil((timeouts.min_rate * windowMs) / 1000)

@@ -1,12 +1,12 @@
 // Headers every answer of the main listener carries: X-Content-Type-Options, and Strict-Transport-Security when configured.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { TLSSocket } from 'node:tls'
-import type { Config } from '../config/index.js'
+import type { HstsConfig } from './section.js'
 import { plainIp } from '../net/addresses.js'
 import { forwardedProto, type TrustedProxies } from '../forward/headers.js'
 
 export interface SecurityHeadersOptions {
-  hsts: Config['server']['hsts']
+  hsts: HstsConfig
   tlsEnabled: boolean
   /** Whether the certificate served to a client naming `servername` is one it can verify (not self-signed). */
   verifiableCertificate: (servername: string | undefined) => boolean
@@ -17,7 +17,7 @@ export interface SecurityHeadersOptions {
 export type SetSecurityHeaders = (req: IncomingMessage, res: ServerResponse) => void
 
 /** The Strict-Transport-Security value for the configured max-age (whole seconds) and subdomain choice. */
-export function hstsValue(hsts: Config['server']['hsts']): string {
+export function hstsValue(hsts: HstsConfig): string {
   const value = `max-age=${Math.floor(hsts.max_age / 1000)}`
   return hsts.include_subdomains ? `${value}; includeSubDomains` : value
 }

@@ -4,7 +4,7 @@ import { X509Certificate, createHash } from 'node:crypto'
 import { readFileSync, watch, type FSWatcher } from 'node:fs'
 import { isIP } from 'node:net'
 import { dirname, resolve } from 'node:path'
-import type { CertificateFiles } from '../config/index.js'
+import type { CertificateFiles } from './section.js'
 import { serverCipherOptions } from './ciphers.js'
 
 export interface LoadedCertificate {

@@ -1,6 +1,8 @@
 // Reads manifests, indexes and image configs into what the UI shows; content fetched by digest is cached (it never changes).
 import type { RegistryClient, FetchedManifest } from './registry-client.js'
 import type { HistoryEntry, ImageConfigSummary, LayerSummary, ManifestDetail, PlatformManifest, TagSummary } from './types.js'
+import { BoundedCache } from '../lib/bounded-cache.js'
+import { isRecord } from '../lib/is-record.js'
 
 const INDEX_TYPES = new Set(['application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.list.v2+json'])
 const IMAGE_TYPES = new Set(['application/vnd.oci.image.manifest.v1+json', 'application/vnd.docker.distribution.manifest.v2+json'])
@@ -26,10 +28,6 @@ interface ParsedManifest {
   config?: Descriptor
   layers: Descriptor[]
   manifests: Descriptor[]
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
 function strings(value: unknown): string[] {
@@ -104,25 +102,6 @@ export function summarizeConfig(digest: string, value: unknown): ImageConfigSumm
   }
 }
 
-/** A small insertion-ordered LRU for immutable, digest-addressed content. */
-class DigestCache<T> {
-  private readonly entries = new Map<string, T>()
-  constructor(private readonly capacity: number) {}
-  get(key: string): T | undefined {
-    const value = this.entries.get(key)
-    if (value !== undefined) {
-      this.entries.delete(key)
-      this.entries.set(key, value)
-    }
-    return value
-  }
-  set(key: string, value: T): void {
-    this.entries.delete(key)
-    this.entries.set(key, value)
-    if (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value as string)
-  }
-}
-
 /** Runs `work` over `items` with at most `limit` in flight, keeping order. */
 export async function mapLimit<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
   const results = new Array<R>(items.length)
@@ -144,8 +123,8 @@ export interface ImageReader {
 
 export function createImageReader(registry: RegistryClient): ImageReader {
   // Keyed by repository and digest: the same digest in another repository may not be readable there.
-  const manifests = new DigestCache<ParsedManifest>(CACHE_ENTRIES)
-  const configs = new DigestCache<ImageConfigSummary>(CACHE_ENTRIES)
+  const manifests = new BoundedCache<string, ParsedManifest>({ max: CACHE_ENTRIES })
+  const configs = new BoundedCache<string, ImageConfigSummary>({ max: CACHE_ENTRIES })
 
   const manifestByDigest = async (repository: string, digest: string): Promise<ParsedManifest> => {
     const key = `${repository}@${digest}`

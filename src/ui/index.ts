@@ -1,6 +1,8 @@
 // The web UI, served by Portier itself at /ui/: the prebuilt pages, and their JSON API behind Portier's own users and ACL.
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Config } from '../config/index.js'
+import type { UiConfig } from './section.js'
+import type { AuthConfig } from '../auth/section.js'
+import type { RoutingConfig } from '../routing/section.js'
 import type { AuthSetup } from '../auth/index.js'
 import type { UpstreamSet } from '../upstreams/upstreams.js'
 import type { Logger } from '../observe/log.js'
@@ -17,10 +19,10 @@ export { createStatusSource, type StatusSource, type StatusInputs } from './stat
 export type { UiClient } from './api.js'
 
 export interface UiDeps {
-  config: Config['ui']
-  authMode: Config['auth']['mode']
+  config: UiConfig
+  authMode: AuthConfig['mode']
   /** routing.strategy: where the catalog and deletes must go when there are several upstreams. */
-  routingStrategy: Config['routing']['strategy']
+  routingStrategy: RoutingConfig['strategy']
   auth: Pick<AuthSetup, 'acl' | 'verifyLogin' | 'accountActive' | 'issueServiceToken'>
   upstreams: UpstreamSet
   status: StatusSource

@@ -5,6 +5,8 @@ import type { Readable } from 'node:stream'
 import { classify, type Scope } from '../registry/classify.js'
 import { isRegistryErrorCode, RegistryError } from '../registry/errors.js'
 import type { Upstream, UpstreamSet } from '../upstreams/upstreams.js'
+import { readCapped } from '../lib/body.js'
+import { BoundedCache } from '../lib/bounded-cache.js'
 
 export const MANIFEST_TYPES = [
   'application/vnd.oci.image.index.v1+json',
@@ -44,20 +46,9 @@ interface Answer {
   body: Readable & { dump(): Promise<void> }
 }
 
-async function readCapped(body: Readable, max: number): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  let total = 0
-  // Destroying an undici body emits RequestAbortedError a tick later: it must find a listener.
-  body.on('error', () => undefined)
-  for await (const chunk of body) {
-    total += (chunk as Buffer).length
-    if (total > max) {
-      body.destroy()
-      throw new RegistryError('BAD_GATEWAY', { reason: `the registry sent more than ${max} bytes for a document` })
-    }
-    chunks.push(chunk as Buffer)
-  }
-  return Buffer.concat(chunks)
+async function readDocument(body: Readable, max: number): Promise<Buffer> {
+  const tooLarge = (): RegistryError => new RegistryError('BAD_GATEWAY', { reason: `the registry sent more than ${max} bytes for a document` })
+  return await readCapped(body, { maxBytes: max, tooLarge, rest: 'destroy' })
 }
 
 function header(headers: Answer['headers'], name: string): string | undefined {
@@ -70,7 +61,7 @@ async function failure(answer: Answer, what: string): Promise<RegistryError> {
   let code: string | undefined
   let message: string | undefined
   try {
-    const parsed = JSON.parse((await readCapped(answer.body, 64 * 1024)).toString('utf8')) as { errors?: Array<{ code?: string; message?: string }> }
+    const parsed = JSON.parse((await readDocument(answer.body, 64 * 1024)).toString('utf8')) as { errors?: Array<{ code?: string; message?: string }> }
     code = parsed.errors?.[0]?.code
     message = parsed.errors?.[0]?.message
   } catch {
@@ -105,7 +96,7 @@ export interface RegistryClientOptions {
 
 export function createRegistryClient(upstreams: UpstreamSet, options: RegistryClientOptions = {}): RegistryClient {
   const { serviceTokens } = options
-  const tokens = new Map<string, { authorization: string; until: number }>()
+  const tokens = new BoundedCache<string, { authorization: string; until: number }>({ max: 1000 })
 
   /** Bearer credentials for exactly the scopes of one call, reused until shortly before they expire. */
   async function bearerFor(scopes: Scope[]): Promise<string | undefined> {
@@ -115,7 +106,6 @@ export function createRegistryClient(upstreams: UpstreamSet, options: RegistryCl
     if (cached && cached.until > Date.now()) return cached.authorization
     const issued = await serviceTokens(scopes.map((scope) => ({ ...scope, actions: [...scope.actions] })))
     const entry = { authorization: `Bearer ${issued.token}`, until: Date.now() + Math.max(0, issued.expiresIn - 15) * 1000 }
-    if (tokens.size > 1000) tokens.clear()
     tokens.set(key, entry)
     return entry.authorization
   }
@@ -147,7 +137,7 @@ export function createRegistryClient(upstreams: UpstreamSet, options: RegistryCl
       const page = async (upstream?: Upstream): Promise<{ repositories: string[]; more: boolean }> => {
         const answer = await call('GET', `/v2/_catalog?${query}`, undefined, upstream)
         if (answer.status !== 200) throw await failure(answer, 'the catalog')
-        const parsed = JSON.parse((await readCapped(answer.body, MAX_DOCUMENT_BYTES)).toString('utf8')) as { repositories?: unknown }
+        const parsed = JSON.parse((await readDocument(answer.body, MAX_DOCUMENT_BYTES)).toString('utf8')) as { repositories?: unknown }
         const repositories = Array.isArray(parsed.repositories) ? parsed.repositories.filter((name): name is string => typeof name === 'string') : []
         return { repositories, more: header(answer.headers, 'link') !== undefined }
       }
@@ -167,14 +157,14 @@ export function createRegistryClient(upstreams: UpstreamSet, options: RegistryCl
         return []
       }
       if (answer.status !== 200) throw await failure(answer, `the tags of ${repository}`)
-      const parsed = JSON.parse((await readCapped(answer.body, MAX_DOCUMENT_BYTES)).toString('utf8')) as { tags?: unknown }
+      const parsed = JSON.parse((await readDocument(answer.body, MAX_DOCUMENT_BYTES)).toString('utf8')) as { tags?: unknown }
       return Array.isArray(parsed.tags) ? parsed.tags.filter((tag): tag is string => typeof tag === 'string') : []
     },
 
     async manifest(repository, reference) {
       const answer = await call('GET', manifestPath(repository, reference), MANIFEST_TYPES.join(', '))
       if (answer.status !== 200) throw await failure(answer, `manifest ${repository}:${reference}`)
-      const bytes = await readCapped(answer.body, MAX_DOCUMENT_BYTES)
+      const bytes = await readDocument(answer.body, MAX_DOCUMENT_BYTES)
       let body: unknown
       try {
         body = JSON.parse(bytes.toString('utf8'))
@@ -213,7 +203,7 @@ export function createRegistryClient(upstreams: UpstreamSet, options: RegistryCl
         }
       }
       if (answer.status !== 200) throw await failure(answer, `blob ${digest}`)
-      const bytes = await readCapped(answer.body, MAX_DOCUMENT_BYTES)
+      const bytes = await readDocument(answer.body, MAX_DOCUMENT_BYTES)
       try {
         return JSON.parse(bytes.toString('utf8')) as unknown
       } catch {

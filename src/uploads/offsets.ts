@@ -5,6 +5,7 @@ import { RegistryError } from '../registry/errors.js'
 import { declaredRange, hasBody } from '../forward/forward.js'
 import { sessionFromLocation, sessionRequest } from './token.js'
 import { stateOffset } from './state.js'
+import { BoundedCache } from '../lib/bounded-cache.js'
 
 /**
  * Sessions remembered at once; the oldest is forgotten first. An entry is a few hundred bytes, and
@@ -34,9 +35,12 @@ export type StaleCheck =
  * relays every answer with a new state, so it knows the newest one and never forwards an older one.
  */
 export class UploadOffsets {
-  private readonly sessions = new Map<string, KnownState>()
+  // Order is that of the newest state noted (reads peek): the session quiet the longest is forgotten first.
+  private readonly sessions: BoundedCache<string, KnownState>
 
-  constructor(private readonly max = MAX_TRACKED_UPLOADS) {}
+  constructor(max = MAX_TRACKED_UPLOADS) {
+    this.sessions = new BoundedCache({ max })
+  }
 
   get size(): number {
     return this.sessions.size
@@ -49,12 +53,10 @@ export class UploadOffsets {
     const offset = stateOffset(state)
     if (!found || state === undefined || offset === undefined) return
     const key = keyOf(upstream, found.repository, found.session.uuid)
-    const known = this.sessions.get(key)
+    const known = this.sessions.peek(key)
     // Answers can arrive out of order (a status GET racing a PATCH): offsets only grow.
     if (known && known.offset > offset) return
-    this.sessions.delete(key)
     this.sessions.set(key, { state, offset })
-    while (this.sessions.size > this.max) this.sessions.delete(this.sessions.keys().next().value as string)
   }
 
   /** The session is finished or cancelled: nothing to remember. */
@@ -65,7 +67,7 @@ export class UploadOffsets {
   /** Decides how a request on an upload URL (as the upstream would see it) goes on. */
   check(upstream: string, request: RegistryRequest, req: IncomingMessage): StaleCheck {
     if (request.repository === undefined || request.uploadId === undefined) return { kind: 'as-is' }
-    const latest = this.sessions.get(keyOf(upstream, request.repository, request.uploadId))
+    const latest = this.sessions.peek(keyOf(upstream, request.repository, request.uploadId))
     const offset = stateOffset(request.params.get('_state'))
     if (!latest || offset === undefined || offset >= latest.offset) return { kind: 'as-is' }
     const writes = request.op === 'upload.chunk' || (request.op === 'upload.finish' && hasBody(req))

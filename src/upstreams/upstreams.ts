@@ -2,7 +2,8 @@
 import { readFileSync } from 'node:fs'
 import { rootCertificates } from 'node:tls'
 import { Pool } from 'undici'
-import type { Config, UpstreamConfig } from '../config/index.js'
+import type { UpstreamConfig } from './section.js'
+import type { TimeoutsConfig } from '../pipeline/section.js'
 import type { RegistryRequest } from '../registry/classify.js'
 
 export interface Upstream {
@@ -30,7 +31,7 @@ export interface UpstreamSet {
   close(): Promise<void>
 }
 
-export function createUpstreams(targets: Array<Partial<UpstreamConfig> & { url: string }>, timeouts: Config['timeouts']): UpstreamSet {
+export function createUpstreams(targets: Array<Partial<UpstreamConfig> & { url: string }>, timeouts: TimeoutsConfig): UpstreamSet {
   const all: Upstream[] = targets.map((target) => {
     const origin = new URL(target.url).origin
     const connect = { timeout: timeouts.upstream_connect, ...tlsOptions(target) }

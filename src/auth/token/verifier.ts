@@ -4,6 +4,7 @@ import { calculateJwkThumbprint, decodeProtectedHeader, errors as joseErrors, jw
 import { TokenError, type TokenProblem } from './errors.js'
 import { libtrustKeyId, parseCertificateBundle } from './keys.js'
 import { normalizeActions, scopeType, type Scope } from './scope.js'
+import { BoundedCache } from '../../lib/bounded-cache.js'
 
 export { covers } from './scope.js'
 
@@ -202,7 +203,8 @@ export async function createVerifier(options: VerifierOptions): Promise<Verifier
   const { keys, roots } = await loadKeys(options.keys)
   if (keys.length === 0) throw new TypeError('no usable token verification key (RSA or EC public key, certificate or JWKS)')
 
-  const cache = new Map<string, VerifiedToken>()
+  // Expiry is checked against exp on each hit (on `now`), so the cache itself only bounds the count.
+  const cache = new BoundedCache<string, VerifiedToken>({ max: cacheSize })
   let hits = 0
   let misses = 0
 
@@ -278,10 +280,6 @@ export async function createVerifier(options: VerifierOptions): Promise<Verifier
       }
       misses++
       const verified = await verifyUncached(token, nowMs)
-      if (cache.size >= cacheSize) {
-        const oldest = cache.keys().next()
-        if (!oldest.done) cache.delete(oldest.value)
-      }
       cache.set(cacheKey, verified)
       return verified
     },

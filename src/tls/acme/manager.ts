@@ -2,7 +2,8 @@
 // backs off after failures, and picks up certificates another instance wrote to shared storage.
 // It never blocks start-up: until a certificate exists the listener serves a placeholder.
 import { watch, type FSWatcher } from 'node:fs'
-import type { AcmeConfig, CertificateFiles } from '../../config/index.js'
+import type { AcmeConfig } from './section.js'
+import type { CertificateFiles } from '../section.js'
 import type { Logger } from '../../observe/log.js'
 import { writeKeyAndCertificate } from '../pem-files.js'
 import { accountClient } from './account.js'
