@@ -1,14 +1,11 @@
 // What several upstreams need beyond each key's own type: a stated routing strategy, TLS files that exist and pair up.
 import { readFileSync } from 'node:fs'
+import { isRecord } from '../lib/is-record.js'
 
 export interface RoutingConfigProblem {
   key: string
   expected: string
   found: string
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
 const strategyChoice =

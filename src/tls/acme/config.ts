@@ -1,5 +1,6 @@
 // What tls.acme needs beyond each key's own type: names a CA can validate, a listener for the challenge, EAB pairs.
 import { isIP } from 'node:net'
+import { isRecord } from '../../lib/is-record.js'
 
 export interface AcmeConfigProblem {
   key: string
@@ -26,10 +27,6 @@ function domainProblem(name: string): string | undefined {
   if (name.startsWith('*.')) return 'a name without a wildcard (wildcards need the DNS-01 challenge, which Portier does not do)'
   if (!dnsName.test(name.toLowerCase())) return 'a fully qualified DNS name like "registry.example.com"'
   return undefined
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
 /** Cross-key rules for tls.acme; runs on a partly invalid tree too, so it checks shapes first. */
