@@ -1,13 +1,13 @@
 // `portier passwd add|remove|list`: manages an htpasswd file that htpasswd(1) and registry:2 also read.
-import { chmodSync, existsSync, readFileSync, renameSync, statSync, writeFileSync, mkdirSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { existsSync, readFileSync, statSync } from 'node:fs'
+import { writeFileAtomically } from '../lib/atomic-write.js'
 import { formatHtpasswd, parseHtpasswd } from './htpasswd.js'
 import { hashPassword } from './hashes.js'
 
 export const MIN_BCRYPT_COST = 10
 
 function readUsers(file: string): Map<string, string> {
-  return existsSync(file) ? parseHtpasswd(readFileSync(file, 'utf8')).users : new Map()
+  return existsSync(file) ? parseHtpasswd(readFileSync(file, 'utf8')).users : new Map<string, string>()
 }
 
 /** Mode of a new file unless --mode says otherwise: only its owner reads it. */
@@ -24,14 +24,10 @@ export function parseMode(text: string): number {
  * gateway running as another user must not find it 0600 again after the next change) unless `mode` is given.
  */
 function writeUsers(file: string, users: Map<string, string>, mode: number | undefined): number {
-  mkdirSync(dirname(file), { recursive: true })
   const keep = existsSync(file) ? statSync(file).mode & 0o777 : undefined
   const chosen = mode ?? keep ?? DEFAULT_MODE
-  const temporary = `${file}.tmp-${process.pid}`
-  writeFileSync(temporary, formatHtpasswd(users), { mode: 0o600 })
-  // Set after writing: the umask does not narrow it, and the hashes are never readable by others before.
-  chmodSync(temporary, chosen)
-  renameSync(temporary, file) // atomic: a gateway watching the file never reads half of it
+  // Atomic: a gateway watching the file never reads half of it, nor hashes readable by others before the mode is set.
+  writeFileAtomically(file, formatHtpasswd(users), chosen)
   return chosen
 }
 

@@ -1,11 +1,11 @@
 // The ACME account: its key (created once, mode 0600) and URL in storage, and the client that signs with it.
-import { randomBytes } from 'node:crypto'
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { Agent, get } from 'node:https'
 import { rootCertificates } from 'node:tls'
 import acme from 'acme-client'
 import type { Logger } from '../../observe/log.js'
 import type { AcmePaths } from './storage.js'
+import { writeFileAtomically } from '../../lib/atomic-write.js'
 
 interface AccountInfo {
   directory: string
@@ -22,9 +22,7 @@ export interface AccountOptions {
 }
 
 function writePrivate(path: string, text: string): void {
-  const temporary = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
-  writeFileSync(temporary, text, { mode: 0o600 })
-  renameSync(temporary, path)
+  writeFileAtomically(path, text, 0o600)
 }
 
 function readInfo(path: string): AccountInfo | undefined {

@@ -1,8 +1,7 @@
 // Answers the CA's validation requests: HTTP-01 on the plain-HTTP listener, TLS-ALPN-01 on the TLS port.
 // Pending challenges are also written to shared storage, so when several instances sit behind one
 // load balancer, whichever instance the CA reaches can answer for the one that ordered.
-import { randomBytes } from 'node:crypto'
-import { readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
+import { readFileSync, unlinkSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Server as NetServer, Socket } from 'node:net'
 import { join } from 'node:path'
@@ -10,6 +9,7 @@ import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls'
 import type { Logger } from '../../observe/log.js'
 import { interceptConnections, peekFirstBytes, type HandOn } from '../../net/first-bytes.js'
 import { readClientHello, type HelloResult } from './client-hello.js'
+import { writeFileAtomically } from '../../lib/atomic-write.js'
 
 export const ACME_TLS_PROTOCOL = 'acme-tls/1'
 const HTTP_PATH = /^\/\.well-known\/acme-challenge\/([A-Za-z0-9_-]+)$/
@@ -19,12 +19,6 @@ const HELLO_WAIT_MS = 5000
 export interface ChallengeCounters {
   http01Answered: number
   tlsAlpn01Answered: number
-}
-
-function writeAtomically(path: string, text: string): void {
-  const temporary = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
-  writeFileSync(temporary, text, { mode: 0o600 })
-  renameSync(temporary, path)
 }
 
 function removeQuietly(path: string): void {
@@ -48,7 +42,7 @@ export class ChallengeResponder {
 
   addHttp(token: string, keyAuthorization: string): void {
     this.http.set(token, keyAuthorization)
-    writeAtomically(join(this.dir, `http-${token}`), keyAuthorization)
+    writeFileAtomically(join(this.dir, `http-${token}`), keyAuthorization, 0o600)
   }
 
   removeHttp(token: string): void {
@@ -60,7 +54,7 @@ export class ChallengeResponder {
   addAlpn(domain: string, keyPem: string, certPem: string): void {
     const name = domain.toLowerCase()
     this.alpn.set(name, createSecureContext({ key: keyPem, cert: certPem, minVersion: 'TLSv1.2' }))
-    writeAtomically(join(this.dir, `alpn-${name}.pem`), `${keyPem.trim()}\n${certPem.trim()}\n`)
+    writeFileAtomically(join(this.dir, `alpn-${name}.pem`), `${keyPem.trim()}\n${certPem.trim()}\n`, 0o600)
   }
 
   removeAlpn(domain: string): void {
@@ -142,7 +136,7 @@ export class ChallengeResponder {
   private answerAlpn(socket: Socket, secureContext: SecureContext, servername: string): void {
     const tls = new TLSSocket(socket, { isServer: true, secureContext, ALPNProtocols: [ACME_TLS_PROTOCOL] })
     tls.setTimeout(10_000, () => tls.destroy())
-    tls.on('error', (error) => {
+    tls.on('error', (error: Error) => {
       this.log.warn({ servername, err: error.message }, 'ACME tls-alpn-01 handshake failed')
       tls.destroy()
     })
