@@ -1,5 +1,5 @@
-// Public surface of the config module.
-export { loadConfig, ConfigError, formatProblem, envName, leafPaths } from './load.js'
-export type { ConfigProblem, LoadedConfig } from './load.js'
-export type { Config, CertificateFiles, AcmeConfig, UpstreamConfig, RoutingConfig, RoutingStrategy, RepositoryLimitRule, AclAction, AclMatch, AclRule, AclGroup, ThrottleConfig } from './schema.js'
+// Public surface of the config module: loading YAML and PORTIER_* variables against a registered schema, field kinds, units.
+export { loadWith, ConfigError, formatProblem, envName, leafPaths } from './load.js'
+export type { ConfigProblem, ConfigSpec, CrossCheck, Loaded, LoadOptions } from './load.js'
+export type { KeyProblem } from './fields.js'
 export { parseSize, parseDuration, formatBytes } from './units.js'

@@ -1,13 +1,8 @@
-// Loads YAML config, applies PORTIER_* environment overrides and validates against the schema.
+// Loads YAML config, applies PORTIER_* environment overrides and validates against the sections the application registered.
 import { readFileSync } from 'node:fs'
-import { isIP } from 'node:net'
 import yaml from 'js-yaml'
-import { parseCidr } from '../net/addresses.js'
-import { aclProblems } from '../auth/acl.js'
-import { acmeProblems } from '../tls/acme/config.js'
-import { routingProblems } from '../routing/config.js'
-import { type Config, type Field, type Section, schema } from './schema.js'
-import { parseDuration, parseSize } from './units.js'
+import { z } from 'zod'
+import type { KeyProblem } from './fields.js'
 
 export interface ConfigProblem {
   /** Where the value came from: a file path, "environment PORTIER_X" or "defaults". */
@@ -27,6 +22,18 @@ export class ConfigError extends Error {
 
 export function formatProblem(problem: ConfigProblem): string {
   return `${problem.source}: ${problem.key}: expected ${problem.expected}, found ${problem.found}`
+}
+
+/**
+ * A rule spanning keys (e.g. upstreams and routing, or ACL rules and groups). It sees each top-level section
+ * parsed when the section is valid and as written when it is not, so it checks shapes before use.
+ */
+export type CrossCheck = (sections: Readonly<Record<string, unknown>>) => KeyProblem[]
+
+/** The whole configuration: top-level sections, each registered by the module that owns it, and the rules between them. */
+export interface ConfigSpec<Schema extends z.ZodObject> {
+  schema: Schema
+  checks: readonly CrossCheck[]
 }
 
 type Plain = string | number | boolean | null | undefined | Plain[] | { [key: string]: Plain }
@@ -49,38 +56,59 @@ export function envName(path: string[]): string {
   return `PORTIER_${path.join('_').toUpperCase()}`
 }
 
-/** Every settable key path with its field: sections are walked, lists and scalars are leaves. */
-export function leafPaths(section: Section = schema, prefix: string[] = []): Array<{ path: string[]; field: Field }> {
-  const out: Array<{ path: string[]; field: Field }> = []
-  for (const [name, field] of Object.entries(section.fields)) {
+/** How a PORTIER_* variable's text becomes a value, by the kind of key it sets. */
+export type LeafKind = 'text' | 'bool' | 'int' | 'strings' | 'list'
+
+/** The schema under defaults, optional markers and transforms: what decides how a value is read. */
+function inner(schema: z.ZodType): z.ZodType {
+  let current: z.ZodType = schema
+  for (;;) {
+    if (current instanceof z.ZodDefault || current instanceof z.ZodPrefault || current instanceof z.ZodOptional) current = current.unwrap() as z.ZodType
+    else if (current instanceof z.ZodPipe) current = current.in as z.ZodType
+    else return current
+  }
+}
+
+function leafKind(schema: z.ZodType): LeafKind {
+  if (schema instanceof z.ZodBoolean) return 'bool'
+  if (schema instanceof z.ZodNumber) return 'int'
+  if (schema instanceof z.ZodArray) return 'list'
+  // fields.ts's strings() is the only custom schema: a list of strings.
+  if (schema instanceof z.ZodCustom) return 'strings'
+  return 'text'
+}
+
+/** Every settable key path with its kind: sections are walked, lists and scalars are leaves. */
+export function leafPaths(schema: z.ZodObject, prefix: string[] = []): Array<{ path: string[]; kind: LeafKind }> {
+  const out: Array<{ path: string[]; kind: LeafKind }> = []
+  for (const [name, field] of Object.entries(schema.shape)) {
     const path = [...prefix, name]
-    if (field.kind === 'section') out.push(...leafPaths(field, path))
-    else out.push({ path, field })
+    const core = inner(field as z.ZodType)
+    if (core instanceof z.ZodObject) out.push(...leafPaths(core, path))
+    else out.push({ path, kind: leafKind(core) })
   }
   return out
 }
 
-const MAX_TIMER_MS = 2 ** 31 - 1
-
 /** Variables that configure the CLI itself rather than a config key. */
 const reservedEnv = new Set(['PORTIER_CONFIG'])
 
-function envValue(field: Field, text: string): Plain {
-  if (field.kind === 'list' || field.kind === 'strings') {
-    if (field.kind === 'strings' && !/^\s*\[/.test(text)) return text.split(',').map((s) => s.trim()).filter(Boolean)
+function envValue(kind: LeafKind, text: string): Plain {
+  if (kind === 'list' || kind === 'strings') {
+    if (kind === 'strings' && !/^\s*\[/.test(text)) return text.split(',').map((s) => s.trim()).filter(Boolean)
     try {
       return yaml.load(text) as Plain
     } catch {
       return text
     }
   }
-  if (field.kind === 'bool') {
+  if (kind === 'bool') {
     const lower = text.trim().toLowerCase()
     if (['true', '1', 'yes', 'on'].includes(lower)) return true
     if (['false', '0', 'no', 'off'].includes(lower)) return false
     return text
   }
-  if (field.kind === 'int') return /^-?\d+$/.test(text.trim()) ? Number(text) : text
+  if (kind === 'int') return /^-?\d+$/.test(text.trim()) ? Number(text) : text
   return text
 }
 
@@ -92,6 +120,17 @@ function setPath(tree: Tree, path: string[], value: Plain): void {
     node = node[part] as Tree
   }
   node[path[path.length - 1] as string] = value
+}
+
+/** YAML's `key:` with nothing after it is null: the same as leaving the key out (its default applies). */
+function withoutNulls(value: Plain): Plain {
+  if (Array.isArray(value)) return value.map(withoutNulls)
+  if (!isTree(value)) return value
+  const out: Tree = {}
+  for (const [name, item] of Object.entries(value)) {
+    if (item !== null) out[name] = withoutNulls(item)
+  }
+  return out
 }
 
 interface Origin {
@@ -106,80 +145,32 @@ function sourceOf(origin: Origin, key: string): string {
   return origin.file
 }
 
-function validateField(field: Field, value: unknown, key: string, origin: Origin, problems: ConfigProblem[]): unknown {
-  const problem = (expected: string): undefined => {
-    problems.push({ source: sourceOf(origin, key), key, expected, found: describe(value) })
-    return undefined
-  }
-  if (value === undefined || value === null) {
-    if (field.kind === 'section') return validateSection(field, {}, key, origin, problems)
-    if (field.kind === 'list') return []
-    if ('default' in field && field.default !== undefined) return field.default
-    if (field.optional) return undefined
-    return problem(`a value for this required key (${field.kind})`)
-  }
-  switch (field.kind) {
-    case 'section':
-      if (!isTree(value)) return problem('a mapping of keys')
-      return validateSection(field, value, key, origin, problems)
-    case 'list': {
-      if (!Array.isArray(value)) return problem('a list')
-      return value.map((item, index) => validateField(field.of, item, `${key}[${index}]`, origin, problems))
-    }
-    case 'strings':
-      if (!Array.isArray(value) || !value.every((item) => typeof item === 'string')) return problem('a list of strings')
-      return value
-    case 'string': {
-      if (typeof value !== 'string') return problem(field.expect ?? 'a string')
-      if (field.oneOf && !field.oneOf.includes(value)) return problem(`one of ${field.oneOf.map((v) => JSON.stringify(v)).join(', ')}`)
-      if (field.pattern && !field.pattern.test(value)) return problem(field.expect ?? `a string matching ${field.pattern}`)
-      return value
-    }
-    case 'bool':
-      if (typeof value !== 'boolean') return problem('true or false')
-      return value
-    case 'int':
-      if (typeof value !== 'number' || !Number.isInteger(value)) return problem('a whole number')
-      if (field.min !== undefined && value < field.min) return problem(`a whole number ≥ ${field.min}`)
-      if (field.max !== undefined && value > field.max) return problem(`a whole number ≤ ${field.max}`)
-      return value
-    case 'size': {
-      const bytes = parseSize(value)
-      if (bytes === undefined) return problem('a size like 4096, 512MiB or 10GB (0 means no limit)')
-      return bytes
-    }
-    case 'duration': {
-      const ms = parseDuration(value)
-      if (ms === undefined) return problem('a duration like 30s, 5m, 250ms or 1h30m (a bare number is seconds)')
-      // Node timers cannot wait longer: a larger value fires after 1 ms instead (TimeoutOverflowWarning).
-      if (field.max !== undefined) {
-        if (ms > field.max) return problem(`a duration of at most ${Math.floor(field.max / 86_400_000)}d`)
-      } else if (ms > MAX_TIMER_MS) return problem('a duration of at most 24d (2147483647ms), the longest a timer can wait')
-      return ms
-    }
-  }
+/** A zod path as the config's own key syntax: `upstreams[0].url`. */
+function keyOf(path: readonly PropertyKey[]): string {
+  let key = ''
+  for (const part of path) key += typeof part === 'number' ? `[${part}]` : key === '' ? String(part) : `.${String(part)}`
+  return key
 }
 
-function validateSection(section: Section, tree: Tree, prefix: string, origin: Origin, problems: ConfigProblem[]): Tree {
-  const out: Tree = {}
-  for (const name of Object.keys(tree)) {
-    // Own keys only: `toString` or `constructor` are not configuration keys.
-    if (!Object.hasOwn(section.fields, name)) {
-      const key = prefix ? `${prefix}.${name}` : name
-      problems.push({
-        source: sourceOf(origin, key),
-        key,
-        expected: `one of the known keys${prefix ? ` of ${prefix}` : ''} (${Object.keys(section.fields).join(', ')})`,
-        found: 'an unknown key',
-      })
+/** One problem per key (the first thing wrong with it), one per unknown key. */
+function problemsOf(issues: readonly z.core.$ZodIssue[], origin: Origin): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  const seen = new Set<string>()
+  for (const issue of issues) {
+    const at = keyOf(issue.path)
+    if (issue.code === 'unrecognized_keys') {
+      for (const name of issue.keys) {
+        const key = at === '' ? name : `${at}.${name}`
+        problems.push({ source: sourceOf(origin, key), key, expected: `one of the known keys${at ? ` of ${at}` : ''} (${issue.message})`, found: 'an unknown key' })
+      }
+      continue
     }
+    const key = at === '' ? '(top level)' : at
+    if (seen.has(key)) continue
+    seen.add(key)
+    problems.push({ source: sourceOf(origin, key), key, expected: issue.message, found: describe(issue.input) })
   }
-  for (const [name, field] of Object.entries(section.fields)) {
-    const key = prefix ? `${prefix}.${name}` : name
-    const value = validateField(field, tree[name], key, origin, problems)
-    if (value !== undefined) out[name] = value as Plain
-  }
-  return out
+  return problems
 }
 
 export interface LoadOptions {
@@ -188,14 +179,14 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv
 }
 
-export interface LoadedConfig {
-  config: Config
+export interface Loaded<T> {
+  config: T
   /** Human description of where settings came from, for the start-up log. */
   sources: string[]
 }
 
-/** Loads and validates; throws ConfigError listing every problem found. */
-export function loadConfig(options: LoadOptions = {}): LoadedConfig {
+/** Loads and validates against `spec`; throws ConfigError listing every problem found. */
+export function loadWith<Schema extends z.ZodObject>(spec: ConfigSpec<Schema>, options: LoadOptions = {}): Loaded<z.output<Schema>> {
   const env = options.env ?? process.env
   const problems: ConfigProblem[] = []
   const sources: string[] = []
@@ -226,7 +217,7 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   }
 
   const origin: Origin = { file: fileLabel, envKeys: new Map() }
-  const byEnvName = new Map(leafPaths().map((leaf) => [envName(leaf.path), leaf]))
+  const byEnvName = new Map(leafPaths(spec.schema).map((leaf) => [envName(leaf.path), leaf]))
   for (const [variable, text] of Object.entries(env)) {
     if (!variable.startsWith('PORTIER_') || reservedEnv.has(variable) || text === undefined) continue
     const leaf = byEnvName.get(variable)
@@ -234,102 +225,33 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
       problems.push({ source: `environment ${variable}`, key: variable, expected: 'a PORTIER_* variable naming a known key (e.g. PORTIER_LIMITS_BLOB_MAX_BYTES)', found: 'an unknown variable' })
       continue
     }
-    setPath(tree, leaf.path, envValue(leaf.field, text))
+    setPath(tree, leaf.path, envValue(leaf.kind, text))
     origin.envKeys.set(leaf.path.join('.'), variable)
     sources.push(`environment ${variable}`)
   }
 
-  const config = validateSection(schema, tree, '', origin, problems) as unknown as Config
-  problems.push(...crossChecks(config, origin))
-  if (problems.length > 0) throw new ConfigError(problems)
-  return { config, sources }
-}
-
-/** Rules that span several keys. Runs on a partly invalid tree too, so it checks shapes before use. */
-function crossChecks(config: Config, origin: Origin): ConfigProblem[] {
-  const problems: ConfigProblem[] = []
-  const token = config.auth?.token
-  if (config.auth?.mode === 'token' && token?.external?.enabled) {
-    const need = (key: string, ok: boolean, expected: string): void => {
-      if (!ok) problems.push({ source: sourceOf(origin, key), key, expected, found: 'nothing' })
-    }
-    need('auth.token.external.issuer', Boolean(token.external.issuer), "the external token server's issuer (iss) name")
-    need('auth.token.realm', Boolean(token.realm), 'the external token server URL clients are sent to')
-    need('auth.token.external.rootcertbundle', Boolean(token.external.rootcertbundle || token.external.jwks), 'a PEM bundle of its certificates or public keys (or auth.token.external.jwks)')
-  }
-  const names = new Set<string>()
-  const upstreams = Array.isArray(config.upstreams) ? config.upstreams : []
-  upstreams.forEach((upstream, index) => {
-    // An item or url already reported as invalid has nothing more to check.
-    if (!isTree(upstream) || typeof upstream.url !== 'string') return
-    let host: string
-    try {
-      host = new URL(upstream.url).host
-    } catch {
-      const key = `upstreams[${index}].url`
-      problems.push({ source: sourceOf(origin, key), key, expected: 'a registry origin like "http://registry:5000"', found: JSON.stringify(upstream.url) })
-      return
-    }
-    if (!upstream.name) upstream.name = host
-    if (names.has(upstream.name)) {
-      const key = `upstreams[${index}].name`
-      problems.push({ source: sourceOf(origin, key), key, expected: 'a name no other upstream has', found: JSON.stringify(upstream.name) })
-    }
-    names.add(upstream.name)
-  })
-  const server = isTree(config.server) ? config.server : undefined
-  if (typeof server?.public_url === 'string' && server.public_url.endsWith('/')) server.public_url = server.public_url.slice(0, -1)
-  const problem = (key: string, expected: string, found: string): void => {
-    problems.push({ source: sourceOf(origin, key), key, expected, found })
-  }
-  for (const name of ['listen', 'http_redirect_listen'] as const) {
-    const address = server?.[name]
-    const port = typeof address === 'string' ? /:(\d+)$/.exec(address)?.[1] : undefined
-    if (port !== undefined && Number(port) > 65535) problem(`server.${name}`, 'a port from 0 to 65535', JSON.stringify(address))
-  }
-  if (typeof server?.http_redirect_listen === 'string' && server.http_redirect_listen !== '') {
-    // Port 0 means "any free port": two of those never collide.
-    if (server.http_redirect_listen === server.listen && !server.listen.endsWith(':0')) {
-      problem('server.http_redirect_listen', 'an address other than server.listen', JSON.stringify(server.http_redirect_listen))
-    }
-    const tls = isTree(config.tls) ? config.tls : undefined
-    if (tls?.enabled === false && !String(server.public_url ?? '').startsWith('https://')) {
-      problem(
-        'server.http_redirect_listen',
-        'tls.enabled: true, or an https:// server.public_url (it redirects to HTTPS, which this gateway does not serve with TLS off)',
-        JSON.stringify(server.http_redirect_listen),
-      )
+  const input = withoutNulls(tree)
+  const result = spec.schema.safeParse(input, { reportInput: true })
+  if (!result.success) problems.push(...problemsOf(result.error.issues, origin))
+  // Rules between sections see each section as far as it validated: parsed when valid, as written when not,
+  // so one bad key does not hide the other problems (the rules check shapes before use).
+  const sections: Record<string, unknown> = {}
+  if (result.success) Object.assign(sections, result.data)
+  else if (isTree(input)) {
+    for (const [name, field] of Object.entries(spec.schema.shape)) {
+      const section = (field as z.ZodType).safeParse(input[name])
+      sections[name] = section.success ? section.data : input[name]
     }
   }
-  const admin = isTree(config.admin) ? config.admin : undefined
-  for (const [listKey, entries] of [
-    ['server.trusted_proxies', server?.trusted_proxies],
-    ['admin.allow', admin?.allow],
-  ] as const) {
-    for (const [index, entry] of (Array.isArray(entries) ? entries : []).entries()) {
-      if (parseCidr(String(entry)) === undefined) {
-        const key = `${listKey}[${index}]`
-        problems.push({ source: sourceOf(origin, key), key, expected: 'an IP address or CIDR like 10.0.0.0/8', found: JSON.stringify(entry) })
-      }
+  // A key already reported (e.g. a list entry of the wrong kind) is reported once.
+  const reported = new Set(problems.map((problem) => problem.key))
+  for (const check of spec.checks) {
+    for (const found of check(sections)) {
+      if (reported.has(found.key)) continue
+      reported.add(found.key)
+      problems.push({ source: sourceOf(origin, found.key), ...found })
     }
   }
-  for (const [index, entry] of (Array.isArray(server?.hosts) ? server.hosts : []).entries()) {
-    if (!/^(?:\*\.)?[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(String(entry)) && isIP(String(entry)) === 0) {
-      problem(`server.hosts[${index}]`, 'a host name like "registry.example.com", "*.example.com" or an IP address (no scheme, port or path)', JSON.stringify(entry))
-    }
-  }
-  if (typeof admin?.listen === 'string' && admin.listen !== '' && admin.listen === server?.listen && !admin.listen.endsWith(':0')) {
-    problem('admin.listen', 'an address other than server.listen (or admin.on_main_listener: true to serve the admin paths there)', JSON.stringify(admin.listen))
-  }
-  for (const found of acmeProblems(config.tls, server)) problem(found.key, found.expected, found.found)
-  for (const found of routingProblems(config.upstreams, config.routing)) problem(found.key, found.expected, found.found)
-  const auth = isTree(config.auth) ? config.auth : undefined
-  for (const found of aclProblems(auth)) problem(found.key, found.expected, found.found)
-  const throttle = isTree(auth?.throttle) ? auth.throttle : undefined
-  if (typeof throttle?.max_failures === 'number' && throttle.max_failures > 0) {
-    for (const name of ['window', 'lockout'] as const) {
-      if (throttle[name] === 0) problem(`auth.throttle.${name}`, 'a duration above 0 (set auth.throttle.max_failures: 0 to turn throttling off)', '0')
-    }
-  }
-  return problems
+  if (!result.success || problems.length > 0) throw new ConfigError(problems)
+  return { config: result.data, sources }
 }

@@ -4,7 +4,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createAcl, type Caller } from '../../src/auth/acl.js'
-import { ConfigError, loadConfig, type AclGroup, type AclRule, type ConfigProblem } from '../../src/config/index.js'
+import { ConfigError, type ConfigProblem } from '../../src/config/index.js'
+import { loadConfig } from '../../src/app/config.js'
+import type { AclGroup, AclRule } from '../../src/auth/section.js'
 import type { Action, Scope } from '../../src/registry/classify.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'portier-acl-'))

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs'
 import { join, posix } from 'node:path'
 import yaml from 'js-yaml'
 import { ROOT } from '../helpers/gateway.js'
-import { loadConfig } from '../../src/config/index.js'
+import { loadConfig } from '../../src/app/config.js'
 
 type Service = { ports?: string[]; volumes?: string[] }
 const base = yaml.load(readFileSync(join(ROOT, 'compose.yaml'), 'utf8')) as { services: Record<string, Service> }

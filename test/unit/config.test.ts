@@ -3,7 +3,8 @@ import t from 'tap'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ConfigError, loadConfig, parseDuration, parseSize, formatBytes, envName, type ConfigProblem } from '../../src/config/index.js'
+import { ConfigError, parseDuration, parseSize, formatBytes, envName, type ConfigProblem } from '../../src/config/index.js'
+import { loadConfig } from '../../src/app/config.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'portier-config-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))

@@ -8,7 +8,7 @@ import { join, posix } from 'node:path'
 import yaml from 'js-yaml'
 import { run, runOk } from '../helpers/exec.js'
 import { CLI, ROOT } from '../helpers/gateway.js'
-import { loadConfig } from '../../src/config/index.js'
+import { loadConfig } from '../../src/app/config.js'
 
 interface Instruction {
   keyword: string

@@ -9,7 +9,8 @@ import {
   type ClientView,
 } from '../../src/forward/headers.js'
 import { createPublicHosts, type PublicHosts } from '../../src/pipeline/public-hosts.js'
-import { ConfigError, loadConfig } from '../../src/config/index.js'
+import { ConfigError } from '../../src/config/index.js'
+import { loadConfig } from '../../src/app/config.js'
 
 /** A policy accepting every well-formed Host (these tests are about the other header rules). */
 const anyHost = (fallback: string): PublicHosts => ({ accepts: () => true, fallback: () => fallback })

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import { join, posix } from 'node:path'
 import yaml from 'js-yaml'
 import { ROOT } from '../helpers/gateway.js'
-import { loadConfig } from '../../src/config/index.js'
+import { loadConfig } from '../../src/app/config.js'
 
 type Service = { image?: string; ports?: string[]; volumes?: string[]; depends_on?: string[] }
 type Compose = { services: Record<string, Service>; volumes?: Record<string, unknown> }

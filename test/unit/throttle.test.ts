@@ -1,7 +1,8 @@
 // Login throttling on a fake clock: per user+IP and per IP locks, success clearing, window expiry, IPv6 /64s, memory cap.
 import t from 'tap'
 import { addressKey, createThrottle, type ThrottleDeps, type ThrottleOptions } from '../../src/auth/throttle.js'
-import { loadConfig, ConfigError, type ConfigProblem } from '../../src/config/index.js'
+import { ConfigError, type ConfigProblem } from '../../src/config/index.js'
+import { loadConfig } from '../../src/app/config.js'
 
 const minute = 60_000
 

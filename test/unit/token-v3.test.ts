@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JWK } from 'jose'
 import { createIssuer, generateTokenKey, libtrustKeyId, loadTokenKey, writeTokenJwks, type IssuerOptions, type TokenKey } from '../../src/auth/token/index.js'
-import { loadConfig } from '../../src/config/index.js'
+import { loadConfig } from '../../src/app/config.js'
 
 const work = mkdtempSync(join(tmpdir(), 'portier-token-v3-'))
 t.teardown(() => rmSync(work, { recursive: true, force: true }))
