@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto'
 import { isIP } from 'node:net'
 import type { ThrottleConfig } from './section.js'
+import { BoundedCache } from '../lib/bounded-cache.js'
 
 /** One login attempt counted before its password is checked; exactly one of the three is called once it is known. */
 export interface Attempt {
@@ -86,8 +87,8 @@ export function createThrottle(options: ThrottleOptions, deps: ThrottleDeps = {}
   const { max_failures: pairLimit, window, lockout } = options
   const ipLimit = options.ip_max_failures ?? 0
   const enabled = pairLimit > 0 && window > 0 && lockout > 0
-  // Map order is recency of the last failure: the first key is the one to drop when full.
-  const counters = new Map<string, Counter>()
+  // Order is recency of the last failure (reads peek): the oldest failure is the one dropped when full.
+  const counters = new BoundedCache<string, Counter>({ max: maxEntries })
 
   // The address part comes first and never contains a newline, so the two keys cannot collide.
   const pairKey = (user: string, ip: string): string => `p:${addressKey(ip)}\n${userKey(user)}`
@@ -95,15 +96,13 @@ export function createThrottle(options: ThrottleOptions, deps: ThrottleDeps = {}
 
   /** The counter for `key` now: a new window once the old one ended (reservations in flight carry over). */
   const current = (key: string, at: number): Counter => {
-    const counter = counters.get(key)
+    const counter = counters.peek(key)
     if (counter && (counter.lockedUntil > at || at - counter.windowStart < window)) return counter
     return { failures: 0, pending: counter?.pending ?? 0, windowStart: at, lockedUntil: 0 }
   }
 
   const store = (key: string, counter: Counter): void => {
-    counters.delete(key)
     counters.set(key, counter)
-    while (counters.size > maxEntries) counters.delete(counters.keys().next().value as string)
   }
 
   const lock = (counter: Counter, at: number): void => {
@@ -123,14 +122,14 @@ export function createThrottle(options: ThrottleOptions, deps: ThrottleDeps = {}
 
   /** Takes back a reservation; a counter left with nothing to remember is dropped. */
   const release = (key: string): void => {
-    const counter = counters.get(key)
+    const counter = counters.peek(key)
     if (!counter) return
     counter.pending = Math.max(0, counter.pending - 1)
     if (counter.pending === 0 && counter.failures === 0 && counter.lockedUntil === 0) counters.delete(key)
   }
 
   const waitMs = (key: string, at: number): number => {
-    const counter = counters.get(key)
+    const counter = counters.peek(key)
     if (!counter) return 0
     if (counter.lockedUntil > at) return counter.lockedUntil - at
     if (at - counter.windowStart >= window && counter.pending === 0) counters.delete(key)

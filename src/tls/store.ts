@@ -6,6 +6,7 @@ import { isIP } from 'node:net'
 import { dirname, resolve } from 'node:path'
 import type { CertificateFiles } from './section.js'
 import { serverCipherOptions } from './ciphers.js'
+import { BoundedCache } from '../lib/bounded-cache.js'
 
 export interface LoadedCertificate {
   files: CertificateFiles
@@ -46,7 +47,7 @@ export class CertificateStore {
   private reloadTimer: NodeJS.Timeout | undefined
   private lastDigest = ''
   /** covers() answers for the loaded set, per name: the Host check asks on every request. Cleared on reload. */
-  private coverage = new Map<string, boolean>()
+  private readonly coverage = new BoundedCache<string, boolean>({ max: COVERAGE_NAMES })
 
   constructor(
     private files: CertificateFiles[],
@@ -92,8 +93,7 @@ export class CertificateStore {
     const covered = this.loaded.some((entry) =>
       ip ? entry.x509.checkIP(host) !== undefined : entry.x509.checkHost(host, { subject: 'default' }) !== undefined,
     )
-    // Names come from clients: a scanner sending new ones empties the memo rather than growing it.
-    if (this.coverage.size >= COVERAGE_NAMES) this.coverage.clear()
+    // Names come from clients: a scanner sending new ones pushes out the least used rather than growing the memo.
     this.coverage.set(host, covered)
     return covered
   }
@@ -128,7 +128,7 @@ export class CertificateStore {
       }
     }
     this.loaded = loaded
-    this.coverage = new Map()
+    this.coverage.clear()
     this.exact = exact
     this.wildcard = wildcard
     this.lastDigest = hex
