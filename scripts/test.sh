@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command (npm test, and CI): installs the tools the tests drive, builds, runs every tap test,
+# The test command (npm test, and CI): installs the tools the tests drive, builds, type-checks and lints, runs every tap test,
 # and ends with one "N passed, N failed" line. Exit status is non-zero when any test failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +7,8 @@ bash scripts/ensure-tools.sh docker-registry skopeo podman curl openssl htpasswd
 bash scripts/node-deps.sh || exit 1
 # Tests and benchmarks are TypeScript too (strict, like src/); tap runs them without a type check.
 npm run typecheck --silent || { echo "type errors in test/ or bench/ (npm run typecheck)" >&2; exit 1; }
+# The linter (eslint.config.js: typescript-eslint with type information) over src/ and test/; a finding fails the run.
+npx --no-install eslint src test || { echo "lint findings in src/ or test/ (npx eslint src test)" >&2; exit 1; }
 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

@@ -94,7 +94,8 @@ export async function createAuthenticator(config: AuthConfig, log: Logger, obser
     accountActive: (user) => store.userNames.includes(user),
     close: () => {
       store.close()
-      void pool.close()
+      // Terminating a worker can fail (it is already gone); shutdown goes on either way.
+      pool.close().catch((error: unknown) => log.warn({ err: error instanceof Error ? error.message : String(error) }, 'password check workers did not stop cleanly'))
     },
   }
   if (generatedAdmin) setup.generatedAdmin = generatedAdmin

@@ -89,16 +89,16 @@ export type AdminErrorCode = keyof typeof admin
 export type ErrorCode = RegistryErrorCode | TokenErrorCode | AdminErrorCode
 
 // A code declared in two groups would make its subsystem ambiguous: this fails to compile then.
-type Overlap<A, B> = Extract<keyof A, keyof B>
-type NoOverlap<T extends never> = T
-export type CodesAreUnique = NoOverlap<
-  | Overlap<typeof registry, typeof gateway>
-  | Overlap<typeof registry, typeof token>
-  | Overlap<typeof registry, typeof admin>
-  | Overlap<typeof gateway, typeof token>
-  | Overlap<typeof gateway, typeof admin>
-  | Overlap<typeof token, typeof admin>
->
+type Disjoint<A, B> = [Extract<keyof A, keyof B>] extends [never] ? true : false
+type AllDisjoint = [
+  Disjoint<typeof registry, typeof gateway>,
+  Disjoint<typeof registry, typeof token>,
+  Disjoint<typeof registry, typeof admin>,
+  Disjoint<typeof gateway, typeof token>,
+  Disjoint<typeof gateway, typeof admin>,
+  Disjoint<typeof token, typeof admin>,
+]
+export const codesAreUnique: AllDisjoint extends true[] ? true : never = true
 
 export interface CodeEntry extends CatalogueEntry {
   subsystem: Subsystem

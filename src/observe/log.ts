@@ -21,7 +21,7 @@ export function formatPretty(line: string): string {
   const fields = Object.entries(entry)
     .filter(([key, value]) => !HIDDEN.has(key) && value !== undefined)
     .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`)
-  return `${time} ${level.padEnd(5)} ${String(entry.msg ?? '')}${fields.length ? `  ${fields.join(' ')}` : ''}\n`
+  return `${time} ${level.padEnd(5)} ${typeof entry.msg === 'string' ? entry.msg : entry.msg === undefined ? '' : JSON.stringify(entry.msg)}${fields.length ? `  ${fields.join(' ')}` : ''}\n`
 }
 
 /** For development (log.format: pretty): readable lines, written synchronously. */

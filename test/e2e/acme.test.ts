@@ -225,7 +225,7 @@ t.test('TLS-ALPN-01: pebble validates on the TLS port itself; no plain-HTTP list
       socket.destroy()
       resolve('handshake completed')
     })
-    socket.once('error', (error) => resolve(`error: ${error.message}`))
+    socket.once('error', (error: Error) => resolve(`error: ${error.message}`))
     socket.once('close', () => resolve('closed'))
   })
   t.not(refused, 'handshake completed', `acme-tls/1 without a pending challenge gets no certificate (${refused})`)
@@ -365,7 +365,7 @@ t.test('two instances sharing one storage: one orders, the other picks the certi
   for (const gateway of both) await gateway.logsSettled()
   const orders = both.map((gateway) => gateway.logs.filter((line) => line.msg === 'ordering an ACME certificate').length)
   // On failure, the ACME lines of both instances say why (tap prints `extra` only for failed assertions).
-  const acmeLines = both.map((gateway) => gateway.logs.filter((line) => /ACME|acme|lock|another instance/.test(line.msg)).map((line) => `${String(line.time)} ${line.msg} ${line.err === undefined ? '' : String(line.err)}`))
+  const acmeLines = both.map((gateway) => gateway.logs.filter((line) => /ACME|acme|lock|another instance/.test(line.msg)).map((line) => `${JSON.stringify(line.time)} ${line.msg} ${line.err === undefined ? '' : JSON.stringify(line.err)}`))
   t.same(orders.slice().sort(), [0, 1], `exactly one instance ordered (A: ${orders[0]}, B: ${orders[1]})`, { A: acmeLines[0], B: acmeLines[1] })
   t.equal(lines[0]?.sha256, lines[1]?.sha256, 'both serve the same certificate')
   const root = await pebble.root()

@@ -85,7 +85,7 @@ t.test('a chunked upload started through one instance is finished through anothe
 
   const again = await client.send('POST', '/v2/mirror/chunks/blobs/uploads/')
   const token = new URL(again.headers.location as string).searchParams.get('_portier') as string
-  const tampered = `/v2/mirror/chunks/blobs/uploads/${again.headers['docker-upload-uuid']}?_portier=${token.slice(0, 30)}${token[30] === 'A' ? 'B' : 'A'}${token.slice(31)}`
+  const tampered = `/v2/mirror/chunks/blobs/uploads/${String(again.headers['docker-upload-uuid'])}?_portier=${token.slice(0, 30)}${token[30] === 'A' ? 'B' : 'A'}${token.slice(31)}`
   const refused = await client.send('PATCH', tampered, { headers: octets, body: Buffer.from('x') })
   t.equal(refused.status, 404, 'a tampered mirror upload URL is refused')
   t.equal(refused.errorCode(), 'BLOB_UPLOAD_UNKNOWN')

@@ -70,7 +70,7 @@ export interface Conformance {
   bare: Target
   bareAgent: Agent
   /** Portier in front of `registry` in one auth mode; started once per file and reused. */
-  gatewayTarget(mode: AuthMode): Promise<{ target: Target; gateway: GatewayHandle }>
+  gatewayTarget: (mode: AuthMode) => Promise<{ target: Target; gateway: GatewayHandle }>
 }
 
 /** A registry 2.8.2, an htpasswd file (alice) and, on demand, one gateway per auth mode; all stopped in `t`'s teardown. */

@@ -86,7 +86,7 @@ export class GatewayClient {
             status: res.statusCode ?? 0,
             headers: res.headers,
             body,
-            json: () => JSON.parse(body.toString('utf8')),
+            json: () => JSON.parse(body.toString('utf8')) as unknown,
             errorCode: () => {
               try {
                 return (JSON.parse(body.toString('utf8')) as { errors?: Array<{ code?: string }> }).errors?.[0]?.code

@@ -34,7 +34,7 @@ t.test('generates once into the directory, then reuses', async (t) => {
   const second = ensureSelfSigned(dir)
   t.equal(second.created, false)
   t.equal(second.fingerprint, first.fingerprint)
-  t.ok(second.names.includes('localhost') && second.names.includes('127.0.0.1'), `names reported from the certificate: ${second.names}`)
+  t.ok(second.names.includes('localhost') && second.names.includes('127.0.0.1'), `names reported from the certificate: ${second.names.join(', ')}`)
 })
 
 t.test('extra hosts (names and IPs) are added; a certificate lacking one is replaced', async (t) => {

@@ -24,7 +24,6 @@ import {
   TokenKeyError,
   type Scope,
   type TokenKey,
-  type TokenProblem,
   type Verifier,
 } from '../../src/auth/token/index.js'
 
@@ -58,7 +57,8 @@ function rsaKey(dir: string): TokenKey {
 
 const repo = (name: string, ...actions: Scope['actions']): Scope => ({ type: 'repository', name, actions })
 
-async function problemOf(verifier: Verifier, token: string): Promise<TokenProblem | string> {
+/** 'accepted', or the refusal as reason/problem. */
+async function problemOf(verifier: Verifier, token: string): Promise<string> {
   try {
     await verifier.verify(token)
     return 'accepted'

@@ -43,7 +43,7 @@ export interface TokenEndpointOptions {
    * The account's current credential (its stored password hash): refresh tokens are bound to it and
    * refused once it changes. Without it refresh tokens are bound to nothing but the account name.
    */
-  credentialOf?(user: string): string | undefined
+  credentialOf?: (user: string) => string | undefined
   /** Whether a refresh token's account still exists; refresh fails once it returns false. */
   accountActive?(user: string): boolean | Promise<boolean>
   /** Called once per token issued; carries no secret. */
