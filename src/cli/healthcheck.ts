@@ -1,8 +1,32 @@
 // `portier healthcheck`: asks the running gateway, at the addresses its config names, whether it is alive (for HEALTHCHECK and probes).
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import type { Config } from './config.js'
-import { parseListen } from './listen.js'
+import type { Config } from '../app/config.js'
+import { parseListen } from '../app/listen.js'
+import { configOption, configPath, helpOption, parseCommand } from './args.js'
+import { load } from './load.js'
+
+export const usage = `Usage: portier healthcheck [--config FILE]
+
+Exits 0 when the running gateway answers: the admin listener's /healthz (admin.listen), else /healthz
+on server.listen when admin.on_main_listener is set, else /v2/ there (200, or 401 with authentication
+on). Exits 1 when it does not answer within 4 s. The image's HEALTHCHECK runs it.
+
+Options:
+  -c, --config FILE   YAML configuration (default: $PORTIER_CONFIG, else built-in defaults)
+  -h, --help          this text
+`
+
+export async function healthcheck(args: string[]): Promise<number> {
+  const { values } = parseCommand('healthcheck', args, { config: configOption, help: helpOption }, 0)
+  if (values.help) {
+    process.stdout.write(usage)
+    return 0
+  }
+  const result = await runProbe(healthProbe(load(configPath(values.config)).config), 4000)
+  process.stdout.write(`${result.ok ? 'healthy' : 'unhealthy'}: ${result.detail}\n`)
+  return result.ok ? 0 : 1
+}
 
 export interface HealthProbe {
   url: string

@@ -121,6 +121,69 @@ t.test('unknown commands and options exit non-zero with the help text', async (t
   t.match(none.stdout + none.stderr, /serve/)
 })
 
+const COMMANDS = ['serve', 'check-config', 'passwd', 'healthcheck', 'token-key']
+
+t.test('COMMAND --help prints that command\'s usage (not the global help) and exits 0, for every command', async (t) => {
+  for (const command of COMMANDS) {
+    const long = await cli([command, '--help'])
+    t.equal(long.code, 0, `${command} --help exits 0 (${long.stderr})`)
+    t.ok(long.stdout.startsWith(`Usage: portier ${command}`), `${command} --help starts with its own usage line`)
+    t.notMatch(long.stdout, /an HTTPS gateway for Docker\/OCI registries/, `${command} --help is not the global help`)
+    t.match(long.stdout, /-h, --help/, `${command} --help lists its options`)
+    t.equal(long.stderr, '')
+    if (command === 'serve' || command === 'passwd') {
+      const short = await cli([command, '-h'])
+      t.equal(short.code, 0)
+      t.equal(short.stdout, long.stdout, `${command} -h prints the same`)
+      const topic = await cli(['help', command])
+      t.equal(topic.code, 0)
+      t.equal(topic.stdout, long.stdout, `portier help ${command} prints the same`)
+    }
+  }
+  // Each usage names the options of its command only.
+  const passwd = await cli(['passwd', '--help'])
+  t.match(passwd.stdout, /-f, --file FILE/)
+  t.match(passwd.stdout, /-m, --mode MODE/)
+  const tokenKey = await cli(['token-key', '--help'])
+  t.match(tokenKey.stdout, /-o, --out DIR/)
+  const serve = await cli(['serve', '--help'])
+  t.notMatch(serve.stdout, /--out|--mode|--file/)
+})
+
+t.test('an unknown option of any command exits 64 with the message and that command\'s usage on stderr', async (t) => {
+  for (const command of COMMANDS) {
+    const r = await cli([command, '--frobnicate'])
+    t.equal(r.code, 64, `${command} --frobnicate exits 64 (EX_USAGE)`)
+    t.match(r.stderr, /^portier: unknown option --frobnicate\n/, `${command}: the message comes first`)
+    t.match(r.stderr, new RegExp(`Usage: portier ${command}`), `${command}: then its usage`)
+    t.equal(r.stdout, '', 'nothing on stdout')
+  }
+  // Options belong to their command now: serve has no --out, check-config no --mode.
+  const out = await cli(['serve', '--out', dir])
+  t.equal(out.code, 64)
+  t.match(out.stderr, /unknown option --out/)
+  const mode = await cli(['check-config', '-m', '0644'])
+  t.equal(mode.code, 64)
+  t.match(mode.stderr, /unknown option -m/)
+  const value = await cli(['token-key', '--out'])
+  t.equal(value.code, 64)
+  t.match(value.stderr, /--out needs a directory/)
+  const extra = await cli(['check-config', 'extra'])
+  t.equal(extra.code, 64)
+  t.match(extra.stderr, /unexpected argument extra/)
+  const topic = await cli(['help', 'frobnicate'])
+  t.equal(topic.code, 64)
+  t.match(topic.stderr, /unknown command frobnicate/)
+})
+
+t.test('options before the command still reach it', async (t) => {
+  const good = join(dir, 'before.yaml')
+  writeFileSync(good, 'server:\n  listen: 127.0.0.1:5443\n')
+  const r = await cli(['--config', good, 'check-config'])
+  t.equal(r.code, 0, r.stderr)
+  t.match(r.stdout, good)
+})
+
 t.test('the example config in the repository is valid', async (t) => {
   const r = await cli(['check-config', '--config', join(ROOT, 'config', 'portier.yaml')])
   t.equal(r.code, 0, r.stderr)

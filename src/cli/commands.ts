@@ -1,0 +1,67 @@
+// The commands of the portier binary, loaded only when run, and the global help that lists them.
+
+export interface CommandModule {
+  /** The command's own --help text. */
+  usage: string
+  run(args: string[]): Promise<number>
+}
+
+/** Each command lives in its own file; only the one asked for is loaded. */
+export const commands: Readonly<Record<string, () => Promise<CommandModule>>> = {
+  serve: async () => {
+    const { usage, serve } = await import('./serve.js')
+    return { usage, run: serve }
+  },
+  'check-config': async () => {
+    const { usage, checkConfig } = await import('./check-config.js')
+    return { usage, run: checkConfig }
+  },
+  passwd: async () => {
+    const { usage, passwd } = await import('./passwd.js')
+    return { usage, run: passwd }
+  },
+  healthcheck: async () => {
+    const { usage, healthcheck } = await import('./healthcheck.js')
+    return { usage, run: healthcheck }
+  },
+  'token-key': async () => {
+    const { usage, tokenKey } = await import('./token-key.js')
+    return { usage, run: tokenKey }
+  },
+}
+
+export const help = `portier — an HTTPS gateway for Docker/OCI registries
+
+Usage:
+  portier serve [--config FILE]          run the gateway
+  portier check-config [--config FILE]   validate the configuration and exit (0 = valid)
+  portier passwd add|remove|list [--file FILE] [--mode MODE] [USER]
+                                         manage an htpasswd file (bcrypt, cost 10); the password
+                                         is read from the terminal, or the first line of stdin
+  portier healthcheck [--config FILE]    exit 0 when the running gateway answers (the admin
+                                         listener's /healthz, else /v2/ on server.listen)
+  portier token-key [--out DIR]          make the token signing key, its certificate (the
+                                         rootcertbundle a registry verifies Portier's tokens with)
+                                         and token.jwks (registry 3.x); keeps an existing key
+  portier COMMAND --help                 that command's own usage
+  portier --help | --version
+
+Options:
+  -c, --config FILE   YAML configuration (default: $PORTIER_CONFIG, else built-in defaults)
+  -f, --file FILE     for passwd: the htpasswd file (default: auth.htpasswd.path of the config)
+  -m, --mode MODE     for passwd: the file's permissions, e.g. 0644 when the gateway runs as
+                      another user (a container); default: an existing file keeps its mode, a
+                      new one is 0600
+  -o, --out DIR       for token-key: where token.key, token.crt and token.jwks go (default: certs/token)
+
+Configuration:
+  Every key has a default; see config/portier.yaml for all of them. Any key can be set from the
+  environment as PORTIER_ + its path upper-cased and joined by "_", for example
+  PORTIER_SERVER_LISTEN=0.0.0.0:443 or PORTIER_LIMITS_BLOB_MAX_BYTES=10GiB. Lists take YAML/JSON:
+  PORTIER_UPSTREAMS='[{url: "http://registry:5000"}]'.
+
+With no upstreams configured, portier starts a local registry (docker-registry) itself, storing
+data in data/registry, and with no certificates configured it generates a self-signed one in
+certs/self-signed (its SHA-256 fingerprint is logged). With auth.mode htpasswd (the default) and
+no htpasswd file yet, it creates auth/htpasswd with user "admin" and prints the password once.
+`
