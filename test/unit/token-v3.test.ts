@@ -1,12 +1,12 @@
 // Portier's tokens under registry 3.x's key selection (x5c chain to the rootcertbundle, else kid among RFC 7638 thumbprints and the jwks file) and under 2.8's, re-implemented from distribution's registry/auth/token.
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
-import { createPublicKey, X509Certificate, type JsonWebKey, type KeyObject } from 'node:crypto'
+import { createECDH, createPublicKey, X509Certificate, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JWK } from 'jose'
-import { createIssuer, generateTokenKey, libtrustKeyId, loadTokenKey, writeTokenJwks, type IssuerOptions, type TokenKey } from '../../src/auth/token/index.js'
+import { createIssuer, generateTokenKey, jwkThumbprint, libtrustKeyId, loadTokenKey, writeTokenJwks, type IssuerOptions, type TokenKey } from '../../src/auth/token/index.js'
 import { loadConfig } from '../../src/app/config.js'
 
 const work = mkdtempSync(join(tmpdir(), 'portier-token-v3-'))
@@ -125,6 +125,23 @@ const own = loadTokenKey(generated.keyPath, generated.certPath)
 const strangerDir = join(work, 'stranger')
 generateTokenKey(strangerDir, { bits: 2048 })
 const stranger = loadTokenKey(join(strangerDir, 'token.key'), join(strangerDir, 'token.crt'))
+
+t.test('the thumbprint and the model check out against independent vectors', async (t) => {
+  // RFC 7638 section 3.1: this RSA key's SHA-256 thumbprint.
+  const rfcKey = createPublicKey({
+    key: {
+      kty: 'RSA',
+      e: 'AQAB',
+      n: '0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw',
+    },
+    format: 'jwk',
+  })
+  t.equal(jwkThumbprint(rfcKey), 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs', "Portier's thumbprint of RFC 7638's example key")
+  // The model's P-256 base point is the public key of private scalar 1.
+  const one = createECDH('prime256v1')
+  one.setPrivateKey(Buffer.concat([Buffer.alloc(31), Buffer.from([1])]))
+  t.equal(one.getPublicKey('hex'), `04${Buffer.from(p256Gx, 'base64url').toString('hex')}${Buffer.from(p256Gy, 'base64url').toString('hex')}`, 'Gx, Gy are P-256\'s generator')
+})
 
 t.test('token-key writes token.jwks: the public key only, 0644, kid = its RFC 7638 thumbprint (as jose computes it)', async (t) => {
   t.equal(generated.jwksPath, join(ownDir, 'token.jwks'))
