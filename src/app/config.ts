@@ -1,6 +1,7 @@
 // Portier's configuration: the sections registered by the modules that own them, the rules between sections, and the loader bound to both.
 import { z } from 'zod'
 import { section } from '../config/fields.js'
+import { isRecord } from '../lib/is-record.js'
 import { loadWith, type ConfigSpec, type CrossCheck, type Loaded, type LoadOptions } from '../config/load.js'
 import { serverSection } from './server-section.js'
 import { tlsSection } from '../tls/section.js'
@@ -35,7 +36,7 @@ export const configSchema = section({
 export type Config = z.output<typeof configSchema>
 
 function record(value: unknown): Readonly<Record<string, unknown>> | undefined {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined
+  return isRecord(value) ? value : undefined
 }
 
 /** The redirect listener sends clients to HTTPS, which must be served here or in front. */

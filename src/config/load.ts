@@ -60,16 +60,16 @@ export function envName(path: string[]): string {
 export type LeafKind = 'text' | 'bool' | 'int' | 'strings' | 'list'
 
 /** The schema under defaults, optional markers and transforms: what decides how a value is read. */
-function inner(schema: z.ZodType): z.ZodType {
-  let current: z.ZodType = schema
+function inner(schema: z.core.$ZodType): z.core.$ZodType {
+  let current = schema
   for (;;) {
-    if (current instanceof z.ZodDefault || current instanceof z.ZodPrefault || current instanceof z.ZodOptional) current = current.unwrap() as z.ZodType
-    else if (current instanceof z.ZodPipe) current = current.in as z.ZodType
+    if (current instanceof z.ZodDefault || current instanceof z.ZodPrefault || current instanceof z.ZodOptional) current = current.unwrap()
+    else if (current instanceof z.ZodPipe) current = current.in
     else return current
   }
 }
 
-function leafKind(schema: z.ZodType): LeafKind {
+function leafKind(schema: z.core.$ZodType): LeafKind {
   if (schema instanceof z.ZodBoolean) return 'bool'
   if (schema instanceof z.ZodNumber) return 'int'
   if (schema instanceof z.ZodArray) return 'list'
@@ -83,7 +83,7 @@ export function leafPaths(schema: z.ZodObject, prefix: string[] = []): Array<{ p
   const out: Array<{ path: string[]; kind: LeafKind }> = []
   for (const [name, field] of Object.entries(schema.shape)) {
     const path = [...prefix, name]
-    const core = inner(field as z.ZodType)
+    const core = inner(field)
     if (core instanceof z.ZodObject) out.push(...leafPaths(core, path))
     else out.push({ path, kind: leafKind(core) })
   }
@@ -239,7 +239,7 @@ export function loadWith<Schema extends z.ZodObject>(spec: ConfigSpec<Schema>, o
   if (result.success) Object.assign(sections, result.data)
   else if (isTree(input)) {
     for (const [name, field] of Object.entries(spec.schema.shape)) {
-      const section = (field as z.ZodType).safeParse(input[name])
+      const section = z.safeParse(field, input[name])
       sections[name] = section.success ? section.data : input[name]
     }
   }
