@@ -1,9 +1,10 @@
 // Token signing keys: generating an RSA key with a self-signed certificate (a registry's rootcertbundle) and its JWKS, loading keys, key IDs (libtrust, RFC 7638).
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, X509Certificate, type KeyObject } from 'node:crypto'
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import forge from 'node-forge'
 import { writeKeyAndCertificate } from '../../tls/pem-files.js'
+import { writeFileAtomically } from '../../lib/atomic-write.js'
 
 export type TokenAlg = 'RS256' | 'ES256'
 
@@ -119,18 +120,9 @@ export function tokenJwks(key: Pick<TokenKey, 'publicKey' | 'alg' | 'thumbprint'
 
 /** Writes tokenJwks(key) to `path` (0644: it holds only the public key), through a temporary file; TokenKeyError naming the file when it cannot. */
 export function writeTokenJwks(path: string, key: Pick<TokenKey, 'publicKey' | 'alg' | 'thumbprint'>): void {
-  const temporary = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
   try {
-    mkdirSync(dirname(path), { recursive: true })
-    writeFileSync(temporary, `${JSON.stringify(tokenJwks(key), null, 2)}\n`, { mode: 0o644 })
-    chmodSync(temporary, 0o644)
-    renameSync(temporary, path)
+    writeFileAtomically(path, `${JSON.stringify(tokenJwks(key), null, 2)}\n`, 0o644)
   } catch (error) {
-    try {
-      rmSync(temporary, { force: true })
-    } catch {
-      // Nothing was written where nothing can be.
-    }
     throw new TokenKeyError(`${path}: cannot write the JWKS (${(error as Error).message})`)
   }
 }
