@@ -13,8 +13,8 @@ export interface BearerOptions {
 
 export function createBearerAuthenticator(options: BearerOptions): Authenticator {
   const realmFor = (context: AuthContext): string => options.realm || `${context.publicOrigin}/auth/token`
-  const challenge = (context: AuthContext, detail?: unknown, error?: ChallengeError): RegistryError =>
-    new RegistryError('UNAUTHORIZED', detail, { 'WWW-Authenticate': challengeFor(context.scopes, realmFor(context), options.service, error) })
+  const challenge = (context: AuthContext, detail?: unknown, error?: ChallengeError, cause?: unknown): RegistryError =>
+    new RegistryError('UNAUTHORIZED', detail, { 'WWW-Authenticate': challengeFor(context.scopes, realmFor(context), options.service, error) }, undefined, { cause })
   return {
     challenge,
     asksForCredentials: true,
@@ -27,7 +27,7 @@ export function createBearerAuthenticator(options: BearerOptions): Authenticator
         const verified = await options.verifier.verify(token)
         return { user: verified.subject, via: 'token', access: verified.access }
       } catch (error) {
-        if (error instanceof TokenError) throw challenge(context, { reason: error.problem }, 'invalid_token')
+        if (error instanceof TokenError) throw challenge(context, { reason: error.problem }, 'invalid_token', error)
         throw error
       }
     },

@@ -1,13 +1,14 @@
 // The one error catalogue: every code has a status and a subsystem, each surface renders its own wire format from it, and errors carry their cause.
 import t, { type Test } from 'tap'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pino from 'pino'
 import { catalogue, catalogueBySubsystem, isErrorCode, type ErrorCode, type Subsystem } from '../../src/errors/catalogue.js'
 import { causeChain } from '../../src/errors/cause.js'
-import { createIssuer, createTokenEndpoint, generateTokenKey, loadTokenKey } from '../../src/auth/token/index.js'
+import { createBearerAuthenticator } from '../../src/auth/bearer.js'
+import { createIssuer, createTokenEndpoint, createVerifier, generateTokenKey, loadTokenKey, TokenError } from '../../src/auth/token/index.js'
 import { TokenRefusal, tokenErrorBody, type TokenErrorCode } from '../../src/auth/token/refusal.js'
 import { AdminError, createAdminHandler } from '../../src/observe/admin.js'
 import { Recorder } from '../../src/observe/record.js'
@@ -111,6 +112,31 @@ t.test('token surface: registry errors list plus OAuth2 error fields, the same c
   t.match(await wrongMethod.json(), { errors: [{ code: 'UNSUPPORTED' }], error: 'method_not_allowed' })
   const refused = await issuer.verifyRefresh('not.a.jwt').then(() => undefined, (error: unknown) => error)
   t.ok(refused instanceof Error && refused.cause instanceof Error, "the refresh check keeps jose's error as the cause")
+})
+
+t.test('registry surface, Bearer: an expired token is a 401 challenge whose cause chain reaches jose\'s error', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portier-errors-bearer-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const generated = generateTokenKey(dir, { bits: 2048 })
+  const base = { issuer: 'portier-test', service: 'registry.test' }
+  const hourAgo = createIssuer({ key: loadTokenKey(generated.keyPath, generated.certPath), ...base, ttlSeconds: 60, now: () => Date.now() - 3600_000 })
+  const expired = (await hourAgo.issue({ subject: 'ann', access: [] })).token
+  const verifier = await createVerifier({ issuer: base.issuer, audience: base.service, keys: readFileSync(generated.certPath, 'utf8') })
+  const bearer = createBearerAuthenticator({ verifier, service: base.service, realm: 'https://registry.test/auth/token' })
+  const refused = await bearer.authenticate({ authorization: `Bearer ${expired}` }, { clientIp: '127.0.0.1', publicOrigin: 'https://registry.test', scopes: [] }).then(
+    () => undefined,
+    (error: unknown) => error,
+  )
+  t.ok(refused instanceof RegistryError, 'a registry error')
+  if (!(refused instanceof RegistryError)) return
+  t.equal(refused.status, 401)
+  t.match(refused.headers['WWW-Authenticate'], /error="invalid_token"/)
+  t.same(JSON.parse(refused.body()), { errors: [{ code: 'UNAUTHORIZED', message: 'authentication required', detail: { reason: 'expired' } }] }, 'the client sees the problem only')
+  t.ok(refused.cause instanceof TokenError, "the challenge's cause is the verifier's TokenError")
+  const tokenError = refused.cause as TokenError
+  t.equal(tokenError.problem, 'expired')
+  t.ok(tokenError.cause instanceof Error && tokenError.cause.name === 'JWTExpired', "and its cause is jose's JWTExpired")
+  t.same(causeChain(refused)?.[0], 'token expired')
 })
 
 t.test('admin surface: { error, code } from the catalogue, with the headers each refusal needs', async (t) => {

@@ -67,8 +67,9 @@ interface TrustedKey {
   alg?: string
 }
 
-function invalid(problem: TokenProblem, message: string): TokenError {
-  return new TokenError('invalid_token', problem, message)
+/** `cause`: jose's error, when one was mapped (for logs; the client sees the problem only). */
+function invalid(problem: TokenProblem, message: string, cause?: unknown): TokenError {
+  return new TokenError('invalid_token', problem, message, cause === undefined ? undefined : { cause })
 }
 
 /** `Authorization: Bearer <token>` → the token, else undefined. */
@@ -175,17 +176,17 @@ function fits(key: KeyObject, alg: string): boolean {
 
 function mapJoseError(error: unknown): TokenError {
   if (error instanceof TokenError) return error
-  if (error instanceof joseErrors.JWTExpired) return invalid('expired', 'token expired')
+  if (error instanceof joseErrors.JWTExpired) return invalid('expired', 'token expired', error)
   if (error instanceof joseErrors.JWTClaimValidationFailed) {
-    if (error.claim === 'nbf') return invalid('not_yet_valid', 'token not valid yet')
-    if (error.claim === 'iat') return invalid('not_yet_valid', 'token issued in the future')
-    if (error.claim === 'iss') return invalid('issuer', 'token from an untrusted issuer')
-    if (error.claim === 'aud') return invalid('audience', 'token for another service')
-    return invalid('claims', `token claim ${error.claim} is not valid`)
+    if (error.claim === 'nbf') return invalid('not_yet_valid', 'token not valid yet', error)
+    if (error.claim === 'iat') return invalid('not_yet_valid', 'token issued in the future', error)
+    if (error.claim === 'iss') return invalid('issuer', 'token from an untrusted issuer', error)
+    if (error.claim === 'aud') return invalid('audience', 'token for another service', error)
+    return invalid('claims', `token claim ${error.claim} is not valid`, error)
   }
-  if (error instanceof joseErrors.JWSSignatureVerificationFailed) return invalid('signature', 'token signature does not verify')
-  if (error instanceof joseErrors.JOSEAlgNotAllowed) return invalid('algorithm', 'token signature algorithm not accepted')
-  return invalid('malformed', 'token is not a valid JWT')
+  if (error instanceof joseErrors.JWSSignatureVerificationFailed) return invalid('signature', 'token signature does not verify', error)
+  if (error instanceof joseErrors.JOSEAlgNotAllowed) return invalid('algorithm', 'token signature algorithm not accepted', error)
+  return invalid('malformed', 'token is not a valid JWT', error)
 }
 
 export async function createVerifier(options: VerifierOptions): Promise<Verifier> {
