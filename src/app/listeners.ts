@@ -64,7 +64,7 @@ export async function openListeners(config: Config, log: Logger, shutdown: Shutd
   const listeners: Listeners = { address }
 
   if (config.admin.listen) {
-    const adminServer = createHttpServer({ ...serverOptions, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => void pipeline.admin(req, res))
+    const adminServer = createHttpServer({ ...serverOptions, requestTimeout: 30_000, headersTimeout: 10_000 }, pipeline.admin)
     listeners.adminAddress = await listen(adminServer, parseListen(config.admin.listen))
     shutdown.defer(() => closeServer(adminServer, 1000, log))
   }

@@ -6,7 +6,8 @@ import { HtpasswdStore } from '../auth/htpasswd.js'
 import { Forwarder } from '../forward/forward.js'
 import { createTrustedProxies } from '../forward/headers.js'
 import { createAddressList } from '../net/addresses.js'
-import { ADMIN_PATHS, createAdminHandler, type AdminHandler, type ReadinessCheck } from '../observe/admin.js'
+import { ADMIN_PATHS, createAdminHandler, type ReadinessCheck } from '../observe/admin.js'
+import { reportInternalError } from '../observe/internal-errors.js'
 import type { Logger } from '../observe/log.js'
 import { ExchangeLimiter } from '../pipeline/fairness.js'
 import { createGateway } from '../pipeline/gateway.js'
@@ -42,9 +43,9 @@ export interface PipelineDeps {
 
 export interface Pipeline {
   /** The main listener's handler: security headers, connection cap, then the gateway (or the admin endpoints on it). */
-  serve(req: IncomingMessage, res: ServerResponse): void
-  /** /metrics, /healthz, /readyz. Never rejects. */
-  admin: AdminHandler
+  serve: (req: IncomingMessage, res: ServerResponse) => void
+  /** /metrics, /healthz, /readyz. */
+  admin: (req: IncomingMessage, res: ServerResponse) => void
   connectionCap: ConnectionCap
   publicHosts: PublicHosts
 }
@@ -54,14 +55,19 @@ export function buildPipeline(config: Config, log: Logger, shutdown: Shutdown, d
   const { metrics, health } = observability
   const requested = parseListen(config.server.listen)
 
+  const forwarder = new Forwarder((error, path) =>
+    log.warn({ path: path.split('?')[0], err: error instanceof Error ? error.message : String(error) }, 'could not cancel upstream upload'),
+  )
+  const router = createRouter(config, upstreams.all, { health, forwarder, log, metrics })
+
   // The web UI's status panel reads health checks, the served certificates and recent pushes.
   const ui = config.ui.enabled
     ? createUi({
         config: config.ui,
         authMode: config.auth.mode,
-        routingStrategy: config.routing.strategy,
         auth,
-        upstreams,
+        // The UI reads and deletes through the same routing and forwarding as registry clients.
+        registry: (context) => router.answer(context),
         log,
         status: createStatusSource({
           upstreams: upstreams.all,
@@ -72,13 +78,6 @@ export function buildPipeline(config: Config, log: Logger, shutdown: Shutdown, d
         }),
       })
     : undefined
-
-  const forwarder = new Forwarder((error, path) =>
-    log.warn({ path: path.split('?')[0], err: error instanceof Error ? error.message : String(error) }, 'could not cancel upstream upload'),
-  )
-  const router = createRouter(config, upstreams.all, { health, forwarder, log, metrics })
-  // Internal readers (the UI) ask the router too, so they see the upstream a client's read would reach.
-  upstreams.pick = (request) => router.pick(request)
 
   const trustedProxies = createTrustedProxies(config.server.trusted_proxies)
   const store = certificates?.store
@@ -129,17 +128,25 @@ export function buildPipeline(config: Config, log: Logger, shutdown: Shutdown, d
     metricsUsers.watch()
     shutdown.defer(() => metricsUsers.close())
   }
-  const admin = createAdminHandler({
+  const adminHandler = createAdminHandler({
     metrics,
     allow: config.admin.allow.length > 0 ? createAddressList(config.admin.allow) : undefined,
     users: metricsUsers,
     readiness,
     log,
   })
+  // The admin handler answers its own failures with a 500 and is not meant to reject; should one still
+  // escape it, it is logged and counted here rather than left to exit the process as an unhandled rejection.
+  const admin = (req: IncomingMessage, res: ServerResponse): void => {
+    adminHandler(req, res).catch((error: unknown) => {
+      reportInternalError(log, metrics, 'admin_handler', error, { requestId: '', method: req.method ?? 'GET', url: req.url ?? '/' })
+      if (res.headersSent) res.destroy()
+      else res.writeHead(500, { 'Content-Type': 'application/json' }).end('{"error":"internal error; see the gateway log"}\n')
+    })
+  }
   const handler = config.admin.on_main_listener
     ? (req: IncomingMessage, res: ServerResponse): void => {
-        // The admin handler answers its own failures (500) and never rejects.
-        if (ADMIN_PATHS.has((req.url ?? '').split('?')[0] ?? '')) void admin(req, res)
+        if (ADMIN_PATHS.has((req.url ?? '').split('?')[0] ?? '')) admin(req, res)
         else gateway(req, res)
       }
     : gateway
@@ -151,7 +158,7 @@ export function buildPipeline(config: Config, log: Logger, shutdown: Shutdown, d
   })
   const connectionCap = createConnectionCap(config.server.max_connections, () => metrics?.limitRejected('max_connections'))
   return {
-    serve(req, res) {
+    serve: (req, res) => {
       securityHeaders(req, res)
       if (connectionCap.refuse(req, res)) return
       handler(req, res)
