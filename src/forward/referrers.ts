@@ -5,6 +5,7 @@ import { RegistryError } from '../registry/errors.js'
 import { isValidDigest } from '../registry/names.js'
 import { drain, pathOf, readJson, tooLarge, upstreamFailure, type Exchange, type ExchangeResult, type Forwarder, type UpstreamResponse } from './forward.js'
 import { LimitExceeded } from '../pipeline/limits.js'
+import { BodyIncomplete, readCapped, readPrefix } from '../lib/body.js'
 
 export const MT_OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
 export const MT_OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
@@ -142,7 +143,7 @@ export class Referrers {
     let subject: string | undefined
     if (current.statusCode === 200) {
       // Only a hint for the index: a manifest that cannot be read is still deleted.
-      const body = await readCapped(current).catch(() => undefined)
+      const body = await readSmall(current).catch(() => undefined)
       subject = body ? referrerOf(body, MT_OCI_MANIFEST)?.subject : undefined
     } else {
       drain(current)
@@ -203,8 +204,7 @@ export class Referrers {
 
 /**
  * The client's manifest body, within the manifest limit (413 beyond it, as for streamed manifests).
- * Listens for data rather than iterating: leaving an iterator early would destroy the request, and
- * with it the connection the 413 must travel back on.
+ * The rest of an overlong body is discarded, not destroyed: the connection carries the 413 back.
  */
 function readManifest(exchange: Exchange): Promise<Buffer> {
   const { req, limit } = exchange
@@ -213,52 +213,17 @@ function readManifest(exchange: Exchange): Promise<Buffer> {
   if (limit && declared !== undefined && /^\d+$/.test(declared) && Number(declared) > limit.maxBytes) {
     return Promise.reject(tooLarge(new LimitExceeded(limit, Number(declared), true)))
   }
-  return new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    const stop = (): void => {
-      req.off('data', onData)
-      req.off('end', onEnd)
-      req.off('error', onError)
-      req.off('close', onClose)
-    }
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length
-      if (size > cap) {
-        stop()
-        reject(limit ? tooLarge(new LimitExceeded(limit, size, false)) : new RegistryError('MANIFEST_INVALID', { max_bytes: cap }, {}, 'manifest too large'))
-        return
-      }
-      exchange.bytes.received += chunk.length
-      chunks.push(chunk)
-    }
-    const onEnd = (): void => {
-      stop()
-      resolve(Buffer.concat(chunks))
-    }
-    const onError = (error: Error): void => {
-      stop()
-      reject(error)
-    }
-    const onClose = (): void => {
-      if (req.complete) return
-      stop()
-      reject(new Error('client closed the connection before sending the whole manifest'))
-    }
-    req.on('data', onData)
-    req.once('end', onEnd)
-    req.once('error', onError)
-    req.once('close', onClose)
+  const overCap = (size: number): Error => (limit ? tooLarge(new LimitExceeded(limit, size, false)) : new RegistryError('MANIFEST_INVALID', { max_bytes: cap }, {}, 'manifest too large'))
+  const onChunk = (chunk: Buffer): void => {
+    exchange.bytes.received += chunk.length
+  }
+  return readCapped(req, { maxBytes: cap, tooLarge: overCap, rest: 'discard', onChunk }).catch((error: unknown) => {
+    throw error instanceof BodyIncomplete ? new Error('client closed the connection before sending the whole manifest') : error
   })
 }
 
 /** A small upstream body (a manifest), or undefined when it is larger than any manifest may be. */
-async function readCapped(response: UpstreamResponse): Promise<Buffer | undefined> {
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of response.body) {
-    size += (chunk as Buffer).length
-    if (size <= DEFAULT_MANIFEST_CAP) chunks.push(chunk as Buffer)
-  }
-  return size <= DEFAULT_MANIFEST_CAP ? Buffer.concat(chunks) : undefined
+async function readSmall(response: UpstreamResponse): Promise<Buffer | undefined> {
+  const { head, bytes } = await readPrefix(response.body, DEFAULT_MANIFEST_CAP)
+  return bytes <= DEFAULT_MANIFEST_CAP ? head : undefined
 }

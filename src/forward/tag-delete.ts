@@ -3,6 +3,7 @@ import type { RegistryRequest } from '../registry/classify.js'
 import { RegistryError } from '../registry/errors.js'
 import { pathOf, upstreamFailure, type Exchange, type ExchangeResult, type Forwarder } from './forward.js'
 import { clientResponseHeaders } from './headers.js'
+import { readPrefix } from '../lib/body.js'
 
 /** Error answers are small JSON; more than this is not a registry error body. */
 const MAX_ERROR_BYTES = 64 * 1024
@@ -46,13 +47,7 @@ export async function deleteTag(forwarder: Forwarder, exchange: Exchange): Promi
     await forwarder.relay(exchange, response)
     return { status: response.statusCode }
   }
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of response.body) {
-    size += (chunk as Buffer).length
-    if (size <= MAX_ERROR_BYTES) chunks.push(chunk as Buffer)
-  }
-  const body = Buffer.concat(chunks)
+  const { head: body } = await readPrefix(response.body, MAX_ERROR_BYTES)
   if (refusesTagDelete(response.statusCode, body)) throw tagDeleteUnsupported(request)
   const headers = clientResponseHeaders(response.headers, response.statusCode, upstream.origin, client)
   headers['content-length'] = String(body.length)

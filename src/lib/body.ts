@@ -6,6 +6,12 @@ export interface CappedRead {
   maxBytes: number
   /** The error to fail with once the body is longer than maxBytes (`bytes`: how many came so far). */
   tooLarge: (bytes: number) => Error
+  /**
+   * What becomes of the rest of an overlong body: `discard` reads and drops it (a client's request,
+   * so that the client gets to read the error and the connection stays usable), `destroy` ends the
+   * stream (an upstream's answer: nothing more of it is wanted).
+   */
+  rest: 'discard' | 'destroy'
   /** Each chunk kept, as it arrives (to count bytes received). */
   onChunk?: (chunk: Buffer) => void
 }
@@ -18,14 +24,13 @@ export class BodyIncomplete extends Error {
 }
 
 /**
- * The whole body, or a rejection: `tooLarge` as soon as it passes `maxBytes`, the stream's own error,
- * or BodyIncomplete when it closes before its end. On overflow the stream is left paused, not
- * destroyed: a client request is drained by the gateway so the client reads the error, and an
- * upstream body is the caller's to destroy or drain. An error listener stays attached either way,
- * so an error the stream emits later (undici's abort after a destroy) never goes unhandled.
+ * The whole body, or a rejection: `tooLarge` as soon as it passes `maxBytes` (the rest handled as
+ * `rest` says), the stream's own error, or BodyIncomplete when it closes before its end. An error
+ * listener stays attached, so an error the stream emits later (undici's abort after a destroy, a
+ * reset while the rest is discarded) never goes unhandled.
  */
 export function readCapped(stream: Readable, options: CappedRead): Promise<Buffer> {
-  const { maxBytes, tooLarge, onChunk } = options
+  const { maxBytes, tooLarge, rest, onChunk } = options
   stream.on('error', ignore)
   return new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = []
@@ -41,7 +46,8 @@ export function readCapped(stream: Readable, options: CappedRead): Promise<Buffe
       size += piece.length
       if (size > maxBytes) {
         stop()
-        stream.pause()
+        if (rest === 'destroy') stream.destroy()
+        else stream.resume()
         reject(tooLarge(size))
         return
       }

@@ -11,6 +11,8 @@ import { mapLimit, type ImageReader } from './images.js'
 import type { RegistryClient } from './registry-client.js'
 import type { Session, Sessions } from './session.js'
 import { setSecurityHeaders } from './static.js'
+import { parseJson, readCapped } from '../lib/body.js'
+import { isRecord } from '../lib/is-record.js'
 import type { StatusSource } from './status.js'
 import type { DeletePlan, DeleteResult, ManifestDetail, RepositoryPage, SessionInfo, SignedOut, TagPage } from './types.js'
 
@@ -67,20 +69,11 @@ async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknow
   if (!/^application\/json\b/i.test(req.headers['content-type'] ?? '')) {
     throw new RegistryError('UNSUPPORTED', { reason: 'expected Content-Type: application/json' })
   }
-  const chunks: Buffer[] = []
-  let total = 0
-  for await (const chunk of req) {
-    total += (chunk as Buffer).length
-    if (total > MAX_BODY_BYTES) throw new RegistryError('TOO_LARGE', { max_bytes: MAX_BODY_BYTES })
-    chunks.push(chunk as Buffer)
-  }
-  try {
-    const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown
-    if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) return parsed as Record<string, unknown>
-  } catch {
-    // Falls through to the error below.
-  }
-  throw new RegistryError('UNSUPPORTED', { reason: 'expected a JSON object' })
+  const body = await readCapped(req, { maxBytes: MAX_BODY_BYTES, tooLarge: () => new RegistryError('TOO_LARGE', { max_bytes: MAX_BODY_BYTES }), rest: 'discard' })
+  const notObject = (): RegistryError => new RegistryError('UNSUPPORTED', { reason: 'expected a JSON object' })
+  const parsed = parseJson(body, notObject)
+  if (isRecord(parsed)) return parsed
+  throw notObject()
 }
 
 function intParam(params: URLSearchParams, name: string, fallback: number, max: number): number {

@@ -12,29 +12,39 @@ const tooLarge = (bytes: number): Error => new TooLarge(bytes)
 
 t.test('reads a body of exactly the cap, chunk by chunk', async (t) => {
   const seen: number[] = []
-  const body = await readCapped(Readable.from([Buffer.from('abc'), Buffer.from('de')]), { maxBytes: 5, tooLarge, onChunk: (chunk) => seen.push(chunk.length) })
+  const body = await readCapped(Readable.from([Buffer.from('abc'), Buffer.from('de')]), { maxBytes: 5, tooLarge, rest: 'destroy', onChunk: (chunk) => seen.push(chunk.length) })
   t.equal(body.toString(), 'abcde')
   t.same(seen, [3, 2], 'onChunk sees each chunk kept')
 })
 
-t.test('one byte past the cap, over several chunks, fails with the caller error and leaves the stream paused', async (t) => {
+t.test('one byte past the cap, over several chunks, fails with the caller error; rest: discard reads the rest and drops it', async (t) => {
   const stream = new PassThrough()
-  const reading = readCapped(stream, { maxBytes: 5, tooLarge })
+  const reading = readCapped(stream, { maxBytes: 5, tooLarge, rest: 'discard' })
   stream.write('abc')
   stream.write('def')
   const error = await reading.catch((caught: unknown) => caught)
   t.type(error, TooLarge)
   t.equal((error as TooLarge).bytes, 6)
-  t.ok(stream.isPaused(), 'paused, not destroyed: the caller decides')
-  t.notOk(stream.destroyed)
+  t.notOk(stream.destroyed, 'a client request stays open so its answer can be sent')
+  stream.end('more bytes the client still sends')
+  await new Promise((resolve) => stream.once('end', resolve))
+  t.ok(stream.readableEnded, 'the rest was read to the end')
   stream.destroy(new Error('later error'))
   await new Promise((resolve) => setImmediate(resolve))
   t.pass('an error after the read is handled (no uncaught exception)')
 })
 
+t.test('rest: destroy ends an overlong upstream body', async (t) => {
+  const stream = new PassThrough()
+  const reading = readCapped(stream, { maxBytes: 2, tooLarge, rest: 'destroy' })
+  stream.write('abc')
+  t.type(await reading.catch((caught: unknown) => caught), TooLarge)
+  t.ok(stream.destroyed)
+})
+
 t.test('a stream error rejects with that error', async (t) => {
   const stream = new PassThrough()
-  const reading = readCapped(stream, { maxBytes: 100, tooLarge })
+  const reading = readCapped(stream, { maxBytes: 100, tooLarge, rest: 'destroy' })
   stream.write('ab')
   stream.destroy(new Error('reset'))
   await t.rejects(reading, { message: 'reset' })
@@ -42,7 +52,7 @@ t.test('a stream error rejects with that error', async (t) => {
 
 t.test('a close before the end rejects with BodyIncomplete', async (t) => {
   const stream = new PassThrough()
-  const reading = readCapped(stream, { maxBytes: 100, tooLarge })
+  const reading = readCapped(stream, { maxBytes: 100, tooLarge, rest: 'destroy' })
   stream.write('ab')
   await new Promise((resolve) => setImmediate(resolve))
   stream.destroy()
@@ -54,7 +64,7 @@ t.test('a close before the end rejects with BodyIncomplete', async (t) => {
 t.test('an empty body is an empty buffer', async (t) => {
   const stream = new PassThrough()
   stream.end()
-  t.equal((await readCapped(stream, { maxBytes: 10, tooLarge })).length, 0)
+  t.equal((await readCapped(stream, { maxBytes: 10, tooLarge, rest: 'destroy' })).length, 0)
 })
 
 t.test('readPrefix keeps the first bytes and counts all of them', async (t) => {

@@ -5,6 +5,7 @@ import { TokenError } from './errors.js'
 import type { Issuer } from './issuer.js'
 import { TokenRefusal, tokenErrorBody } from './refusal.js'
 import { formatScope, intersectScopes, parseScopes, type Scope } from './scope.js'
+import { readCapped } from '../../lib/body.js'
 
 export interface Requester {
   /** The account name, '' when anonymous. */
@@ -76,14 +77,10 @@ function sendRefusal(res: ServerResponse, refusal: TokenRefusal): void {
 async function readForm(req: IncomingMessage, limit: number): Promise<URLSearchParams> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
   if (type !== 'application/x-www-form-urlencoded') throw new TokenRefusal('TOKEN_REQUEST_INVALID', 'POST needs an application/x-www-form-urlencoded body')
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length
-    if (size > limit) throw new TokenRefusal('TOKEN_BODY_TOO_LARGE', 'request body too large', { Connection: 'close' })
-    chunks.push(chunk as Buffer)
-  }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'))
+  const tooLarge = (): TokenRefusal => new TokenRefusal('TOKEN_BODY_TOO_LARGE', 'request body too large', { Connection: 'close' })
+  // The rest is discarded rather than the request destroyed: the client reads the 413 before the close.
+  const body = await readCapped(req, { maxBytes: limit, tooLarge, rest: 'discard' })
+  return new URLSearchParams(body.toString('utf8'))
 }
 
 export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoint {
