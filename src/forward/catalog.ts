@@ -1,7 +1,7 @@
 // The catalog of upstreams that do not share storage: merged, de-duplicated and paginated by Portier.
 import { RegistryError } from '../registry/errors.js'
 import { drain, readJson, RETRY_AFTER_SECONDS, type Exchange, type ExchangeResult, type Forwarder } from './forward.js'
-import type { RouteContext } from './mirror.js'
+import type { RouteContext } from './forward.js'
 import { hasNextPage, mergeNamePages } from './paging.js'
 import type { Upstream } from '../upstreams/upstreams.js'
 
@@ -39,8 +39,18 @@ export class MergedCatalog {
   ) {}
 
   async serve(upstreams: Upstream[], context: RouteContext): Promise<ExchangeResult> {
-    const { request, res } = context
+    const { res } = context
     context.req.resume()
+    const { body, headers } = await this.answer(upstreams, context)
+    res.writeHead(200, headers)
+    context.bytes.sent += body.length
+    res.end(body)
+    return { status: 200 }
+  }
+
+  /** The merged page the client asked for (`n`, `last`), as the JSON body and headers of the answer. */
+  async answer(upstreams: Upstream[], context: RouteContext): Promise<{ body: Buffer; headers: Record<string, string> }> {
+    const { request } = context
     const n = pageSize(request.params)
     const last = request.params.get('last') ?? undefined
     const query = new URLSearchParams({ n: String(Math.max(n, 1)) })
@@ -65,10 +75,7 @@ export class MergedCatalog {
     if (page.nextLast !== undefined) {
       headers.link = `</v2/_catalog?${new URLSearchParams({ last: page.nextLast, n: String(n) }).toString()}>; rel="next"`
     }
-    res.writeHead(200, headers)
-    context.bytes.sent += body.length
-    res.end(body)
-    return { status: 200 }
+    return { body, headers }
   }
 
   /** One upstream's page, or undefined (reported) when it could not give one. */

@@ -117,6 +117,20 @@ export class Forwarder {
   }
 
   /**
+   * A request the gateway makes for itself (the web UI), sent as a client's would be: with the same
+   * failover to the fallbacks. The answer is the caller's to read.
+   */
+  async read(given: Exchange): Promise<{ response: UpstreamResponse; upstream: Upstream }> {
+    const exchange: Exchange = { ...given }
+    try {
+      const response = await this.sendOrFailOver(exchange, exchange.request.method, pathOf(exchange.request), null, new AbortController().signal)
+      return { response, upstream: exchange.upstream }
+    } catch (error) {
+      throw upstreamFailure(error, exchange.upstream)
+    }
+  }
+
+  /**
    * Sends the client's request. A read (no body) that cannot reach its upstream, or with
    * `nextOnNotFound` finds nothing there, moves on to the next fallback: nothing has reached the
    * client yet, so the client only ever sees one answer.

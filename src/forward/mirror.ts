@@ -46,7 +46,7 @@ export interface MirrorDeps {
 /** Upstreams that do not hold what a successful mirrored write stored (quorum mode, or skipped while down). */
 export const MIRROR_MISSING_HEADER = 'portier-mirror-missing'
 
-interface Answer {
+export interface Answer {
   status: number
   headers: Record<string, string | string[] | undefined>
   body: Buffer
@@ -261,8 +261,18 @@ export class MirrorWriter {
   }
 
   private async deleteEverywhere(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
-    const { request } = route
     context.req.resume()
+    const { answer, upstream } = await this.remove(route, context)
+    return this.replay(context, { upstream, answer }, {})
+  }
+
+  /**
+   * Deletes a manifest or blob on every mirror; routing.mirror.require decides whether it counts.
+   * Answers with the first upstream's acceptance, or with the refusal all of them gave (404, 405);
+   * throws 503 when too few succeeded. The web UI's deletes go through here as clients' do.
+   */
+  async remove(route: MirrorRoute, context: RouteContext): Promise<{ upstream: Upstream; answer: Answer }> {
+    const { request } = route
     const targets = this.targets(route, 'delete')
     const outcomes = await Promise.all(targets.map((upstream) => this.attempt(context, upstream, request, 'DELETE', pathOf(request), null, 'none')))
     const deleted = outcomes.filter((outcome) => statusIs(outcome, 202))
@@ -272,9 +282,12 @@ export class MirrorWriter {
     if (deleted.length === 0 && isTagDelete(request) && outcomes.some((outcome) => outcome.answer && refusesTagDelete(outcome.answer.status, outcome.answer.body))) {
       throw tagDeleteUnsupported(request)
     }
-    if (deleted.length === 0 || gone.length < this.needed(route.upstreams.length)) return this.fail(route, context, 'delete', outcomes, deleted.length)
-    this.reportFailures(route, outcomes.filter((outcome) => !gone.includes(outcome)))
-    return this.replay(context, deleted[0] as Outcome, {})
+    const chosen = deleted.length === 0 || gone.length < this.needed(route.upstreams.length)
+      ? this.refusalOrFailure(route, 'delete', outcomes, deleted.length)
+      : deleted[0]
+    if (chosen === deleted[0]) this.reportFailures(route, outcomes.filter((outcome) => !gone.includes(outcome)))
+    if (!chosen?.answer) throw this.failure(route, 'delete', [], outcomes.map(failureOf))
+    return { upstream: chosen.upstream, answer: chosen.answer }
   }
 
   /** New sessions for a monolithic upload, or the answer to give when they could not be started. */
@@ -347,8 +360,13 @@ export class MirrorWriter {
    * the client gets 503 naming what failed where.
    */
   private fail(route: MirrorRoute, context: RouteContext, what: string, outcomes: Outcome[], succeeded: number): ExchangeResult {
+    return this.replay(context, this.refusalOrFailure(route, what, outcomes, succeeded), {})
+  }
+
+  /** The refusal every upstream gave (the client's answer), else throws the 503 that names what failed where. */
+  private refusalOrFailure(route: MirrorRoute, what: string, outcomes: Outcome[], succeeded: number): Outcome {
     const refused = outcomes.length > 0 && outcomes.every((outcome) => outcome.answer !== undefined && outcome.answer.status >= 400 && outcome.answer.status < 500)
-    if (succeeded === 0 && refused) return this.replay(context, outcomes[0] as Outcome, {})
+    if (succeeded === 0 && refused) return outcomes[0] as Outcome
     const ok = outcomes.filter((outcome) => outcome.answer !== undefined && outcome.answer.status < 300).map((outcome) => outcome.upstream.name)
     throw this.failure(route, what, ok, outcomes.filter((outcome) => !ok.includes(outcome.upstream.name)).map(failureOf))
   }

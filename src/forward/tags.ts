@@ -1,9 +1,9 @@
 // Tag lists paged by Portier: registry 2.8 ignores `n` and `last`, so the gateway sorts, cuts and links the pages itself, for one upstream or merged over several.
 import { RegistryError } from '../registry/errors.js'
-import { clientResponseHeaders } from './headers.js'
+import { clientResponseHeaders, type Headers } from './headers.js'
 import { drain, pathOf, readJson, RETRY_AFTER_SECONDS, upstreamFailure, type Exchange, type ExchangeResult, type Forwarder, type UpstreamResponse } from './forward.js'
 import { compareNames, hasNextPage, mergeNamePages, type UpstreamNames } from './paging.js'
-import type { RouteContext } from './mirror.js'
+import type { RouteContext } from './forward.js'
 import type { Upstream } from '../upstreams/upstreams.js'
 
 /** What one upstream said about the tag list. */
@@ -12,6 +12,11 @@ type TagAnswer =
   /** Anything but 200 (404 NAME_UNKNOWN above all): relayed when no upstream has a list. */
   | { kind: 'refused'; upstream: Upstream; response: UpstreamResponse }
   | { kind: 'failed'; upstream: Upstream; error: unknown }
+
+/** A tag list page (JSON body and headers), or the first upstream's refusal when none has a list. */
+export type TagListing =
+  | { kind: 'list'; body: Buffer; headers: Headers }
+  | { kind: 'refused'; upstream: Upstream; response: UpstreamResponse }
 
 /** `n` as the client asked; undefined (every tag) when absent or not a count. */
 export function tagPageSize(params: URLSearchParams): number | undefined {
@@ -36,9 +41,24 @@ export class TagLists {
 
   /** Answers GET /v2/<name>/tags/list from the upstreams' lists (merged when there are several). */
   async serve(upstreams: Upstream[], context: RouteContext): Promise<ExchangeResult> {
-    const { request, res } = context
-    const repository = request.repository as string
+    const { res } = context
     context.req.resume()
+    const listing = await this.list(upstreams, context)
+    if (listing.kind === 'refused') {
+      // No upstream has a list: the (first) upstream's own answer, e.g. 404 NAME_UNKNOWN, is the client's.
+      await this.forwarder.relay({ ...context, upstream: listing.upstream }, listing.response)
+      return { status: listing.response.statusCode }
+    }
+    res.writeHead(200, listing.headers)
+    context.bytes.sent += listing.body.length
+    res.end(listing.body)
+    return { status: 200 }
+  }
+
+  /** The page of the tag list the client asked for, or the upstream's refusal when no upstream has a list. */
+  async list(upstreams: Upstream[], context: RouteContext): Promise<TagListing> {
+    const { request } = context
+    const repository = request.repository ?? ''
     const n = tagPageSize(request.params)
     // The client's query goes upstream as it is: a registry that pages (3.x) then sends less, and says so in its Link.
     const answers = await Promise.all(upstreams.map((upstream) => this.ask(context, upstream, pathOf(request))))
@@ -53,14 +73,10 @@ export class TagLists {
       }
       else if (answer.kind === 'refused') refused.push(answer)
     }
-    if (pages.length === 0) {
+    if (!firstPage) {
       const first = refused.shift()
       for (const other of refused) drain(other.response)
-      if (first) {
-        // No upstream has a list: the (first) upstream's own answer, e.g. 404 NAME_UNKNOWN, is the client's.
-        await this.forwarder.relay({ ...context, upstream: first.upstream }, first.response)
-        return { status: first.response.statusCode }
-      }
+      if (first) return { kind: 'refused', upstream: first.upstream, response: first.response }
       const failed = answers[0]
       if (upstreams.length === 1 && failed?.kind === 'failed') throw upstreamFailure(failed.error, failed.upstream)
       throw new RegistryError('UNAVAILABLE', { upstreams: upstreams.map((upstream) => upstream.name) }, { 'Retry-After': RETRY_AFTER_SECONDS }, 'no upstream answered the tag list')
@@ -74,17 +90,13 @@ export class TagLists {
     const page = mergeNamePages(pages, n ?? Number.MAX_SAFE_INTEGER, (names) => names)
     const body = Buffer.from(JSON.stringify({ name: repository, tags: page.names }))
     // The (first) upstream's own headers travel on; the body, its length and the Link are the gateway's.
-    const source = firstPage as Extract<TagAnswer, { kind: 'page' }>
-    const headers = clientResponseHeaders(source.headers, 200, source.upstream.origin, context.client)
+    const headers = clientResponseHeaders(firstPage.headers, 200, firstPage.upstream.origin, context.client)
     delete headers.link
     headers['content-type'] = 'application/json; charset=utf-8'
     headers['docker-distribution-api-version'] = 'registry/2.0'
     headers['content-length'] = String(body.length)
     if (page.nextLast !== undefined) headers.link = tagsLink(repository, n, page.nextLast)
-    res.writeHead(200, headers)
-    context.bytes.sent += body.length
-    res.end(body)
-    return { status: 200 }
+    return { kind: 'list', body, headers }
   }
 
   private async ask(context: RouteContext, upstream: Upstream, path: string): Promise<TagAnswer> {

@@ -1,4 +1,5 @@
 // The route stage: the configured strategy says where a request goes; the router carries that route out (one upstream, a mirrored write, a merged catalog or tag list).
+import { Readable } from 'node:stream'
 import type { RegistryRequest } from '../registry/classify.js'
 import type { ExchangeResult, FailoverReason, Forwarder, RouteContext } from '../forward/forward.js'
 import { pathOf } from '../forward/forward.js'
@@ -45,6 +46,13 @@ export interface RouteTrail {
   upstreamRequest?: RegistryRequest
 }
 
+/** An answer collected for the gateway's own requests: status, headers and the body to read. */
+export interface InternalAnswer {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: Readable
+}
+
 export class Router {
   readonly strategy: RoutingStrategy
   private readonly catalog: MergedCatalog
@@ -76,14 +84,50 @@ export class Router {
     return result
   }
 
-  /** The one upstream a read would go to first. */
-  pick(request: RegistryRequest): Upstream {
-    return this.strategy.pick(request)
-  }
-
   /** The readiness of the upstream side under this strategy: enough upstreams up to serve every request. */
   readiness(states: UpstreamHealth[]): Readiness {
     return this.strategy.readiness(states)
+  }
+
+  /**
+   * A request the gateway makes for itself (the web UI's reads and deletes), routed and carried out
+   * as a client's: the strategy's choice of upstream with its failover, the merged catalog with its
+   * page boundaries, merged tag lists, and mirrored deletes under routing.mirror.require. The answer
+   * is collected instead of written to a client.
+   */
+  async answer(context: RouteContext): Promise<InternalAnswer> {
+    const route = this.strategy.route(context.request)
+    switch (route.kind) {
+      case 'forward': {
+        if (route.request.op === 'tags.list') return await this.tagAnswer([route.upstream], context)
+        const { response } = await this.deps.forwarder.read({
+          ...context,
+          request: route.request,
+          upstream: route.upstream,
+          fallbacks: route.fallbacks,
+          nextOnNotFound: route.nextOnNotFound,
+          onFailover: (from, to, reason) => this.deps.events?.failover?.(from, to, reason, context.request),
+        })
+        return { status: response.statusCode, headers: response.headers, body: response.body }
+      }
+      case 'mirror': {
+        if (route.request.op !== 'manifest.delete' && route.request.op !== 'blob.delete') throw new Error(`${route.request.op} is not an internal request`)
+        const { answer } = await route.writer.remove(route, context)
+        return { status: answer.status, headers: answer.headers, body: Readable.from([answer.body]) }
+      }
+      case 'catalog': {
+        const { body, headers } = await this.catalog.answer(route.upstreams, context)
+        return { status: 200, headers, body: Readable.from([body]) }
+      }
+      case 'tags':
+        return await this.tagAnswer(route.upstreams, context)
+    }
+  }
+
+  private async tagAnswer(upstreams: Upstream[], context: RouteContext): Promise<InternalAnswer> {
+    const listing = await this.tags.list(upstreams, context)
+    if (listing.kind === 'refused') return { status: listing.response.statusCode, headers: listing.response.headers, body: listing.response.body }
+    return { status: 200, headers: listing.headers, body: Readable.from([listing.body]) }
   }
 
   private async execute(route: Route, context: RouteContext, trail: RouteTrail): Promise<ExchangeResult> {

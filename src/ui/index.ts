@@ -2,15 +2,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { UiConfig } from './section.js'
 import type { AuthConfig } from '../auth/section.js'
-import type { RoutingConfig } from '../routing/section.js'
 import type { AuthSetup } from '../auth/index.js'
-import type { UpstreamSet } from '../upstreams/upstreams.js'
 import type { Logger } from '../observe/log.js'
 import { RegistryError, sendRegistryError } from '../registry/errors.js'
 import { createApi, type UiClient } from './api.js'
 import { createCsrf } from './csrf.js'
 import { createImageReader } from './images.js'
-import { createRegistryClient } from './registry-client.js'
+import { createRegistryClient, type RoutedAnswer } from './registry-client.js'
 import { createSessions, loadSessionSecret } from './session.js'
 import { loadStaticFiles, setSecurityHeaders } from './static.js'
 import type { StatusSource } from './status.js'
@@ -21,10 +19,9 @@ export type { UiClient } from './api.js'
 export interface UiDeps {
   config: UiConfig
   authMode: AuthConfig['mode']
-  /** routing.strategy: where the catalog and deletes must go when there are several upstreams. */
-  routingStrategy: RoutingConfig['strategy']
   auth: Pick<AuthSetup, 'acl' | 'verifyLogin' | 'accountActive' | 'issueServiceToken'>
-  upstreams: UpstreamSet
+  /** The router's answer to the UI's own requests: routed and forwarded as a client's would be. */
+  registry: RoutedAnswer
   status: StatusSource
   log: Logger
   /** The built front end; dist/ui/static by default. */
@@ -58,10 +55,8 @@ export function createUi(deps: UiDeps): Ui {
   }
   const issue = deps.auth.issueServiceToken
   // Tokens name the UI as their subject; which user asked is in Portier's own log.
-  const registry = createRegistryClient(deps.upstreams, {
+  const registry = createRegistryClient(deps.registry, {
     ...(issue ? { serviceTokens: (access) => issue('portier-ui', access) } : {}),
-    catalogFromAll: deps.routingStrategy === 'by-repository' || deps.routingStrategy === 'mirror',
-    deleteOnAll: deps.routingStrategy === 'mirror',
   })
   const api = createApi({
     sessions: createSessions(secret, config.session_ttl),

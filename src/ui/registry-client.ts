@@ -1,10 +1,14 @@
-// The web UI's calls to the upstream registry: through the gateway's own upstream pools, with the upstream's credentials.
+// The web UI's calls to the registry: routed and forwarded exactly as a client's request would be (the same strategy, failover, merged catalog and mirrored deletes), with the upstream's credentials.
 import { createHash } from 'node:crypto'
+import { IncomingMessage, ServerResponse } from 'node:http'
+import { Socket } from 'node:net'
 import { request as undiciRequest } from 'undici'
 import type { Readable } from 'node:stream'
 import { classify, type Scope } from '../registry/classify.js'
 import { isRegistryErrorCode, RegistryError } from '../registry/errors.js'
-import type { Upstream, UpstreamSet } from '../upstreams/upstreams.js'
+import type { ClientView } from '../forward/headers.js'
+import type { RouteContext } from '../forward/forward.js'
+import type { InternalAnswer } from '../routing/router.js'
 import { readCapped } from '../lib/body.js'
 import { BoundedCache } from '../lib/bounded-cache.js'
 
@@ -40,15 +44,22 @@ export interface RegistryClient {
   deleteManifest(repository: string, digest: string): Promise<void>
 }
 
-interface Answer {
-  status: number
-  headers: Record<string, string | string[] | undefined>
-  body: Readable & { dump(): Promise<void> }
-}
+type Answer = InternalAnswer
 
 async function readDocument(body: Readable, max: number): Promise<Buffer> {
   const tooLarge = (): RegistryError => new RegistryError('BAD_GATEWAY', { reason: `the registry sent more than ${max} bytes for a document` })
   return await readCapped(body, { maxBytes: max, tooLarge, rest: 'destroy' })
+}
+
+/** Reads the rest of an answer whose body is not wanted. */
+async function dump(body: Readable): Promise<void> {
+  body.on('error', () => undefined)
+  body.resume()
+  await new Promise<void>((resolve) => {
+    if (body.readableEnded || body.destroyed) return resolve()
+    body.once('end', resolve)
+    body.once('close', resolve)
+  })
 }
 
 function header(headers: Answer['headers'], name: string): string | undefined {
@@ -86,15 +97,35 @@ function unreachable(error: unknown): RegistryError {
 /** Mints a token for an upstream that verifies Portier's tokens (see AuthSetup.issueServiceToken); the UI checks the user's access before it calls. */
 export type ServiceTokens = (access: Scope[]) => Promise<{ token: string; expiresIn: number }>
 
+/** Serves a request the gateway makes for itself: the router's `answer`. */
+export type RoutedAnswer = (context: RouteContext) => Promise<InternalAnswer>
+
 export interface RegistryClientOptions {
   serviceTokens?: ServiceTokens
-  /** Upstreams hold different repositories (routing by-repository or mirror): the catalog is merged from all. */
-  catalogFromAll?: boolean
-  /** Every upstream holds a copy (routing mirror): a delete goes to each, as the gateway sends a client's. */
-  deleteOnAll?: boolean
 }
 
-export function createRegistryClient(upstreams: UpstreamSet, options: RegistryClientOptions = {}): RegistryClient {
+/** How the UI's own requests look to the forwarding: a local caller (no client address to pass on). */
+const UI_CALLER: ClientView = {
+  peer: '127.0.0.1',
+  clientIp: '127.0.0.1',
+  forwardedFor: '127.0.0.1',
+  proto: 'https',
+  host: 'portier-ui',
+  publicOrigin: 'https://portier-ui.invalid',
+}
+
+/** A request with only the headers the UI sends, already complete: forwarding reads its headers, never a body. */
+function uiRequest(method: string, path: string, headers: Record<string, string>): IncomingMessage {
+  const req = new IncomingMessage(new Socket())
+  req.method = method
+  req.url = path
+  req.headers = headers
+  req.complete = true
+  req.push(null)
+  return req
+}
+
+export function createRegistryClient(answer: RoutedAnswer, options: RegistryClientOptions = {}): RegistryClient {
   const { serviceTokens } = options
   const tokens = new BoundedCache<string, { authorization: string; until: number }>({ max: 1000 })
 
@@ -110,19 +141,19 @@ export function createRegistryClient(upstreams: UpstreamSet, options: RegistryCl
     return entry.authorization
   }
 
-  /** One call to `upstream`, or to the upstream that would serve the same request from a client. */
-  async function call(method: 'GET' | 'HEAD' | 'DELETE', path: string, accept?: string, to?: Upstream): Promise<Answer> {
+  /**
+   * One call, routed as a client's: an upstream that verifies Portier's tokens gets one (the
+   * forwarding passes it only to upstreams with forward_authorization); others get their own credentials.
+   */
+  async function call(method: 'GET' | 'HEAD' | 'DELETE', path: string, accept?: string): Promise<Answer> {
     const request = classify(method, path)
-    const upstream = to ?? upstreams.pick(request)
     const headers: Record<string, string> = {}
-    // An upstream that verifies Portier's tokens gets one; otherwise its own credentials, if any.
-    const bearer = upstream.forwardAuthorization ? await bearerFor(request.scopes) : undefined
+    const bearer = await bearerFor(request.scopes)
     if (bearer) headers.authorization = bearer
-    else if (upstream.authorization) headers.authorization = upstream.authorization
     if (accept) headers.accept = accept
+    const req = uiRequest(method, path, headers)
     try {
-      const answer = await upstream.pool.request({ origin: upstream.origin, method, path, headers })
-      return { status: answer.statusCode, headers: answer.headers, body: answer.body }
+      return await answer({ request, req, res: new ServerResponse(req), client: UI_CALLER, limit: undefined, bytes: { received: 0, sent: 0 } })
     } catch (error) {
       throw unreachable(error)
     }
@@ -134,26 +165,18 @@ export function createRegistryClient(upstreams: UpstreamSet, options: RegistryCl
     async catalog(last, n = CATALOG_PAGE) {
       const query = new URLSearchParams({ n: String(n) })
       if (last !== undefined) query.set('last', last)
-      const page = async (upstream?: Upstream): Promise<{ repositories: string[]; more: boolean }> => {
-        const answer = await call('GET', `/v2/_catalog?${query}`, undefined, upstream)
-        if (answer.status !== 200) throw await failure(answer, 'the catalog')
-        const parsed = JSON.parse((await readDocument(answer.body, MAX_DOCUMENT_BYTES)).toString('utf8')) as { repositories?: unknown }
-        const repositories = Array.isArray(parsed.repositories) ? parsed.repositories.filter((name): name is string => typeof name === 'string') : []
-        return { repositories, more: header(answer.headers, 'link') !== undefined }
-      }
-      if (!options.catalogFromAll || upstreams.all.length < 2) return page()
-      // Each upstream's first n names after `last` together hold the first n of the union.
-      const pages = await Promise.allSettled(upstreams.all.map((upstream) => page(upstream)))
-      const answered = pages.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []))
-      if (answered.length === 0) throw (pages[0] as PromiseRejectedResult).reason
-      const union = [...new Set(answered.flatMap((result) => result.repositories))].sort()
-      return { repositories: union.slice(0, n), more: union.length > n || answered.some((result) => result.more) }
+      // Routing decides: one upstream's own pages, or the catalog merged over several (with its page-boundary rule).
+      const answered = await call('GET', `/v2/_catalog?${query}`)
+      if (answered.status !== 200) throw await failure(answered, 'the catalog')
+      const parsed = JSON.parse((await readDocument(answered.body, MAX_DOCUMENT_BYTES)).toString('utf8')) as { repositories?: unknown }
+      const repositories = Array.isArray(parsed.repositories) ? parsed.repositories.filter((name): name is string => typeof name === 'string') : []
+      return { repositories, more: header(answered.headers, 'link') !== undefined }
     },
 
     async tags(repository) {
       const answer = await call('GET', `/v2/${repository}/tags/list`)
       if (answer.status === 404) {
-        await answer.body.dump()
+        await dump(answer.body)
         return []
       }
       if (answer.status !== 200) throw await failure(answer, `the tags of ${repository}`)
@@ -183,7 +206,7 @@ export function createRegistryClient(upstreams: UpstreamSet, options: RegistryCl
 
     async digestOf(repository, tag) {
       const answer = await call('HEAD', manifestPath(repository, tag), MANIFEST_TYPES.join(', '))
-      await answer.body.dump()
+      await dump(answer.body)
       if (answer.status === 404) return undefined
       if (answer.status !== 200) throw await failure(answer, `manifest ${repository}:${tag}`)
       return header(answer.headers, 'docker-content-digest')
@@ -194,7 +217,7 @@ export function createRegistryClient(upstreams: UpstreamSet, options: RegistryCl
       const location = header(answer.headers, 'location')
       if ((answer.status === 307 || answer.status === 302) && location && /^https?:\/\//.test(location)) {
         // Storage backends that redirect blob downloads (S3, GCS): fetch from there, without our credentials.
-        await answer.body.dump()
+        await dump(answer.body)
         try {
           const redirected = await undiciRequest(location, { method: 'GET' })
           answer = { status: redirected.statusCode, headers: redirected.headers, body: redirected.body }
@@ -212,22 +235,13 @@ export function createRegistryClient(upstreams: UpstreamSet, options: RegistryCl
     },
 
     async deleteManifest(repository, digest) {
-      const deleteOn = async (upstream?: Upstream): Promise<void> => {
-        const answer = await call('DELETE', manifestPath(repository, digest), undefined, upstream)
-        if (answer.status === 202 || answer.status === 200) {
-          await answer.body.dump()
-          return
-        }
-        throw await failure(answer, `delete of ${repository}@${digest}`)
+      // Routing decides: one upstream, or every mirror under routing.mirror.require.
+      const answered = await call('DELETE', manifestPath(repository, digest))
+      if (answered.status === 202 || answered.status === 200) {
+        await dump(answered.body)
+        return
       }
-      if (!options.deleteOnAll || upstreams.all.length < 2) return deleteOn()
-      const results = await Promise.allSettled(upstreams.all.map((upstream) => deleteOn(upstream)))
-      const errors = results.flatMap((result) => (result.status === 'rejected' ? [result.reason as unknown] : []))
-      // A mirror that never had the manifest is not a failure, unless none had it.
-      const unknown = (error: unknown): boolean => error instanceof RegistryError && (error.code === 'MANIFEST_UNKNOWN' || error.code === 'NOT_FOUND')
-      const real = errors.filter((error) => !unknown(error))
-      if (real.length > 0) throw real[0]
-      if (errors.length === results.length) throw errors[0]
+      throw await failure(answered, `delete of ${repository}@${digest}`)
     },
   }
 }

@@ -1,10 +1,9 @@
-// Owns the upstream registries: one pooled keep-alive undici dispatcher each, and the choice of upstream.
+// Owns the upstream registries: one pooled keep-alive undici dispatcher each (which of them serves a request is routing's choice).
 import { readFileSync } from 'node:fs'
 import { rootCertificates } from 'node:tls'
 import { Pool } from 'undici'
 import type { UpstreamConfig } from './section.js'
 import type { TimeoutsConfig } from '../pipeline/section.js'
-import type { RegistryRequest } from '../registry/classify.js'
 
 export interface Upstream {
   name: string
@@ -23,11 +22,6 @@ export interface Upstream {
 
 export interface UpstreamSet {
   all: Upstream[]
-  /**
-   * The one upstream that would serve this read (for callers other than the gateway, e.g. the UI).
-   * The first upstream until the router replaces it with its own choice (src/proxy/routing.ts).
-   */
-  pick(request: RegistryRequest): Upstream
   close(): Promise<void>
 }
 
@@ -56,7 +50,6 @@ export function createUpstreams(targets: Array<Partial<UpstreamConfig> & { url: 
   if (all.length === 0) throw new Error('no upstream registry configured')
   return {
     all,
-    pick: () => all[0] as Upstream,
     close: async () => {
       await Promise.all(all.flatMap((upstream) => [upstream.pool, upstream.healthPool]).map((pool) => pool.close().catch(() => undefined)))
     },
