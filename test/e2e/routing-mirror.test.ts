@@ -143,6 +143,25 @@ t.test('a mirrored upload over the size limit, or abandoned by its client, is ca
   t.ok(closed, 'the client went away mid-chunk: every registry\'s session is cancelled')
 })
 
+t.test('without manifest_max_bytes, a mirrored manifest PUT is still read into memory only up to registry 2.8\'s 4 MiB', async (t) => {
+  // The mirror reads a manifest whole to send it to every registry; with the limit off it read any
+  // size. Now the reader stops past 4 MiB (what registry 2.8 accepts) and answers itself.
+  const unlimited = await gatewayFixture(t, { config: { ...config('all'), limits: { manifest_max_bytes: 0 } } })
+  const unlimitedClient = new GatewayClient(unlimited)
+  t.teardown(() => unlimitedClient.close())
+  const chunk = Buffer.alloc(MiB, 0x20)
+  const big = await unlimitedClient.send('PUT', '/v2/mirror/huge/manifests/v1', {
+    headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
+    body: [Buffer.from('{"schemaVersion":2,"pad":"'), chunk, chunk, chunk, chunk, chunk, Buffer.from('"}')],
+    chunked: true,
+  })
+  t.equal(big.status, 400)
+  t.equal(big.errorCode(), 'MANIFEST_INVALID')
+  const detail = (big.json() as { errors?: Array<{ detail?: { max_bytes?: number } }> }).errors?.[0]?.detail
+  t.equal(detail?.max_bytes, 4 * MiB, 'refused by the gateway at the 4 MiB cap, not after reading all of it')
+  for (const [index, registry] of registries.entries()) t.equal(await status(registry, '/v2/mirror/huge/manifests/v1'), 404, `nothing on m${index}`)
+})
+
 t.test('with the first registry killed, pulls still work and every digest matches', async (t) => {
   m0.kill('SIGKILL')
   await m0.exited()

@@ -15,6 +15,7 @@ const limits = createLimits({
     { match: 'small/*', manifest_max_bytes: 1024 },
     { match: 'small/*', blob_max_bytes: 2048 },
   ],
+  per_client: { max_exchanges_per_user: 0, max_exchanges_per_address: 0 },
 })
 
 const uuid = '0b1e4f1a-3c2d-4e5f-8a9b-0c1d2e3f4a5b'
