@@ -11,6 +11,7 @@ import type { UploadTokens } from '../uploads/token.js'
 import { UploadSession, type SignedTarget, type UpstreamOutcome, type UploadTarget } from '../uploads/session.js'
 import { isTagDelete, refusesTagDelete, tagDeleteUnsupported } from './tag-delete.js'
 import type { Upstream } from '../upstreams/upstreams.js'
+import { isRecord } from '../lib/is-record.js'
 import { BodyIncomplete, readCapped, readPrefix } from '../lib/body.js'
 
 export type { RouteContext } from './forward.js'
@@ -38,9 +39,9 @@ export interface MirrorDeps {
   forwarder: Forwarder
   tokens: UploadTokens
   require: 'all' | 'quorum'
-  isAvailable(upstream: Upstream): boolean
+  isAvailable: (upstream: Upstream) => boolean
   /** Each upstream that failed its part of a mirrored write (for the log and metrics). */
-  onBranchFailure(operation: Operation, repository: string | undefined, failure: BranchFailure): void
+  onBranchFailure: (operation: Operation, repository: string | undefined, failure: BranchFailure) => void
 }
 
 /** Upstreams that do not hold what a successful mirrored write stored (quorum mode, or skipped while down). */
@@ -97,8 +98,9 @@ function failureOf(outcome: Outcome): BranchFailure {
     const code = errorCodeOf(outcome.answer)
     return { upstream: outcome.upstream.name, status: outcome.answer.status, ...(code ? { code } : {}), reason: `answered ${outcome.answer.status}${code ? ` ${code}` : ''}` }
   }
-  const detail = upstreamFailure(outcome.error, outcome.upstream).detail as { reason?: unknown }
-  return { upstream: outcome.upstream.name, reason: String(detail.reason ?? 'failed') }
+  const failure = upstreamFailure(outcome.error, outcome.upstream)
+  const reason = isRecord(failure.detail) && typeof failure.detail.reason === 'string' ? failure.detail.reason : failure.message
+  return { upstream: outcome.upstream.name, reason }
 }
 
 function statusIs(outcome: Outcome, status: number): boolean {
@@ -152,7 +154,7 @@ export class MirrorWriter {
       }
       // Mounted on some upstreams only: start ordinary sessions there too, so that one upload reaches every upstream.
       outcomes = await Promise.all(
-        outcomes.map((outcome) => (statusIs(outcome, 201) ? this.attempt(context, outcome.upstream, request, 'POST', plainUploadPath(request), null, 'none') : outcome)),
+        outcomes.map(async (outcome) => (statusIs(outcome, 201) ? await this.attempt(context, outcome.upstream, request, 'POST', plainUploadPath(request), null, 'none') : outcome)),
       )
     }
     const upload = this.upload(context)

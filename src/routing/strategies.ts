@@ -15,12 +15,12 @@ import { UpstreamChoice, type RoutingStrategy } from './strategy.js'
 export interface StrategyDeps {
   upstreams: readonly Upstream[]
   /** Health as routing reads it: a down upstream is skipped, one not checked yet is used. */
-  isAvailable(upstream: Upstream): boolean
+  isAvailable: (upstream: Upstream) => boolean
   /** The signer of upload URLs, asked for only by strategies that pin uploads to upstreams. */
-  uploadTokens(): UploadTokens
+  uploadTokens: () => UploadTokens
   forwarder: Forwarder
   /** Each upstream that failed its part of a mirrored write. */
-  onMirrorBranchFailure(operation: Operation, repository: string | undefined, failure: BranchFailure): void
+  onMirrorBranchFailure: (operation: Operation, repository: string | undefined, failure: BranchFailure) => void
 }
 
 export function createStrategy(config: RoutingConfig, deps: StrategyDeps): RoutingStrategy {
