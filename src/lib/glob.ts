@@ -36,6 +36,10 @@ export function compileGlob(glob: string): RegExp {
   return new RegExp(`^${globSource(glob)}$`)
 }
 
+/** What a usable glob looks like (lowercase name characters, * ? and at most two * in a row), for config schemas. */
+export const repositoryGlobPattern = /^(?!.*\*{3})[a-z0-9._\-/*?]+$/
+export const repositoryGlobExpected = 'a repository glob: lowercase name characters (a-z 0-9 . _ - /) with * (within a path component), ** (across components) and ? (one character)'
+
 /** Why `glob` cannot match repository names, or undefined when it is fine (placeholders are the caller's to remove first). */
 export function globProblem(glob: string): string | undefined {
   if (glob === '') return 'an empty glob'

@@ -1,6 +1,7 @@
 // The `timeouts` and `limits` config sections (how long and how much a request may take) and server.hsts.
 import { z } from 'zod'
 import { duration, flag, list, oneOf, section, size, text, whole } from '../config/fields.js'
+import { repositoryGlobExpected, repositoryGlobPattern } from '../lib/glob.js'
 
 export const timeoutsSection = section({
   upstream_connect: duration().default(10_000),
@@ -13,7 +14,8 @@ export const timeoutsSection = section({
 }).prefault({})
 
 const repositoryLimitRule = section({
-  match: text(),
+  // A glob no name can match (capitals, ***) would silently limit nothing: refused at load.
+  match: text({ pattern: repositoryGlobPattern, expect: repositoryGlobExpected }),
   blob_max_bytes: size().optional(),
   manifest_max_bytes: size().optional(),
 })

@@ -1,6 +1,6 @@
 // The one repository glob dialect (src/lib/glob.ts): * within a component, ** across (zero or more whole components), ? one character.
 import t from 'tap'
-import { compileGlob, globProblem, globSource } from '../../src/lib/glob.js'
+import { compileGlob, globProblem, globSource, repositoryGlobPattern } from '../../src/lib/glob.js'
 
 const matches = (glob: string, name: string): boolean => compileGlob(glob).test(name)
 
@@ -48,4 +48,10 @@ t.test('globProblem names what cannot match a repository', async (t) => {
   t.equal(globProblem(''), 'an empty glob')
   t.equal(globProblem('a/***'), 'three or more * in a row')
   t.equal(globProblem('Team/*'), 'characters no repository name can contain')
+})
+
+t.test('repositoryGlobPattern (for config schemas) accepts exactly what globProblem accepts', async (t) => {
+  for (const glob of ['team/**/cache', 'ml/**', 'a?b', '**', 'x.y_z-1/*', '', 'a/***', 'Team/*', 'a b', 'a$b', '${account}/x']) {
+    t.equal(repositoryGlobPattern.test(glob), globProblem(glob) === undefined, JSON.stringify(glob))
+  }
 })

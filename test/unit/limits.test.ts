@@ -1,5 +1,9 @@
 // Upload size limits (src/pipeline/limits.ts): which limit applies to which request and repository, and the byte counter that stops a stream at it.
 import t from 'tap'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { loadConfig } from '../../src/app/config.js'
+import { ConfigError } from '../../src/config/index.js'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { classify } from '../../src/registry/classify.js'
@@ -92,4 +96,19 @@ t.test('without a limit the counter only counts', async (t) => {
   const result = await pass(counter, [Buffer.alloc(MiB), Buffer.alloc(MiB)])
   t.equal(result.error, undefined)
   t.equal(counter.bytes, 2 * MiB)
+})
+
+t.test('a limits.repositories glob that cannot match a repository name is a load error naming the key', async (t) => {
+  const dir = t.testdir()
+  const file = join(dir, 'portier.yaml')
+  writeFileSync(file, 'limits:\n  repositories:\n    - { match: "ML/**", blob_max_bytes: 1GB }\n    - { match: "a/***", blob_max_bytes: 1GB }\n    - { match: "team/**/cache", blob_max_bytes: 1GB }\n')
+  let problems: Array<{ key: string; expected: string }> = []
+  try {
+    loadConfig({ file, env: {} })
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    problems = error.problems
+  }
+  t.same(problems.map((problem) => problem.key), ['limits.repositories[0].match', 'limits.repositories[1].match'])
+  t.match(problems[0]?.expected, /repository glob/)
 })
