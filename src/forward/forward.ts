@@ -9,7 +9,7 @@ import { ByteLimitStream, LimitExceeded, type SizeLimit } from '../pipeline/limi
 import { relayBody } from './relay-body.js'
 import { parseJson, readCapped } from '../lib/body.js'
 import { errorCode, retryableReadCodes, upstreamFailure } from './failure.js'
-import { declaredLength, hasBody, tooLarge, UploadSession, withParam, type UploadTarget } from '../uploads/session.js'
+import { declaredLength, hasBody, tooLarge, UploadSession, withParam } from '../uploads/session.js'
 
 export { connectErrorCodes, RETRY_AFTER_SECONDS, upstreamFailure } from './failure.js'
 export { declaredLength, declaredRange, hasBody, tooLarge, upstreamPath, uploadWriteShape, withParam, type UploadWriteShape } from '../uploads/session.js'
@@ -203,7 +203,6 @@ export class Forwarder {
     } else {
       stored = await upload.admit()
     }
-    const session = upload.targets[0] as UploadTarget
     const body = upload.body(stored)
     const [patched] = await upload.chunk(body, finishing)
     if (!patched?.response) {
@@ -218,10 +217,12 @@ export class Forwarder {
 
     if (body.stopped) {
       drain(response)
-      const cancelled = next ?? session
-      await upload.cancel([cancelled])
+      // The fresh state the upstream answered with can cancel the session; without one, the state the client sent.
+      const cancelled = next ? [next] : upload.targets
+      await upload.cancel(cancelled)
       if (body.stopped === 'limit' && body.exceeded) throw tooLarge(body.exceeded)
-      return { status: 499, cancelledUpload: cancelled.path }
+      const path = cancelled[0]?.path
+      return path === undefined ? { status: 499 } : { status: 499, cancelledUpload: path }
     }
     if (next === undefined) {
       // The upstream refused the bytes: its answer is the client's answer.

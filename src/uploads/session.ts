@@ -222,8 +222,9 @@ export class UploadSession {
     const headers: Headers = finishing ? { 'content-type': 'application/octet-stream' } : {}
     const kind: BodyKind = finishing ? 'none' : 'stream'
     try {
-      if (targets.length === 1) {
-        const target = targets[0] as UploadTarget
+      const [only] = targets
+      if (only && targets.length === 1) {
+        const target = only
         try {
           return [{ target, upstream: target.upstream, response: await this.calls.send(this.exchange(target.upstream), 'PATCH', target.path, body, kind, undefined, headers) }]
         } catch (error) {
@@ -231,10 +232,14 @@ export class UploadSession {
         }
       }
       const fan = new FanOut(body, targets.length)
+      const branches = targets.flatMap((target, index) => {
+        const branch = fan.branches[index]
+        return branch ? [{ target, branch, index }] : []
+      })
       return await Promise.all(
-        targets.map(async (target, index): Promise<StepOutcome> => {
+        branches.map(async ({ target, branch, index }): Promise<StepOutcome> => {
           try {
-            const response = await this.calls.send(this.exchange(target.upstream), 'PATCH', target.path, fan.branches[index] as Readable, kind, undefined, headers)
+            const response = await this.calls.send(this.exchange(target.upstream), 'PATCH', target.path, branch, kind, undefined, headers)
             // An upstream that answered no longer reads; if it answered early, the others must not wait for it.
             fan.drop(index)
             return { target, upstream: target.upstream, response }
