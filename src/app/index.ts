@@ -67,6 +67,8 @@ async function start(config: Config, log: Logger, shutdown: Shutdown): Promise<R
   const { upstreams, embedded } = await startUpstreams(config, log, shutdown)
   const observability = createObservability(config, upstreams.all, log)
   shutdown.defer(() => observability.close())
+  // A restarted embedded registry is checked at once, so requests do not get 503 until the next check.
+  embedded?.onRestarted(() => Promise.all(upstreams.all.map((upstream) => observability.health.checkNow(upstream))).then(() => undefined))
   const auth = await createAuthenticator(config.auth, log, observability.metrics)
   shutdown.defer(() => auth.close())
   const certificates = config.tls.enabled ? await loadCertificates(config, log, shutdown, observability) : undefined

@@ -17,6 +17,8 @@ export interface EmbeddedRegistryOptions {
 export interface EmbeddedRegistry {
   url: string
   binary: string
+  /** Runs before 'embedded registry is back' is logged after a restart (the gateway re-checks its health there). */
+  onRestarted(hook: () => Promise<void>): void
   stop(): Promise<void>
 }
 
@@ -169,6 +171,7 @@ export async function startEmbeddedRegistry(options: EmbeddedRegistryOptions): P
   }
   if (dropped.length > 0) log.warn({ ignored: dropped }, 'not passing REGISTRY_HTTP_* variables to the embedded registry: Portier sets its address and secret')
 
+  let restarted: () => Promise<void> = () => Promise.resolve()
   const launch = (): ChildProcess => {
     const launchedAt = Date.now()
     const started = spawn(binary, ['serve', configPath], { stdio: ['ignore', 'pipe', 'pipe'], env })
@@ -183,10 +186,13 @@ export async function startEmbeddedRegistry(options: EmbeddedRegistryOptions): P
       log.error({ code, signal, pid: started.pid, ranMs: Date.now() - launchedAt, restartInMs: backoff }, 'embedded registry exited; restarting')
       restartTimer = setTimeout(() => {
         child = launch()
-        waitUntilUp(url, child, 10_000).then(
-          () => log.info({ url, pid: child.pid }, 'embedded registry is back'),
-          (error: Error) => log.error({ err: error.message }, 'embedded registry restart failed'),
-        )
+        waitUntilUp(url, child, 10_000)
+          .then(async () => {
+            // The health checks saw it down: until they see it up, the gateway would refuse requests with 503.
+            await restarted().catch((error: unknown) => log.warn({ err: error instanceof Error ? error.message : String(error) }, 'health re-check after the restart failed'))
+            log.info({ url, pid: child.pid }, 'embedded registry is back')
+          })
+          .catch((error: unknown) => log.error({ err: error instanceof Error ? error.message : String(error) }, 'embedded registry restart failed'))
       }, backoff)
       backoff = Math.min(backoff * 2, maxDelay)
     })
@@ -221,6 +227,9 @@ export async function startEmbeddedRegistry(options: EmbeddedRegistryOptions): P
   return {
     url,
     binary,
+    onRestarted: (hook) => {
+      restarted = hook
+    },
     stop: async () => {
       stopping = true
       process.off('exit', killOnExit)

@@ -112,6 +112,25 @@ export class HealthMonitor {
     this.schedule(entry, 0)
   }
 
+  /** Checks this upstream now instead of at its next turn (it is known to have come back); resolves when the check is done. */
+  async checkNow(upstream: Upstream): Promise<void> {
+    const entry = this.tracked.get(upstream)
+    if (!entry || this.closed) return
+    clearTimeout(entry.timer)
+    if (entry.checking) {
+      // The running check may have started before the upstream came back: the next one decides.
+      this.schedule(entry, 0)
+      return
+    }
+    try {
+      await this.check(entry)
+    } catch (error) {
+      entry.checking = false
+      this.events.onInternalError?.(entry.upstream, error)
+      this.schedule(entry, this.options.interval)
+    }
+  }
+
   close(): void {
     this.closed = true
     for (const entry of this.tracked.values()) clearTimeout(entry.timer)

@@ -91,7 +91,15 @@ t.test('no upstreams: the embedded registry serves pushes and pulls, restarts wh
   t.equal(exited.signal, 'SIGKILL')
   t.equal(exited.pid, pid)
   t.equal(exited.restartInMs, 1000, 'the first restart waits 1 s')
+  // Requests while it is down fail (and mark it down: failure_threshold refused connections).
+  const client = new GatewayClient(gateway)
+  t.teardown(() => client.close())
+  const whileDown = []
+  for (let i = 0; i < 3; i++) whileDown.push((await client.send('GET', '/v2/')).status)
+  t.same(whileDown, [503, 503, 503], 'the gateway answers 503 while the registry is down')
   const back = await backLog
+  // The health checks saw it down; once 'is back' is logged the gateway must serve at once, not answer 503 until its next check.
+  t.equal((await client.send('GET', '/v2/')).status, 200, 'the gateway serves as soon as the registry is back')
   const [newPid, ...extra] = await pidsMatching(configPath)
   t.ok(newPid && newPid !== pid, `a new registry process (${pid} → ${newPid})`)
   t.equal(back.pid, newPid)
@@ -106,6 +114,7 @@ t.test('no upstreams: the embedded registry serves pushes and pulls, restarts wh
   process.kill(newPid as number, 'SIGKILL')
   t.equal((await againLog).restartInMs, 2000, 'a second crash soon after the first waits 2 s')
   const lastPid = (await backAgainLog).pid as number
+  t.equal((await client.send('GET', '/v2/')).status, 200, 'and again after the second restart')
   t.same(await pidsMatching(configPath), [lastPid], 'running again')
 
   const result = await gateway.stop()
