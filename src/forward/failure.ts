@@ -23,8 +23,8 @@ export function upstreamFailure(error: unknown, upstream: Upstream): RegistryErr
   const code = errorCode(error)
   const detail = { upstream: upstream.name, reason: code ?? (error instanceof Error ? error.message : String(error)) }
   if (code && connectErrorCodes.has(code)) {
-    return new RegistryError('UNAVAILABLE', detail, { 'Retry-After': RETRY_AFTER_SECONDS }, 'upstream registry is unreachable')
+    return new RegistryError('UNAVAILABLE', detail, { 'Retry-After': RETRY_AFTER_SECONDS }, 'upstream registry is unreachable', { cause: error })
   }
-  if (code === 'UND_ERR_HEADERS_TIMEOUT') return new RegistryError('GATEWAY_TIMEOUT', detail)
-  return new RegistryError('BAD_GATEWAY', detail, { 'Retry-After': RETRY_AFTER_SECONDS }, 'upstream registry failed before answering')
+  if (code === 'UND_ERR_HEADERS_TIMEOUT') return new RegistryError('GATEWAY_TIMEOUT', detail, {}, undefined, { cause: error })
+  return new RegistryError('BAD_GATEWAY', detail, { 'Retry-After': RETRY_AFTER_SECONDS }, 'upstream registry failed before answering', { cause: error })
 }

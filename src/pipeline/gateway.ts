@@ -161,7 +161,7 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       } else {
         failure = error instanceof RegistryError
           ? error
-          : new RegistryError('BAD_GATEWAY', { reason: error instanceof Error ? error.message : String(error) }, {}, 'transfer failed')
+          : new RegistryError('BAD_GATEWAY', { reason: error instanceof Error ? error.message : String(error) }, {}, 'transfer failed', { cause: error })
       }
       if (!res.headersSent) {
         sendRegistryError(res, failure)

@@ -74,7 +74,7 @@ export async function checkMountSize(request: RegistryRequest, limit: SizeLimit,
       reset: false,
     })
   } catch (error) {
-    throw new RegistryError('UNAVAILABLE', { upstream: upstream.name, reason: error instanceof Error ? error.message : String(error) }, {}, 'could not check the size of the blob to mount')
+    throw new RegistryError('UNAVAILABLE', { upstream: upstream.name, reason: error instanceof Error ? error.message : String(error) }, {}, 'could not check the size of the blob to mount', { cause: error })
   }
   answer.body.on('error', () => undefined)
   answer.body.resume()

@@ -91,7 +91,7 @@ async function failure(answer: Answer, what: string): Promise<RegistryError> {
 
 function unreachable(error: unknown): RegistryError {
   if (error instanceof RegistryError) return error
-  return new RegistryError('UNAVAILABLE', { reason: error instanceof Error ? error.message : String(error) })
+  return new RegistryError('UNAVAILABLE', { reason: error instanceof Error ? error.message : String(error) }, {}, undefined, { cause: error })
 }
 
 /** Mints a token for an upstream that verifies Portier's tokens (see AuthSetup.issueServiceToken); the UI checks the user's access before it calls. */
