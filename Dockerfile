@@ -2,7 +2,7 @@
 # Build:  docker build -t portier .
 # Run:    docker run -p 443:5443 -v ./portier.yaml:/etc/portier/portier.yaml:ro portier
 
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /src
 # Dependencies first, so source edits do not re-run npm ci.
 COPY package.json package-lock.json ./
@@ -14,7 +14,7 @@ COPY ui ./ui
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund
 
-FROM node:20-bookworm-slim AS runtime
+FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production
 RUN groupadd --system portier \
  && useradd --system --gid portier --home-dir /app --no-create-home --shell /usr/sbin/nologin portier

@@ -10,6 +10,7 @@
 # Run: npm run bench:ceiling [-- rounds size_mib]   (defaults 5 rounds, 512 MiB). All on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/node-runtime.sh
 rounds=${1:-5}
 size_mib=${2:-512}
 bash scripts/ensure-tools.sh docker-registry htpasswd openssl curl

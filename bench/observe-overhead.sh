@@ -7,6 +7,7 @@
 # Run: npm run bench:observe [-- rounds seconds]   (defaults 5 rounds of 8 s). All on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/node-runtime.sh
 rounds=${1:-5}
 seconds=${2:-8}
 bash scripts/ensure-tools.sh docker-registry wrk ab htpasswd openssl curl

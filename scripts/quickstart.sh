@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-tools.sh docker-registry
+source scripts/node-runtime.sh
 bash scripts/node-deps.sh
 exec node dist/cli.js serve "$@"

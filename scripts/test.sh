@@ -4,6 +4,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-tools.sh docker-registry skopeo podman curl openssl htpasswd pebble pebble-challtestsrv chromium || exit 1
+# Node.js 24 first on PATH: tap runs on it, and the tests spawn the gateway with tap's own node (process.execPath).
+source scripts/node-runtime.sh || exit 1
 bash scripts/node-deps.sh || exit 1
 # Tests and benchmarks are TypeScript too (strict, like src/); tap runs them without a type check.
 npm run typecheck --silent || { echo "type errors in test/ or bench/ (npm run typecheck)" >&2; exit 1; }

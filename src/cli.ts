@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 // The portier binary: picks the command and hands it its arguments (src/cli/<command>.ts); exit codes and usage errors.
+// First: refuses an unsupported Node.js before any other module runs.
+import './runtime.js'
 import { readFileSync } from 'node:fs'
 import { ConfigError } from './config/index.js'
 import { EXIT_USAGE, UsageError } from './cli/args.js'

@@ -124,6 +124,7 @@ function logReady(log: Logger, url: string, listeners: Listeners, upstreams: Ups
       ...(adminAddress ? { admin_listen: `${adminAddress.host}:${adminAddress.port}` } : {}),
       upstreams: upstreams.all.map((u) => ({ name: u.name, url: u.origin })),
       hostname: hostname(),
+      node: process.version,
     },
     'portier ready',
   )

@@ -102,11 +102,11 @@ function volume(entry: unknown): { source: string; target: string; readOnly: boo
   return { source, target, readOnly: mode === 'ro' }
 }
 
-t.test('Dockerfile: two stages on node:20-bookworm-slim; the build stage builds and prunes', async (t) => {
+t.test('Dockerfile: two stages on node:24-bookworm-slim; the build stage builds and prunes', async (t) => {
   t.equal(dockerfile.length, 2, 'build and runtime stages')
-  t.equal(build.from, 'node:20-bookworm-slim')
+  t.equal(build.from, 'node:24-bookworm-slim')
   t.equal(build.name, 'build')
-  t.equal(runtime.from, 'node:20-bookworm-slim')
+  t.equal(runtime.from, 'node:24-bookworm-slim')
   const runs = all(build, 'RUN').map((i) => i.args).join('\n')
   t.match(runs, /npm ci\b/, 'npm ci (the lock file decides)')
   t.match(runs, /npm run build/)
