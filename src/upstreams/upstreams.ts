@@ -38,6 +38,9 @@ export function createUpstreams(targets: Array<Partial<UpstreamConfig> & { url: 
       pool: new Pool(origin, {
         connections: 128,
         pipelining: 1,
+        // HTTP/1.1 only: undici 8 would negotiate HTTP/2 with an HTTPS registry that offers it (distribution does),
+        // and the forwarding (hop-by-hop headers, streaming PATCH, one request per connection) is built on HTTP/1.1.
+        allowH2: false,
         keepAliveTimeout: 30_000,
         connect,
         headersTimeout: timeouts.upstream_headers,
