@@ -6,7 +6,7 @@
 import type { ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 
-/** Bytes the gateway lets queue towards one client before it stops reading from the upstream. */
+/** Bytes the gateway lets queue towards one client before it stops reading from the upstream (at least the socket's highWaterMark). */
 const WINDOW = 256 * 1024
 
 const ignore = (): void => undefined
@@ -51,9 +51,11 @@ export function relayBody(body: Readable, res: ServerResponse, onBytes: (count: 
         res.cork()
         process.nextTick(flush)
       }
-      res.write(chunk)
-      // Backpressure with a window larger than the socket's 16 KiB mark, or nothing could be batched.
-      if (res.writableLength >= WINDOW) body.pause()
+      const accepted = res.write(chunk)
+      // Backpressure with a window larger than the socket's highWaterMark (16 KiB up to Node 20, 64 KiB since
+      // Node 22), or nothing could be batched. Pause only once write() has said false: only then is a 'drain'
+      // due, so a socket highWaterMark above WINDOW moves the pause point up instead of stalling the transfer.
+      if (!accepted && res.writableLength >= WINDOW) body.pause()
     }
     const onDrain = (): void => {
       body.resume()
