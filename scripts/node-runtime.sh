@@ -45,6 +45,12 @@ portier_node_runtime() {
   PATH="$bin:$PATH"
   export PATH
   hash -r
+  # An npm that ran on the older node (`npm test` typed in a shell) exports its global prefix (/usr), and every
+  # npm, npx or npm script started below would put <prefix>/bin, the older node, first on PATH again. Without
+  # it npm derives the prefix from its own (new) node. The node path it exported is the older one too.
+  unset npm_config_prefix
+  if [ -n "${NODE:-}" ]; then export NODE="$bin/node"; fi
+  if [ -n "${npm_node_execpath:-}" ]; then export npm_node_execpath="$bin/node"; fi
 }
 
 portier_node_runtime

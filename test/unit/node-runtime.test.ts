@@ -84,7 +84,15 @@ t.test('scripts/with-node.sh runs commands on the pinned Node.js when the machin
   const [version, execPath] = r.stdout.trim().split(' ')
   t.equal(version, `v${pinned}`)
   t.equal(dirname(dirname(dirname(execPath ?? ''))), join(TOOLS, `node${MIN_NODE_MAJOR}`, 'node_modules'), 'from .tools/')
-  // npm itself (a `#!/usr/bin/env node` script) and what it runs get the same node.
-  const npm = await run('bash', [join(ROOT, 'scripts', 'with-node.sh'), 'npm', 'exec', '--no', '--', 'node', '-p', 'process.version'], { cwd: ROOT, env, timeoutMs: 60_000 })
-  t.equal(npm.stdout.trim(), `v${pinned}`, 'npm exec runs on the pinned node')
+  // npm itself (a `#!/usr/bin/env node` script) and what it runs get the same node, also below an npm that ran
+  // on the older node (`npm test` typed in a shell): that one exports its global prefix, whose bin/ npm and npx
+  // would put first on PATH again, and its node's path.
+  const underOldNpm = { ...env, npm_config_prefix: dirname(dirname(old.path)), NODE: old.path, npm_node_execpath: old.path }
+  for (const command of [['npm', 'exec', '--no', '--', 'node', '-p', 'process.version'], ['npx', '--no-install', 'node', '-p', 'process.version']]) {
+    const r = await run('bash', [join(ROOT, 'scripts', 'with-node.sh'), ...command], { cwd: ROOT, env: underOldNpm, timeoutMs: 60_000 })
+    t.equal(r.stdout.trim(), `v${pinned}`, `${command.slice(0, 2).join(' ')} runs on the pinned node`)
+  }
+  // The same for scripts/test.sh's own path: it sources node-runtime.sh, then runs tap through npx.
+  const tap = await run('bash', ['-c', 'source scripts/node-runtime.sh && npx --no-install tap --version >/dev/null && npx --no-install node -p process.execPath'], { cwd: ROOT, env: underOldNpm, timeoutMs: 60_000 })
+  t.equal(dirname(dirname(dirname(tap.stdout.trim()))), join(TOOLS, `node${MIN_NODE_MAJOR}`, 'node_modules'), 'npx after node-runtime.sh: the pinned node')
 })
