@@ -47,7 +47,7 @@ export function createUpstreams(targets: Array<Partial<UpstreamConfig> & { url: 
         // Blob bodies have no total timeout: only an idle timeout between chunks.
         bodyTimeout: timeouts.body_idle,
       }),
-      healthPool: new Pool(origin, { connections: 1, pipelining: 1, keepAliveTimeout: 30_000, connect }),
+      healthPool: new Pool(origin, { connections: 1, pipelining: 1, allowH2: false, keepAliveTimeout: 30_000, connect }),
     }
   })
   if (all.length === 0) throw new Error('no upstream registry configured')

@@ -8,7 +8,7 @@ import { createServer, get, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import { getDefaultHighWaterMark } from 'node:stream'
-import { relayBody } from '../../src/proxy/relay-body.js'
+import { relayBody } from '../../src/forward/relay-body.js'
 
 const CHUNK = 64 * 1024
 const CHUNKS = 512 // 32 MiB: more than the loopback socket's kernel buffers hold, so the gateway's own queue fills
