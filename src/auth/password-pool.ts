@@ -93,7 +93,7 @@ export function createPasswordPool(options: PasswordPoolOptions): PasswordPool {
       slots.push(fresh)
       next(fresh)
     }
-    slot.worker.on('error', (error) => replace(error))
+    slot.worker.on('error', (error: unknown) => replace(error instanceof Error ? error : new Error(String(error))))
     slot.worker.on('exit', (code) => {
       if (slots.includes(slot)) replace(new Error(`password check worker exited with code ${code}`))
     })
