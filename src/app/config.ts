@@ -15,6 +15,7 @@ import { authSection } from '../auth/section.js'
 import { aclProblems } from '../auth/acl.js'
 import { uiSection } from '../ui/section.js'
 import { adminSection, logSection, metricsSection } from '../observe/section.js'
+import { cacheSection } from '../forward/section.js'
 
 export const configSchema = section({
   server: serverSection,
@@ -30,6 +31,7 @@ export const configSchema = section({
   admin: adminSection,
   metrics: metricsSection,
   health: healthSection,
+  cache: cacheSection,
 })
 
 /** The validated configuration; durations are milliseconds and sizes bytes. */

@@ -22,6 +22,7 @@ import { createConnectionCap, type ConnectionCap } from './connection-cap.js'
 import { displayHost, parseListen } from './listen.js'
 import type { Observability } from './observability.js'
 import { createRouter } from './routing.js'
+import { ManifestCache } from '../forward/manifest-cache.js'
 import type { Shutdown } from './shutdown.js'
 
 /** What the handlers learn only once the listeners are up. */
@@ -107,6 +108,15 @@ export function buildPipeline(config: Config, log: Logger, shutdown: Shutdown, d
     authMode: config.auth.mode,
     exchanges: new ExchangeLimiter(config.limits.per_client, (limit) => metrics?.limitRejected(limit)),
     ...(minRate ? { minRate } : {}),
+    ...(config.cache.manifests.max_bytes > 0
+      ? {
+          manifestCache: new ManifestCache(config.cache.manifests.max_bytes, {
+            hit: () => metrics?.manifestCacheHits.inc(),
+            miss: () => metrics?.manifestCacheMisses.inc(),
+            bytes: (held) => metrics?.manifestCacheBytes.set(held),
+          }),
+        }
+      : {}),
   })
 
   const readiness = (): ReadinessCheck[] => {

@@ -10,6 +10,7 @@ import { relayBody } from './relay-body.js'
 import { parseJson, readCapped } from '../lib/body.js'
 import { errorCode, retryableReadCodes, upstreamFailure } from './failure.js'
 import { declaredLength, hasBody, tooLarge, UploadSession, withParam } from '../uploads/session.js'
+import type { ManifestCache } from './manifest-cache.js'
 
 export { connectErrorCodes, RETRY_AFTER_SECONDS, upstreamFailure } from './failure.js'
 export { declaredLength, declaredRange, hasBody, tooLarge, upstreamPath, uploadWriteShape, withParam, type UploadWriteShape } from '../uploads/session.js'
@@ -34,6 +35,8 @@ export interface Exchange {
   onFailover?: (from: Upstream, to: Upstream, reason: FailoverReason) => void
   /** Routing: turns an upload Location (already pointing at the gateway) into the URL the client continues with. */
   uploadLocation?: (location: string, upstream: Upstream) => string
+  /** Keeps small manifests the upstream sends (cache.manifests). */
+  manifestCache?: ManifestCache
 }
 
 export type FailoverReason = 'connect' | 'not_found'
@@ -300,6 +303,16 @@ export class Forwarder {
         exchange.bytes.sent += body.length
         res.end(body)
       }
+      return
+    }
+    if (exchange.manifestCache?.wants(exchange.request, response.statusCode, response.headers)) {
+      // Small (under the per-entry cap, by Content-Length): read whole, kept when it hashes to its digest, then sent.
+      const tooLong = (): RegistryError => new RegistryError('BAD_GATEWAY', { reason: 'upstream manifest longer than its Content-Length' })
+      const body = await readCapped(response.body, { maxBytes: Number(response.headers['content-length']), tooLarge: tooLong, rest: 'destroy' })
+      exchange.manifestCache.keep(exchange.request, response.headers, body)
+      res.writeHead(response.statusCode, headers)
+      exchange.bytes.sent += body.length
+      res.end(body)
       return
     }
     res.writeHead(response.statusCode, headers)

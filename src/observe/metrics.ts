@@ -66,6 +66,9 @@ export class Metrics {
   readonly acmeCertificates: Counter<'kind'>
   readonly acmeFailures: Counter
   private readonly internalErrors: Counter<'kind'>
+  readonly manifestCacheHits: Counter
+  readonly manifestCacheMisses: Counter
+  readonly manifestCacheBytes: Gauge
 
   constructor(private readonly options: MetricsOptions) {
     const registers = [this.registry]
@@ -138,6 +141,9 @@ export class Metrics {
     })
     this.acmeCertificates = new Counter({ name: 'portier_acme_certificates_total', help: 'Certificates obtained from the ACME CA, by kind (issued: first one, renewed).', labelNames: ['kind'], registers })
     this.acmeFailures = new Counter({ name: 'portier_acme_failures_total', help: 'Failed ACME orders and renewals (each is retried with backoff).', registers })
+    this.manifestCacheHits = new Counter({ name: 'portier_manifest_cache_hits_total', help: 'Manifest GET/HEAD by digest answered from memory (cache.manifests).', registers })
+    this.manifestCacheMisses = new Counter({ name: 'portier_manifest_cache_misses_total', help: 'Manifest GET/HEAD by digest the cache could not answer (sent upstream).', registers })
+    this.manifestCacheBytes = new Gauge({ name: 'portier_manifest_cache_bytes', help: 'Manifest bytes held in memory (cache.manifests).', registers })
     this.healthChecks = new Counter({ name: 'portier_upstream_health_checks_total', help: 'Active health checks, by result (success, failure).', labelNames: ['upstream', 'result'], registers })
     this.upstreamFailovers = new Counter({
       name: 'portier_upstream_failovers_total',

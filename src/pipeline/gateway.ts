@@ -17,6 +17,7 @@ import { isProgrammingError, reportInternalError, requestScope, type RequestScop
 import type { Acl, AuthContext, Authenticator, Identity, TokenEndpoint } from '../auth/index.js'
 import { covers, formatScope } from '../auth/token/index.js'
 import type { Ui } from '../ui/index.js'
+import type { ManifestCache } from '../forward/manifest-cache.js'
 
 export interface GatewayDeps {
   /** The route stage: which upstream(s) serve a request, and the forwarding to them. */
@@ -42,6 +43,8 @@ export interface GatewayDeps {
   exchanges?: ExchangeLimiter
   /** The minimum transfer rate (timeouts.min_rate), when enabled. */
   minRate?: MinRate
+  /** Manifests by digest kept in memory (cache.manifests), answered after authorization and limits. */
+  manifestCache?: ManifestCache
 }
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void
@@ -134,6 +137,17 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       stage = 'forward'
       const limit = limits.forRequest(request)
       const mountLimit = limits.forMount(request)
+      const manifestCache = deps.manifestCache
+      if (manifestCache) {
+        // A delete evicts before the upstream is asked, whatever it answers; a read by digest may be answered here.
+        manifestCache.evict(request)
+        const sent = manifestCache.answer(request, req.headers.accept, res)
+        if (sent !== false) {
+          bytes.sent += sent
+          upstreamName = 'cache'
+          return
+        }
+      }
       const caller = callerOf(identity)
       const filterJson = request.op === 'catalog' ? (body: unknown) => filterCatalog(body, (name) => acl.canPull(caller, name, client.clientIp)) : undefined
       const release = deps.exchanges?.admit({ user: caller.anonymous ? undefined : caller.user, address: client.clientIp })
@@ -147,7 +161,7 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       })
       try {
         // Inside the caller's fair share, like every other upstream exchange (a mount's size check included).
-        await router.serve({ request, req, res, client, limit, bytes, ...(filterJson ? { filterJson } : {}), ...(mountLimit ? { mountLimit } : {}) }, trail)
+        await router.serve({ request, req, res, client, limit, bytes, ...(filterJson ? { filterJson } : {}), ...(mountLimit ? { mountLimit } : {}), ...(manifestCache ? { manifestCache } : {}) }, trail)
       } finally {
         release?.()
         stopWatching?.()

@@ -1,0 +1,12 @@
+// The `cache` config section: what the gateway keeps in memory to answer without the upstream.
+import { z } from 'zod'
+import { section, size } from '../config/fields.js'
+
+export const cacheSection = section({
+  /** Manifests by digest (immutable), answered after authorization; 0 turns the cache off. */
+  manifests: section({
+    max_bytes: size().default(0),
+  }).prefault({}),
+}).prefault({})
+
+export type CacheConfig = z.output<typeof cacheSection>
