@@ -6,6 +6,7 @@ import { creatable, read } from '../config/files.js'
 import type { ConfigProblem } from '../config/index.js'
 import { MIN_SECRET_LENGTH } from '../config/secret.js'
 import type { Config } from './config.js'
+import { signsUploadUrls } from '../routing/strategies.js'
 
 /** Every problem with the files `config` names; `source` labels them (the config file). */
 export async function fileProblems(config: Config, source: string): Promise<ConfigProblem[]> {
@@ -143,7 +144,7 @@ export async function fileProblems(config: Config, source: string): Promise<Conf
 
   const secretFiles: Array<[string, string, boolean]> = [
     ['ui.session_secret_file', config.ui.session_secret_file, config.ui.enabled && config.ui.session_secret === ''],
-    ['routing.secret_file', config.routing.secret_file, (config.routing.strategy === 'by-repository' || config.routing.strategy === 'mirror') && config.routing.secret === ''],
+    ['routing.secret_file', config.routing.secret_file, signsUploadUrls(config.routing.strategy) && config.routing.secret === ''],
   ]
   for (const [key, path, used] of secretFiles) {
     if (!used) continue

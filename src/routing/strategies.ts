@@ -23,6 +23,13 @@ export interface StrategyDeps {
   onMirrorBranchFailure: (operation: Operation, repository: string | undefined, failure: BranchFailure) => void
 }
 
+/** Which strategies pin uploads to upstreams through signed upload URLs (and so need routing.secret). */
+const SIGNS_UPLOADS: Record<RoutingConfig['strategy'], boolean> = { '': false, shared: false, 'by-repository': true, mirror: true }
+
+export function signsUploadUrls(strategy: RoutingConfig['strategy']): boolean {
+  return SIGNS_UPLOADS[strategy]
+}
+
 export function createStrategy(config: RoutingConfig, deps: StrategyDeps): RoutingStrategy {
   const upstreams = new UpstreamChoice(deps.upstreams, deps.isAvailable)
   switch (config.strategy) {
