@@ -7,7 +7,8 @@ import {
   type BodyKind, type Exchange, type ExchangeResult, type Forwarder, type RouteContext, type UpstreamResponse,
 } from './forward.js'
 import { LimitExceeded } from '../pipeline/limits.js'
-import type { UploadTokens } from '../uploads/token.js'
+import { sessionRequest, type UploadTokens } from '../uploads/token.js'
+import { checkMirrored, rangeNotSatisfiable, type UploadOffsets } from '../uploads/offsets.js'
 import { UploadSession, type SignedTarget, type UpstreamOutcome, type UploadTarget } from '../uploads/session.js'
 import { isTagDelete, refusesTagDelete, tagDeleteUnsupported } from './tag-delete.js'
 import type { Upstream } from '../upstreams/upstreams.js'
@@ -25,6 +26,8 @@ export interface MirrorRoute {
   sessions?: SignedTarget[]
   /** Who carries it out (the mirror strategy's). */
   writer: MirrorWriter
+  /** The newest state of each session the gateway relayed (set by the router): an old upload URL goes on from there. */
+  offsets?: UploadOffsets
 }
 
 /** Why one upstream did not do its part. */
@@ -115,7 +118,8 @@ export class MirrorWriter {
     return this.deps.require === 'all' ? total : Math.floor(total / 2) + 1
   }
 
-  async forward(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
+  async forward(given: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
+    const route = this.newest(given, context)
     const { request } = route
     switch (request.op) {
       case 'manifest.put':
@@ -219,6 +223,7 @@ export class MirrorWriter {
     }
     this.reportFailures(route, failed)
     if (!shape.finishing) {
+      for (const session of survivors) route.offsets?.note(session.upstream.name, session.path)
       const first = outcomes.find((outcome) => outcome.upstream === survivors[0]?.upstream) as Outcome
       return this.replay(context, first, { location: this.clientPath(request, survivors), missing: this.missing(route, survivors) })
     }
@@ -237,6 +242,7 @@ export class MirrorWriter {
   private async finish(route: MirrorRoute, context: RouteContext, upload: UploadSession, branches: UploadTarget[], digest: string): Promise<ExchangeResult> {
     const outcomes = await collectAll(await upload.finish(branches, digest))
     const stored = outcomes.filter((outcome) => statusIs(outcome, 201))
+    for (const [index, outcome] of outcomes.entries()) if (statusIs(outcome, 201)) this.forget(route, branches[index])
     // A session whose commit failed (digest mismatch, upstream error) is cancelled while its state is fresh.
     await upload.cancel(branches.filter((_, index) => !statusIs(outcomes[index] as Outcome, 201)))
     return this.conclude(route, context, 'blob upload', outcomes, stored, this.needed(route.upstreams.length))
@@ -247,6 +253,7 @@ export class MirrorWriter {
     context.req.resume()
     const sessions = this.sessionsFromRoute(route)
     const outcomes = await Promise.all(sessions.map((target) => this.attempt(context, target.upstream, request, 'DELETE', target.path, null, 'none')))
+    for (const target of sessions) this.forget(route, target)
     // Cancelling is best effort everywhere: one upstream that let go of the session is enough to answer.
     return this.conclude(route, context, 'upload cancel', outcomes, outcomes.filter((outcome) => statusIs(outcome, 204)), 1, false)
   }
@@ -322,6 +329,26 @@ export class MirrorWriter {
   private sessionsFromRoute(route: MirrorRoute): SignedTarget[] {
     if (!route.sessions || route.sessions.length === 0) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', { reason: 'no upload session in the URL' })
     return route.sessions
+  }
+
+  /**
+   * The route on the newest state of each of its sessions (registry 2.8 cancels a session asked
+   * with an older `_state`); a chunk that does not start where they end is 416 with the URL to go on from.
+   */
+  private newest(route: MirrorRoute, context: RouteContext): MirrorRoute {
+    if (!route.offsets || !route.sessions || route.sessions.length === 0) return route
+    const checked = checkMirrored(route.offsets, route.request, route.sessions, context.req)
+    if (checked.kind === 'refused') {
+      const range = context.req.headers['content-range']
+      const location = `${context.client.publicOrigin}${this.clientPath(route.request, checked.sessions)}`
+      throw rangeNotSatisfiable(route.request, checked.latest, location, typeof range === 'string' ? range : undefined)
+    }
+    return { ...route, sessions: checked.sessions }
+  }
+
+  /** A session that was committed or cancelled: its state need not be remembered. */
+  private forget(route: MirrorRoute, target: UploadTarget | undefined): void {
+    if (target?.session) route.offsets?.forget(target.upstream.name, sessionRequest(route.request, target.session))
   }
 
   /** Upstreams to write to: all that are not known to be down, or a failure when that is fewer than required. */

@@ -59,9 +59,9 @@ export class Mirror implements RoutingStrategy {
     return { ready: upAndDown(states).up.length >= needed, detail: { strategy: 'mirror', require: this.require, needed, upstreams: states } }
   }
 
-  /** Mirrored sessions are kept in the signed URL itself. */
-  sessionScope(): undefined {
-    return undefined
+  /** Mirrored sessions are kept in the signed URL itself; their newest states per upstream, to answer an old URL. */
+  sessionScope(upstream: Upstream): string {
+    return upstream.name
   }
 
   describe(): Record<string, unknown> {

@@ -146,7 +146,7 @@ export class Router {
         return await this.forwardOne(route, context, trail)
       }
       case 'mirror':
-        return await route.writer.forward(route, context)
+        return await route.writer.forward({ ...route, offsets: this.offsets }, context)
       case 'catalog':
         return await this.catalog.serve(route.upstreams, context)
       case 'tags':

@@ -4,6 +4,7 @@ import type { RegistryRequest } from '../registry/classify.js'
 import { RegistryError } from '../registry/errors.js'
 import { declaredRange, hasBody } from '../forward/forward.js'
 import { sessionFromLocation, sessionRequest } from './token.js'
+import { targetOf, type SignedTarget } from './session.js'
 import { stateOffset } from './state.js'
 import { BoundedCache } from '../lib/bounded-cache.js'
 
@@ -79,6 +80,29 @@ export class UploadOffsets {
     }
     return { kind: 'freshened', request: sessionRequest(request, { upstream, uuid: request.uploadId, state: latest.state }), latest }
   }
+}
+
+/** What to do with a request on a mirrored upload URL: its sessions on their newest states, or 416. */
+export type MirrorCheck =
+  | { kind: 'go-on'; sessions: SignedTarget[] }
+  /** The write does not start where the sessions end; `sessions` are the newest ones, to continue from. */
+  | { kind: 'refused'; latest: KnownState; sessions: SignedTarget[] }
+
+/**
+ * The mirror's sessions (one per upstream, all in one signed URL) checked one by one: a stale
+ * `_state` is replaced by the newest one relayed, and a chunk that does not start where the
+ * sessions end is refused before any upstream sees it (registry 2.8 would cancel its session).
+ */
+export function checkMirrored(offsets: UploadOffsets, request: RegistryRequest, sessions: SignedTarget[], req: IncomingMessage): MirrorCheck {
+  const repository = request.repository ?? ''
+  let refused: KnownState | undefined
+  const newest = sessions.map((target) => {
+    const decision = offsets.check(target.upstream.name, sessionRequest(request, target.session), req)
+    if (decision.kind === 'as-is') return target
+    if (decision.kind === 'refused') refused ??= decision.latest
+    return targetOf(target.upstream, repository, { ...target.session, state: decision.latest.state })
+  })
+  return refused ? { kind: 'refused', latest: refused, sessions: newest } : { kind: 'go-on', sessions: newest }
 }
 
 /** 416 with the session's real extent and the URL to continue from. */

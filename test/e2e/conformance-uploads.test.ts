@@ -10,8 +10,9 @@ const { registry, bare, gatewayTarget } = await conformanceSetup(t)
 /**
  * The conformance suite's chunked-upload steps: an out-of-order chunk, a re-sent chunk and a status
  * request on an old upload URL, then the upload completes from the URL the status request gave.
+ * Answers the blob's digest.
  */
-async function chunkedUpload(t: Test, target: Target, repository: string, uploadsOpen: () => Promise<string[]>): Promise<void> {
+async function chunkedUpload(t: Test, target: Target, repository: string, uploadsOpen: () => Promise<string[]>): Promise<string> {
   const scope = `repository:${repository}:pull,push`
   const blob = randomBytes(300_000)
   const chunk1 = blob.subarray(0, 120_000)
@@ -62,6 +63,7 @@ async function chunkedUpload(t: Test, target: Target, repository: string, upload
   t.equal(sha256(read.body), sha256(blob), `${target.name}: every byte, in order`)
   const after = await target.send('PATCH', first, { scope, body: chunk1, headers: { ...octets, 'content-range': range1 } })
   t.equal(after.status, 404, `${target.name}: after the upload is finished, its old URL is unknown`)
+  return sha256(blob)
 }
 
 t.test('chunked uploads: out-of-order and re-sent chunks get 416, an old upload URL answers from the real offset', async (t) => {
@@ -95,6 +97,23 @@ t.test('chunked uploads with signed upload URLs (routing by repository)', async 
   const repository = 'conf/chunked-signed'
   const uploadsOpen = async (): Promise<string[]> => (await Promise.all(registries.map((one) => one.uploadsOpen(repository)))).flat()
   await chunkedUpload(t, target, repository, uploadsOpen)
+})
+
+t.test('chunked uploads with mirror routing: the same answers, and the blob lands on every mirror', async (t) => {
+  const second = await registryFixture(t)
+  const registries = [registry, second]
+  const { target } = await routedTarget(t, 'Portier mirror', {
+    upstreams: [{ url: registry.url, name: 'first' }, { url: second.url, name: 'second' }],
+    routing: { strategy: 'mirror', secret: routingSecret(), mirror: { require: 'all' } },
+  })
+  const repository = 'conf/chunked-mirror'
+  const uploadsOpen = async (): Promise<string[]> => (await Promise.all(registries.map((one) => one.uploadsOpen(repository)))).flat()
+  const digest = await chunkedUpload(t, target, repository, uploadsOpen)
+  for (const [index, one] of registries.entries()) {
+    const read = await fetch(`${one.url}/v2/${repository}/blobs/${digest}`)
+    t.equal(read.status, 200, `mirror ${index}: holds the blob (read directly)`)
+    t.equal(sha256(Buffer.from(await read.arrayBuffer())), digest, `mirror ${index}: every byte, in order`)
+  }
 })
 
 const MT_INDEX = 'application/vnd.oci.image.index.v1+json'

@@ -83,7 +83,7 @@ t.test('by-repository: the owner serves; uploads are pinned by signed URLs; a mi
 t.test('mirror: writes to all, reads anywhere with 404 moving on, uploads from the signed URL, quorum readiness', async (t) => {
   const mirror = strategy('mirror')
   t.same(mirror.describe(), { require: 'quorum' })
-  t.equal(mirror.sessionScope(a), undefined, 'mirrored sessions live in the signed URL only')
+  t.equal(mirror.sessionScope(a), 'a', 'mirrored sessions live in the signed URL; their newest state is remembered per upstream (an old URL goes on from it)')
   t.notOk(mirror.indexesReferrers)
   const signed = tokens.clientPath('team/app', [{ upstream: 'a', uuid, state: 's1' }, { upstream: 'c', uuid, state: 's2' }])
   const chunk = mirror.route(classify('PATCH', signed))
