@@ -60,6 +60,14 @@ export function buildPipeline(config: Config, log: Logger, shutdown: Shutdown, d
     log.warn({ path: path.split('?')[0], err: error instanceof Error ? error.message : String(error) }, 'could not cancel upstream upload'),
   )
   const router = createRouter(config, upstreams.all, { health, forwarder, log, metrics })
+  // Manifests by digest kept in memory (cache.manifests); deletes from clients and from the web UI evict.
+  const manifestCache = config.cache.manifests.max_bytes > 0
+    ? new ManifestCache(config.cache.manifests.max_bytes, {
+        hit: () => metrics?.manifestCacheHits.inc(),
+        miss: () => metrics?.manifestCacheMisses.inc(),
+        bytes: (held) => metrics?.manifestCacheBytes.set(held),
+      })
+    : undefined
 
   // The web UI's status panel reads health checks, the served certificates and recent pushes.
   const ui = config.ui.enabled
@@ -68,7 +76,10 @@ export function buildPipeline(config: Config, log: Logger, shutdown: Shutdown, d
         authMode: config.auth.mode,
         auth,
         // The UI reads and deletes through the same routing and forwarding as registry clients.
-        registry: (context) => router.answer(context),
+        registry: (context) => {
+          manifestCache?.evict(context.request)
+          return router.answer(context)
+        },
         log,
         status: createStatusSource({
           upstreams: upstreams.all,
@@ -108,15 +119,7 @@ export function buildPipeline(config: Config, log: Logger, shutdown: Shutdown, d
     authMode: config.auth.mode,
     exchanges: new ExchangeLimiter(config.limits.per_client, (limit) => metrics?.limitRejected(limit)),
     ...(minRate ? { minRate } : {}),
-    ...(config.cache.manifests.max_bytes > 0
-      ? {
-          manifestCache: new ManifestCache(config.cache.manifests.max_bytes, {
-            hit: () => metrics?.manifestCacheHits.inc(),
-            miss: () => metrics?.manifestCacheMisses.inc(),
-            bytes: (held) => metrics?.manifestCacheBytes.set(held),
-          }),
-        }
-      : {}),
+    ...(manifestCache ? { manifestCache } : {}),
   })
 
   const readiness = (): ReadinessCheck[] => {

@@ -172,3 +172,27 @@ t.test('a cache smaller than the manifest keeps nothing', async (t) => {
   }
   t.equal(await upstreamHits(registry, 'GET', path), 2, 'both GETs reached the registry: nothing was kept')
 })
+
+t.test('a delete from the web UI evicts too', async (t) => {
+  const registry = await registryFixture(t)
+  const gateway = await gatewayFixture(t, { config: { upstreams: [{ url: registry.url }], ui: { enabled: true }, cache: { manifests: { max_bytes: '1MiB' } } } })
+  const dispatcher = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
+  t.teardown(() => dispatcher.close())
+  const pushed = await pushManifest(registry, 'ui/app', 'v1', 'four')
+  const path = `/v2/ui/app/manifests/${pushed.digest}`
+  const read = async (): Promise<number> => {
+    const response = await request(`${gateway.url}${path}`, { dispatcher, headers: { accept: OCI_MANIFEST } })
+    await response.body.arrayBuffer()
+    return response.statusCode
+  }
+  t.equal(await read(), 200)
+  t.equal(await read(), 200)
+  t.equal(await upstreamHits(registry, 'GET', path), 1, 'the second read came from the cache')
+  const session = await request(`${gateway.url}/ui/api/session`, { dispatcher })
+  const cookie = String(session.headers['set-cookie']).split(';')[0] ?? ''
+  const { csrfToken } = (await session.body.json()) as { csrfToken: string }
+  const deleted = await request(`${gateway.url}/ui/api/manifest?repository=ui/app&digest=${pushed.digest}`, { dispatcher, method: 'DELETE', headers: { cookie, origin: gateway.url, 'x-csrf-token': csrfToken } })
+  await deleted.body.arrayBuffer()
+  t.equal(deleted.statusCode, 200, 'the UI deleted the manifest')
+  t.equal(await read(), 404, 'after the UI delete: 404, not the kept copy')
+})
