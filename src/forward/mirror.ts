@@ -11,6 +11,7 @@ import { sessionRequest, type UploadTokens } from '../uploads/token.js'
 import { checkMirrored, rangeNotSatisfiable, type UploadOffsets } from '../uploads/offsets.js'
 import { UploadSession, type SignedTarget, type UpstreamOutcome, type UploadTarget } from '../uploads/session.js'
 import { isTagDelete, refusesTagDelete, tagDeleteUnsupported } from './tag-delete.js'
+import { mayHaveSubject, MT_OCI_MANIFEST, referrerOf, type Referrers } from './referrers.js'
 import type { Upstream } from '../upstreams/upstreams.js'
 import { isRecord } from '../lib/is-record.js'
 import { BodyIncomplete, readCapped, readPrefix } from '../lib/body.js'
@@ -28,6 +29,8 @@ export interface MirrorRoute {
   writer: MirrorWriter
   /** The newest state of each session the gateway relayed (set by the router): an old upload URL goes on from there. */
   offsets?: UploadOffsets
+  /** The referrers index kept in each mirror's fallback tag (set by the router). */
+  referrers?: Referrers
 }
 
 /** Why one upstream did not do its part. */
@@ -266,7 +269,19 @@ export class MirrorWriter {
     const outcomes = await Promise.all(
       targets.map((upstream) => this.attempt(context, upstream, request, 'PUT', pathOf(request), manifest, 'stream', { 'content-length': String(manifest.length) })),
     )
-    return this.conclude(route, context, 'manifest push', outcomes, outcomes.filter((outcome) => statusIs(outcome, 201)), this.needed(route.upstreams.length))
+    const stored = outcomes.filter((outcome) => statusIs(outcome, 201))
+    const needed = this.needed(route.upstreams.length)
+    const contentType = context.req.headers['content-type']
+    const referrer = route.referrers && stored.length >= needed && mayHaveSubject(request, contentType)
+      ? referrerOf(manifest, contentType?.split(';')[0]?.trim() ?? MT_OCI_MANIFEST)
+      : undefined
+    if (route.referrers && referrer) {
+      // Every mirror that stored the referrer lists it under its own fallback tag, so any of them answers alike.
+      const referrers = route.referrers
+      await Promise.all(stored.map((outcome) => referrers.add(this.exchangeFor(context, outcome.upstream, request), referrer)))
+      context.res.setHeader('OCI-Subject', referrer.subject)
+    }
+    return this.conclude(route, context, 'manifest push', outcomes, stored, needed)
   }
 
   private async deleteEverywhere(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {

@@ -127,11 +127,16 @@ export class Referrers {
     const stored = await this.send(exchange, 'PUT', pathOf(request), body, { 'content-type': contentType, 'content-length': String(body.length) })
     const referrer = stored.statusCode === 201 ? referrerOf(body, contentType.split(';')[0]?.trim() ?? MT_OCI_MANIFEST) : undefined
     if (referrer) {
-      await this.update(exchange, referrer.subject, (manifests) => [...manifests.filter((entry) => entry.digest !== referrer.descriptor.digest), referrer.descriptor])
+      await this.add(exchange, referrer)
       res.setHeader('OCI-Subject', referrer.subject)
     }
     await this.forwarder.relay(exchange, stored)
     return { status: stored.statusCode }
+  }
+
+  /** Lists a stored referrer in its subject's index on the exchange's upstream (the mirror calls it for every upstream that stored it). */
+  async add(exchange: Exchange, referrer: { subject: string; descriptor: Descriptor }): Promise<void> {
+    await this.update(exchange, referrer.subject, (manifests) => [...manifests.filter((entry) => entry.digest !== referrer.descriptor.digest), referrer.descriptor])
   }
 
   /** A manifest DELETE by digest: when the manifest named a subject, it leaves the subject's index too. */

@@ -12,8 +12,8 @@ export type MirrorRequire = 'all' | 'quorum'
 
 export class Mirror implements RoutingStrategy {
   readonly name = 'mirror'
-  /** Manifests go to every mirror through the mirror executor, which does not keep the gateway's referrers index. */
-  readonly indexesReferrers = false
+  /** The referrers index: GET /referrers/ from any mirror's fallback tag; manifest PUTs list referrers on every mirror (the mirror writer). */
+  readonly indexesReferrers = true
 
   constructor(
     private readonly upstreams: UpstreamChoice,

@@ -146,7 +146,7 @@ export class Router {
         return await this.forwardOne(route, context, trail)
       }
       case 'mirror':
-        return await route.writer.forward({ ...route, offsets: this.offsets }, context)
+        return await route.writer.forward({ ...route, offsets: this.offsets, referrers: this.referrers }, context)
       case 'catalog':
         return await this.catalog.serve(route.upstreams, context)
       case 'tags':

@@ -29,7 +29,7 @@ export interface RoutingStrategy {
    * undefined when this strategy does not track sessions (see UploadOffsets).
    */
   sessionScope(upstream: Upstream): string | undefined
-  /** Whether single-upstream writes keep the OCI referrers index (the fallback tag) up to date. */
+  /** Whether the gateway keeps the OCI referrers index (the fallback tag) up to date and answers GET /referrers/ from it. */
   readonly indexesReferrers: boolean
   /** What the start-up log says about the strategy; undefined when there is nothing to route. */
   describe(): Record<string, unknown> | undefined

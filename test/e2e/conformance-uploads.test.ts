@@ -199,3 +199,41 @@ t.test('referrers (OCI 1.1): OCI-Subject, GET /referrers/<digest> with artifactT
   const bareReferrers = await bare.send('GET', `/v2/conf/referrers-none/referrers/sha256:${'0'.repeat(64)}`)
   t.equal(bareReferrers.status, 404, 'registry 2.8.2 alone has no referrers API (the failure Portier fixes)')
 })
+
+t.test('referrers with mirror routing: OCI-Subject, GET /referrers/<digest>, the fallback tag on every mirror', async (t) => {
+  const second = await registryFixture(t)
+  const registries = [registry, second]
+  const { target } = await routedTarget(t, 'Portier mirror', {
+    upstreams: [{ url: registry.url, name: 'first' }, { url: second.url, name: 'second' }],
+    routing: { strategy: 'mirror', secret: routingSecret(), mirror: { require: 'all' } },
+  })
+  const repository = 'conf/referrers-mirror'
+  const subject = await pushImage(target, repository, ['v1'])
+  const started = await target.send('POST', `/v2/${repository}/blobs/uploads/`)
+  const emptyUrl = new URL(relative(target, started.headers.location), target.url)
+  emptyUrl.searchParams.set('digest', sha256(emptyJson))
+  t.equal((await target.send('PUT', `${emptyUrl.pathname}${emptyUrl.search}`, { body: emptyJson, headers: { 'content-type': 'application/octet-stream' } })).status, 201, 'the empty config blob')
+
+  const referrers = ['sig-1', 'sig-2'].map((note) => artifact({ digest: subject.digest, size: subject.body.length }, 'application/vnd.example.signature', note))
+  // Pushed at the same time: both end up listed on every mirror.
+  const puts = await Promise.all(referrers.map((body) => target.send('PUT', `/v2/${repository}/manifests/${sha256(body)}`, { body, headers: { 'content-type': MT_MANIFEST } })))
+  t.same(puts.map((put) => put.status), [201, 201], 'both referrers are stored')
+  t.same(puts.map((put) => put.headers['oci-subject']), [subject.digest, subject.digest], 'OCI-Subject names their subject')
+  const expected = referrers.map((body) => sha256(body)).sort()
+
+  const listed = await target.send('GET', `/v2/${repository}/referrers/${subject.digest}`)
+  t.equal(listed.status, 200, 'GET referrers')
+  t.equal(listed.headers['content-type'], MT_INDEX, 'an image index')
+  t.same((listed.json() as IndexBody).manifests.map((entry) => entry.digest).sort(), expected, 'lists both referrers')
+
+  for (const [index, one] of registries.entries()) {
+    const fallback = await fetch(`${one.url}/v2/${repository}/manifests/sha256-${subject.digest.slice('sha256:'.length)}`, { headers: { accept: MT_INDEX } })
+    t.equal(fallback.status, 200, `mirror ${index}: the fallback tag exists (read directly)`)
+    const body = (await fallback.json()) as IndexBody
+    t.same(body.manifests.map((entry) => entry.digest).sort(), expected, `mirror ${index}: and lists both referrers`)
+    for (const referrer of referrers) {
+      const stored = await fetch(`${one.url}/v2/${repository}/manifests/${sha256(referrer)}`, { method: 'HEAD', headers: { accept: MT_MANIFEST } })
+      t.equal(stored.status, 200, `mirror ${index}: holds the referrer ${sha256(referrer)}`)
+    }
+  }
+})

@@ -84,7 +84,7 @@ t.test('mirror: writes to all, reads anywhere with 404 moving on, uploads from t
   const mirror = strategy('mirror')
   t.same(mirror.describe(), { require: 'quorum' })
   t.equal(mirror.sessionScope(a), 'a', 'mirrored sessions live in the signed URL; their newest state is remembered per upstream (an old URL goes on from it)')
-  t.notOk(mirror.indexesReferrers)
+  t.ok(mirror.indexesReferrers, 'mirrors keep the referrers index too (on every mirror)')
   const signed = tokens.clientPath('team/app', [{ upstream: 'a', uuid, state: 's1' }, { upstream: 'c', uuid, state: 's2' }])
   const chunk = mirror.route(classify('PATCH', signed))
   t.match(chunk, { kind: 'mirror', upstreams: [a, b, c] })
