@@ -286,16 +286,29 @@ export class MirrorWriter {
 
   private async deleteEverywhere(route: MirrorRoute, context: RouteContext): Promise<ExchangeResult> {
     context.req.resume()
-    const { answer, upstream } = await this.remove(route, context)
+    const { request } = route
+    const referrers = request.op === 'manifest.delete' && !isTagDelete(request) ? route.referrers : undefined
+    // A referrer leaves its subject's index on every mirror that deleted it (the subject read from the first that has the manifest).
+    let subject: string | undefined
+    for (const upstream of referrers ? route.upstreams.filter((one) => this.deps.isAvailable(one)) : []) {
+      subject = await referrers?.subjectOf(this.exchangeFor(context, upstream, request)).catch(() => undefined)
+      if (subject !== undefined) break
+    }
+    const { answer, upstream, deleted } = await this.remove(route, context)
+    if (referrers && subject !== undefined && answer.status === 202) {
+      const from = subject
+      await Promise.all(deleted.map((one) => referrers.drop(this.exchangeFor(context, one, request), from, request.reference as string)))
+    }
     return this.replay(context, { upstream, answer }, {})
   }
 
   /**
    * Deletes a manifest or blob on every mirror; routing.mirror.require decides whether it counts.
    * Answers with the first upstream's acceptance, or with the refusal all of them gave (404, 405);
-   * throws 503 when too few succeeded. The web UI's deletes go through here as clients' do.
+   * throws 503 when too few succeeded; and the upstreams that deleted it. The web UI's deletes go
+   * through here as clients' do.
    */
-  async remove(route: MirrorRoute, context: RouteContext): Promise<{ upstream: Upstream; answer: Answer }> {
+  async remove(route: MirrorRoute, context: RouteContext): Promise<{ upstream: Upstream; answer: Answer; deleted: Upstream[] }> {
     const { request } = route
     const targets = this.targets(route, 'delete')
     const outcomes = await Promise.all(targets.map((upstream) => this.attempt(context, upstream, request, 'DELETE', pathOf(request), null, 'none')))
@@ -311,7 +324,7 @@ export class MirrorWriter {
       : deleted[0]
     if (chosen === deleted[0]) this.reportFailures(route, outcomes.filter((outcome) => !gone.includes(outcome)))
     if (!chosen?.answer) throw this.failure(route, 'delete', [], outcomes.map(failureOf))
-    return { upstream: chosen.upstream, answer: chosen.answer }
+    return { upstream: chosen.upstream, answer: chosen.answer, deleted: deleted.map((outcome) => outcome.upstream) }
   }
 
   /** New sessions for a monolithic upload, or the answer to give when they could not be started. */

@@ -144,21 +144,29 @@ export class Referrers {
     const { request } = exchange
     exchange.req.resume()
     const digest = request.reference as string
-    const current = await this.send(exchange, 'GET', `/v2/${request.repository}/manifests/${digest}`, null, { accept: `${MT_OCI_MANIFEST}, ${MT_OCI_INDEX}` })
-    let subject: string | undefined
-    if (current.statusCode === 200) {
-      // Only a hint for the index: a manifest that cannot be read is still deleted.
-      const body = await readSmall(current).catch(() => undefined)
-      subject = body ? referrerOf(body, MT_OCI_MANIFEST)?.subject : undefined
-    } else {
-      drain(current)
-    }
+    const subject = await this.subjectOf(exchange)
     const deleted = await this.send(exchange, 'DELETE', pathOf(request), null, {})
-    if (deleted.statusCode === 202 && subject !== undefined) {
-      await this.update(exchange, subject, (manifests) => manifests.filter((entry) => entry.digest !== digest))
-    }
+    if (deleted.statusCode === 202 && subject !== undefined) await this.drop(exchange, subject, digest)
     await this.forwarder.relay(exchange, deleted)
     return { status: deleted.statusCode }
+  }
+
+  /** The subject the manifest the request names (by digest) refers to, read from the exchange's upstream; undefined when none. */
+  async subjectOf(exchange: Exchange): Promise<string | undefined> {
+    const { request } = exchange
+    const current = await this.send(exchange, 'GET', `/v2/${request.repository}/manifests/${request.reference}`, null, { accept: `${MT_OCI_MANIFEST}, ${MT_OCI_INDEX}` })
+    if (current.statusCode !== 200) {
+      drain(current)
+      return undefined
+    }
+    // Only a hint for the index: a manifest that cannot be read is still deleted.
+    const body = await readSmall(current).catch(() => undefined)
+    return body ? referrerOf(body, MT_OCI_MANIFEST)?.subject : undefined
+  }
+
+  /** Takes a deleted referrer out of its subject's index on the exchange's upstream. */
+  async drop(exchange: Exchange, subject: string, digest: string): Promise<void> {
+    await this.update(exchange, subject, (manifests) => manifests.filter((entry) => entry.digest !== digest))
   }
 
   /** Rewrites the subject's fallback-tag index under a per-subject lock; failures are reported, never the client's. */

@@ -236,4 +236,14 @@ t.test('referrers with mirror routing: OCI-Subject, GET /referrers/<digest>, the
       t.equal(stored.status, 200, `mirror ${index}: holds the referrer ${sha256(referrer)}`)
     }
   }
+
+  const [gone, kept] = referrers as [Buffer, Buffer]
+  const deleted = await target.send('DELETE', `/v2/${repository}/manifests/${sha256(gone)}`)
+  t.equal(deleted.status, 202, 'a referrer is deleted')
+  const after = await target.send('GET', `/v2/${repository}/referrers/${subject.digest}`)
+  t.same((after.json() as IndexBody).manifests.map((entry) => entry.digest), [sha256(kept)], 'and leaves the list')
+  for (const [index, one] of registries.entries()) {
+    const fallback = await fetch(`${one.url}/v2/${repository}/manifests/sha256-${subject.digest.slice('sha256:'.length)}`, { headers: { accept: MT_INDEX } })
+    t.same(((await fallback.json()) as IndexBody).manifests.map((entry) => entry.digest), [sha256(kept)], `mirror ${index}: the fallback tag lists only the one left`)
+  }
 })
