@@ -43,10 +43,16 @@ const BATCH_MS = 100
  */
 function batchedStdout(): DestinationStream & { flush(callback?: (error?: Error) => void): void } {
   const destination = pino.destination({ dest: 1, sync: false, minLength: BATCH_BYTES })
-  let pending = false
+  // Bytes handed over and bytes written: a flush while a write is in flight does nothing (sonic-boom), so the timer
+  // keeps flushing until every byte is out; a flag cleared on the first try left the last lines of a busy moment
+  // (the ready line once) in the buffer until the next line came.
+  let given = 0
+  let written = 0
+  destination.on('write', (bytes: number) => {
+    written += bytes
+  })
   const timer = setInterval(() => {
-    if (!pending) return
-    pending = false
+    if (written >= given) return
     try {
       destination.flush()
     } catch {
@@ -56,11 +62,10 @@ function batchedStdout(): DestinationStream & { flush(callback?: (error?: Error)
   timer.unref()
   return {
     write(line: string) {
-      pending = true
+      given += Buffer.byteLength(line)
       destination.write(line)
     },
     flush(callback) {
-      pending = false
       destination.flush(callback)
     },
   }
