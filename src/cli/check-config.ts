@@ -1,6 +1,6 @@
 // `portier check-config`: validates the configuration and the files it names, as serve would load them.
 import { configOption, configPath, helpOption, parseCommand } from './args.js'
-import { checkFiles, load } from './load.js'
+import { loadChecked } from './load.js'
 
 export const usage = `Usage: portier check-config [--config FILE]
 
@@ -20,9 +20,8 @@ export async function checkConfig(args: string[]): Promise<number> {
     return 0
   }
   const file = configPath(values.config)
-  const { config, sources } = load(file)
   // What serve loads: certificates and their keys, htpasswd files, token keys, secret files.
-  await checkFiles(config, file)
+  const { sources } = await loadChecked(file)
   process.stdout.write(`configuration is valid (${sources.length > 0 ? sources.join(', ') : 'defaults only'})\n`)
   return 0
 }

@@ -16,6 +16,13 @@ export async function checkFiles(config: LoadedConfig['config'], file: string | 
   if (problems.length > 0) throw new ConfigError(problems)
 }
 
+/** What serve and check-config both do first: load the configuration, then every file it names. */
+export async function loadChecked(file: string | undefined): Promise<LoadedConfig> {
+  const loaded = load(file)
+  await checkFiles(loaded.config, file)
+  return loaded
+}
+
 export function printConfigErrors(error: ConfigError): void {
   process.stderr.write(`portier: the configuration has ${error.problems.length} problem${error.problems.length === 1 ? '' : 's'}:\n`)
   for (const problem of error.problems) process.stderr.write(`  ${formatProblem(problem)}\n`)

@@ -1,6 +1,6 @@
 // `portier serve`: loads the configuration, starts the gateway, prints the banner, and drains on SIGTERM/SIGINT or an internal error.
 import { configOption, configPath, helpOption, parseCommand } from './args.js'
-import { checkFiles, load } from './load.js'
+import { loadChecked } from './load.js'
 // The server, the logger and their dependencies load only here: check-config and --help stay quick.
 
 export const usage = `Usage: portier serve [--config FILE]
@@ -30,8 +30,7 @@ export async function serve(args: string[]): Promise<number> {
     return 0
   }
   const file = configPath(values.config)
-  const { config, sources } = load(file)
-  await checkFiles(config, file)
+  const { config, sources } = await loadChecked(file)
   // Signals are taken over before anything starts: a SIGTERM during start-up (the embedded registry
   // takes a moment) must still stop what was started, never kill the process and orphan the registry.
   let stopSignal: NodeJS.Signals | 'internal_error' | undefined
