@@ -16,6 +16,7 @@ import { startRegistry } from '../test/helpers/registry.js'
 import { startGateway, type GatewayHandle } from '../test/helpers/gateway.js'
 import { runOk } from '../test/helpers/exec.js'
 import { hashPassword } from '../src/auth/hashes.js'
+import { median, percentile } from './lib/stats.js'
 
 const BURST = 300
 const args = process.argv.slice(2)
@@ -30,17 +31,6 @@ const rounds = Number(args[0] ?? 3)
 const kinds = (args[1] ?? 'rsa,ec').split(',') as Array<'rsa' | 'ec'>
 
 const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2
-}
 
 async function status(gateway: GatewayHandle, dispatcher: Agent, authorization: string): Promise<number> {
   const response = await request(`${gateway.url}/v2/`, { dispatcher, headers: { authorization } })

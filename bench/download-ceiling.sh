@@ -6,6 +6,7 @@
 #   raw-pipe    a TLS listener copying a raw TCP connection to the registry (no HTTP parsing, no undici)
 #   undici      the minimal undici forwarder of `npm run bench`
 #   portier     Portier with TLS and a bcrypt cost-10 htpasswd file
+#   portier-storage  the same Portier configuration with upstreams[].storage: blobs read from the registry's storage
 # Alternates the targets in every round and prints medians and min–max in MB/s.
 # Run: npm run bench:ceiling [-- rounds size_mib]   (defaults 5 rounds, 512 MiB). All on 127.0.0.1.
 set -euo pipefail
@@ -43,6 +44,16 @@ admin: { listen: "" }
 YAML
 node dist/cli.js serve --config "$work/portier.yaml" >"$work/portier.log" 2>&1 &
 pids+=($!)
+storage_port=$(free_port)
+cat > "$work/portier-storage.yaml" <<YAML
+server: { listen: "127.0.0.1:$storage_port" }
+tls: { certificates: [{ cert: $work/cert.pem, key: $work/key.pem }] }
+upstreams: [{ url: "http://127.0.0.1:$reg_port", storage: "$work/registry/data" }]
+auth: { mode: htpasswd, htpasswd: { path: $work/htpasswd } }
+admin: { listen: "" }
+YAML
+node dist/cli.js serve --config "$work/portier-storage.yaml" >"$work/portier-storage.log" 2>&1 &
+pids+=($!)
 undici_port=$(free_port)
 FORWARDER_PORT=$undici_port FORWARDER_UPSTREAM="http://127.0.0.1:$reg_port" FORWARDER_CERT="$work/cert.pem" FORWARDER_KEY="$work/key.pem" \
   "${tsnode[@]}" bench/forwarders/undici.ts >"$work/undici.log" 2>&1 &
@@ -60,17 +71,19 @@ url[tls-source]="https://127.0.0.1:$source_port/"
 url[raw-pipe]="https://127.0.0.1:$pipe_port/"
 url[undici]="https://127.0.0.1:$undici_port$path"
 url[portier]="https://127.0.0.1:$portier_port$path"
-names=(direct tls-source raw-pipe undici portier)
+url[portier-storage]="https://127.0.0.1:$storage_port$path"
+names=(direct tls-source raw-pipe undici portier portier-storage)
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing listens on $1" >&2; exit 1; }
-for port in "$portier_port" "$undici_port" "$pipe_port" "$source_port"; do wait_port "$port"; done
+for port in "$portier_port" "$storage_port" "$undici_port" "$pipe_port" "$source_port"; do wait_port "$port"; done
 wait_for "https://127.0.0.1:$portier_port/v2/"
+wait_for "https://127.0.0.1:$storage_port/v2/"
 
 declare -A speeds
 for round in $(seq 1 "$rounds"); do
   line="round $round of $rounds:"
   for name in "${names[@]}"; do
     creds=()
-    [ "$name" = portier ] && creds=(-u bench:bench-password)
+    case "$name" in portier*) creds=(-u bench:bench-password) ;; esac
     bytes_per_second=$(curl -sk "${creds[@]}" -o /dev/null -w '%{size_download} %{speed_download}' "${url[$name]}")
     read -r size speed <<<"$bytes_per_second"
     if [ "$size" -ne $((size_mib * 1024 * 1024)) ] && [ "$name" != raw-pipe ]; then echo "$name sent $size bytes, expected $((size_mib * 1024 * 1024))" >&2; exit 1; fi

@@ -14,7 +14,7 @@ import { makeBlob, makeCertificate, makeHtpasswd, type BlobFile, type Chunk } fr
 import { describeMachine } from './lib/machine.js'
 import { HELP, readOptions, type TargetId, type Workload } from './lib/options.js'
 import { Processes, stop } from './lib/procs.js'
-import { betterNginx, checksTable, cpuTable, enginesTable, mainTable, rssTable, type Check } from './lib/report.js'
+import { betterNginx, checksTable, cpuTable, enginesTable, mainTable, rssTable, storageTable, workersTable, type Check } from './lib/report.js'
 import { ratioOf, Results } from './lib/results.js'
 import { fmt, MiB, ratio } from './lib/stats.js'
 import { directTarget, startForwarder, startNginx, startPortier, type Shared, type Target } from './lib/targets.js'
@@ -34,10 +34,10 @@ const log = (line: string): void => console.log(line)
 const TARGETS_OF: Record<Workload, TargetId[]> = {
   upload: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier', 'undici', 'http-proxy'],
   chunked: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier'],
-  download: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier', 'undici', 'http-proxy'],
-  skopeo: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier'],
-  get: ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier', 'undici', 'http-proxy'],
-  head: ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier'],
+  download: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier', 'portier-storage', 'portier-workers', 'portier-storage-workers', 'undici', 'http-proxy'],
+  skopeo: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier', 'portier-storage', 'portier-workers', 'portier-storage-workers'],
+  get: ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier', 'portier-workers', 'undici', 'http-proxy'],
+  head: ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier', 'portier-workers'],
   latency: ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier', 'undici', 'http-proxy'],
   concurrent: ['direct', 'portier'],
 }
@@ -100,6 +100,9 @@ async function startTargets(shared: Shared): Promise<Map<TargetId, Target>> {
   if (needed.has('nginx-tuned')) targets.set('nginx-tuned', await startNginx(shared, 'tuned'))
   if (needed.has('nginx-open')) targets.set('nginx-open', await startNginx(shared, 'open'))
   if (needed.has('portier')) targets.set('portier', await startPortier(shared))
+  if (needed.has('portier-storage')) targets.set('portier-storage', await startPortier(shared, { storage: true }))
+  if (needed.has('portier-workers')) targets.set('portier-workers', await startPortier(shared, { workers: 2 }))
+  if (needed.has('portier-storage-workers')) targets.set('portier-storage-workers', await startPortier(shared, { storage: true, workers: 2 }))
   if (needed.has('undici')) targets.set('undici', await startForwarder(shared, 'undici'))
   if (needed.has('http-proxy')) targets.set('http-proxy', await startForwarder(shared, 'http-proxy'))
   return targets
@@ -227,6 +230,11 @@ function checks(results: Results): Check[] {
     const value = ratioOf(results, 'download', 'portier', nginx)
     out.push({ what: `blob download through Portier vs the better nginx (${nginx})`, target: '≥ 1.5×', measured: ratio(value), met: value >= 1.5 })
   }
+  // Blobs from storage (upstreams[].storage), issue 15: ≥ 1.15× the nginx recipe on the download.
+  const fromStorage = ratioOf(results, 'download', 'portier-storage', 'nginx-recipe')
+  if (Number.isFinite(fromStorage)) out.push({ what: 'blob download, Portier with blobs from storage vs the nginx recipe', target: '≥ 1.15×', measured: ratio(fromStorage), met: fromStorage >= 1.15 })
+  const pullFromStorage = ratioOf(results, 'skopeo-pull', 'portier-storage', 'direct')
+  if (Number.isFinite(pullFromStorage)) out.push({ what: 'skopeo pull wall time, Portier with blobs from storage vs direct', target: '≤ 1.1× the time', measured: ratio(pullFromStorage), met: pullFromStorage <= 1.1 })
   for (const key of ['skopeo-push', 'skopeo-pull']) {
     const value = ratioOf(results, key, 'portier', 'direct')
     if (Number.isFinite(value)) out.push({ what: `${key.replace('-', ' ')} wall time through Portier vs direct`, target: '≤ 1.05× the time', measured: ratio(value), met: value <= 1.05 })
@@ -253,6 +261,18 @@ function checks(results: Results): Check[] {
   return out
 }
 
+/** The portier-storage target's rows, when it ran: the same workloads with blobs read from the registry's storage. */
+function storageSection(results: Results): string[] {
+  const text = storageTable(results, ['download', 'skopeo-pull', 'skopeo-push'])
+  return text === '' ? [] : ['', '### Blobs from storage (upstreams[].storage)', '', text]
+}
+
+/** The -workers targets' rows, when they ran: server.workers 2 next to 1. */
+function workersSection(results: Results): string[] {
+  const text = workersTable(results, ['download', 'skopeo-pull', 'skopeo-push', 'get', 'head', 'latency'])
+  return text === '' ? [] : ['', '### server.workers: 2 (node:cluster) next to 1', '', text]
+}
+
 function knobs(): string {
   const set = Object.entries(process.env).filter(([name]) => name.startsWith('BENCH_')).map(([name, value]) => `${name}=${value}`)
   return set.length ? `${set.join(' ')} npm run bench` : 'npm run bench'
@@ -273,13 +293,15 @@ async function report(results: Results, profile: string, minutes: number): Promi
     `  certificate and the same bcrypt cost-${options.bcryptCost} htpasswd file; all on 127.0.0.1; curl for transfers.`,
     '',
     mainTable(results, mainKeys),
+    ...storageSection(results),
+    ...workersSection(results),
     '',
     '### Targets',
     '',
     checksTable(checks(results)),
   ]
   if (engines) sections.push('', '### Forwarding engine: undici vs http-proxy (minimal TLS forwarders, no auth), and nginx without auth', '', engines)
-  sections.push('', '### CPU while measuring (% of one core, medians; 100 % = one core busy the whole time)', '', cpuTable(results, ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier', 'undici', 'http-proxy']))
+  sections.push('', '### CPU while measuring (% of one core, medians; 100 % = one core busy the whole time)', '', cpuTable(results, ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier', 'portier-storage', 'portier-workers', 'portier-storage-workers', 'undici', 'http-proxy']))
   if (concurrentKeys.length) sections.push('', '### Memory during concurrent uploads (one round)', '', rssTable(results, concurrentKeys))
   if (profile) sections.push('', '### Profile', '', profile)
   return `${sections.join('\n')}\n`

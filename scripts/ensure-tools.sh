@@ -19,13 +19,27 @@ package_for() {
     htpasswd) echo apache2-utils ;;
     hyperfine) echo hyperfine ;;
     chromium) echo chromium ;;
+    redis-server) echo redis-server ;;
+    redis-cli) echo redis-tools ;;
+    slapd | slapadd) echo slapd ;;
+    ldapsearch | ldapadd | ldapwhoami) echo ldap-utils ;;
+    postgres) echo postgresql ;;
     *) echo "$1" ;;
+  esac
+}
+
+# slapd and slapadd live in /usr/sbin, which a non-root PATH may not hold; Debian's PostgreSQL server lives
+# under /usr/lib/postgresql/N/bin, on no PATH.
+found() {
+  case "$1" in
+    postgres) compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null ;;
+    *) command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] ;;
   esac
 }
 
 missing=()
 for tool in "$@"; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$(package_for "$tool")")
+  found "$tool" || missing+=("$(package_for "$tool")")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
@@ -42,6 +56,9 @@ if ! command -v apt-get >/dev/null 2>&1; then
 fi
 echo "portier: installing ${packages}(apt-get)" >&2
 export DEBIAN_FRONTEND=noninteractive
+# slapd's debconf questions (domain, admin password) are skipped: no system directory is made, and the tests
+# never use one (they start their own slapd with a temp config).
+echo 'slapd slapd/no_configuration boolean true' | debconf-set-selections 2>/dev/null || true
 apt-get update -qq >/dev/null
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends ${packages} >/dev/null

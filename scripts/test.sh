@@ -3,7 +3,7 @@
 # and ends with one "N passed, N failed" line. Exit status is non-zero when any test failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/ensure-tools.sh docker-registry skopeo podman curl openssl htpasswd pebble pebble-challtestsrv chromium || exit 1
+bash scripts/ensure-tools.sh docker-registry skopeo podman curl openssl htpasswd pebble pebble-challtestsrv chromium redis-server slapd slapadd ldapsearch postgres || exit 1
 # Node.js 24 first on PATH: tap runs on it, and the tests spawn the gateway with tap's own node (process.execPath).
 source scripts/node-runtime.sh || exit 1
 bash scripts/node-deps.sh || exit 1

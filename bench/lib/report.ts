@@ -62,6 +62,36 @@ export function mainTable(results: Results, keys: string[]): string {
   return table(['workload', ...MAIN.map((target) => LABELS[target]), 'Portier ÷ direct', 'Portier ÷ better nginx'], lines)
 }
 
+const STORAGE: TargetId[] = ['direct', 'nginx-recipe', 'portier', 'portier-storage']
+
+/** Portier reading blobs from the registry's storage next to Portier relaying them, nginx and direct. */
+export function storageTable(results: Results, keys: string[]): string {
+  const rows = results.rows.filter((row) => keys.includes(row.key) && present(results, row, ['portier-storage']))
+  if (rows.length === 0) return ''
+  const lines = rows.map((row) => [
+    `${row.title} (${row.unit})`,
+    ...STORAGE.map((target) => cell(results, row, target)),
+    ratio(ratioOf(results, row.key, 'portier-storage', 'direct')),
+    ratio(ratioOf(results, row.key, 'portier-storage', 'nginx-recipe')),
+    ratio(ratioOf(results, row.key, 'portier-storage', 'portier')),
+  ])
+  return table(['workload', ...STORAGE.map((target) => LABELS[target]), 'from storage ÷ direct', 'from storage ÷ nginx recipe', 'from storage ÷ relayed'], lines)
+}
+
+/** server.workers: 2 next to 1, relaying and from storage (rows where a -workers target ran). */
+export function workersTable(results: Results, keys: string[]): string {
+  const rows = results.rows.filter((row) => keys.includes(row.key) && present(results, row, ['portier-workers', 'portier-storage-workers']))
+  if (rows.length === 0) return ''
+  const targets: TargetId[] = ['direct', 'portier', 'portier-workers', 'portier-storage', 'portier-storage-workers']
+  const lines = rows.map((row) => [
+    `${row.title} (${row.unit})`,
+    ...targets.map((target) => cell(results, row, target)),
+    ratio(ratioOf(results, row.key, 'portier-workers', 'portier')),
+    ratio(ratioOf(results, row.key, 'portier-storage-workers', 'portier-storage')),
+  ])
+  return table(['workload', ...targets.map((target) => LABELS[target]), '2 workers ÷ 1 (relayed)', '2 workers ÷ 1 (from storage)'], lines)
+}
+
 export function enginesTable(results: Results, keys: string[]): string {
   const rows = results.rows.filter((row) => keys.includes(row.key) && present(results, row, ['undici', 'http-proxy', 'nginx-open']))
   if (rows.length === 0) return ''

@@ -28,3 +28,9 @@ export const MiB = 1024 * 1024
 export function mbps(bytes: number, seconds: number): number {
   return bytes / seconds / 1e6
 }
+
+/** The nearest-rank percentile `p` (0–100) of `values`; NaN for none. */
+export function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN
+}

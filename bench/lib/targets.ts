@@ -1,6 +1,6 @@
 // Starts what the bench measures against: the registry itself, nginx (recipe and tuned), Portier and the two
 // minimal forwarders; each is described the same way so every workload can run against any of them.
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import yaml from 'js-yaml'
 import { ROOT } from '../../test/helpers/gateway.js'
@@ -32,6 +32,9 @@ export const LABELS: Record<TargetId, string> = {
   'nginx-tuned': 'nginx tuned',
   'nginx-open': 'nginx tuned, no auth',
   portier: 'Portier',
+  'portier-storage': 'Portier, blobs from storage',
+  'portier-workers': 'Portier, 2 workers',
+  'portier-storage-workers': 'Portier, blobs from storage, 2 workers',
   undici: 'undici forwarder',
   'http-proxy': 'http-proxy forwarder',
 }
@@ -80,29 +83,49 @@ export interface PortierOptions {
   /** Extra node flags, e.g. --cpu-prof. */
   nodeArgs?: string[]
   name?: string
+  /** The portier-storage target: upstreams[].storage names the bench registry's storage, so blob GETs are read from it. */
+  storage?: boolean
+  /** server.workers (the -workers targets: 2). */
+  workers?: number
 }
 
 export async function startPortier(shared: Shared, options: PortierOptions = {}): Promise<Target> {
-  const name = options.name ?? 'portier'
+  const workers = options.workers ?? 1
+  const id: TargetId = `${options.storage ? 'portier-storage' : 'portier'}${workers > 1 ? '-workers' : ''}` as TargetId
+  const name = options.name ?? id
   const dir = join(shared.dir, name)
   await mkdir(dir, { recursive: true })
   const port = await freePort()
   const config = {
-    server: { listen: `127.0.0.1:${port}` },
+    server: { listen: `127.0.0.1:${port}`, ...(workers > 1 ? { workers } : {}) },
     tls: { certificates: [{ cert: shared.tls.cert, key: shared.tls.key }] },
-    upstreams: [{ url: shared.registry.url }],
+    upstreams: [{ url: shared.registry.url, ...(options.storage ? { storage: shared.registry.storageDir } : {}) }],
     auth: { mode: 'htpasswd', htpasswd: { path: shared.htpasswd } },
     // The admin listener's fixed default port could collide with tests running meanwhile; metrics stay on.
     admin: { listen: '' },
   }
   const configFile = join(dir, 'portier.yaml')
   await writeFile(configFile, yaml.dump(config))
-  const args = [...(options.nodeArgs ?? []), join(ROOT, 'dist', 'cli.js'), 'serve', '--config', configFile]
+  // The V8 flags the image runs with (Dockerfile ENTRYPOINT), then the benchmark's own (a later flag wins).
+  const args = ['--max-semi-space-size=4', ...(options.nodeArgs ?? []), join(ROOT, 'dist', 'cli.js'), 'serve', '--config', configFile]
   // Default log level (info): one access-log line per request, like nginx's default access_log. Into a file.
   const started = shared.processes.start(name, process.execPath, args, join(dir, 'portier.log'), withoutPortierVariables(process.env))
   const base = `https://127.0.0.1:${port}`
   await waitForHttp(`${base}/v2/`, started, 30_000)
-  return { id: 'portier', label: LABELS.portier, base, tls: true, auth: true, proxyPids: [started.pid], mainPid: started.pid, started }
+  if (workers === 1) return { id, label: LABELS[id], base, tls: true, auth: true, proxyPids: [started.pid], mainPid: started.pid, started }
+  // Every worker serves before the measuring starts; their CPU counts with the primary's.
+  await waitForLogLine(join(dir, 'portier.log'), 'portier ready: every worker serves', 90_000)
+  const children = await childPids(started.pid)
+  return { id, label: LABELS[id], base, tls: true, auth: true, proxyPids: [started.pid, ...children], mainPid: started.pid, started }
+}
+
+async function waitForLogLine(file: string, text: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if ((await readFile(file, 'utf8').catch(() => '')).includes(text)) return
+    await new Promise((resolve) => setTimeout(resolve, 200))
+  }
+  throw new Error(`${file}: no "${text}" within ${timeoutMs} ms`)
 }
 
 export async function startForwarder(shared: Shared, engine: 'undici' | 'http-proxy'): Promise<Target> {

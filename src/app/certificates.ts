@@ -6,6 +6,7 @@ import type { ReadinessCheck } from '../observe/admin.js'
 import { CertificateStore } from '../tls/store.js'
 import { ensureSelfSigned, type SelfSignedCertificate } from '../tls/selfsigned.js'
 import type { Acme } from '../tls/acme/index.js'
+import type { Locks } from '../shared/index.js'
 import type { Observability } from './observability.js'
 import type { Shutdown } from './shutdown.js'
 
@@ -22,14 +23,15 @@ export interface ServedCertificates {
   startAcme(): void
 }
 
-export async function loadCertificates(config: Config, log: Logger, shutdown: Shutdown, observability: Observability): Promise<ServedCertificates> {
+export async function loadCertificates(config: Config, log: Logger, shutdown: Shutdown, observability: Observability, locks?: Locks): Promise<ServedCertificates> {
   let files = config.tls.certificates
   let selfSigned: SelfSignedCertificate | undefined
   let acme: Acme | undefined
   if (config.tls.acme.enabled) {
     // Loaded only when enabled: acme-client and its dependencies add ~28 MiB of resident memory.
     const { createAcme } = await import('../tls/acme/index.js')
-    const created = createAcme(config.tls.acme, log)
+    // With shared.redis one instance orders even where the storage's lock file is unreliable.
+    const created = createAcme(config.tls.acme, log, locks ? (name: string, ttlMs: number) => locks.tryAcquire(name, ttlMs) : undefined)
     acme = created
     shutdown.defer(() => created.close())
     // Until ACME issues one: the certificate from an earlier run, or a self-signed one naming the domains.

@@ -7,6 +7,11 @@ import type { ConfigProblem } from '../config/index.js'
 import { MIN_SECRET_LENGTH } from '../config/secret.js'
 import type { Config } from './config.js'
 import { signsUploadUrls } from '../routing/strategies.js'
+import { eventFileProblems } from '../events/files.js'
+import { storeProblem } from '../store/open.js'
+import { gcFileProblems } from '../housekeeping/gc-files.js'
+import { oidcFileProblems } from '../ui/oidc/files.js'
+import { ldapFileProblems } from '../auth/ldap/index.js'
 
 /** Every problem with the files `config` names; `source` labels them (the config file). */
 export async function fileProblems(config: Config, source: string): Promise<ConfigProblem[]> {
@@ -122,6 +127,9 @@ export async function fileProblems(config: Config, source: string): Promise<Conf
       }
     }
   }
+  if (localUsers) for (const found of ldapFileProblems(auth.ldap)) problem(found.key, found.expected, found.found)
+  const storeFound = storeProblem(config.store)
+  if (storeFound) problem(storeFound.key, storeFound.expected, storeFound.found)
   if (config.admin.htpasswd) {
     const found = read(config.admin.htpasswd, `chmod 0644 ${config.admin.htpasswd}`)
     if (found.problem) problem('admin.htpasswd', 'an htpasswd file Portier can read (the users allowed to read /metrics)', found.problem)
@@ -160,5 +168,8 @@ export async function fileProblems(config: Config, source: string): Promise<Conf
       if (found) problem(key, 'a path where Portier can create its random key', found)
     }
   }
+  for (const found of eventFileProblems(config.events)) problem(found.key, found.expected, found.found)
+  for (const found of gcFileProblems(config.gc, config.upstreams.length === 0)) problem(found.key, found.expected, found.found)
+  if (config.ui.enabled) for (const found of oidcFileProblems(config.ui.oidc)) problem(found.key, found.expected, found.found)
   return problems
 }

@@ -3,19 +3,29 @@ import { z } from 'zod'
 import { section } from '../config/fields.js'
 import { isRecord } from '../lib/is-record.js'
 import { loadWith, type ConfigSpec, type CrossCheck, type Loaded, type LoadOptions } from '../config/load.js'
-import { serverSection } from './server-section.js'
+import { serverSection, workersProblems } from './server-section.js'
 import { tlsSection } from '../tls/section.js'
 import { acmeProblems } from '../tls/acme/config.js'
 import { upstreamsSection, healthSection } from '../upstreams/section.js'
 import { routingSection } from '../routing/section.js'
 import { routingProblems } from '../routing/config.js'
 import { embeddedRegistrySection } from '../embedded/section.js'
-import { limitsSection, timeoutsSection } from '../pipeline/section.js'
+import { limitsFields, timeoutsSection } from '../pipeline/section.js'
+import { rateLimitProblems, rateLimitsSection } from '../ratelimit/section.js'
 import { authSection } from '../auth/section.js'
 import { aclProblems } from '../auth/acl.js'
 import { uiSection } from '../ui/section.js'
+import { oidcProblems } from '../ui/oidc/section.js'
 import { adminSection, logSection, metricsSection } from '../observe/section.js'
 import { cacheSection } from '../forward/section.js'
+import { eventsSection } from '../events/section.js'
+import { cachesProblems, cachesSection } from '../cache/section.js'
+import { maintenanceSection } from '../housekeeping/maintenance-section.js'
+import { gcSection } from '../housekeeping/gc-section.js'
+import { immutableTagsSection, retentionProblems, retentionSection } from '../housekeeping/retention-section.js'
+import { auditSection, storeSection } from '../store/section.js'
+import { sharedProblems, sharedSection } from '../shared/section.js'
+import { accessTokensSection } from '../auth/access-tokens/section.js'
 
 export const configSchema = section({
   server: serverSection,
@@ -24,7 +34,8 @@ export const configSchema = section({
   routing: routingSection,
   embedded_registry: embeddedRegistrySection,
   timeouts: timeoutsSection,
-  limits: limitsSection,
+  // The size limits and fair share (pipeline) with the request rate limits (ratelimit) beside them.
+  limits: section({ ...limitsFields, rate: rateLimitsSection }).prefault({}),
   auth: authSection,
   ui: uiSection,
   log: logSection,
@@ -32,6 +43,16 @@ export const configSchema = section({
   metrics: metricsSection,
   health: healthSection,
   cache: cacheSection,
+  events: eventsSection,
+  caches: cachesSection,
+  maintenance: maintenanceSection,
+  gc: gcSection,
+  immutable_tags: immutableTagsSection,
+  retention: retentionSection,
+  store: storeSection,
+  audit: auditSection,
+  shared: sharedSection,
+  access_tokens: accessTokensSection,
 })
 
 /** The validated configuration; durations are milliseconds and sizes bytes. */
@@ -69,6 +90,12 @@ export const configSpec: ConfigSpec<typeof configSchema> = {
     ({ tls, server }) => acmeProblems(tls, server),
     ({ upstreams, routing }) => routingProblems(upstreams, routing),
     ({ auth }) => aclProblems(auth),
+    ({ limits, auth }) => rateLimitProblems(limits, auth),
+    ({ ui, auth }) => oidcProblems(ui, auth),
+    ({ retention }) => retentionProblems(retention),
+    ({ caches }) => cachesProblems(caches),
+    ({ shared }) => sharedProblems(shared),
+    ({ server, admin, caches, events, store }) => workersProblems(server, admin, caches, events, store),
   ],
 }
 

@@ -1,5 +1,6 @@
 // Composition root: builds the gateway from config step by step (upstreams, observability, auth, certificates, pipeline, listeners) and owns its shutdown.
 import { hostname } from 'node:os'
+import { join, resolve } from 'node:path'
 import type { Config } from './config.js'
 import { createUpstreams, type UpstreamSet } from '../upstreams/upstreams.js'
 import type { CertificateStore } from '../tls/store.js'
@@ -8,6 +9,7 @@ import type { Acme } from '../tls/acme/index.js'
 import { startEmbeddedRegistry, type EmbeddedRegistry } from '../embedded/registry.js'
 import { createAuthenticator, type GeneratedAdmin } from '../auth/index.js'
 import type { Logger } from '../observe/log.js'
+import type { Metrics } from '../observe/metrics.js'
 import type { HealthMonitor } from '../upstreams/health.js'
 import { loadCertificates } from './certificates.js'
 import { displayHost, parseListen, type ListenAddress } from './listen.js'
@@ -15,6 +17,26 @@ import { openListeners, type Listeners } from './listeners.js'
 import { createObservability, type Observability } from './observability.js'
 import { buildPipeline, type ListenerState } from './pipeline.js'
 import { Shutdown } from './shutdown.js'
+import { startEvents, type Events } from '../events/index.js'
+import { registerEventRoutes } from '../events/routes.js'
+import { startCaches, type PullThroughCaches } from '../cache/index.js'
+import { openStore } from '../store/open.js'
+import type { StoreEngine } from '../store/engine.js'
+import { PushPullTimes } from '../store/times.js'
+import { scanTags } from '../store/scan.js'
+import { AuditTrail, startAudit } from '../store/audit.js'
+import { registerStoreRoutes } from '../store/routes.js'
+import { uiAuditLog, uiStoreHook } from '../store/ui-hook.js'
+import { watchStore } from '../store/metrics.js'
+import { GcHistory } from '../housekeeping/gc-history.js'
+import { createUsage } from './usage.js'
+import { createRegistryClient } from '../ui/registry-client.js'
+import { startShared } from './shared.js'
+import { startRunLocks } from './run-locks.js'
+import type { SharedState } from '../shared/index.js'
+import { AccessTokens, type TokenAuditEvent } from '../auth/access-tokens/index.js'
+import { registerTokenRoutes } from '../admin/token-routes.js'
+import { accessAdmin, registerExplainRoute, startAccessGrants } from './access.js'
 
 export interface RunningPortier {
   /** The URL clients use, e.g. https://localhost:5443 */
@@ -31,6 +53,16 @@ export interface RunningPortier {
   adminAddress?: ListenAddress
   health: HealthMonitor
   observability: Observability
+  /** The persistent store (SQLite at store.path, or PostgreSQL at store.url): push/pull times, the audit trail, the events queue. */
+  store: StoreEngine
+  /** Push and pull times per repository, tag and digest (recorded from finished requests). */
+  times: PushPullTimes
+  /** The audit trail (audit.enabled). */
+  audit?: AuditTrail
+  /** Webhooks (events.endpoints), when any are configured. */
+  events?: Events
+  /** Hot state shared with the other instances (shared.redis), or this process's own without it. */
+  shared: SharedState
   /** Set on the start that created the htpasswd file: the credentials to show the operator once. */
   generatedAdmin?: GeneratedAdmin
   /** Drains and stops everything, last started first. Idempotent: every call answers the same promise. */
@@ -43,18 +75,28 @@ export interface Portier {
   close(): Promise<void>
 }
 
-export function buildPortier(config: Config, log: Logger): Portier {
+/** How a worker of server.workers starts: with what the primary process holds for all of them. */
+export interface WorkerParts {
+  /** The shared state the primary holds (without shared.redis): used instead of this process's own. */
+  shared?: SharedState
+  /** The embedded registry the primary runs: used as the upstream instead of starting one here. */
+  embeddedUrl?: string
+  /** Told of the metrics before anything is served: /metrics answers every worker's sum. */
+  onMetrics?: (metrics: Metrics) => void
+}
+
+export function buildPortier(config: Config, log: Logger, parts: WorkerParts = {}): Portier {
   const shutdown = new Shutdown()
   let started: Promise<RunningPortier> | undefined
   return {
-    start: () => (started ??= start(config, log, shutdown)),
+    start: () => (started ??= start(config, log, shutdown, parts)),
     close: () => shutdown.close(),
   }
 }
 
 /** Builds and starts the gateway; a start that fails stops what it had started before rejecting. */
-export async function startPortier(config: Config, log: Logger): Promise<RunningPortier> {
-  const portier = buildPortier(config, log)
+export async function startPortier(config: Config, log: Logger, parts: WorkerParts = {}): Promise<RunningPortier> {
+  const portier = buildPortier(config, log, parts)
   try {
     return await portier.start()
   } catch (error) {
@@ -63,27 +105,87 @@ export async function startPortier(config: Config, log: Logger): Promise<Running
   }
 }
 
-async function start(config: Config, log: Logger, shutdown: Shutdown): Promise<RunningPortier> {
-  const { upstreams, embedded } = await startUpstreams(config, log, shutdown)
+async function start(config: Config, log: Logger, shutdown: Shutdown, parts: WorkerParts): Promise<RunningPortier> {
+  // First: a store that cannot be opened (or is from a newer Portier) stops the start before anything runs.
+  const store = await openStore(config.store, log)
+  shutdown.defer(() => store.close())
+  const { upstreams, embedded } = await startUpstreams(config, log, shutdown, parts.embeddedUrl)
   const observability = createObservability(config, upstreams.all, log)
+  if (observability.metrics) watchStore(store, observability.metrics.registry)
+  if (observability.metrics) parts.onMetrics?.(observability.metrics)
+  const times = new PushPullTimes(store)
+  observability.recorder.listen(times.listener())
+  const audit = config.audit.enabled ? new AuditTrail(store) : undefined
+  // Tables first (on PostgreSQL the first instance migrates, under a lock, and the others wait for it).
+  await times.ready
+  await audit?.ready
+  if (audit) {
+    observability.recorder.listen(audit.listener())
+    const pruning = startAudit(audit, {
+      retentionMs: config.audit.retention,
+      pruneIntervalMs: config.audit.prune_interval,
+      onPruned: (count) => log.info({ count }, 'audit trail: entries older than audit.retention deleted'),
+      onError: (error) => log.error({ err: error instanceof Error ? error.message : String(error) }, 'audit trail: pruning failed'),
+    })
+    shutdown.defer(() => pruning.stop())
+  }
   shutdown.defer(() => observability.close())
+  // Before auth and the pipeline: the throttle, sessions, maintenance and caches share through it.
+  const shared = await startShared(config, log, shutdown, observability.metrics, parts.shared)
+  const caches = await startPullThroughCaches(config, log, shutdown, observability)
   // A restarted embedded registry is checked at once, so requests do not get 503 until the next check.
   embedded?.onRestarted(() => Promise.all(upstreams.all.map((upstream) => observability.health.checkNow(upstream))).then(() => undefined))
-  const auth = await createAuthenticator(config.auth, log, observability.metrics)
+  // Access tokens (access_tokens.*) live in the store (either engine); htpasswd users who are removed lose theirs, checked
+  // through auth once it is built. With shared.redis a revocation reaches every instance at once.
+  const owners: { active?: (user: string) => boolean } = {}
+  const accessTokens = accessTokensWanted(config)
+    ? new AccessTokens(store, {
+        cacheTtlMs: config.access_tokens.cache_ttl,
+        accountActive: (user) => owners.active?.(user) ?? false,
+        revocations: shared.revocations,
+        ...(audit ? { onAudit: (event: TokenAuditEvent) => audit.record(tokenAuditEntry(event)) } : {}),
+      })
+    : undefined
+  await accessTokens?.ready
+  // Groups and grants made in the web UI: the ACL adds them to auth.acl.
+  const grants = await startAccessGrants(config, store, shared, log, shutdown)
+  const auth = await createAuthenticator(config.auth, log, observability.metrics, { grants: () => grants.set, ...(accessTokens ? { accessTokens } : {}) }, shared.counters)
+  if (auth.accountActive) owners.active = auth.accountActive
   shutdown.defer(() => auth.close())
-  const certificates = config.tls.enabled ? await loadCertificates(config, log, shutdown, observability) : undefined
+  const certificates = config.tls.enabled ? await loadCertificates(config, log, shutdown, observability, shared.locks) : undefined
   const state: ListenerState = { port: parseListen(config.server.listen).port, serving: false }
-  const pipeline = buildPipeline(config, log, shutdown, { upstreams, observability, auth, certificates, state })
+  // Webhooks listen to finished requests from the first one on; their queue (in the store) outlives restarts.
+  const events = startEvents(config.events, { recorder: observability.recorder, metrics: observability.metrics, log, port: () => state.port, store })
+  if (events) shutdown.defer(() => events.close())
+  // Storage over time and pulls per day (the UI's charts), and the GC history: kept in the store across restarts.
+  // Scheduled GC, retention and storage samples run at one instance per scheduled time (shared.redis, else a PostgreSQL store).
+  const runLocks = await startRunLocks(config, log, shutdown, { store, shared, metrics: observability.metrics })
+  const usage = createUsage(config, log, shutdown, { store, times, metrics: observability.metrics, runLocks })
+  const gcHistory = new GcHistory(store)
+  const pipeline = buildPipeline(config, log, shutdown, { upstreams, observability, auth, certificates, state, times, usage, gcHistory, storeReadiness: () => storeReadiness(store), ...(caches ? { pullThrough: caches.routes } : {}), ...(events ? { events } : {}), uiAudit: uiStoreHook(times, audit), ...(audit ? { uiAuditLog: uiAuditLog(audit) } : {}), shared, runLocks, ...(accessTokens ? { accessTokens: { tokens: accessTokens, policy: config.access_tokens } } : {}), access: accessAdmin(config, grants, auth, shared) })
+  registerEventRoutes(pipeline.adminApi, events, log)
+  registerStoreRoutes(pipeline.adminApi, { audit, times })
+  usage.registerRoutes(pipeline.adminApi)
+  if (accessTokens) registerTokenRoutes(pipeline.adminApi, accessTokens, config.access_tokens)
+  registerExplainRoute(pipeline.adminApi, auth)
   // A close() while starting has stopped what was up; opening listeners now would leave them open.
   if (shutdown.closed) throw new Error('closed during start-up')
   const listeners = await openListeners(config, log, shutdown, { pipeline, observability, certificates, state })
   // Only now that every listener is up can the CA's validation reach us.
   certificates?.startAcme()
   state.serving = true
+  if (config.store.scan) {
+    // In the background: tags older than Portier get a first-seen time; serving never waits for it.
+    const scan = new AbortController()
+    shutdown.defer(() => scan.abort())
+    const issue = auth.issueServiceToken
+    const registry = createRegistryClient((context) => pipeline.router.answer(context), issue ? { serviceTokens: (access) => issue('portier-store', access) } : {})
+    scanTags({ registry, times, log, concurrency: config.store.scan_concurrency, signal: scan.signal }).catch((error: unknown) => log.error({ err: String(error) }, 'store scan failed'))
+  }
 
   const url = config.server.public_url || `${config.tls.enabled ? 'https' : 'http'}://${displayHost(listeners.address)}:${listeners.address.port}`
   logReady(log, url, listeners, upstreams)
-  const running: RunningPortier = { url, address: listeners.address, upstreams, health: observability.health, observability, close: () => shutdown.close() }
+  const running: RunningPortier = { url, address: listeners.address, upstreams, health: observability.health, observability, store, times, shared, close: () => shutdown.close() }
   if (listeners.adminAddress) running.adminAddress = listeners.adminAddress
   if (listeners.redirectAddress) running.redirectAddress = listeners.redirectAddress
   if (certificates) running.certificates = certificates.store
@@ -91,14 +193,40 @@ async function start(config: Config, log: Logger, shutdown: Shutdown): Promise<R
   if (certificates?.acme) running.acme = certificates.acme
   if (embedded) running.embedded = embedded
   if (auth.generatedAdmin) running.generatedAdmin = auth.generatedAdmin
+  if (audit) running.audit = audit
+  if (events) running.events = events
   return running
 }
 
+/** Access tokens need users of Portier's own (htpasswd, or the built-in token server) and access_tokens.enabled. */
+function accessTokensWanted(config: Config): boolean {
+  if (!config.access_tokens.enabled || config.auth.mode === 'none') return false
+  return !(config.auth.mode === 'token' && config.auth.token.external.enabled)
+}
+
+/** A token's create, revoke or refusal as an audit trail entry. */
+function tokenAuditEntry(event: TokenAuditEvent): Parameters<AuditTrail['record']>[0] {
+  return {
+    at: Date.now(), action: event.action, outcome: event.outcome, status: event.action === 'token.refused' ? 401 : event.action === 'token.create' ? 201 : 200,
+    user: event.user, client: event.client, userAgent: undefined, repository: undefined, tag: undefined, digest: undefined, size: undefined,
+    sourceRepository: undefined, requestId: '', subject: event.subject,
+  }
+}
+
+/** /readyz's store check: not ready while the engine does not answer (writes that can wait are queued meanwhile). */
+function storeReadiness(store: StoreEngine): { name: string; ready: boolean; detail: unknown } {
+  const health = store.health()
+  return { name: 'store', ready: health.up, detail: health.up ? { engine: store.kind } : { engine: store.kind, reason: health.reason, queued_writes: store.queued } }
+}
+
 /** The configured upstreams, or (with none) the embedded registry started as the one upstream. */
-async function startUpstreams(config: Config, log: Logger, shutdown: Shutdown): Promise<{ upstreams: UpstreamSet; embedded?: EmbeddedRegistry }> {
+async function startUpstreams(config: Config, log: Logger, shutdown: Shutdown, embeddedUrl?: string): Promise<{ upstreams: UpstreamSet; embedded?: EmbeddedRegistry }> {
   let embedded: EmbeddedRegistry | undefined
   let targets = config.upstreams
-  if (targets.length === 0) {
+  if (targets.length === 0 && embeddedUrl !== undefined) {
+    // A worker of server.workers: the primary runs the one embedded registry; its storage is read the same way.
+    targets = [{ name: 'embedded', url: embeddedUrl, username: '', password: '', forward_authorization: false, storage: embeddedStorage(config) }]
+  } else if (targets.length === 0) {
     const registry = await startEmbeddedRegistry({
       binary: config.embedded_registry.binary,
       dataDir: config.embedded_registry.data_dir,
@@ -107,11 +235,31 @@ async function startUpstreams(config: Config, log: Logger, shutdown: Shutdown): 
     })
     embedded = registry
     shutdown.defer(() => registry.stop())
-    targets = [{ name: 'embedded', url: registry.url, username: '', password: '', forward_authorization: false }]
+    // Its storage (data_dir/storage, as src/embedded/registry.ts lays it out) is Portier's to read: blob GET/HEAD come from it.
+    targets = [{ name: 'embedded', url: registry.url, username: '', password: '', forward_authorization: false, storage: embeddedStorage(config) }]
   }
   const upstreams = createUpstreams(targets, config.timeouts)
   shutdown.defer(() => upstreams.close())
   return embedded ? { upstreams, embedded } : { upstreams }
+}
+
+function embeddedStorage(config: Config): string {
+  return join(resolve(config.embedded_registry.data_dir), 'storage')
+}
+
+/** One embedded registry in proxy mode per configured cache (caches), stopped on shutdown. */
+async function startPullThroughCaches(config: Config, log: Logger, shutdown: Shutdown, observability: Observability): Promise<PullThroughCaches | undefined> {
+  if (config.caches.length === 0) return undefined
+  const caches = await startCaches(config.caches, {
+    binary: config.embedded_registry.binary,
+    maxBackoffMs: config.embedded_registry.restart_max_backoff,
+    timeouts: config.timeouts,
+    log,
+    ...(observability.metrics ? { metricsRegistry: observability.metrics.registry } : {}),
+  })
+  shutdown.defer(() => caches.stop())
+  log.info({ caches: caches.describe() }, 'pull-through caches started')
+  return caches
 }
 
 function logReady(log: Logger, url: string, listeners: Listeners, upstreams: UpstreamSet): void {

@@ -8,6 +8,7 @@ import { publicHost } from '../forward/headers.js'
 import type { Logger } from '../observe/log.js'
 import type { ServedCertificates } from './certificates.js'
 import { answerClientError } from './client-error.js'
+import { closeServer, Connections } from './drain.js'
 import { listen, parseListen, type ListenAddress } from './listen.js'
 import type { Observability } from './observability.js'
 import type { ListenerState, Pipeline } from './pipeline.js'
@@ -57,16 +58,17 @@ export async function openListeners(config: Config, log: Logger, shutdown: Shutd
       socket.once('close', () => connections.dec())
     })
   }
-  const rawConnections = trackConnections(server, config.tls.enabled)
+  const connections = new Connections(server, config.tls.enabled)
   const address = await listen(server, parseListen(config.server.listen))
   state.port = address.port
-  shutdown.defer(() => closeServer(server, config.server.drain_timeout, log, rawConnections))
+  shutdown.defer(() => closeServer(server, connections, config.server.drain_timeout, log))
   const listeners: Listeners = { address }
 
   if (config.admin.listen) {
     const adminServer = createHttpServer({ ...serverOptions, requestTimeout: 30_000, headersTimeout: 10_000 }, pipeline.admin)
+    const adminConnections = new Connections(adminServer, false)
     listeners.adminAddress = await listen(adminServer, parseListen(config.admin.listen))
-    shutdown.defer(() => closeServer(adminServer, 1000, log))
+    shutdown.defer(() => closeServer(adminServer, adminConnections, 1000, log))
   }
 
   if (config.server.http_redirect_listen) {
@@ -78,8 +80,9 @@ export async function openListeners(config: Config, log: Logger, shutdown: Shutd
       res.writeHead(301, { Location: `${target}${req.url ?? '/'}`, 'Content-Length': '0' })
       res.end()
     })
+    const redirectConnections = new Connections(redirect, false)
     listeners.redirectAddress = await listen(redirect, parseListen(config.server.http_redirect_listen))
-    shutdown.defer(() => closeServer(redirect, 1000, log))
+    shutdown.defer(() => closeServer(redirect, redirectConnections, 1000, log))
   }
   return listeners
 }
@@ -97,41 +100,4 @@ function mainServer(config: Config, log: Logger, pipeline: Pipeline, certificate
   answerPlainHttp(server, () => config.server.public_url || `https://${pipeline.publicHosts.fallback()}`, log)
   certificates.attach(server)
   return server
-}
-
-/**
- * Every connection of a TLS server from accept to close. closeAllConnections() knows only those that
- * reached HTTP: one waiting for its first byte or in the TLS handshake held server.close(), and so
- * shutdown, past the drain timeout (up to the 120 s handshake timeout).
- */
-function trackConnections(server: HttpServer | HttpsServer, tls: boolean): Set<Socket> {
-  const open = new Set<Socket>()
-  if (!tls) return open
-  server.on('connection', (socket: Socket) => {
-    open.add(socket)
-    socket.once('close', () => open.delete(socket))
-  })
-  return open
-}
-
-/** Stops accepting, lets in-flight requests finish up to the drain timeout, then closes what is left. */
-function closeServer(server: HttpServer | HttpsServer, drainMs: number, log: Logger, rawConnections: Set<Socket> = new Set()): Promise<void> {
-  return new Promise((resolve) => {
-    if (!server.listening) return resolve()
-    const timer = setTimeout(() => {
-      log.warn({ drainMs }, 'drain timeout reached; closing remaining connections')
-      server.closeAllConnections()
-      for (const socket of rawConnections) socket.destroy()
-    }, drainMs)
-    timer.unref()
-    // Keep-alive connections whose request finishes during the drain become idle: close them as they do.
-    const sweeper = setInterval(() => server.closeIdleConnections(), 100)
-    sweeper.unref()
-    server.close(() => {
-      clearTimeout(timer)
-      clearInterval(sweeper)
-      resolve()
-    })
-    server.closeIdleConnections()
-  })
 }

@@ -5,19 +5,28 @@ import type { Metrics } from '../observe/metrics.js'
 import type { Forwarder } from '../forward/forward.js'
 import type { HealthMonitor } from '../upstreams/health.js'
 import { Router } from '../routing/router.js'
+import type { PullThrough } from '../routing/pull-through.js'
+import { TagCache } from '../forward/tag-cache.js'
+import { BlobStorage } from '../storage/blob-server.js'
+import { storageRoots } from '../storage/roots.js'
 import { createStrategy } from '../routing/strategies.js'
 import { loadRoutingSecret, UploadTokens } from '../uploads/token.js'
 import type { Upstream } from '../upstreams/upstreams.js'
+import type { CacheInvalidation } from './shared.js'
 
 export interface RoutingDeps {
   health: HealthMonitor
   forwarder: Forwarder
   log: Logger
   metrics: Metrics | undefined
+  /** Pull-through caches served in front of the strategy (caches). */
+  pullThrough?: PullThrough
+  /** Tells the other instances (shared.redis) which tags a manifest write here may have moved, and hears theirs. */
+  invalidation?: CacheInvalidation
 }
 
 export function createRouter(config: Config, upstreams: Upstream[], deps: RoutingDeps): Router {
-  const { health, forwarder, log, metrics } = deps
+  const { health, forwarder, log, metrics, invalidation } = deps
   const strategy = createStrategy(config.routing, {
     upstreams,
     isAvailable: (upstream) => health.isAvailable(upstream),
@@ -33,9 +42,33 @@ export function createRouter(config: Config, upstreams: Upstream[], deps: Routin
       log.warn({ operation, repository, ...failure }, 'upstream failed its part of a mirrored write')
     },
   })
+  // Tag resolutions (cache.tags, 0 turns it off); every manifest write routed here (or, with shared.redis, at
+  // another instance) forgets the tags it may move.
+  const tagCache = config.cache.tags.ttl > 0
+    ? new TagCache({ ttlMs: config.cache.tags.ttl, maxEntries: config.cache.tags.max_entries }, {
+        hit: () => metrics?.tagCacheHits.inc(),
+        miss: () => metrics?.tagCacheMisses.inc(),
+        entries: (held) => metrics?.tagCacheEntries.set(held),
+        ...(invalidation ? { moved: (repository: string, reference: string) => invalidation.tagMoved(repository, reference) } : {}),
+      })
+    : undefined
+  if (tagCache) invalidation?.attachTags(tagCache)
   const router = new Router({
     strategy,
     forwarder,
+    ...(deps.pullThrough ? { pullThrough: deps.pullThrough } : {}),
+    ...(tagCache ? { tagCache } : {}),
+    // GET /v2/ is answered by the gateway while the upstream it would go to answers its checks with 200.
+    health,
+    storage: new BlobStorage({
+      served: (upstream, status) => metrics?.blobStorageReads.inc({ upstream, result: String(status) }),
+      bytes: (upstream, count) => metrics?.blobStorageBytes.inc({ upstream }, count),
+      fallback(upstream, reason, error) {
+        metrics?.blobStorageReads.inc({ upstream, result: reason })
+        // A missing link or file is the registry's 404 (or a blob being deleted): only a failing disk is worth a line.
+        if (error !== undefined) log.warn({ upstream, reason, err: error instanceof Error ? error.message : 'unknown error' }, 'could not read a blob from the upstream\'s storage; the registry answers')
+      },
+    }),
     events: {
       failover(from, to, reason, request) {
         metrics?.upstreamFailovers.inc({ upstream: from.name, reason })
@@ -55,6 +88,11 @@ export function createRouter(config: Config, upstreams: Upstream[], deps: Routin
       },
     },
   })
+  for (const storage of storageRoots(upstreams)) {
+    // A root that is not there is a wrong path or a missing mount: every blob then goes through the registry.
+    if (storage.state === 'missing') log.warn(storage, 'upstreams[].storage: cannot read this directory; blobs go through the registry')
+    else log.info(storage, 'blob GET/HEAD answered from the upstream\'s storage')
+  }
   const described = strategy.describe()
   if (described) {
     log.info(

@@ -10,6 +10,19 @@ import { BoundedCache } from '../lib/bounded-cache.js'
 export interface Caller {
   user: string
   anonymous: boolean
+  /**
+   * Groups the credential's source vouches for (a directory's or an identity provider's groups), on top
+   * of the members listed in auth.groups. A rule's `match.group` still names a group of auth.groups
+   * (an entry with no members stands for a group that only a source fills).
+   */
+  groups?: readonly string[]
+  /**
+   * An access token's scopes (repository names are globs): at most these actions, whatever the rules
+   * grant the account. Absent: no limit beyond the rules.
+   */
+  limit?: readonly Scope[]
+  /** A robot account: granted exactly its `limit`; the rules are not consulted. */
+  robot?: boolean
 }
 
 export type AllowResult = { ok: true } | { ok: false; missing: Scope[] }
@@ -21,6 +34,34 @@ export interface Acl {
   allows(who: Caller, scopes: Scope[], clientIp: string): AllowResult
   /** Whether the caller may pull `repository`: the filter for catalog responses. */
   canPull(who: Caller, repository: string, clientIp: string): boolean
+  /** Why the caller may (or may not) pull, push and delete `repository`: each action with the rules and grants that give it. */
+  explain(who: Caller, repository: string, clientIp: string): Explanation[]
+  /** Whether `user` is in `group` as the rules see it: through auth.groups, the credential's source (`vouched`) or the web UI's groups. */
+  inGroup(group: string, user: string, vouched?: readonly string[]): boolean
+}
+
+/** The actions a store grant gives (no `*`: a grant never reaches the catalog or registry scopes). */
+export type GrantAction = 'pull' | 'push' | 'delete'
+export const grantActions: readonly GrantAction[] = ['pull', 'push', 'delete']
+
+/** Groups and grants kept in the store (made in the web UI): they add to auth.acl, never take away. */
+export interface GrantSet {
+  groups: ReadonlyArray<{ name: string; members: readonly string[] }>
+  grants: ReadonlyArray<{ id: number; kind: 'user' | 'group'; subject: string; repository: string; actions: readonly GrantAction[] }>
+}
+
+/** One action on a repository and what gives it: `via` names each rule or grant ("group ci, grant 3 (UI)"). */
+export interface Explanation {
+  action: GrantAction
+  granted: boolean
+  via: string[]
+  /** When nothing gives it: why (the first matching rule does not list it, or no rule matches). */
+  reason?: string
+}
+
+export interface AclOptions {
+  /** The store's groups and grants as they are now (read on every check; a new object when they change). */
+  grants?: () => GrantSet
 }
 
 /** A config problem in auth.acl or auth.groups, keyed by path like `auth.acl[2].match.ip`. */
@@ -47,7 +88,7 @@ function accountGlobSource(glob: string): string {
 }
 
 /** Why a repository glob is unusable, or undefined when it is fine. */
-function nameGlobProblem(glob: string): string | undefined {
+export function nameGlobProblem(glob: string): string | undefined {
   if (glob === '') return 'an empty glob'
   const rest = glob.split(PLACEHOLDER).join('')
   if (rest.includes('$')) return 'a placeholder other than ${account}'
@@ -156,8 +197,28 @@ function compileRule(rule: AclRule): CompiledRule {
   }
 }
 
+const limitGlobs = new BoundedCache<string, RegExp>({ max: 1024 })
+
+/**
+ * The actions of `actions` that a token's `limit` allows on `scope`: the actions of every limit entry
+ * of the same type whose name glob matches (a `*` there allows any action; asking for `*` needs `*`).
+ */
+export function withinLimit(limit: readonly Scope[], scope: Scope, actions: readonly Action[]): Action[] {
+  const allowed = new Set<Action>()
+  for (const entry of limit) {
+    if (entry.type !== scope.type) continue
+    let pattern = limitGlobs.get(entry.name)
+    if (!pattern) {
+      pattern = compileGlob(entry.name)
+      limitGlobs.set(entry.name, pattern)
+    }
+    if (pattern.test(scope.name)) for (const action of entry.actions) allowed.add(action)
+  }
+  return actions.filter((action) => allowed.has('*') || (action !== '*' && allowed.has(action)))
+}
+
 /** Provisions the ACL once: validates, compiles globs and CIDRs. Throws on problems (loadConfig reports them first). */
-export function createAcl(config: Pick<AuthConfig, 'mode' | 'acl' | 'groups'>): Acl {
+export function createAcl(config: Pick<AuthConfig, 'mode' | 'acl' | 'groups'>, options: AclOptions = {}): Acl {
   const problems = aclProblems(config)
   if (problems.length > 0) throw new Error(problems.map((p) => `${p.key}: expected ${p.expected}, found ${p.found}`).join('\n'))
   const configured = config.acl ?? []
@@ -171,7 +232,32 @@ export function createAcl(config: Pick<AuthConfig, 'mode' | 'acl' | 'groups'>): 
     }
   }
 
-  const matches = (rule: CompiledRule, account: string | undefined, scope: Scope, ip: string): boolean => {
+  const emptyGrants: CompiledGrants = { memberOf: new Map(), grants: [] }
+  const compiledGrants = new WeakMap<GrantSet, CompiledGrants>()
+  /** The store's grants, compiled once per set (the store hands out a new set when they change). */
+  const storeGrants = (): CompiledGrants => {
+    const set = options.grants?.()
+    if (!set) return emptyGrants
+    let compiled = compiledGrants.get(set)
+    if (!compiled) {
+      compiled = compileGrants(set)
+      compiledGrants.set(set, compiled)
+    }
+    return compiled
+  }
+
+  /** Where the caller's membership of `group` comes from: auth.groups, the credential's source, the UI; undefined when not a member. */
+  const membership = (group: string, account: string | undefined, vouched: readonly string[] | undefined, stored: CompiledGrants): string | undefined => {
+    if (account === undefined) return undefined
+    if (groupsOf.get(account)?.has(group) === true) return 'auth.groups'
+    if (vouched?.includes(group) === true) return 'directory'
+    if (stored.memberOf.get(account)?.has(group) === true) return 'UI'
+    return undefined
+  }
+  const inGroup = (group: string, account: string | undefined, vouched: readonly string[] | undefined): boolean =>
+    membership(group, account, vouched, storeGrants()) !== undefined
+
+  const matches = (rule: CompiledRule, account: string | undefined, vouched: readonly string[] | undefined, scope: Scope, ip: string): boolean => {
     if (rule.account === '') {
       if (account !== undefined) return false
     } else {
@@ -179,24 +265,87 @@ export function createAcl(config: Pick<AuthConfig, 'mode' | 'acl' | 'groups'>): 
       if (account === undefined) return false
       if (rule.account && !rule.account.test(account)) return false
     }
-    if (rule.group !== undefined && !(account !== undefined && groupsOf.get(account)?.has(rule.group))) return false
+    if (rule.group !== undefined && !inGroup(rule.group, account, vouched)) return false
     if (rule.type !== undefined && rule.type !== scope.type) return false
     if (rule.name && !rule.name(scope.name, account)) return false
     if (rule.ips && !rule.ips.has(ip)) return false
     return true
   }
 
-  const granted = (who: Caller, scope: Scope, clientIp: string): Action[] => {
-    if (scope.type !== 'repository' && scope.type !== 'registry') return []
+  const byRules = (who: Caller, scope: Scope, clientIp: string): Action[] => {
     const account = who.anonymous || who.user === '' ? undefined : who.user
-    const rule = rules.find((candidate) => matches(candidate, account, scope, clientIp))
+    const rule = rules.find((candidate) => matches(candidate, account, who.groups, scope, clientIp))
     if (!rule) return []
     const requested = [...new Set(scope.actions)]
     return rule.all ? requested : requested.filter((action) => action !== '*' && rule.actions.has(action))
   }
 
+  /** The grants that give `account` an action on `repository`, each with the group it came through (undefined: granted to the user). */
+  const grantsFor = (account: string, vouched: readonly string[] | undefined, repository: string): Array<{ grant: CompiledGrant; group?: string }> => {
+    const stored = storeGrants()
+    const found: Array<{ grant: CompiledGrant; group?: string }> = []
+    for (const grant of stored.grants) {
+      if (!grant.name(repository, account)) continue
+      if (grant.kind === 'user') {
+        if (grant.subject === account) found.push({ grant })
+      } else if (membership(grant.subject, account, vouched, stored) !== undefined) found.push({ grant, group: grant.subject })
+    }
+    return found
+  }
+
+  /** Store grants add to what the rules give (a union): they speak of repositories, and of signed-in users only. */
+  const byGrants = (who: Caller, scope: Scope): Action[] => {
+    if (scope.type !== 'repository' || who.anonymous || who.user === '') return []
+    const requested = [...new Set(scope.actions)].filter((action): action is GrantAction => action !== '*')
+    if (requested.length === 0) return []
+    const given = new Set<GrantAction>()
+    for (const { grant } of grantsFor(who.user, who.groups, scope.name)) for (const action of grant.actions) given.add(action)
+    return requested.filter((action) => given.has(action))
+  }
+
+  const granted = (who: Caller, scope: Scope, clientIp: string): Action[] => {
+    if (scope.type !== 'repository' && scope.type !== 'registry') return []
+    if (who.robot) return who.limit ? withinLimit(who.limit, scope, [...new Set(scope.actions)]) : []
+    const ruled = byRules(who, scope, clientIp)
+    const extra = byGrants(who, scope).filter((action) => !ruled.includes(action))
+    const actions = extra.length > 0 ? [...ruled, ...extra] : ruled
+    return who.limit ? withinLimit(who.limit, scope, actions) : actions
+  }
+
+  const explain = (who: Caller, repository: string, clientIp: string): Explanation[] => {
+    const account = who.anonymous || who.user === '' ? undefined : who.user
+    const scope: Scope = { type: 'repository', name: repository, actions: [...grantActions] }
+    const index = rules.findIndex((candidate) => matches(candidate, account, who.groups, scope, clientIp))
+    const rule = rules[index]
+    const stored = storeGrants()
+    const found = account === undefined ? [] : grantsFor(account, who.groups, repository)
+    return grantActions.map((action): Explanation => {
+      const via: string[] = []
+      if (rule && (rule.all || rule.actions.has(action))) via.push(ruleText(index, rule, configured.length === 0, account, who.groups, stored))
+      for (const { grant, group } of found) {
+        if (!grant.actions.includes(action)) continue
+        via.push(group === undefined ? `user ${grant.subject}, grant ${grant.id} (UI)` : `group ${group}${groupSource(group, account, who.groups, stored)}, grant ${grant.id} (UI)`)
+      }
+      if (via.length > 0) return { action, granted: true, via }
+      const reason = rule
+        ? `${ruleName(index, configured.length === 0)} matches first and does not give ${action}, and no grant does`
+        : 'no rule of auth.acl matches and no grant gives it'
+      return { action, granted: false, via, reason }
+    })
+  }
+
+  /** ", member through auth.groups" and the like, when the membership is not the UI's own (whose grant says UI already). */
+  const groupSource = (group: string, account: string | undefined, vouched: readonly string[] | undefined, stored: CompiledGrants): string => {
+    const source = membership(group, account, vouched, stored)
+    return source === undefined || source === 'UI' ? '' : ` (member through ${source})`
+  }
+  const ruleName = (index: number, isDefault: boolean): string => (isDefault ? 'the default rule (auth.acl is empty)' : `rule ${index + 1} (auth.acl[${index}])`)
+  const ruleText = (index: number, rule: CompiledRule, isDefault: boolean, account: string | undefined, vouched: readonly string[] | undefined, stored: CompiledGrants): string =>
+    rule.group === undefined ? ruleName(index, isDefault) : `group ${rule.group}${groupSource(rule.group, account, vouched, stored)}, ${ruleName(index, isDefault)}`
+
   return {
     granted,
+    inGroup: (group, user, vouched) => inGroup(group, user, vouched),
     allows(who, scopes, clientIp) {
       const missing: Scope[] = []
       for (const scope of scopes) {
@@ -209,5 +358,50 @@ export function createAcl(config: Pick<AuthConfig, 'mode' | 'acl' | 'groups'>): 
     canPull(who, repository, clientIp) {
       return granted(who, { type: 'repository', name: repository, actions: ['pull'] }, clientIp).length > 0
     },
+    explain,
   }
+}
+
+interface CompiledGrant {
+  id: number
+  kind: 'user' | 'group'
+  subject: string
+  name: NameMatcher
+  actions: readonly GrantAction[]
+}
+
+interface CompiledGrants {
+  /** member → the store's groups they are in. */
+  memberOf: Map<string, Set<string>>
+  grants: CompiledGrant[]
+}
+
+function compileGrants(set: GrantSet): CompiledGrants {
+  const memberOf = new Map<string, Set<string>>()
+  for (const group of set.groups) {
+    for (const member of group.members) {
+      const groups = memberOf.get(member) ?? new Set<string>()
+      groups.add(group.name)
+      memberOf.set(member, groups)
+    }
+  }
+  const grants: CompiledGrant[] = []
+  for (const grant of set.grants) {
+    // A glob the store should never have taken grants nothing rather than failing every check.
+    if (nameGlobProblem(grant.repository) !== undefined) continue
+    grants.push({ id: grant.id, kind: grant.kind, subject: grant.subject, name: compileName(grant.repository), actions: grant.actions })
+  }
+  return { memberOf, grants }
+}
+
+/** A rule of auth.acl in words, for the read-only list in the web UI: its match keys and actions. */
+export function describeRule(rule: AclRule): string {
+  const { account, group, name, type, ip } = rule.match
+  const parts: string[] = []
+  if (account !== undefined) parts.push(account === '' ? 'anonymous callers' : `account ${account}`)
+  if (group !== undefined) parts.push(`group ${group}`)
+  if (name !== undefined) parts.push(`repositories ${name}`)
+  if (type !== undefined) parts.push(`type ${type}`)
+  if (ip !== undefined) parts.push(`from ${ip}`)
+  return parts.length === 0 ? 'every signed-in caller' : parts.join(', ')
 }

@@ -1,4 +1,4 @@
-// Basic authentication against an htpasswd file, answering with the challenge Docker clients expect.
+// Basic authentication against an htpasswd file (or any Login, e.g. a directory's), answering with the challenge Docker clients expect.
 import type { IncomingHttpHeaders } from 'node:http'
 import { RegistryError } from '../registry/errors.js'
 import type { CheckOutcome, HtpasswdStore } from './htpasswd.js'
@@ -8,7 +8,13 @@ import type { Scope } from '../registry/classify.js'
 export interface Identity {
   /** The account name, or '' for anonymous callers. */
   user: string
-  via: 'htpasswd' | 'token' | 'anonymous'
+  via: 'htpasswd' | 'ldap' | 'token' | 'access-token' | 'anonymous'
+  /** Groups the credential's source vouches for (see Caller.groups). */
+  groups?: readonly string[]
+  /** An access token's scopes: the ACL grants at most these (see Caller.limit). */
+  limit?: readonly Scope[]
+  /** A robot account's access token: granted exactly `limit` (see Caller.robot). */
+  robot?: boolean
   /** What a verified token grants (token mode only). */
   access?: Scope[]
 }
@@ -55,7 +61,38 @@ export function parseBasic(header: string | undefined): { user: string; password
   return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) }
 }
 
-export function createBasicAuthenticator(store: HtpasswdStore, realm: string, throttle: Throttle): Authenticator {
+/** A verified password: which source vouched for it and the groups it vouches for. */
+export interface Verified {
+  via: 'htpasswd' | 'ldap'
+  groups?: readonly string[]
+}
+
+/**
+ * The outcome of one login under the throttle: Verified, false for wrong credentials, 'locked' while
+ * locked out, 'busy' when too many checks wait, 'unavailable' when the user directory cannot be reached.
+ */
+export type LoginOutcome = Verified | false | 'locked' | 'busy' | 'unavailable'
+
+/** Checks a user name and password for a client address (see htpasswdLogin, and auth/ldap for a directory). */
+export type Login = (user: string, password: string, clientIp: string) => Promise<LoginOutcome>
+
+/** Logins against the htpasswd file alone. */
+export function htpasswdLogin(store: HtpasswdStore, throttle: Throttle): Login {
+  return async (user, password, clientIp) => {
+    const outcome = await verifyThrottled(store, throttle, user, password, clientIp)
+    return outcome === true ? { via: 'htpasswd' } : outcome
+  }
+}
+
+/** Retry-After for a 503 while the user directory cannot be reached. */
+export const DIRECTORY_RETRY_AFTER_SECONDS = 5
+
+/** The 503 for a login the user directory (LDAP) could not answer: not a wrong password. */
+export function directoryUnavailable(): RegistryError {
+  return new RegistryError('UNAVAILABLE', { reason: 'the user directory (LDAP) cannot be reached; try again shortly' }, { 'Retry-After': String(DIRECTORY_RETRY_AFTER_SECONDS) }, 'the user directory cannot be reached')
+}
+
+export function createBasicAuthenticator(login: Login, realm: string, throttle: Throttle): Authenticator {
   const header = { 'WWW-Authenticate': `Basic realm="${realm.replace(/"/g, "'")}"` }
   const challenge = (detail?: unknown, message?: string): RegistryError => new RegistryError('UNAUTHORIZED', detail, header, message)
   return {
@@ -66,13 +103,14 @@ export function createBasicAuthenticator(store: HtpasswdStore, realm: string, th
       if (headers.authorization === undefined) return { user: '', via: 'anonymous' }
       const credentials = parseBasic(headers.authorization)
       if (!credentials) throw challenge({ reason: 'expected Basic credentials' })
-      const user = await verifyThrottled(store, throttle, credentials.user, credentials.password, context.clientIp)
+      const user = await login(credentials.user, credentials.password, context.clientIp)
       if (user === 'locked') {
         throw new RegistryError('TOOMANYREQUESTS', { reason: 'too many failed logins; try later' }, { 'Retry-After': String(Math.max(1, throttle.retryAfter(credentials.user, context.clientIp))) })
       }
       if (user === 'busy') throw passwordChecksBusy()
+      if (user === 'unavailable') throw directoryUnavailable()
       if (!user) throw challenge({ reason: 'invalid username or password' }, 'authentication failed')
-      return { user: credentials.user, via: 'htpasswd' }
+      return { user: credentials.user, via: user.via, ...(user.groups ? { groups: user.groups } : {}) }
     },
   }
 }
@@ -90,8 +128,11 @@ export function passwordChecksBusy(): RegistryError {
  * too many checks wait. The attempt is counted before the password is checked (Throttle.attempt).
  */
 export async function verifyThrottled(store: HtpasswdStore, throttle: Throttle, user: string, password: string, clientIp: string): Promise<CheckOutcome> {
-  if (throttle.retryAfter(user, clientIp) > 0) return 'locked'
+  // Without shared counters check() answers from memory; with them it also asks whether another instance locked this login.
+  if ((await throttle.check(user, clientIp)) > 0) return 'locked'
   const outcome = await store.check(user, password, { admit: () => throttle.attempt(user, clientIp) })
   if (outcome === true) throttle.succeeded(user, clientIp)
+  // A failure is in the shared counters before it is answered: the client's next try at any instance counts it.
+  else if (outcome === false) await throttle.settled()
   return outcome
 }

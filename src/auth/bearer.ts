@@ -9,6 +9,8 @@ export interface BearerOptions {
   service: string
   /** Token server URL for challenges; empty means this gateway's own /auth/token. */
   realm: string
+  /** Whether the access token (tok_…) a bearer token was issued for is still live: a revoked one refuses its JWTs at once. */
+  accessTokenLive?: (id: string) => boolean | Promise<boolean>
 }
 
 export function createBearerAuthenticator(options: BearerOptions): Authenticator {
@@ -25,6 +27,9 @@ export function createBearerAuthenticator(options: BearerOptions): Authenticator
       if (!token) throw challenge(context, { reason: 'expected a Bearer token from the token server' })
       try {
         const verified = await options.verifier.verify(token)
+        if (verified.accessToken !== undefined && options.accessTokenLive && !(await options.accessTokenLive(verified.accessToken))) {
+          throw challenge(context, { reason: 'the access token this was issued for is revoked or expired' }, 'invalid_token')
+        }
         return { user: verified.subject, via: 'token', access: verified.access }
       } catch (error) {
         if (error instanceof TokenError) throw challenge(context, { reason: error.problem }, 'invalid_token', error)

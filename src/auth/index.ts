@@ -3,15 +3,21 @@ import { existsSync, readFileSync, renameSync } from 'node:fs'
 import { dirname } from 'node:path'
 import type { AuthConfig } from './section.js'
 import type { Logger } from '../observe/log.js'
-import { anonymous, createBasicAuthenticator, passwordChecksBusy, verifyThrottled, type Authenticator } from './basic.js'
+import { anonymous, createBasicAuthenticator, directoryUnavailable, htpasswdLogin, passwordChecksBusy, type Authenticator, type Login } from './basic.js'
+import { createLdapLogins, type LdapLogins } from './ldap/index.js'
+import type { ReadinessCheck } from '../observe/admin.js'
 import { hashKind, verifyPassword } from './hashes.js'
 import { createPasswordPool, type PasswordPool } from './password-pool.js'
 import { createBearerAuthenticator } from './bearer.js'
 import { createWithGeneratedAdmin, HtpasswdStore } from './htpasswd.js'
-import { createAcl, type Acl } from './acl.js'
+import { createAcl, type Acl, type GrantSet } from './acl.js'
+import { createLocalUsers, type LocalUsers } from './users.js'
 import { unreadable } from '../config/files.js'
-import { createThrottle, type Throttle } from './throttle.js'
+import { createThrottle } from './throttle.js'
+import type { Counters } from '../shared/index.js'
 import type { Scope } from '../registry/classify.js'
+import { RegistryError } from '../registry/errors.js'
+import { createTokenLogin, isTokenPassword, withAccessTokens, type AccessTokens, type TokenLogin } from './access-tokens/index.js'
 import {
   createIssuer,
   createTokenEndpoint,
@@ -25,7 +31,11 @@ import {
 } from './token/index.js'
 
 export type { Authenticator, AuthContext, Identity } from './basic.js'
-export type { Acl, Caller } from './acl.js'
+export type { Acl, Caller, Explanation, GrantSet, GrantAction } from './acl.js'
+export { describeRule, grantActions } from './acl.js'
+export type { LocalUsers, Writability } from './users.js'
+export { checkUserName } from './users.js'
+export { AccessGrants, GrantError, checkGrant, type StoredGrant, type StoredGroup } from './grants/index.js'
 export type { TokenEndpoint } from './token/index.js'
 
 export interface GeneratedAdmin {
@@ -46,11 +56,17 @@ export interface AuthSetup {
   verifyLogin?: (user: string, password: string, clientIp: string) => Promise<boolean | 'locked'>
   /** Whether a local user still exists (a web UI session ends when its user is removed). */
   accountActive?: (user: string) => boolean
+  /** The groups a credential source last vouched for (directory users), for callers known by name only (web UI, admin API). */
+  groupsOf?: (user: string) => readonly string[] | undefined
   /**
    * A token for Portier's own calls (the web UI's) to an upstream that verifies Portier's tokens
    * (forward_authorization); built-in token mode only. Callers check the ACL first.
    */
   issueServiceToken?: (subject: string, access: Scope[]) => Promise<{ token: string; expiresIn: number }>
+  /** What /readyz reports of auth's own dependencies (the LDAP directory). */
+  readiness?: () => ReadinessCheck[]
+  /** The htpasswd file's users, managed from the web UI; absent without a file (auth.mode none, external issuer). */
+  localUsers?: LocalUsers
   close(): void
 }
 
@@ -62,8 +78,17 @@ export interface AuthObserver {
   passwordCheckRefused(): void
 }
 
-export async function createAuthenticator(config: AuthConfig, log: Logger, observer?: AuthObserver): Promise<AuthSetup> {
-  const acl = createAcl(config)
+/** Credentials from other sources, built by the composition root. */
+export interface AuthSources {
+  /** Access tokens (personal and robot) taken as the password of Basic logins and at the token endpoint. */
+  accessTokens?: AccessTokens
+  /** Groups and grants made in the web UI (the store): the ACL adds them to auth.acl. */
+  grants?: () => GrantSet
+}
+
+/** `sharedCounters` (shared.redis): the login throttle counts failures across every gateway instance. */
+export async function createAuthenticator(config: AuthConfig, log: Logger, observer?: AuthObserver, sources: AuthSources = {}, sharedCounters?: Counters): Promise<AuthSetup> {
+  const acl = createAcl(config, sources.grants ? { grants: sources.grants } : {})
   if (config.mode === 'none') {
     log.warn('auth.mode is none: anyone who can reach Portier can push, pull and delete')
     return { authenticator: anonymous, acl, close: () => undefined }
@@ -82,25 +107,46 @@ export async function createAuthenticator(config: AuthConfig, log: Logger, obser
     throw error
   }
   log.info({ workers: pool.size, queue: config.password_checks.queue }, 'password checks run in worker threads')
-  const throttle = createThrottle(config.throttle)
+  const throttle = createThrottle(config.throttle, sharedCounters ? { shared: sharedCounters } : {})
+  let ldap: LdapLogins | undefined
+  try {
+    ldap = config.ldap.enabled ? createLdapLogins(config.ldap, { store, throttle, log }) : undefined
+  } catch (error) {
+    store.close()
+    await pool.close()
+    throw error
+  }
+  const login = ldap?.login ?? htpasswdLogin(store, throttle)
+  const tokenLogin = sources.accessTokens ? createTokenLogin(sources.accessTokens, throttle) : undefined
+  const basic = createBasicAuthenticator(login, config.htpasswd.realm, throttle)
   const setup: AuthSetup = {
-    authenticator: createBasicAuthenticator(store, config.htpasswd.realm, throttle),
+    authenticator: tokenLogin ? withAccessTokens(basic, tokenLogin, throttle) : basic,
     acl,
     verifyLogin: async (user, password, clientIp) => {
-      const outcome = await verifyThrottled(store, throttle, user, password, clientIp)
+      const outcome = await login(user, password, clientIp)
       if (outcome === 'busy') throw passwordChecksBusy()
-      return outcome
+      if (outcome === 'unavailable') throw directoryUnavailable()
+      return outcome === 'locked' ? outcome : outcome !== false
     },
-    accountActive: (user) => store.userNames.includes(user),
+    accountActive: (user) => store.userNames.includes(user) || ldap?.accountActive(user) === true,
     close: () => {
+      ldap?.close()
       store.close()
       // Terminating a worker can fail (it is already gone); shutdown goes on either way.
       pool.close().catch((error: unknown) => log.warn({ err: error instanceof Error ? error.message : String(error) }, 'password check workers did not stop cleanly'))
     },
   }
   if (generatedAdmin) setup.generatedAdmin = generatedAdmin
+  setup.localUsers = createLocalUsers(store)
+  if (ldap) {
+    const directory = ldap
+    setup.readiness = () => [directory.readiness()]
+    // A name in the htpasswd file is the file's user (htpasswd_first) and has no directory groups.
+    setup.groupsOf = (user) => (config.ldap.order === 'htpasswd_first' && store.hashOf(user) !== undefined ? undefined : directory.groupsOf(user))
+  }
   if (config.mode === 'token') {
-    const built = await builtInTokenServer(config, store, throttle, acl, log)
+    const accessTokens = sources.accessTokens
+    const built = await builtInTokenServer(config, store, login, ldap, acl, log, tokenLogin, accessTokens ? (id) => accessTokens.isLive(id) : undefined)
     setup.authenticator = built.authenticator
     setup.tokenEndpoint = built.endpoint
     setup.issueServiceToken = async (subject, access) => {
@@ -170,9 +216,12 @@ function signingKey(token: AuthConfig['token'], log: Logger): TokenKey {
 async function builtInTokenServer(
   config: AuthConfig,
   store: HtpasswdStore,
-  throttle: Throttle,
+  login: Login,
+  ldap: LdapLogins | undefined,
   acl: Acl,
   log: Logger,
+  tokenLogin: TokenLogin | undefined,
+  accessTokenLive: ((id: string) => Promise<boolean>) | undefined,
 ): Promise<{ authenticator: Authenticator; endpoint: TokenEndpoint; issuer: Issuer }> {
   const { token } = config
   const key = signingKey(token, log)
@@ -180,6 +229,8 @@ async function builtInTokenServer(
   const issuer = createIssuer({ key, issuer: token.issuer, service: token.service, ttlSeconds, includeX5c: token.include_x5c && key.chain.length > 0, keyId: token.key_id })
   // This server never issues a token valid for longer than its ttl: a longer one was not made here as configured.
   const verifier = await createVerifier({ issuer: token.issuer, audience: token.service, keys: [key.publicKey], maxTtlSeconds: ttlSeconds })
+  /** The file's credential of a name the file decides (htpasswd_first, or no directory). */
+  const localFirst = (user: string): string | undefined => (!ldap || config.ldap.order === 'htpasswd_first' ? store.hashOf(user) : undefined)
   const endpoint = createTokenEndpoint({
     issuer,
     service: token.service,
@@ -187,18 +238,45 @@ async function builtInTokenServer(
     allowAnonymous: token.anonymous,
     // A locked-out login is refused like a wrong password (the token server answers 401 either way).
     authenticate: async (user, password, clientIp) => {
-      const outcome = await verifyThrottled(store, throttle, user, password, clientIp)
-      return outcome === 'busy' ? 'busy' : outcome === true
+      if (tokenLogin && isTokenPassword(password)) {
+        // An access token: the token's JWT carries at most its scopes (the grant below goes through the ACL with its limit).
+        let outcome
+        try {
+          outcome = await tokenLogin(user, password, clientIp)
+        } catch (error) {
+          // The store could not be read: a 503 with Retry-After, as for a directory that does not answer.
+          if (error instanceof RegistryError && error.code === 'UNAVAILABLE') return 'unavailable'
+          throw error
+        }
+        if (outcome === false || outcome === 'locked') return false
+        const { identity, tokenId } = outcome
+        return {
+          user: identity.user, anonymous: false, accessToken: tokenId,
+          ...(identity.limit ? { limit: identity.limit } : {}), ...(identity.robot ? { robot: true } : {}), ...(identity.groups ? { groups: identity.groups } : {}),
+        }
+      }
+      const outcome = await login(user, password, clientIp)
+      if (outcome === 'busy' || outcome === 'unavailable') return outcome
+      if (outcome === false || outcome === 'locked') return false
+      return outcome.groups ? { user, anonymous: false, groups: outcome.groups } : true
     },
-    credentialOf: (user) => store.hashOf(user),
+    // A directory user's refresh token is bound to its entry (see LdapLogins.credentialOf).
+    credentialOf: (user) => localFirst(user) ?? ldap?.credentialOf(user) ?? store.hashOf(user),
     grant: (who, scopes, ip) => scopes.map((scope) => ({ ...scope, actions: acl.granted(who, scope, ip) })).filter((scope) => scope.actions.length > 0),
-    accountActive: (user) => store.userNames.includes(user),
+    accountActive: async (user) => {
+      if (store.userNames.includes(user)) return true
+      if (!ldap) return false
+      const account = await ldap.account(user)
+      return account === 'unavailable' ? account : account.active
+    },
+    // A directory user's refresh carries the groups the directory gives now (the file's users have none of their own).
+    ...(ldap ? { groupsOf: async (user: string) => (store.hashOf(user) !== undefined ? undefined : await directoryGroups(ldap as LdapLogins, user)) } : {}),
     onIssued: (event) => log.info({ token: event }, 'token issued'),
     onError: (error) => log.error({ err: error instanceof Error ? error.message : String(error) }, 'token endpoint failed'),
   })
   log.info({ kid: key.kid, thumbprint: key.thumbprint, alg: key.alg, issuer: token.issuer, service: token.service }, 'token server ready at /auth/token')
   return {
-    authenticator: createBearerAuthenticator({ verifier, service: token.service, realm: token.realm }),
+    authenticator: createBearerAuthenticator({ verifier, service: token.service, realm: token.realm, ...(accessTokenLive ? { accessTokenLive } : {}) }),
     endpoint,
     issuer,
   }
@@ -218,4 +296,9 @@ async function externalVerifier(token: AuthConfig['token'], log: Logger): Promis
     clockSkewSeconds: Math.round(external.clock_skew / 1000),
     maxTtlSeconds: Math.max(60, Math.round(external.max_ttl / 1000)),
   })
+}
+
+async function directoryGroups(ldap: LdapLogins, user: string): Promise<readonly string[] | undefined> {
+  const account = await ldap.account(user)
+  return account === 'unavailable' ? undefined : account.groups
 }

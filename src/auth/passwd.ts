@@ -6,7 +6,7 @@ import { hashPassword } from './hashes.js'
 
 export const MIN_BCRYPT_COST = 10
 
-function readUsers(file: string): Map<string, string> {
+export function readUsers(file: string): Map<string, string> {
   return existsSync(file) ? parseHtpasswd(readFileSync(file, 'utf8')).users : new Map<string, string>()
 }
 
@@ -23,7 +23,7 @@ export function parseMode(text: string): number {
  * Writes the users, keeping the mode of an existing file (an operator who made it readable for a
  * gateway running as another user must not find it 0600 again after the next change) unless `mode` is given.
  */
-function writeUsers(file: string, users: Map<string, string>, mode: number | undefined): number {
+export function writeUsers(file: string, users: Map<string, string>, mode: number | undefined): number {
   const keep = existsSync(file) ? statSync(file).mode & 0o777 : undefined
   const chosen = mode ?? keep ?? DEFAULT_MODE
   // Atomic: a gateway watching the file never reads half of it, nor hashes readable by others before the mode is set.

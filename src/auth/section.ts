@@ -1,6 +1,7 @@
-// The `auth` config section: how callers prove who they are (htpasswd, tokens), what they may do (ACL) and throttling.
+// The `auth` config section: how callers prove who they are (htpasswd, LDAP, tokens), what they may do (ACL) and throttling.
 import { z } from 'zod'
 import { duration, flag, list, oneOf, section, strings, text, whole } from '../config/fields.js'
+import { ldapSection } from './ldap/section.js'
 
 const aclMatch = section({
   account: text().optional(),
@@ -61,7 +62,10 @@ export const authSection = section({
   token: token.prefault({}),
   acl: list(aclRule).default(() => []),
   groups: list(aclGroup).default(() => []),
+  /** How often groups and grants made in the web UI are read again from the store, without shared.redis to announce changes. */
+  grants_refresh: duration().default(10_000),
   throttle: throttle.prefault({}),
+  ldap: ldapSection,
 }).superRefine((auth, context) => {
   const missing = (path: string[], expected: string): void => {
     context.addIssue({ code: 'custom', path, input: undefined, message: expected })
@@ -74,7 +78,13 @@ export const authSection = section({
       missing(['token', 'external', 'rootcertbundle'], 'a PEM bundle of its certificates or public keys (or auth.token.external.jwks)')
     }
   }
-  if (auth.throttle.max_failures > 0) {
+  if (auth.ldap.enabled && (auth.mode === 'none' || (auth.mode === 'token' && external.enabled))) {
+    context.addIssue({ code: 'custom', path: ['ldap', 'enabled'], input: true, message: 'false unless auth.mode is htpasswd or token with the built-in token server (directory users sign in there)' })
+  }
+  if (auth.grants_refresh < 1000) {
+    context.addIssue({ code: 'custom', path: ['grants_refresh'], input: auth.grants_refresh, message: 'a duration of at least 1s (how often other instances read the web UI\'s grants again)' })
+  }
+    if (auth.throttle.max_failures > 0) {
     for (const name of ['window', 'lockout'] as const) {
       if (auth.throttle[name] === 0) {
         context.addIssue({ code: 'custom', path: ['throttle', name], input: 0, message: 'a duration above 0 (set auth.throttle.max_failures: 0 to turn throttling off)' })

@@ -1,8 +1,11 @@
-// Brute-force throttling: failed logins per user+IP and per IP lock further attempts for a while, in bounded memory.
+// Brute-force throttling: failed logins per user+IP and per IP lock further attempts for a while, in bounded memory (and across instances with shared counters).
 import { createHash } from 'node:crypto'
-import { isIP } from 'node:net'
 import type { ThrottleConfig } from './section.js'
 import { BoundedCache } from '../lib/bounded-cache.js'
+import type { Counters } from '../shared/index.js'
+import { addressKey } from '../net/addresses.js'
+
+export { addressKey }
 
 /** One login attempt counted before its password is checked; exactly one of the three is called once it is known. */
 export interface Attempt {
@@ -28,6 +31,13 @@ export interface Throttle {
   failed(user: string, ip: string): void
   /** A login succeeded: forgets this user+IP's failures (the IP's own count stays). */
   succeeded(user: string, ip: string): void
+  /**
+   * Seconds to wait like retryAfter, also asking the shared counters (another instance may hold the lock);
+   * a lock found there is kept here too. Without shared counters, or while they are unreachable, the local answer.
+   */
+  check(user: string, ip: string): Promise<number>
+  /** Resolves once the failures counted so far are in the shared counters (or could not be). */
+  settled(): Promise<void>
   /** Tracked entries (user+IP pairs and IPs), never above the cap. */
   readonly size: number
 }
@@ -39,6 +49,8 @@ export interface ThrottleDeps {
   now?: () => number
   /** Most entries kept; the least recently failed are dropped first. */
   maxEntries?: number
+  /** Counters every gateway instance shares (shared.redis): failures add up across instances, a lock holds at all of them. */
+  shared?: Counters
 }
 
 export const DEFAULT_MAX_ENTRIES = 10_000
@@ -49,31 +61,6 @@ interface Counter {
   pending: number
   windowStart: number
   lockedUntil: number
-}
-
-/**
- * The address an attacker cannot cheaply change: IPv4 as is (IPv4-mapped IPv6 unwrapped), IPv6 by
- * its /64, because one host usually holds a whole /64 and could rotate through it.
- */
-export function addressKey(ip: string): string {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)
-  if (mapped) return mapped[1] as string
-  const address = ip.replace(/%.*$/, '')
-  const version = isIP(address)
-  if (version === 4) return address
-  if (version !== 6) return ip
-  let text = address.toLowerCase()
-  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text)
-  if (v4) {
-    const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number]
-    text = `${text.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`
-  }
-  const [head = '', tail] = text.split('::')
-  const headParts = head === '' ? [] : head.split(':')
-  const tailParts = tail === undefined || tail === '' ? [] : tail.split(':')
-  const zeros = Array<string>(8 - headParts.length - tailParts.length).fill('0')
-  const groups = tail === undefined ? headParts : [...headParts, ...zeros, ...tailParts]
-  return `${groups.slice(0, 4).map((group) => parseInt(group, 16).toString(16)).join(':')}::/64`
 }
 
 /** A bounded key for a user name: long names (a header can carry kilobytes) are hashed. */
@@ -136,21 +123,71 @@ export function createThrottle(options: ThrottleOptions, deps: ThrottleDeps = {}
     return 0
   }
 
+  // Shared counters are keyed by a hash: user names and addresses never reach Redis as they are.
+  const sharedKey = (key: string): string => `throttle:${createHash('sha256').update(key).digest('base64url')}`
+  const shared = deps.shared
+  const writes = new Set<Promise<void>>()
+  const share = (work: () => Promise<unknown>): void => {
+    // The local counters already hold; an unreachable engine only loses the sharing.
+    const write: Promise<void> = work().then(
+      () => void writes.delete(write),
+      () => void writes.delete(write),
+    )
+    writes.add(write)
+  }
+
+  /** A lock another instance set, kept here until it ends so the next attempts need not ask. */
+  const adopt = (key: string, lockMs: number, at: number): void => {
+    const counter = current(key, at)
+    counter.lockedUntil = Math.max(counter.lockedUntil, at + lockMs)
+    store(key, counter)
+  }
+
   const countFailure = (user: string, ip: string): void => {
     if (!enabled) return
     const at = now()
     bump(pairKey(user, ip), pairLimit, at)
     if (ipLimit > 0) bump(ipKey(ip), ipLimit, at)
+    if (shared) {
+      share(() => shared.hit(sharedKey(pairKey(user, ip)), { limit: pairLimit, windowMs: window, lockMs: lockout }))
+      if (ipLimit > 0) share(() => shared.hit(sharedKey(ipKey(ip)), { limit: ipLimit, windowMs: window, lockMs: lockout }))
+    }
   }
+
+  const localWait = (user: string, ip: string, at: number): number =>
+    Math.max(waitMs(pairKey(user, ip), at), ipLimit > 0 ? waitMs(ipKey(ip), at) : 0)
 
   const unlimited: Attempt = { failed: () => undefined, succeeded: () => undefined, cancelled: () => undefined }
 
   return {
     retryAfter(user, ip) {
       if (!enabled) return 0
-      const at = now()
-      const wait = Math.max(waitMs(pairKey(user, ip), at), ipLimit > 0 ? waitMs(ipKey(ip), at) : 0)
+      const wait = localWait(user, ip, now())
       return wait > 0 ? Math.ceil(wait / 1000) : 0
+    },
+    async check(user, ip) {
+      if (!enabled) return 0
+      const at = now()
+      const local = localWait(user, ip, at)
+      if (local > 0 || !shared) return local > 0 ? Math.ceil(local / 1000) : 0
+      const keys: string[] = [pairKey(user, ip)]
+      if (ipLimit > 0) keys.push(ipKey(ip))
+      let remaining: number[]
+      try {
+        remaining = await Promise.all(keys.map((key) => shared.lockedFor([sharedKey(key)])))
+      } catch {
+        return 0
+      }
+      let wait = 0
+      keys.forEach((key, index) => {
+        const lockMs = remaining[index] ?? 0
+        if (lockMs > 0) adopt(key, lockMs, at)
+        wait = Math.max(wait, lockMs)
+      })
+      return wait > 0 ? Math.ceil(wait / 1000) : 0
+    },
+    async settled() {
+      await Promise.all([...writes])
     },
     attempt(user, ip) {
       if (!enabled) return unlimited
@@ -186,6 +223,7 @@ export function createThrottle(options: ThrottleOptions, deps: ThrottleDeps = {}
     succeeded(user, ip) {
       // The IP's count stays: one valid account must not let an address reset its spraying of others.
       counters.delete(pairKey(user, ip))
+      if (shared && enabled) share(() => shared.reset(sharedKey(pairKey(user, ip))))
     },
     get size() {
       return counters.size

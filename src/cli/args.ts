@@ -24,6 +24,15 @@ const VALUE_NAMES: Readonly<Record<string, string>> = {
   file: 'a file',
   out: 'a directory',
   mode: 'permissions like 0644',
+  'admin-url': 'a URL like http://127.0.0.1:9113',
+  user: 'a user name',
+  ca: 'a certificate file',
+  message: 'a text',
+  'retry-after': 'a duration like 10m',
+  name: 'a name',
+  scope: "a scope like 'repository:team/*:pull,push'",
+  expires: 'a duration like 90d, or never',
+  owner: 'a user name',
 }
 
 type Options = NonNullable<ParseArgsConfig['options']>

@@ -24,9 +24,41 @@ export const commands: Readonly<Record<string, () => Promise<CommandModule>>> = 
     const { usage, healthcheck } = await import('./healthcheck.js')
     return { usage, run: healthcheck }
   },
+  audit: async () => {
+    const { usage, audit } = await import('./audit.js')
+    return { usage, run: audit }
+  },
+  times: async () => {
+    const { usage, times } = await import('./times.js')
+    return { usage, run: times }
+  },
   'token-key': async () => {
     const { usage, tokenKey } = await import('./token-key.js')
     return { usage, run: tokenKey }
+  },
+  token: async () => {
+    const { usage, token } = await import('./token.js')
+    return { usage, run: token }
+  },
+  maintenance: async () => {
+    const { usage, maintenance } = await import('./maintenance.js')
+    return { usage, run: maintenance }
+  },
+  events: async () => {
+    const { usage, events } = await import('./events.js')
+    return { usage, run: events }
+  },
+  retention: async () => {
+    const { usage, retention } = await import('./retention.js')
+    return { usage, run: retention }
+  },
+  gc: async () => {
+    const { usage, gc } = await import('./gc.js')
+    return { usage, run: gc }
+  },
+  repo: async () => {
+    const { usage, repo } = await import('./repo.js')
+    return { usage, run: repo }
   },
 }
 
@@ -43,6 +75,28 @@ Usage:
   portier token-key [--out DIR]          make the token signing key, its certificate (the
                                          rootcertbundle a registry verifies Portier's tokens with)
                                          and token.jwks (registry 3.x); keeps an existing key
+  portier token create|list|revoke [--name NAME] [--scope SCOPE…] [--expires 90d] [--robot] [ID]
+                                         access tokens and robot accounts: passwords for docker
+                                         login held to their own scopes, shown once, revocable
+                                         at once (admin API)
+  portier maintenance on|off|status [--message TEXT] [--retry-after 10m] [--admin-url URL] [--user USER]
+                                         read-only mode at the gateway, no restart: pulls go on,
+                                         pushes and deletes are refused (through the admin API)
+  portier audit [--repo R] [--user U] [--since 24h|ISO] [--limit N] [--json]
+                                         the audit trail (pushes, deletes, logins) from the store
+  portier times [--repo R] [--json]      push/pull times per tag from the store
+  portier events list|retry [--endpoint NAME] [--dead]
+                                         webhook endpoints' health, queued events and dead
+                                         letters; retry sends dead letters again (admin API)
+  portier retention [--dry-run] [--all] [--json]
+                                         apply retention.rules now (admin API); --dry-run lists
+                                         exactly what would be deleted and why
+  portier gc [--dry-run] [--delete-untagged] [--yes]
+                                         garbage collection without downtime: maintenance on,
+                                         wait for uploads, the registry's collector, maintenance
+                                         off; shows progress and the bytes freed (admin API)
+  portier repo delete NAME [--gc] [--yes]
+                                         delete every image of a repository (admin API)
   portier COMMAND --help                 that command's own usage
   portier --help | --version
 

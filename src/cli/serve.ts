@@ -1,6 +1,8 @@
 // `portier serve`: loads the configuration, starts the gateway, prints the banner, and drains on SIGTERM/SIGINT or an internal error.
 import { configOption, configPath, helpOption, parseCommand } from './args.js'
 import { loadChecked } from './load.js'
+import type { Config } from '../app/config.js'
+import type { RunningPortier } from '../app/index.js'
 // The server, the logger and their dependencies load only here: check-config and --help stay quick.
 
 export const usage = `Usage: portier serve [--config FILE]
@@ -9,6 +11,9 @@ Runs the gateway. SIGTERM/SIGINT stop accepting connections, let in-flight reque
 to server.drain_timeout, stop the embedded registry, and exit 0 (a second signal exits at once).
 Exit codes: 2 = the configuration or a file it names is invalid, 3 = no registry binary for the
 embedded registry, 1 = another start-up failure, 70 = stopped after an internal error.
+
+With server.workers > 1 this process is the primary: it starts the embedded registry, forks the
+workers (which share the listeners), restarts one that dies, and on SIGTERM/SIGINT drains them all.
 
 With no upstreams configured, portier starts a local registry (docker-registry) itself, storing
 data in data/registry, and with no certificates configured it generates a self-signed one in
@@ -30,7 +35,14 @@ export async function serve(args: string[]): Promise<number> {
     return 0
   }
   const file = configPath(values.config)
-  const { config, sources } = await loadChecked(file)
+  const loaded = await loadChecked(file)
+  const { sources } = loaded
+  // server.workers > 1: this process is the primary (it forks the workers), or one of the workers it forked
+  // (the primary sets PORTIER_WORKER). With 1, nothing of the cluster is loaded.
+  const worker = process.env.PORTIER_WORKER === undefined ? undefined : await import('../app/worker.js')
+  const role = worker?.workerRole()
+  if (!role && loaded.config.server.workers > 1) return primary(loaded.config, sources)
+  const config = role && worker ? worker.workerConfig(loaded.config, role) : loaded.config
   // Signals are taken over before anything starts: a SIGTERM during start-up (the embedded registry
   // takes a moment) must still stop what was started, never kill the process and orphan the registry.
   let stopSignal: NodeJS.Signals | 'internal_error' | undefined
@@ -53,8 +65,8 @@ export async function serve(args: string[]): Promise<number> {
     import('../embedded/registry.js'),
     import('../observe/internal-errors.js'),
   ])
-  const log = createLogger(config.log.level, config.log.format)
-  log.info({ sources: sources.length > 0 ? sources : ['defaults'] }, 'configuration loaded')
+  const log = createLogger(config.log.level, config.log.format, role ? { worker: role.index } : {})
+  if (!role) log.info({ sources: sources.length > 0 ? sources : ['defaults'] }, 'configuration loaded')
   let running: Awaited<ReturnType<typeof startPortier>> | undefined
   // Last resort: an error nothing handled leaves the process in a state nobody knows. It is logged (with
   // the request it belonged to) and counted, then the gateway drains like on SIGTERM and exits with
@@ -72,7 +84,7 @@ export async function serve(args: string[]): Promise<number> {
   process.on('uncaughtException', lastResort('uncaught_exception'))
   process.on('unhandledRejection', lastResort('unhandled_rejection'))
   try {
-    running = await startPortier(config, log)
+    running = await startPortier(config, log, role && worker ? worker.workerParts(config, role) : {})
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error)
     log.fatal({ err: message }, 'start-up failed')
@@ -80,6 +92,42 @@ export async function serve(args: string[]): Promise<number> {
     process.stderr.write(`portier: start-up failed: ${message}\n`)
     return error instanceof RegistryBinaryMissing ? 3 : 1
   }
+  if (!role || role.banner) banner(running, config)
+  const started = running
+  if (role && worker) {
+    // The primary says stop (its SIGTERM), or is gone: drain like on a signal (once).
+    worker.onPrimaryStop(() => {
+      if (!stopSignal) signalled('SIGTERM')
+    })
+    worker.announceReady(started.url, started.address.port)
+  }
+  await new Promise<void>((resolve) => {
+    onStop = (signal) => {
+      log.info({ signal }, 'shutting down: draining in-flight requests')
+      // close() runs once however often it is asked; a step that failed is logged, the others still ran.
+      started.close().then(resolve, (error: unknown) => {
+        log.error({ err: error instanceof Error ? error.message : String(error) }, 'a shutdown step failed')
+        resolve()
+      })
+    }
+    if (stopSignal) onStop(stopSignal)
+  })
+  log.info(exitCode === 0 ? 'stopped' : `stopped after an internal error; exit code ${exitCode}`)
+  log.flush()
+  worker?.leavePrimary()
+  return exitCode
+}
+
+/** The primary of server.workers: forks and supervises the workers (src/app/workers.ts). */
+async function primary(config: Config, sources: readonly string[]): Promise<number> {
+  const [{ createLogger }, { runPrimary }] = await Promise.all([import('../observe/log.js'), import('../app/workers.js')])
+  const log = createLogger(config.log.level, config.log.format)
+  log.info({ sources: sources.length > 0 ? sources : ['defaults'], workers: config.server.workers }, 'configuration loaded; starting the worker processes (server.workers)')
+  return runPrimary(config, log, { say: (line) => process.stderr.write(`${line}\n`) })
+}
+
+/** The operator's lines after start: the URL, the self-signed certificate, ACME, the generated admin. */
+function banner(running: RunningPortier, config: Config): void {
   if (running.selfSigned) {
     const { replaced, names } = running.selfSigned
     process.stderr.write(
@@ -111,20 +159,5 @@ export async function serve(args: string[]): Promise<number> {
         `  log in:  docker login localhost:${running.address.port} -u ${user}\n`,
     )
   }
-
-  const started = running
-  await new Promise<void>((resolve) => {
-    onStop = (signal) => {
-      log.info({ signal }, 'shutting down: draining in-flight requests')
-      // close() runs once however often it is asked; a step that failed is logged, the others still ran.
-      started.close().then(resolve, (error: unknown) => {
-        log.error({ err: error instanceof Error ? error.message : String(error) }, 'a shutdown step failed')
-        resolve()
-      })
-    }
-    if (stopSignal) onStop(stopSignal)
-  })
-  log.info(exitCode === 0 ? 'stopped' : `stopped after an internal error; exit code ${exitCode}`)
-  log.flush()
-  return exitCode
 }
+

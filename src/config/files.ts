@@ -1,4 +1,5 @@
 // Reading the files a configuration names, with operator-worded reasons when they cannot be read or created.
+import { X509Certificate } from 'node:crypto'
 import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs'
 import { userInfo } from 'node:os'
 import { dirname, resolve } from 'node:path'
@@ -64,6 +65,37 @@ export function read(path: string, fix?: string): Read {
   } catch (error) {
     return { problem: unreadable(path, error, fix), missing: (error as NodeJS.ErrnoException).code === 'ENOENT' }
   }
+}
+
+/** Why a CA file cannot serve: unreadable, or its first PEM block is not a certificate; undefined when it can. */
+export function certificateFileProblem(path: string): string | undefined {
+  const found = read(path)
+  if (found.problem) return found.problem
+  try {
+    new X509Certificate(found.data as Buffer)
+    return undefined
+  } catch (error) {
+    return `${JSON.stringify(path)}: not a certificate (${(error as Error).message})`
+  }
+}
+
+/** A secret file's text: its content without the one trailing newline editors add (spaces inside a password are kept). */
+export function secretText(data: Buffer): string {
+  return data.toString('utf8').replace(/\r?\n$/, '')
+}
+
+/** Why a secret file (a password, a key) cannot serve: unreadable, or empty; undefined when it can. */
+export function secretFileProblem(path: string, fix?: string): string | undefined {
+  const found = read(path, fix)
+  if (found.problem) return found.problem
+  return secretText(found.data as Buffer) === '' ? `${JSON.stringify(path)}: an empty file` : undefined
+}
+
+/** A secret file's text as serve uses it; throws "<path> is empty" or the read error. */
+export function readSecretFile(path: string): string {
+  const text = secretText(readFileSync(path))
+  if (text === '') throw new Error(`${path} is empty`)
+  return text
 }
 
 /** The nearest existing directory of a path that will be created, and whether this process may write into it. */

@@ -90,8 +90,11 @@ export function leafPaths(schema: z.ZodObject, prefix: string[] = []): Array<{ p
   return out
 }
 
-/** Variables that configure the CLI itself rather than a config key. */
-const reservedEnv = new Set(['PORTIER_CONFIG'])
+/**
+ * Variables that configure the CLI itself rather than a config key (the admin commands' credentials:
+ * src/cli/admin-client.ts; PORTIER_WORKER: set by the primary for its worker processes, server.workers).
+ */
+const reservedEnv = new Set(['PORTIER_CONFIG', 'PORTIER_ADMIN_USER', 'PORTIER_ADMIN_PASSWORD', 'PORTIER_WORKER'])
 
 function envValue(kind: LeafKind, text: string): Plain {
   if (kind === 'list' || kind === 'strings') {

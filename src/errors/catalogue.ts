@@ -57,6 +57,14 @@ const gateway = {
   // distribution's own code for a 500.
   INTERNAL: { status: 500, message: 'internal error in the gateway', wire: 'UNKNOWN' },
   REQUEST_INVALID: { status: 400, message: 'the request could not be read as HTTP/1.1', wire: 'UNSUPPORTED' },
+  // distribution has no code for it; docker, skopeo and podman print DENIED with the message naming the rule.
+  TAG_IMMUTABLE: { status: 403, message: 'the tag is immutable (immutable_tags)', wire: 'DENIED' },
+  // Maintenance mode (src/housekeeping/maintenance.ts): a write while the registry is read-only. distribution's own
+  // read-only answer (405 UNSUPPORTED): clients parse the body of a 4xx and print its message, while for a 503 skopeo
+  // printed only "received unexpected HTTP status: 503". Retry-After is added when the end is known.
+  READ_ONLY: { status: 405, message: 'registry is in read-only mode (maintenance)', wire: 'UNSUPPORTED' },
+  // A push into a pull-through cache's prefix (src/cache/): distribution's proxy mode answers UNSUPPORTED too.
+  CACHE_READ_ONLY: { status: 405, message: 'this repository is a pull-through cache: it can be pulled, not pushed to', wire: 'UNSUPPORTED' },
 } as const satisfies Record<string, CatalogueEntry>
 
 // The token endpoint's refusals. `oauth` values are what it has always answered; clients match on them.
@@ -78,6 +86,15 @@ const admin = {
   METRICS_DISABLED: { status: 404, message: 'metrics are disabled (metrics.enabled: false)', wire: 'NOT_FOUND' },
   METRICS_UNAUTHORIZED: { status: 401, message: 'credentials required', wire: 'UNAUTHORIZED' },
   METRICS_DENIED: { status: 403, message: 'this address may not read /metrics (admin.allow)', wire: 'DENIED' },
+  // The admin API (/admin/api/..., src/admin/api.ts).
+  ADMIN_UNAUTHORIZED: { status: 401, message: 'an administrator\'s credentials are required', wire: 'UNAUTHORIZED' },
+  ADMIN_DENIED: { status: 403, message: 'this user is not an administrator (ui.admin_users)', wire: 'DENIED' },
+  ADMIN_BAD_REQUEST: { status: 400, message: 'the request is not valid', wire: 'UNSUPPORTED' },
+  ADMIN_CONFLICT: { status: 409, message: 'the request conflicts with what is running now', wire: 'UNSUPPORTED' },
+  // Garbage collection (src/housekeeping/gc.ts) with no registry storage or binary at hand: the message says what to configure.
+  GC_UNAVAILABLE: { status: 503, message: 'garbage collection cannot run here', wire: 'UNAVAILABLE' },
+  // Several instances: GC and retention take a lock in shared.redis (or PostgreSQL); without it a run could happen twice.
+  HOUSEKEEPING_LOCK_UNAVAILABLE: { status: 503, message: 'the lock shared by the instances cannot be reached', wire: 'UNAVAILABLE' },
   ADMIN_INTERNAL: { status: 500, message: 'internal error; see the gateway log', wire: 'UNKNOWN' },
 } as const satisfies Record<string, CatalogueEntry>
 

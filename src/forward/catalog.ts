@@ -38,24 +38,33 @@ export class MergedCatalog {
     private readonly onUpstreamError: (upstream: Upstream, reason: string) => void,
   ) {}
 
-  async serve(upstreams: Upstream[], context: RouteContext): Promise<ExchangeResult> {
+  async serve(upstreams: Upstream[], context: RouteContext, prefixes?: ReadonlyMap<string, string>): Promise<ExchangeResult> {
     const { res } = context
     context.req.resume()
-    const { body, headers } = await this.answer(upstreams, context)
+    const { body, headers } = await this.answer(upstreams, context, prefixes)
     res.writeHead(200, headers)
     context.bytes.sent += body.length
     res.end(body)
     return { status: 200 }
   }
 
-  /** The merged page the client asked for (`n`, `last`), as the JSON body and headers of the answer. */
-  async answer(upstreams: Upstream[], context: RouteContext): Promise<{ body: Buffer; headers: Record<string, string> }> {
+  /**
+   * The merged page the client asked for (`n`, `last`), as the JSON body and headers of the answer.
+   * `prefixes` (upstream name -> prefix) lists pull-through caches: their repositories are shown under their prefix.
+   */
+  async answer(upstreams: Upstream[], context: RouteContext, prefixes?: ReadonlyMap<string, string>): Promise<{ body: Buffer; headers: Record<string, string> }> {
     const { request } = context
     const n = pageSize(request.params)
     const last = request.params.get('last') ?? undefined
-    const query = new URLSearchParams({ n: String(Math.max(n, 1)) })
-    if (last !== undefined) query.set('last', last)
-    const results = await Promise.all(upstreams.map((upstream) => this.fetchPage(context, upstream, `/v2/_catalog?${query}`)))
+    const results = await Promise.all(upstreams.map(async (upstream) => {
+      const prefix = prefixes?.get(upstream.name)
+      if (prefix === undefined) return await this.fetchPage(context, upstream, `/v2/_catalog?${pageQuery(n, last)}`)
+      // The cache's registry names its repositories without the prefix: `last` is translated, the names prefixed back.
+      const below = `${prefix}/`
+      if (last !== undefined && last >= below && !last.startsWith(below)) return { repositories: [], more: false }
+      const page = await this.fetchPage(context, upstream, `/v2/_catalog?${pageQuery(n, last !== undefined && last.startsWith(below) ? last.slice(below.length) : undefined)}`)
+      return page && { ...page, repositories: page.repositories.map((name) => `${below}${name}`) }
+    }))
     const pages = results.filter((page): page is UpstreamPage => page !== undefined)
     if (pages.length === 0) {
       throw new RegistryError('UNAVAILABLE', { upstreams: upstreams.map((upstream) => upstream.name) }, { 'Retry-After': RETRY_AFTER_SECONDS }, 'no upstream answered the catalog')
@@ -82,7 +91,12 @@ export class MergedCatalog {
   private async fetchPage(context: RouteContext, upstream: Upstream, path: string): Promise<UpstreamPage | undefined> {
     const exchange: Exchange = { ...context, upstream }
     try {
-      const response = await this.forwarder.send(exchange, 'GET', path, null, 'none')
+      let response = await this.forwarder.send(exchange, 'GET', path, null, 'none')
+      if (response.statusCode === 400 && (await isPageTooLarge(response))) {
+        // Its catalog.maxentries is below the page asked for (registry 2.8 refuses n above it): ask
+        // without n, which gets its largest page and a Link when it has more; the merge stops there.
+        response = await this.forwarder.send(exchange, 'GET', withoutPageSize(path), null, 'none')
+      }
       if (response.statusCode !== 200) {
         drain(response)
         this.onUpstreamError(upstream, `answered ${response.statusCode}`)
@@ -97,4 +111,24 @@ export class MergedCatalog {
       return undefined
     }
   }
+}
+
+/** Whether a 400 is registry 2.8's PAGINATION_NUMBER_INVALID (the body is read either way). */
+async function isPageTooLarge(response: Awaited<ReturnType<Forwarder['send']>>): Promise<boolean> {
+  const body = (await readJson(response).catch(() => undefined)) as { errors?: Array<{ code?: unknown }> } | undefined
+  return Array.isArray(body?.errors) && body.errors.some((error) => error.code === 'PAGINATION_NUMBER_INVALID')
+}
+
+function pageQuery(n: number, last: string | undefined): URLSearchParams {
+  const query = new URLSearchParams({ n: String(Math.max(n, 1)) })
+  if (last !== undefined) query.set('last', last)
+  return query
+}
+
+function withoutPageSize(path: string): string {
+  const [base, query = ''] = path.split('?', 2) as [string, string?]
+  const params = new URLSearchParams(query)
+  params.delete('n')
+  const rest = params.toString()
+  return rest ? `${base}?${rest}` : base
 }

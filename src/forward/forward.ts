@@ -37,6 +37,10 @@ export interface Exchange {
   uploadLocation?: (location: string, upstream: Upstream) => string
   /** Keeps small manifests the upstream sends (cache.manifests). */
   manifestCache?: ManifestCache
+  /** Told the upstream's status and headers before they are relayed (the tag cache keeps resolutions from them). */
+  onUpstreamAnswer?: (status: number, headers: Record<string, string | string[] | undefined>) => void
+  /** Asked before the upstream's answer is relayed: an error it returns is answered instead (the upstream's body discarded). */
+  refuseAnswer?: (status: number) => RegistryError | undefined
 }
 
 export type FailoverReason = 'connect' | 'not_found'
@@ -103,6 +107,11 @@ export class Forwarder {
         // The client left before the upstream answered: nothing failed upstream, and nobody is there to answer.
         if (controller.signal.aborted && request.op !== 'upload.finish') return { status: 499 }
         throw upstreamFailure(error, exchange.upstream)
+      }
+      const refused = exchange.refuseAnswer?.(response.statusCode)
+      if (refused) {
+        drain(response)
+        throw refused
       }
       responded = true
       await this.relay(exchange, response)
@@ -291,6 +300,7 @@ export class Forwarder {
   /** Writes the upstream's status and headers, then streams its body with backpressure. */
   async relay(exchange: Exchange, response: UpstreamResponse): Promise<void> {
     const { res, client, upstream } = exchange
+    exchange.onUpstreamAnswer?.(response.statusCode, response.headers)
     const headers = clientResponseHeaders(response.headers, response.statusCode, upstream.origin, client)
     if (exchange.uploadLocation && typeof headers.location === 'string') headers.location = exchange.uploadLocation(headers.location, upstream)
     if (exchange.filterJson && response.statusCode === 200) {

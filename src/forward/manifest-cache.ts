@@ -9,7 +9,7 @@ import type { Headers } from './headers.js'
 export const MANIFEST_ENTRY_MAX_BYTES = 4 * 1024 * 1024
 
 /** Media types of manifests and indexes: only these are kept (a signature or anything else is streamed). */
-const MANIFEST_TYPES = new Set([
+export const MANIFEST_TYPES: ReadonlySet<string> = new Set([
   'application/vnd.docker.distribution.manifest.v2+json',
   'application/vnd.docker.distribution.manifest.list.v2+json',
   'application/vnd.oci.image.manifest.v1+json',
@@ -17,7 +17,7 @@ const MANIFEST_TYPES = new Set([
 ])
 
 /** The registry's headers that describe the manifest, sent again as they were. */
-const KEPT_HEADERS = ['content-type', 'docker-content-digest', 'content-length', 'etag', 'docker-distribution-api-version'] as const
+export const KEPT_HEADERS = ['content-type', 'docker-content-digest', 'content-length', 'etag', 'docker-distribution-api-version'] as const
 
 interface Entry {
   body: Buffer
@@ -30,6 +30,8 @@ export interface ManifestCacheEvents {
   miss?: () => void
   /** Bytes held changed. */
   bytes?: (held: number) => void
+  /** A manifest delete here evicted an entry: other instances evict it too (shared.redis). */
+  evicted?: (repository: string, digest: string) => void
 }
 
 export class ManifestCache {
@@ -63,14 +65,19 @@ export class ManifestCache {
    */
   answer(request: RegistryRequest, accept: IncomingHttpHeaders['accept'], res: ServerResponse): number | false {
     if (!ManifestCache.eligible(request) || request.repository === undefined) return false
-    const entry = this.entries.get(keyOf(request.repository, request.reference as string))
+    return this.answerDigest(request.repository, request.reference as string, request.method, accept, res)
+  }
+
+  /** The same answer for a digest the caller resolved (a GET by tag whose tag the tag cache knows). */
+  answerDigest(repository: string, digest: string, method: string, accept: IncomingHttpHeaders['accept'], res: ServerResponse): number | false {
+    const entry = this.entries.get(keyOf(repository, digest))
     if (entry === undefined || !accepts(accept, entry.mediaType)) {
       this.events.miss?.()
       return false
     }
     this.events.hit?.()
     res.writeHead(200, entry.headers)
-    if (request.method === 'HEAD') {
+    if (method === 'HEAD') {
       res.end()
       return 0
     }
@@ -109,7 +116,18 @@ export class ManifestCache {
   /** A manifest delete through the gateway: the entry goes before the upstream is asked. */
   evict(request: RegistryRequest): void {
     if (request.op !== 'manifest.delete' || request.repository === undefined || !isDigest(request.reference)) return
-    this.entries.delete(keyOf(request.repository, request.reference as string))
+    this.evictDigest(request.repository, request.reference as string)
+    this.events.evicted?.(request.repository, request.reference as string)
+  }
+
+  /** Drops one manifest (deleted through another instance). */
+  evictDigest(repository: string, digest: string): void {
+    this.entries.delete(keyOf(repository, digest))
+  }
+
+  /** Drops everything (deletes elsewhere may have been missed). */
+  clear(): void {
+    this.entries.clear()
   }
 }
 
@@ -121,7 +139,7 @@ function isDigest(reference: string | undefined): boolean {
   return reference !== undefined && reference.includes(':')
 }
 
-function mediaTypeOf(value: string | string[] | undefined): string {
+export function mediaTypeOf(value: string | string[] | undefined): string {
   const text = Array.isArray(value) ? value[0] : value
   return (text ?? '').split(';')[0]?.trim().toLowerCase() ?? ''
 }

@@ -53,6 +53,11 @@ export class BoundedCache<K extends NonNullable<unknown>, V extends NonNullable<
     return this.entries.delete(key)
   }
 
+  /** Live entries, most recently used first, without marking them used (for sweeps that pick what to delete; delete after iterating). */
+  *items(): Generator<[K, V]> {
+    for (const [key, value] of this.entries.entries()) yield [key, value]
+  }
+
   clear(): void {
     this.entries.clear()
   }

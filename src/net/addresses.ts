@@ -44,3 +44,28 @@ export function createAddressList(entries: readonly string[]): AddressList {
     },
   }
 }
+
+/**
+ * The address an attacker cannot cheaply change: IPv4 as is (IPv4-mapped IPv6 unwrapped), IPv6 by
+ * its /64, because one host usually holds a whole /64 and could rotate through it.
+ */
+export function addressKey(ip: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)
+  if (mapped) return mapped[1] as string
+  const address = ip.replace(/%.*$/, '')
+  const version = isIP(address)
+  if (version === 4) return address
+  if (version !== 6) return ip
+  let text = address.toLowerCase()
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text)
+  if (v4) {
+    const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number]
+    text = `${text.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`
+  }
+  const [head = '', tail] = text.split('::')
+  const headParts = head === '' ? [] : head.split(':')
+  const tailParts = tail === undefined || tail === '' ? [] : tail.split(':')
+  const zeros = Array<string>(8 - headParts.length - tailParts.length).fill('0')
+  const groups = tail === undefined ? headParts : [...headParts, ...zeros, ...tailParts]
+  return `${groups.slice(0, 4).map((group) => parseInt(group, 16).toString(16)).join(':')}::/64`
+}

@@ -24,9 +24,16 @@ export interface AdminDeps {
   users: HtpasswdStore | undefined
   readiness(): ReadinessCheck[]
   log: Logger
+  /** The admin API under /admin/api/ (src/admin/api.ts): it answers every method itself. */
+  api?: { owns(path: string): boolean; handle(req: IncomingMessage, res: ServerResponse): Promise<void> }
 }
 
 export const ADMIN_PATHS = new Set(['/metrics', '/healthz', '/readyz'])
+
+/** The paths the admin handler answers: the endpoints above and the admin API (also on the main listener with admin.on_main_listener). */
+export function isAdminPath(path: string): boolean {
+  return ADMIN_PATHS.has(path) || path.startsWith('/admin/api/')
+}
 
 export type AdminHandler = (req: IncomingMessage, res: ServerResponse) => Promise<void>
 
@@ -89,7 +96,11 @@ export function createAdminHandler(deps: AdminDeps): AdminHandler {
   }
 
   async function answer(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? '/').split('?')[0]
+    const path = (req.url ?? '/').split('?')[0] ?? '/'
+    if (deps.api?.owns(path)) {
+      await deps.api.handle(req, res)
+      return
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       sendError(res, new AdminError('ADMIN_METHOD_NOT_ALLOWED', { headers: { Allow: 'GET, HEAD' } }))
       return

@@ -56,6 +56,7 @@ export class Metrics {
   private readonly passwordVerifications: Counter
   private readonly passwordChecksRefused: Counter
   private readonly limitRejections: Counter<'limit'>
+  private readonly rateLimitedRequests: Counter<'rule' | 'by'>
   readonly upstreamUp: Gauge<'upstream'>
   readonly upstreamDuration: Histogram<'upstream'>
   readonly upstreamErrors: Counter<'upstream' | 'kind'>
@@ -69,6 +70,11 @@ export class Metrics {
   readonly manifestCacheHits: Counter
   readonly manifestCacheMisses: Counter
   readonly manifestCacheBytes: Gauge
+  readonly blobStorageReads: Counter<'upstream' | 'result'>
+  readonly blobStorageBytes: Counter<'upstream'>
+  readonly tagCacheHits: Counter
+  readonly tagCacheMisses: Counter
+  readonly tagCacheEntries: Gauge
 
   constructor(private readonly options: MetricsOptions) {
     const registers = [this.registry]
@@ -118,6 +124,7 @@ export class Metrics {
       registers,
     })
     this.limitRejections = new Counter({ name: 'portier_limit_rejections_total', help: 'Requests refused or cut by a limit, by limit (blob_max_bytes, manifest_max_bytes, max_exchanges_per_user, max_exchanges_per_address, max_connections, min_rate).', labelNames: ['limit'], registers })
+    this.rateLimitedRequests = new Counter({ name: 'portier_rate_limited_total', help: 'Requests refused with 429 by a request rate limit (limits.rate), by rule (its name, or rate[index]) and by what the bucket counts (user, or address for anonymous callers).', labelNames: ['rule', 'by'], registers })
     this.upstreamUp = new Gauge({ name: 'portier_upstream_up', help: '1 when the upstream passes its health checks, 0 when it is marked down.', labelNames: ['upstream'], registers })
     this.upstreamDuration = new Histogram({
       name: 'portier_upstream_response_seconds',
@@ -144,6 +151,16 @@ export class Metrics {
     this.manifestCacheHits = new Counter({ name: 'portier_manifest_cache_hits_total', help: 'Manifest GET/HEAD by digest answered from memory (cache.manifests).', registers })
     this.manifestCacheMisses = new Counter({ name: 'portier_manifest_cache_misses_total', help: 'Manifest GET/HEAD by digest the cache could not answer (sent upstream).', registers })
     this.manifestCacheBytes = new Gauge({ name: 'portier_manifest_cache_bytes', help: 'Manifest bytes held in memory (cache.manifests).', registers })
+    this.blobStorageReads = new Counter({
+      name: 'portier_blob_storage_reads_total',
+      help: 'Blob GET/HEAD for an upstream with storage: answered from its storage (result 200, 206, 416) or left to the registry (no_link, other_link, no_file, io_error, not_readable, range).',
+      labelNames: ['upstream', 'result'],
+      registers,
+    })
+    this.blobStorageBytes = new Counter({ name: 'portier_blob_storage_bytes_total', help: 'Blob bytes sent from an upstream\'s storage.', labelNames: ['upstream'], registers })
+    this.tagCacheHits = new Counter({ name: 'portier_tag_cache_hits_total', help: 'Manifest HEAD/GET by tag answered from the tag cache (cache.tags) without the upstream.', registers })
+    this.tagCacheMisses = new Counter({ name: 'portier_tag_cache_misses_total', help: 'Manifest HEAD/GET by tag the tag cache could not answer (sent upstream).', registers })
+    this.tagCacheEntries = new Gauge({ name: 'portier_tag_cache_entries', help: 'Tag resolutions held (cache.tags; expired ones count until looked at or pushed out).', registers })
     this.healthChecks = new Counter({ name: 'portier_upstream_health_checks_total', help: 'Active health checks, by result (success, failure).', labelNames: ['upstream', 'result'], registers })
     this.upstreamFailovers = new Counter({
       name: 'portier_upstream_failovers_total',
@@ -237,9 +254,21 @@ export class Metrics {
     this.limitRejections.inc({ limit })
   }
 
+  rateLimited(rule: string, by: 'user' | 'address'): void {
+    this.rateLimitedRequests.inc({ rule, by })
+  }
+
+  /** The text /metrics answers: this registry's, or what exposeWith() set (server.workers: every worker's sum). */
   async exposition(): Promise<{ contentType: string; body: string }> {
+    if (this.exposer) return this.exposer()
     return { contentType: this.registry.contentType, body: await this.registry.metrics() }
   }
+
+  exposeWith(exposer: () => Promise<{ contentType: string; body: string }>): void {
+    this.exposer = exposer
+  }
+
+  private exposer: (() => Promise<{ contentType: string; body: string }>) | undefined
 }
 
 function statusClass(status: number): string {

@@ -3,8 +3,8 @@ import { randomUUID } from 'node:crypto'
 import type { RegistryRequest } from '../registry/classify.js'
 import { causeChain } from '../errors/cause.js'
 import type { RegistryError } from '../registry/errors.js'
-import type { Logger } from './log.js'
-import type { Metrics } from './metrics.js'
+import { scalarLogger, type Logger } from './log.js'
+import type { AuthOutcome, Metrics } from './metrics.js'
 import type { RecentPushes } from './recent.js'
 import { stateOffset } from '../uploads/state.js'
 
@@ -27,6 +27,19 @@ export interface FinishedRequest {
   contentDigest?: string | undefined
   /** Whether the request carried an Authorization header. */
   credentialsSent?: boolean
+  /** How authentication ended when credentials were checked (the audit trail's login attempts); never the credentials. */
+  authOutcome?: AuthOutcome
+  /** The user name a Basic Authorization header named, right or wrong (who tried to log in); never the password. */
+  loginName?: string
+  /** The client's User-Agent and Host headers (events name them). */
+  userAgent?: string | undefined
+  host?: string | undefined
+  /** The public origin the client reached, e.g. https://registry.example.com (events build content URLs on it). */
+  publicOrigin?: string | undefined
+  /** The content's media type: the request's Content-Type for a manifest PUT, the response's for a GET/HEAD. */
+  mediaType?: string | undefined
+  /** The response's Content-Length (a pulled manifest or blob's size, HEAD included). */
+  contentLength?: number | undefined
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/
@@ -37,14 +50,43 @@ export function requestIdFrom(header: string | string[] | undefined): string {
   return value !== undefined && REQUEST_ID.test(value) ? value : randomUUID()
 }
 
+/** Told of every finished request after the access log and metrics (the store, events, the audit trail). */
+export type FinishedListener = (finished: FinishedRequest) => void
+
 export class Recorder {
+  private readonly listeners: FinishedListener[] = []
+  /** The success lines' logger: their fields are scalars, so redaction (which costs per field) cannot change them. */
+  private readonly access: Logger
+
   constructor(
     private readonly log: Logger,
     private readonly metrics: Metrics | undefined,
     private readonly recent: RecentPushes,
-  ) {}
+  ) {
+    this.access = scalarLogger(log)
+  }
+
+  /** Adds a listener; the returned function removes it. A listener that throws is logged, never the request's problem. */
+  listen(listener: FinishedListener): () => void {
+    this.listeners.push(listener)
+    return () => {
+      const index = this.listeners.indexOf(listener)
+      if (index >= 0) this.listeners.splice(index, 1)
+    }
+  }
 
   record(finished: FinishedRequest): void {
+    this.write(finished)
+    for (const listener of this.listeners) {
+      try {
+        listener(finished)
+      } catch (error) {
+        this.log.error({ err: error, request_id: finished.requestId }, 'a listener of finished requests failed')
+      }
+    }
+  }
+
+  private write(finished: FinishedRequest): void {
     const { request, failure, status } = finished
     const finishedUpload = (request?.op === 'upload.finish' || request?.op === 'upload.monolithic') && status === 201
     const digest = finished.contentDigest ?? (request?.op === 'upload.finish' ? request.params.get('digest') ?? undefined : undefined)
@@ -74,7 +116,7 @@ export class Recorder {
     if (failure && failure.status >= 500) this.log.error(line, failure.message)
     else if (failure && !firstChallenge) this.log.warn(line, failure.message)
     else if (failure) this.log.info(line, failure.message)
-    else this.log.info(line, 'request')
+    else this.access.info(line, 'request')
 
     if (request?.op === 'manifest.put' && status === 201 && request.repository) {
       this.recent.add({ at: new Date().toISOString(), user: finished.user || undefined, repository: request.repository, reference: request.reference, digest })

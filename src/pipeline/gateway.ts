@@ -14,10 +14,14 @@ import type { Logger } from '../observe/log.js'
 import type { AuthOutcome, Metrics } from '../observe/metrics.js'
 import { requestIdFrom, type Recorder } from '../observe/record.js'
 import { isProgrammingError, reportInternalError, requestScope, type RequestScope } from '../observe/internal-errors.js'
-import type { Acl, AuthContext, Authenticator, Identity, TokenEndpoint } from '../auth/index.js'
+import type { Acl, AuthContext, Caller, Authenticator, Identity, TokenEndpoint } from '../auth/index.js'
 import { covers, formatScope } from '../auth/token/index.js'
+import { parseBasic } from '../auth/basic.js'
 import type { Ui } from '../ui/index.js'
 import type { ManifestCache } from '../forward/manifest-cache.js'
+import type { ImmutableTagGuard } from '../housekeeping/immutable-guard.js'
+import type { MaintenanceGate, WriteTicket } from './maintenance-gate.js'
+import type { RateLimiter } from '../ratelimit/index.js'
 
 export interface GatewayDeps {
   /** The route stage: which upstream(s) serve a request, and the forwarding to them. */
@@ -27,8 +31,10 @@ export interface GatewayDeps {
   /** The built-in token server (token mode), served at /auth/token. */
   tokenEndpoint?: TokenEndpoint
   /** The web UI at /ui/ (ui.enabled). */
-  ui?: Ui
+  ui?: Pick<Ui, 'owns' | 'handle'>
   limits: Limits
+  /** Request rate limits (limits.rate), when configured: counted after authorization, before anything is answered or forwarded. */
+  rateLimits?: Pick<RateLimiter, 'admit'>
   trustedProxies: TrustedProxies
   publicUrl: string
   /** Which Host values may name the gateway in URLs, and the name used otherwise. */
@@ -45,6 +51,12 @@ export interface GatewayDeps {
   minRate?: MinRate
   /** Manifests by digest kept in memory (cache.manifests), answered after authorization and limits. */
   manifestCache?: ManifestCache
+  /** Immutable tags (immutable_tags): a PUT that would move one, a DELETE that would remove one, refused before routing. */
+  immutableTags?: ImmutableTagGuard
+  /** The maintenance stage: refuses writes while maintenance is on and counts the writes in flight. */
+  maintenance?: MaintenanceGate
+  /** Requests only an administrator may make, whatever the ACL grants: why `caller` may not (undefined: allowed). */
+  administratorsOnly?: (request: RegistryRequest, caller: Caller, clientIp: string) => string | undefined
 }
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void
@@ -86,13 +98,19 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
     if (identity.via === 'token') {
       const missing = covers(identity.access ?? [], request.scopes)
       if (missing.length > 0) throw authenticator.challenge(context, { missing: missing.map(formatScope) }, 'insufficient_scope')
-      return
+    } else {
+      const decision = acl.allows(callerOf(identity), request.scopes, context.clientIp)
+      if (!decision.ok) {
+        const missing = decision.missing.map(formatScope)
+        if (anonymousCaller) throw authenticator.challenge(context, { missing })
+        throw new RegistryError('DENIED', { missing })
+      }
     }
-    const decision = acl.allows(callerOf(identity), request.scopes, context.clientIp)
-    if (decision.ok) return
-    const missing = decision.missing.map(formatScope)
-    if (anonymousCaller) throw authenticator.challenge(context, { missing })
-    throw new RegistryError('DENIED', { missing })
+    // Beyond what the ACL or the token grants: requests only an administrator may make (a delete from a pull-through cache).
+    const refusal = deps.administratorsOnly?.(request, callerOf(identity), context.clientIp)
+    if (refusal === undefined) return
+    if (anonymousCaller && authenticator.asksForCredentials) throw authenticator.challenge(context)
+    throw new RegistryError('DENIED', { repository: request.repository, reason: refusal }, {}, refusal)
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -103,8 +121,11 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
     let upstreamName: string | undefined
     let identity: Identity | undefined
     let route: 'token' | 'ui' | undefined
+    let authOutcome: AuthOutcome | undefined
     let stage: 'classify' | 'authenticate' | 'authorize' | 'forward' = 'classify'
     const bytes: ByteCounts = { received: 0, sent: 0 }
+    // A write let through the maintenance stage, told how it ended in the finally below.
+    let write: WriteTicket | undefined
     // Which upstream(s) served the request, and the request as the upstream saw it: filled in by routing.
     const trail: RouteTrail = {}
     // Accepted from the client or generated; travels upstream and back, and names the access-log line.
@@ -133,8 +154,15 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       identity = await authenticator.authenticate(req.headers, context)
       stage = 'authorize'
       authorize(request, identity, context)
-      if (identity.via !== 'anonymous') countAuth('success')
+      if (identity.via !== 'anonymous') countAuth((authOutcome = 'success'))
       stage = 'forward'
+      // Rate limits: per user, anonymous callers per address; answers from the gateway's caches count too.
+      if (deps.rateLimits) {
+        const anonymous = identity.via === 'anonymous' || identity.user === ''
+        await deps.rateLimits.admit(request, { user: anonymous ? undefined : identity.user, ...(identity.groups ? { groups: identity.groups } : {}), address: client.clientIp })
+      }
+      // Maintenance: writes refused while the registry is read-only (uploads begun before may finish).
+      write = deps.maintenance?.(request)
       const limit = limits.forRequest(request)
       const mountLimit = limits.forMount(request)
       const manifestCache = deps.manifestCache
@@ -147,6 +175,13 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
           upstreamName = 'cache'
           return
         }
+      }
+      // GET /v2/ while a healthy upstream exists, and manifests by tag the tag cache knows, are answered here too.
+      const local = router.answerLocally(request, req, res, manifestCache)
+      if (local !== false) {
+        bytes.sent += local
+        upstreamName = request.op === 'base' ? 'portier' : 'cache'
+        return
       }
       const caller = callerOf(identity)
       const filterJson = request.op === 'catalog' ? (body: unknown) => filterCatalog(body, (name) => acl.canPull(caller, name, client.clientIp)) : undefined
@@ -161,13 +196,16 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       })
       try {
         // Inside the caller's fair share, like every other upstream exchange (a mount's size check included).
-        await router.serve({ request, req, res, client, limit, bytes, ...(filterJson ? { filterJson } : {}), ...(mountLimit ? { mountLimit } : {}), ...(manifestCache ? { manifestCache } : {}) }, trail)
+        const serve = (body: IncomingMessage): Promise<unknown> =>
+          router.serve({ request: watched, req: body, res, client, limit, bytes, ...(filterJson ? { filterJson } : {}), ...(mountLimit ? { mountLimit } : {}), ...(manifestCache ? { manifestCache } : {}) }, trail)
+        // The immutable-tag check may read a manifest body: routing then forwards that body (a replayed request).
+        await (deps.immutableTags ? deps.immutableTags.guard(watched, req, limit, serve) : serve(req))
       } finally {
         release?.()
         stopWatching?.()
       }
     } catch (error) {
-      if (stage === 'authenticate' || stage === 'authorize') countAuth(authFailure(error, identity))
+      if (stage === 'authenticate' || stage === 'authorize') countAuth((authOutcome = authFailure(error, identity)))
       if (isProgrammingError(error)) {
         // A bug, not the client or the upstream: logged with its stack and counted; the client gets a 500.
         reportInternalError(deps.log, metrics, 'request_handler', error)
@@ -184,6 +222,7 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
         res.destroy()
       }
     } finally {
+      write?.done(res.headersSent ? res.statusCode : 499, headerText(res.getHeader('location')))
       lingerOnUnreadBody(req)
       metrics?.inFlight.dec()
       recorder.record({
@@ -202,6 +241,13 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
         failure,
         contentDigest: headerText(res.getHeader('docker-content-digest')),
         credentialsSent: req.headers.authorization !== undefined,
+        ...(authOutcome ? { authOutcome } : {}),
+        ...loginNameOf(req.headers.authorization),
+        userAgent: req.headers['user-agent'],
+        host: req.headers.host,
+        publicOrigin: client.publicOrigin,
+        mediaType: req.method === 'PUT' ? req.headers['content-type'] : headerText(res.getHeader('content-type')),
+        contentLength: contentLengthOf(res),
       })
     }
   }
@@ -237,12 +283,30 @@ function authFailure(error: unknown, identity: Identity | undefined): AuthOutcom
   return identity.via === 'anonymous' ? 'no_credentials' : 'denied'
 }
 
+/** The user name of Basic credentials (for the audit trail's login attempts); the password stays here. */
+function loginNameOf(authorization: string | undefined): { loginName?: string } {
+  const name = parseBasic(authorization)?.user
+  return name ? { loginName: name.slice(0, 256) } : {}
+}
+
 function headerText(value: number | string | string[] | undefined): string | undefined {
   return typeof value === 'string' ? value : undefined
 }
 
-function callerOf(identity: Identity): { user: string; anonymous: boolean } {
-  return { user: identity.user, anonymous: identity.via === 'anonymous' }
+/** The response's declared body size (a HEAD's too), when it declared one. */
+function contentLengthOf(res: ServerResponse): number | undefined {
+  const value = Number(res.getHeader('content-length'))
+  return Number.isSafeInteger(value) && value >= 0 && res.hasHeader('content-length') ? value : undefined
+}
+
+function callerOf(identity: Identity): Caller {
+  return {
+    user: identity.user,
+    anonymous: identity.via === 'anonymous',
+    ...(identity.groups ? { groups: identity.groups } : {}),
+    ...(identity.limit ? { limit: identity.limit } : {}),
+    ...(identity.robot ? { robot: true } : {}),
+  }
 }
 
 /** Keeps only the repositories the caller may pull; the upstream's Link (pagination) header stays. */

@@ -20,7 +20,8 @@ const repositoryLimitRule = section({
   manifest_max_bytes: size().optional(),
 })
 
-export const limitsSection = section({
+/** The keys of `limits` this module owns; src/app/config.ts adds limits.rate (src/ratelimit) beside them. */
+export const limitsFields = {
   blob_max_bytes: size().default(0),
   manifest_max_bytes: size().default(4 * 1024 * 1024),
   repositories: list(repositoryLimitRule).default(() => []),
@@ -29,7 +30,9 @@ export const limitsSection = section({
     max_exchanges_per_user: whole({ min: 0 }).default(32),
     max_exchanges_per_address: whole({ min: 0 }).default(64),
   }).prefault({}),
-}).prefault({})
+}
+
+export const limitsSection = section(limitsFields).prefault({})
 
 /** server.hsts, Strict-Transport-Security: auto sends it when TLS is on with a certificate clients can verify. */
 export const hstsSection = section({

@@ -19,6 +19,8 @@ export interface ForwardRoute {
 export interface CatalogRoute {
   kind: 'catalog'
   upstreams: Upstream[]
+  /** Pull-through caches among the upstreams (upstream name -> prefix): their repositories are listed under the prefix. */
+  prefixes?: ReadonlyMap<string, string>
 }
 
 /** A tag list merged over mirrors (each may lack tags a quorum push did not reach). */

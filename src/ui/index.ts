@@ -5,33 +5,64 @@ import type { AuthConfig } from '../auth/section.js'
 import type { AuthSetup } from '../auth/index.js'
 import type { Logger } from '../observe/log.js'
 import { RegistryError, sendRegistryError } from '../registry/errors.js'
-import { createApi, type UiClient } from './api.js'
+import { createApi, type UiAuditHook, type UiAuditLog, type UiCharts, type UiClient, type UiMaintenance, type UiRepositories } from './api.js'
+import type { UiRetention } from './retention.js'
+import type { UiAccessTokens } from './tokens.js'
+import type { UiAccessAdmin } from './access.js'
 import { createCsrf } from './csrf.js'
 import { createImageReader } from './images.js'
 import { createRegistryClient, type RoutedAnswer } from './registry-client.js'
 import { createSessions, loadSessionSecret } from './session.js'
+import { createSso } from './oidc/index.js'
 import { loadStaticFiles, setSecurityHeaders } from './static.js'
 import type { StatusSource } from './status.js'
+import type { Revocations } from '../shared/index.js'
 
 export { createStatusSource, type StatusSource, type StatusInputs } from './status.js'
 export type { UiClient } from './api.js'
+export type { UiAccessAdmin } from './access.js'
 
 export interface UiDeps {
   config: UiConfig
   authMode: AuthConfig['mode']
-  auth: Pick<AuthSetup, 'acl' | 'verifyLogin' | 'accountActive' | 'issueServiceToken'>
+  auth: Pick<AuthSetup, 'acl' | 'verifyLogin' | 'accountActive' | 'groupsOf' | 'issueServiceToken'>
   /** The router's answer to the UI's own requests: routed and forwarded as a client's would be. */
   registry: RoutedAnswer
   status: StatusSource
   log: Logger
   /** The built front end; dist/ui/static by default. */
   staticDir?: string
+  /** Maintenance mode: the banner and the status panel's switch. */
+  maintenance?: UiMaintenance
+  /** Retention's "what would be deleted" in the status panel (administrators). */
+  retention?: UiRetention
+  /** Storage over time and pulls per day, from the store. */
+  charts?: UiCharts
+  /** Whole-repository deletes for administrators (and the garbage collection after). */
+  repositories?: UiRepositories
+  /** The remote a repository is a pull-through cache of (caches), shown beside its name; undefined for local ones. */
+  cacheSource?: (repository: string) => string | undefined
+  /** The audit trail's record of sign-ins and deletes made here. */
+  audit?: UiAuditHook
+  /** The audit trail page for administrators. */
+  auditLog?: UiAuditLog
+  /** The group names auth.groups declares: single sign-on keeps only these of the provider's groups. */
+  declaredGroups?: readonly string[]
+  /** Where signed-out sessions are kept: every instance refuses them with shared state (shared.redis). */
+  revocations?: Revocations
+  /** The "Access tokens" page. */
+  accessTokens?: UiAccessTokens
+  /** The "Users & access" page (administrators). */
+  access?: UiAccessAdmin
 }
 
 export interface Ui {
   /** Whether this request is the UI's: a path under /ui, or a browser asking for `/`. */
   owns(req: IncomingMessage): boolean
   handle(req: IncomingMessage, res: ServerResponse, client: UiClient): Promise<void>
+  /** For /readyz: single sign-on's state, when configured. */
+  readiness(): Array<{ name: string; ready: boolean; detail: string }>
+  close(): Promise<void>
 }
 
 function pathOf(url: string | undefined): string {
@@ -58,8 +89,13 @@ export function createUi(deps: UiDeps): Ui {
   const registry = createRegistryClient(deps.registry, {
     ...(issue ? { serviceTokens: (access) => issue('portier-ui', access) } : {}),
   })
+  const sessions = createSessions(secret, config.session_ttl, deps.revocations)
+  // Single sign-on (ui.oidc): its sign-in and callback pages beside the API; the provider is discovered in the background.
+  const sso = config.oidc.enabled
+    ? createSso({ config: config.oidc, secret, sessions, declaredGroups: deps.declaredGroups ?? [], log, ...(deps.audit ? { audit: deps.audit } : {}) })
+    : undefined
   const api = createApi({
-    sessions: createSessions(secret, config.session_ttl),
+    sessions,
     csrf: createCsrf(secret),
     acl: deps.auth.acl,
     registry,
@@ -69,6 +105,17 @@ export function createUi(deps: UiDeps): Ui {
     adminUsers: config.admin_users,
     ...(deps.auth.verifyLogin ? { verifyLogin: deps.auth.verifyLogin } : {}),
     ...(deps.auth.accountActive ? { accountActive: deps.auth.accountActive } : {}),
+    ...(deps.auth.groupsOf ? { groupsOf: deps.auth.groupsOf } : {}),
+    ...(deps.maintenance ? { maintenance: deps.maintenance } : {}),
+    ...(deps.retention ? { retention: deps.retention } : {}),
+    ...(deps.charts ? { charts: deps.charts } : {}),
+    ...(deps.repositories ? { repositories: deps.repositories } : {}),
+    ...(deps.cacheSource ? { cacheSource: deps.cacheSource } : {}),
+    ...(deps.audit ? { audit: deps.audit } : {}),
+    ...(deps.auditLog ? { auditLog: deps.auditLog } : {}),
+    ...(sso ? { sso } : {}),
+    ...(deps.accessTokens ? { accessTokens: deps.accessTokens } : {}),
+    ...(deps.access ? { access: deps.access } : {}),
     log,
   })
 
@@ -86,12 +133,18 @@ export function createUi(deps: UiDeps): Ui {
       const rest = path.slice('/ui/'.length)
       if (rest.startsWith('api/')) return api(req, res, rest.slice('api/'.length), client)
       setSecurityHeaders(res)
+      if (sso?.owns(path)) return sso.handle(req, res, path, client)
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         return sendRegistryError(res, new RegistryError('UNSUPPORTED', { method: req.method }, { Allow: 'GET, HEAD' }))
       }
       if (!files.available) return sendRegistryError(res, new RegistryError('UNAVAILABLE', { reason: 'the web UI was not built; run "npm run build"' }))
       if (files.serve(req, res, rest)) return
       sendRegistryError(res, new RegistryError('NOT_FOUND', { path }))
+    },
+
+    readiness: () => (sso ? [sso.readiness()] : []),
+    close: async () => {
+      await sso?.close()
     },
   }
 }

@@ -1,5 +1,5 @@
 // What the status panel shows, behind one interface the server wires to health checks, certificates and recent pushes.
-import type { StatusSnapshot } from './types.js'
+import type { StatusGc, StatusSnapshot, StatusWebhook } from './types.js'
 
 export interface StatusSource {
   snapshot(): StatusSnapshot
@@ -17,6 +17,10 @@ export interface StatusInputs {
   selfSigned?: () => boolean
   /** Newest first, e.g. RecentPushes.list(). */
   recentPushes?: (limit: number) => ReadonlyArray<{ at: string; user?: string | undefined; repository: string; reference?: string | undefined }>
+  /** Webhook endpoints' health, e.g. Events.status(). */
+  /** Garbage collection's progress and history. */
+  gc?: () => StatusGc
+  webhooks?: () => ReadonlyArray<Omit<StatusWebhook, 'lastSuccessAgeSeconds' | 'failingForSeconds'> & { lastSuccessAgeSeconds: number | undefined; failingForSeconds: number | undefined }>
 }
 
 const PUSHES_SHOWN = 20
@@ -50,6 +54,16 @@ export function createStatusSource(inputs: StatusInputs): StatusSource {
           ...(push.user ? { user: push.user } : {}),
           ...(push.reference ? { reference: push.reference } : {}),
         })),
+        ...(inputs.webhooks
+          ? {
+              webhooks: inputs.webhooks().map(({ lastSuccessAgeSeconds, failingForSeconds, ...endpoint }) => ({
+                ...endpoint,
+                ...(lastSuccessAgeSeconds === undefined ? {} : { lastSuccessAgeSeconds }),
+                ...(failingForSeconds === undefined ? {} : { failingForSeconds }),
+              })),
+            }
+          : {}),
+        ...(inputs.gc ? { gc: inputs.gc() } : {}),
       }
     },
   }

@@ -78,6 +78,17 @@ export class HealthMonitor {
     return this.tracked.get(upstream)?.health.state ?? 'unknown'
   }
 
+  /**
+   * Up, its last check answered `GET /v2/` with 200 (not 401: it asks for credentials, so its own
+   * answer matters), and a connection to it is open right now: what lets the gateway answer `GET /v2/`
+   * itself for this upstream. A registry that exited closed its connections, so the first request
+   * after it died is still forwarded (and answered 503) instead of waiting for the next check.
+   */
+  answersOpenly(upstream: Upstream): boolean {
+    const health = this.tracked.get(upstream)?.health
+    return health?.state === 'up' && health.lastCheck?.status === 200 && upstream.pool.stats.connected > 0
+  }
+
   snapshot(): UpstreamHealth[] {
     return [...this.tracked.values()].map((entry) => ({ ...entry.health }))
   }

@@ -20,6 +20,11 @@ const upstream = section({
   /** PEM client certificate and key Portier presents to this upstream (mutual TLS). */
   client_cert: text().optional(),
   client_key: text().optional(),
+  /**
+   * This registry's filesystem storage root (its storage.filesystem.rootdirectory, the directory that
+   * holds docker/registry/v2), readable by Portier: blob GET/HEAD are answered from it.
+   */
+  storage: text({ pattern: /^\//, expect: 'an absolute path like "/var/lib/registry"' }).optional(),
 })
 
 /** The list, each upstream named (by default its host:port) and no name used twice. */

@@ -1,5 +1,6 @@
 // Owns the upstream registries: one pooled keep-alive undici dispatcher each (which of them serves a request is routing's choice).
 import { readFileSync } from 'node:fs'
+import { resolve } from 'node:path'
 import { rootCertificates } from 'node:tls'
 import { Pool } from 'undici'
 import type { UpstreamConfig } from './section.js'
@@ -18,6 +19,8 @@ export interface Upstream {
   pool: Pool
   /** Health checks' own small pool: a check never queues behind client requests that fill `pool`. */
   healthPool: Pool
+  /** The registry's filesystem storage root, when Portier may read it (blob GET/HEAD answered from it). */
+  storage?: string
 }
 
 export interface UpstreamSet {
@@ -35,6 +38,7 @@ export function createUpstreams(targets: Array<Partial<UpstreamConfig> & { url: 
       ...(target.username ? { authorization: `Basic ${Buffer.from(`${target.username}:${target.password ?? ''}`).toString('base64')}` } : {}),
       origin,
       weight: target.weight ?? 1,
+      ...(target.storage ? { storage: resolve(target.storage) } : {}),
       pool: new Pool(origin, {
         connections: 128,
         pipelining: 1,

@@ -121,7 +121,7 @@ t.test('unknown commands and options exit non-zero with the help text', async (t
   t.match(none.stdout + none.stderr, /serve/)
 })
 
-const COMMANDS = ['serve', 'check-config', 'passwd', 'healthcheck', 'token-key']
+const COMMANDS = ['serve', 'check-config', 'passwd', 'healthcheck', 'token-key', 'token', 'audit', 'times']
 
 t.test('COMMAND --help prints that command\'s usage (not the global help) and exits 0, for every command', async (t) => {
   for (const command of COMMANDS) {

@@ -8,7 +8,7 @@ import { createServer, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { registryFixture } from '../helpers/registry.js'
 import { gatewayFixture } from '../helpers/gateway.js'
-import { freePort } from '../helpers/ports.js'
+import { refusedOrigin } from '../helpers/ports.js'
 import { GatewayClient, MiB, sleep, waitUntil } from '../helpers/gwclient.js'
 
 /** Pushes `size` random bytes straight to the registry (plain HTTP, one PUT) and returns the digest. */
@@ -134,8 +134,9 @@ t.test('an upstream killed mid-download never looks like a complete 200 to the c
 })
 
 t.test('an upstream that is down answers 503 UNAVAILABLE with Retry-After', async (t) => {
-  const closedPort = await freePort()
-  const nowhere = await gatewayFixture(t, { config: { upstreams: [{ url: `http://127.0.0.1:${closedPort}` }] } })
+  const refused = await refusedOrigin()
+  t.teardown(refused.release)
+  const nowhere = await gatewayFixture(t, { config: { upstreams: [{ url: refused.url }] } })
   const registry = await registryFixture(t)
   const stopped = await gatewayFixture(t, { config: { upstreams: [{ url: registry.url }] } })
   const nowhereClient = new GatewayClient(nowhere)

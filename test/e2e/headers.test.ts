@@ -15,6 +15,12 @@ interface Seen {
 
 const DIGEST = `sha256:${'ab'.repeat(32)}`
 const SUBJECT = `sha256:${'cd'.repeat(32)}`
+/**
+ * A read that always reaches the upstream: `GET /v2/` may be answered by the gateway itself while
+ * the upstream is healthy, so it shows nothing of what the gateway forwards.
+ */
+const ECHO = '/v2/echo/app/tags/list'
+
 const storagePort = await freePort()
 const storageUrl = `http://127.0.0.1:${storagePort}/bucket/docker/registry/v2/blobs/sha256/ab/${'ab'.repeat(32)}/data?X-Amz-Expires=1200&X-Amz-Signature=5eed`
 
@@ -96,7 +102,7 @@ function answer(req: IncomingMessage, res: ServerResponse, received: number): vo
     res.writeHead(200, { Connection: 'keep-alive, X-Upstream-Hop', 'X-Upstream-Hop': 'secret', 'Keep-Alive': 'timeout=7, max=3', 'X-End-To-End': 'kept', 'Content-Type': 'application/json', 'Content-Length': '2' })
     return void res.end('{}')
   }
-  if (path === '/v2/') {
+  if (path === '/v2/' || path === ECHO) {
     res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': '2' })
     return void res.end('{}')
   }
@@ -135,7 +141,7 @@ const spoof = {
 }
 
 t.test('an untrusted peer cannot choose its forwarded headers: the gateway overwrites them', async (t) => {
-  const { reply, request } = await through(openClient, 'GET', '/v2/', spoof)
+  const { reply, request } = await through(openClient, 'GET', ECHO, spoof)
   t.equal(reply.status, 200)
   t.ok(request, 'the upstream saw the request')
   t.equal(request?.headers['x-forwarded-for'], '127.0.0.1', 'X-Forwarded-For is the peer, the fake one is gone')
@@ -149,14 +155,14 @@ t.test('an untrusted peer cannot choose its forwarded headers: the gateway overw
 })
 
 t.test('behind a trusted proxy the chain is appended and the client is the first untrusted address', async (t) => {
-  const { request } = await through(trustedClient, 'GET', '/v2/', spoof)
+  const { request } = await through(trustedClient, 'GET', ECHO, spoof)
   t.equal(request?.headers['x-forwarded-for'], '198.51.100.7, 127.0.0.1', 'X-Forwarded-For appended')
   t.equal(request?.headers['x-real-ip'], '198.51.100.7', 'X-Real-IP is the original client')
   t.equal(request?.headers['x-forwarded-proto'], 'https')
   t.equal(request?.headers['x-forwarded-host'], 'registry.example.com', 'the public host the proxy saw')
   t.equal(request?.headers.forwarded, 'for=198.51.100.7;proto=https, for=127.0.0.1;host="registry.example.com";proto=https', 'Forwarded appended')
 
-  const plain = await through(trustedClient, 'GET', '/v2/')
+  const plain = await through(trustedClient, 'GET', ECHO)
   t.equal(plain.request?.headers['x-forwarded-for'], '127.0.0.1', 'no chain from the client: just the peer')
   t.equal(plain.request?.headers['x-real-ip'], '127.0.0.1')
   t.equal(plain.request?.headers['x-forwarded-host'], trusted.host)
@@ -252,19 +258,19 @@ t.test('registry headers pass unchanged, HEAD keeps Content-Length', async (t) =
 
 t.test("the client's Authorization never reaches the upstream unless configured; upstream credentials replace it", async (t) => {
   const bearer = { authorization: 'Bearer client-token-for-the-gateway' }
-  const { request: plain } = await through(openClient, 'GET', '/v2/', bearer)
+  const { request: plain } = await through(openClient, 'GET', ECHO, bearer)
   t.equal(plain?.headers.authorization, undefined, 'not forwarded by default')
 
   const withCredentials = await gatewayFixture(t, { config: { upstreams: [{ url: upstreamUrl, username: 'portier', password: 'upstream-secret' }] } })
   const credentialsClient = new GatewayClient(withCredentials)
   t.teardown(() => credentialsClient.close())
-  const { request: replaced } = await through(credentialsClient, 'GET', '/v2/', bearer)
+  const { request: replaced } = await through(credentialsClient, 'GET', ECHO, bearer)
   t.equal(replaced?.headers.authorization, `Basic ${Buffer.from('portier:upstream-secret').toString('base64')}`, "the upstream gets Portier's own credentials")
 
   const passing = await gatewayFixture(t, { config: { upstreams: [{ url: upstreamUrl, forward_authorization: true }] } })
   const passingClient = new GatewayClient(passing)
   t.teardown(() => passingClient.close())
-  const { request: passed } = await through(passingClient, 'GET', '/v2/', bearer)
+  const { request: passed } = await through(passingClient, 'GET', ECHO, bearer)
   t.equal(passed?.headers.authorization, bearer.authorization, 'forward_authorization: true passes it through')
 })
 

@@ -173,3 +173,34 @@ t.test('when the owning upstream is down its repositories answer 503 + Retry-Aft
   t.equal(catalog.status, 200, 'the catalog still answers from the live upstreams')
   t.same((catalog.json() as Catalog).repositories, repositories.filter((repository) => ownerIndex(repository) !== downIndex).sort())
 })
+
+t.test('an upstream whose catalog.maxentries is below the page asked for is still merged (asked again without n)', async (t) => {
+  // registry 2.8 answers 400 PAGINATION_NUMBER_INVALID to n above its catalog.maxentries; that upstream used to drop out.
+  const small = [await registryFixture(t, { extraConfig: 'catalog:\n  maxentries: 2' }), await registryFixture(t)]
+  const smallUpstreams = small.map((registry, index) => ({ url: registry.url, name: `s${index}` }))
+  const smallGateway = await gatewayFixture(t, { config: { upstreams: smallUpstreams, routing } })
+  const smallClient = new GatewayClient(smallGateway)
+  t.teardown(() => smallClient.close())
+  const names = Array.from({ length: 12 }, (_, index) => `catalog/small-${String(index).padStart(2, '0')}`)
+  const onSmall = names.filter((name) => rendezvousOwner(smallUpstreams, name).name === 's0')
+  t.ok(onSmall.length > 2, `more repositories on the limited upstream (${onSmall.length}) than its maxentries`)
+  const image = await makeOciLayout(join(work, 'catalog-image'), { layers: [1024] })
+  for (const name of names) await skopeoCopy(`oci:${image.dir}:latest`, `docker://${smallGateway.host}/${name}:v1`, { destCertDir: smallGateway.certDir })
+  const direct = await fetch(`${small[0]?.url}/v2/_catalog?n=1000`)
+  t.equal(direct.status, 400, 'the limited registry itself refuses n=1000')
+  await direct.body?.cancel()
+
+  for (const start of ['/v2/_catalog', '/v2/_catalog?n=5']) {
+    const seen: string[] = []
+    let path = start
+    for (let pages = 0; pages < 20; pages++) {
+      const page = await smallClient.send('GET', path)
+      t.equal(page.status, 200, `${path} answers 200`)
+      seen.push(...(page.json() as Catalog).repositories)
+      const link = page.headers.link as string | undefined
+      if (!link) break
+      path = (/^<([^>]+)>; rel="next"$/.exec(link) as RegExpExecArray)[1] as string
+    }
+    t.same(seen, [...names].sort(), `walking ${start} yields every repository of both upstreams once, in order`)
+  }
+})

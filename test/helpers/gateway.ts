@@ -20,7 +20,10 @@ export interface GatewayOptions {
   env?: NodeJS.ProcessEnv
   /** Working directory (certs/, data/ are relative to it); a fresh temp dir by default. */
   cwd?: string
+  /** How long start-up may take before the test fails (a bound for a loaded machine, not a speed check). */
   readyTimeoutMs?: number
+  /** A command the gateway runs under, e.g. setpriv arguments that switch the uid (the node binary and its arguments follow). */
+  wrapper?: string[]
 }
 
 export interface LogLine {
@@ -82,7 +85,9 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
   const configFile = join(cwd, 'portier.yaml')
   writeFileSync(configFile, yaml.dump(config))
 
-  const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], {
+  // The V8 flags the image runs with (Dockerfile ENTRYPOINT): the tests run the process the image runs.
+  const argv = [...(options.wrapper ?? []), process.execPath, '--max-semi-space-size=4', CLI, 'serve', '--config', configFile]
+  const child = spawn(argv[0] as string, argv.slice(1), {
     cwd,
     // Test-harness variables (PORTIER_KEEP_TMP, PORTIER_REGISTRY_BIN, …) are not gateway config:
     // pass only the ones the test sets for the gateway.
@@ -157,7 +162,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
 
   try {
     await Promise.race([
-      waitForLog((line) => line.msg === 'portier ready', options.readyTimeoutMs ?? 30_000),
+      waitForLog((line) => line.msg === 'portier ready', options.readyTimeoutMs ?? 90_000),
       exited.then(({ code }) => {
         throw new Error(`gateway exited with code ${code} before it was ready; stderr: ${stderr.slice(-2000)}`)
       }),

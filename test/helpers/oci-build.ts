@@ -14,6 +14,8 @@ export interface ImageSpec {
   platform?: Platform
   /** Sizes of random layers (kept small: they are held in memory). */
   layers: number[]
+  /** Each layer a real tar archive holding one file of that many random bytes (for clients that unpack, e.g. podman). */
+  tar?: boolean
   env?: string[]
   entrypoint?: string[]
   cmd?: string[]
@@ -48,10 +50,31 @@ async function writeBlob(dir: string, bytes: Buffer): Promise<{ digest: string; 
   return { digest, size: bytes.length }
 }
 
+/** A ustar archive of one regular file (header, data padded to 512, two zero blocks). */
+function tarOf(name: string, data: Buffer): Buffer {
+  const header = Buffer.alloc(512)
+  const field = (offset: number, length: number, value: string): void => void header.write(value, offset, length, 'ascii')
+  field(0, 100, name)
+  field(100, 8, '0000644\0')
+  field(108, 8, '0000000\0')
+  field(116, 8, '0000000\0')
+  field(124, 12, `${data.length.toString(8).padStart(11, '0')}\0`)
+  field(136, 12, `${Math.floor(Date.now() / 1000).toString(8).padStart(11, '0')}\0`)
+  field(148, 8, '        ')
+  field(156, 1, '0')
+  field(257, 6, 'ustar\0')
+  field(263, 2, '00')
+  let sum = 0
+  for (const byte of header) sum += byte
+  field(148, 8, `${sum.toString(8).padStart(6, '0')}\0 `)
+  const padding = Buffer.alloc((512 - (data.length % 512)) % 512)
+  return Buffer.concat([header, data, padding, Buffer.alloc(1024)])
+}
+
 async function writeImage(dir: string, spec: ImageSpec): Promise<BuiltImage & { manifestSize: number }> {
   const platform = spec.platform ?? { os: 'linux', architecture: 'amd64' }
   const layers = []
-  for (const size of spec.layers) layers.push(await writeBlob(dir, randomBytes(size)))
+  for (const [index, size] of spec.layers.entries()) layers.push(await writeBlob(dir, spec.tar ? tarOf(`layer-${index}.bin`, randomBytes(size)) : randomBytes(size)))
   const created = spec.created ?? new Date().toISOString()
   const config = {
     created,

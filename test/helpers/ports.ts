@@ -19,3 +19,25 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+/**
+ * An origin that surely refuses connections while the returned `release` has not run: the port is
+ * held by a listener on 127.0.0.1, so no other test can take it (nor bind it on 0.0.0.0), and the
+ * origin names 127.0.0.2, where nothing listens. A port from freePort() alone may be taken by a test
+ * running beside this one between the check and the connection.
+ */
+export function refusedOrigin(): Promise<{ url: string; release: () => void }> {
+  return new Promise((resolve, reject) => {
+    const holder = createServer((socket) => socket.destroy());
+    holder.on('error', reject);
+    holder.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
+      const addr = holder.address();
+      if (addr === null || typeof addr === 'string') {
+        holder.close();
+        reject(new Error('refusedOrigin: unexpected server address'));
+        return;
+      }
+      resolve({ url: `http://127.0.0.2:${addr.port}`, release: () => holder.close() });
+    });
+  });
+}

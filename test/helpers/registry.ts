@@ -26,6 +26,10 @@ export interface RegistryOptions {
   tokenAuth?: { realm: string; service: string; issuer: string; rootcertbundle: string };
   /** Serve HTTPS (http.tls) with this certificate; with clientCas, clients must present a certificate from one of them. */
   tls?: RegistryTls;
+  /** Configure registry:2's own basic auth (auth.htpasswd, bcrypt entries); then GET /v2/ answering 401 means ready. */
+  htpasswd?: string;
+  /** More top-level YAML for config.yml (e.g. "catalog:\n  maxentries: 2\n"), appended last. */
+  extraConfig?: string;
 }
 
 export interface RegistryTls {
@@ -172,6 +176,10 @@ async function startOnce(opts: RegistryOptions): Promise<RegistryHandle> {
     configText += ['', 'auth:', '  token:', `    realm: ${JSON.stringify(realm)}`, `    service: ${JSON.stringify(service)}`,
       `    issuer: ${JSON.stringify(issuer)}`, `    rootcertbundle: ${JSON.stringify(rootcertbundle)}`, ''].join('\n');
   }
+  if (opts.htpasswd) {
+    configText += ['', 'auth:', '  htpasswd:', '    realm: portier-test', `    path: ${JSON.stringify(opts.htpasswd)}`, ''].join('\n');
+  }
+  if (opts.extraConfig) configText += `\n${opts.extraConfig}\n`;
   await writeFile(configFile, configText);
 
   // The child writes straight into the log file, so nothing is lost if the test process stalls.
@@ -276,7 +284,7 @@ async function startOnce(opts: RegistryOptions): Promise<RegistryHandle> {
     }
     try {
       const status = await getStatus(`${url}/v2/`, 1000, opts.tls);
-      if (status === 200 || (opts.tokenAuth && status === 401)) return handle;
+      if (status === 200 || ((opts.tokenAuth || opts.htpasswd) && status === 401)) return handle;
       lastErr = `GET /v2/ returned ${status}`;
     } catch (e) {
       lastErr = (e as Error).message;

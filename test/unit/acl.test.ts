@@ -143,6 +143,14 @@ t.test('groups: a rule for a group matches its members only', async (t) => {
   t.same(rules.granted({ user: 'carol', anonymous: false }, repo('builds/app', 'pull'), ip), [])
 })
 
+t.test('groups a credential source vouches for count like listed members, for signed-in callers only', async (t) => {
+  const rules = acl([{ match: { group: 'ci', name: 'builds/**' }, actions: ['pull', 'push'] }], [{ name: 'ci', members: [] }])
+  t.same(rules.granted({ user: 'dora', anonymous: false, groups: ['ci'] }, repo('builds/app', 'push'), ip), ['push'])
+  t.same(rules.granted({ user: 'dora', anonymous: false, groups: ['other'] }, repo('builds/app', 'push'), ip), [])
+  t.same(rules.granted({ user: 'dora', anonymous: false }, repo('builds/app', 'push'), ip), [])
+  t.same(rules.granted({ user: '', anonymous: true, groups: ['ci'] }, repo('builds/app', 'pull'), ip), [], 'never for anonymous callers')
+})
+
 t.test('account globs match authenticated names, never anonymous callers', async (t) => {
   const rules = acl([
     { match: { account: 'ci-*' }, actions: ['push'] },

@@ -42,7 +42,7 @@ t.test('defaults: no file, no environment', async (t) => {
   t.same(config.upstreams, [], 'no upstreams: the embedded registry is used')
   t.same(config.embedded_registry, { binary: '', data_dir: 'data/registry', restart_max_backoff: 30_000 })
   t.same(config.timeouts, { upstream_connect: 10_000, upstream_headers: 60_000, body_idle: 300_000, min_rate: 4096, min_rate_grace: 30_000, min_rate_window: 20_000 })
-  t.same(config.limits, { blob_max_bytes: 0, manifest_max_bytes: 4 * 1024 * 1024, repositories: [], per_client: { max_exchanges_per_user: 32, max_exchanges_per_address: 64 } })
+  t.same(config.limits, { blob_max_bytes: 0, manifest_max_bytes: 4 * 1024 * 1024, repositories: [], per_client: { max_exchanges_per_user: 32, max_exchanges_per_address: 64 }, rate: [] })
   t.equal(config.log.level, 'info')
 })
 

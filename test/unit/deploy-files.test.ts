@@ -81,6 +81,8 @@ const build = dockerfile[0] as Stage
 const runtime = dockerfile[dockerfile.length - 1] as Stage
 const listenPort = Number(/:(\d+)$/.exec(composeConfig.server.listen)?.[1])
 const adminPort = Number(/:(\d+)$/.exec(composeConfig.admin?.listen ?? '')?.[1])
+/** The V8 flags the image runs Portier with; the quick start, npm start, the tests and the benchmarks use the same. */
+const NODE_FLAGS = ['--max-semi-space-size=4']
 const entrypoint = execForm(last(runtime, 'ENTRYPOINT')?.args ?? '[]')
 const cmd = execForm(last(runtime, 'CMD')?.args ?? '[]')
 const configPathInImage = cmd[cmd.indexOf('--config') + 1] as string
@@ -129,7 +131,7 @@ t.test('Dockerfile: the runtime stage runs as a non-root user with a health chec
     t.ok(copies.some((c) => c.startsWith('--from=build') && c.includes(`/${item}`)), `${item} comes from the build stage`)
   }
   t.ok(copies.some((c) => /^config\s/.test(c)), 'config/ is copied')
-  t.same(entrypoint, ['node', 'dist/cli.js'])
+  t.same(entrypoint, ['node', ...NODE_FLAGS, 'dist/cli.js'])
   t.same(cmd, ['serve', '--config', '/etc/portier/portier.yaml'])
   const healthcheck = last(runtime, 'HEALTHCHECK')
   t.ok(healthcheck, 'HEALTHCHECK present')
@@ -349,4 +351,13 @@ t.test('the HEALTHCHECK runs `portier healthcheck` on the CMD config: /healthz o
   t.equal(await probe(withAdmin), 1, 'nothing listening → unhealthy')
   const { config } = loadConfig({ file: join(ROOT, 'config', 'portier.yaml'), env: {} })
   t.equal(config.admin.listen, '127.0.0.1:9113', 'the image default config has an admin listener on loopback, which the check reaches inside the container')
+})
+
+t.test('the quick start, npm start, the test fixture and the benchmarks run Portier with the image\'s V8 flags', async (t) => {
+  const flags = NODE_FLAGS.join(' ')
+  t.match(readFileSync(join(ROOT, 'scripts', 'quickstart.sh'), 'utf8'), new RegExp(`\\nexec node ${flags} dist/cli\\.js serve`), 'scripts/quickstart.sh')
+  const start = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start
+  t.equal(start, `bash scripts/with-node.sh node ${flags} dist/cli.js serve`, 'npm start')
+  t.match(readFileSync(join(ROOT, 'test', 'helpers', 'gateway.ts'), 'utf8'), `process.execPath, ${NODE_FLAGS.map((f) => `'${f}'`).join(', ')}, CLI, 'serve'`, 'test/helpers/gateway.ts')
+  t.match(readFileSync(join(ROOT, 'bench', 'lib', 'targets.ts'), 'utf8'), `const args = [${NODE_FLAGS.map((f) => `'${f}'`).join(', ')}, ...(options.nodeArgs`, 'bench/lib/targets.ts')
 })

@@ -1,6 +1,6 @@
 // <portier-app>: the session (signed in or the login form), the header, and the view the hash route names.
 import { LitElement, html, nothing } from 'lit'
-import type { SessionInfo, SignedOut } from '../../src/ui/types.js'
+import type { SessionInfo, SignedOut, SignOutResult } from '../../src/ui/types.js'
 import { ApiError, call, onSignedOut, prefetch, setCsrfToken } from './api.js'
 import { parseRoute, type Route } from './router.js'
 import './views/login-view.js'
@@ -8,6 +8,10 @@ import { listPath } from './views/repositories-view.js'
 import './views/tags-view.js'
 import './views/manifest-view.js'
 import './views/status-view.js'
+import './views/audit-view.js'
+import './views/tokens-view.js'
+import './views/access-view.js'
+import './views/maintenance-banner.js'
 
 /** Views ask the app to go somewhere; `replace` keeps the history clean while a filter is typed. */
 export interface NavigateDetail {
@@ -86,7 +90,12 @@ export class PortierApp extends LitElement {
 
   private async signOut(): Promise<void> {
     try {
-      await call('POST', 'logout')
+      const result = await call<SignOutResult>('POST', 'logout')
+      // Single sign-on: Portier's session has ended; the provider's sign-out page ends its session too, then comes back.
+      if (result.endSessionUrl) {
+        location.assign(result.endSessionUrl)
+        return
+      }
     } finally {
       setCsrfToken('')
       this.session = undefined
@@ -128,6 +137,21 @@ export class PortierApp extends LitElement {
         return session.admin
           ? html`<status-view></status-view>`
           : html`<h1 tabindex="-1">Status</h1><p class="error" role="alert">The status panel is for administrators.</p>`
+      case 'tokens':
+        document.title = 'Access tokens · Portier'
+        return html`<tokens-view .session=${session}></tokens-view>`
+      case 'access':
+        document.title = 'Users & access · Portier'
+        return session.admin
+          ? html`<access-view></access-view>`
+          : html`<h1 tabindex="-1">Users &amp; access</h1><p class="error" role="alert">Users and access are for administrators.</p>`
+      case 'audit': {
+        document.title = 'Audit trail · Portier'
+        const { repo, user, since, action } = route
+        return session.admin
+          ? html`<audit-view .filter=${{ repo, user, since, action }}></audit-view>`
+          : html`<h1 tabindex="-1">Audit trail</h1><p class="error" role="alert">The audit trail is for administrators.</p>`
+      }
     }
   }
 
@@ -137,6 +161,7 @@ export class PortierApp extends LitElement {
     if (!session) {
       document.title = 'Sign in · Portier'
       return html`
+        <maintenance-banner></maintenance-banner>
         <main class="page login-page">
           <login-view
             .signedOut=${this.signedOut ?? { loginAvailable: true }}
@@ -153,10 +178,14 @@ export class PortierApp extends LitElement {
         <nav aria-label="Main">
           <a href="#/" aria-current=${current === 'repositories' ? 'page' : nothing}>Repositories</a>
           ${session.admin ? html`<a href="#/status" aria-current=${current === 'status' ? 'page' : nothing}>Status</a>` : nothing}
+          ${session.admin ? html`<a href="#/audit" aria-current=${current === 'audit' ? 'page' : nothing}>Audit</a>` : nothing}
+          ${session.admin ? html`<a href="#/access" aria-current=${current === 'access' ? 'page' : nothing}>Users &amp; access</a>` : nothing}
+          ${session.anonymous ? nothing : html`<a href="#/tokens" aria-current=${current === 'tokens' ? 'page' : nothing}>Access tokens</a>`}
         </nav>
         <span class="who">${session.anonymous ? 'Open access (auth off)' : html`Signed in as <strong>${session.user}</strong>`}</span>
         ${session.anonymous ? nothing : html`<button type="button" class="quiet" @click=${() => void this.signOut()}>Sign out</button>`}
       </header>
+      <maintenance-banner></maintenance-banner>
       <main class="page" @navigate=${(event: CustomEvent<NavigateDetail>) => this.navigate(event)}>${this.view(session)}</main>
     `
   }

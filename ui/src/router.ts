@@ -1,4 +1,4 @@
-// Hash routes: #/ (repositories), #/r/NAME (tags), #/r/NAME/-/REFERENCE (one image), #/status.
+// Hash routes: #/ (repositories), #/r/NAME (tags), #/r/NAME/-/REFERENCE (one image), #/status, #/tokens, #/access, #/audit?repo=&user=&since=&action=.
 // "-" can never be a repository path component, so names with slashes stay unambiguous.
 
 export type Route =
@@ -6,6 +6,17 @@ export type Route =
   | { view: 'tags'; repository: string; last: string }
   | { view: 'manifest'; repository: string; reference: string }
   | { view: 'status' }
+  | { view: 'tokens' }
+  | { view: 'access' }
+  | ({ view: 'audit' } & AuditFilter)
+
+/** The audit page's filters, as the API takes them ('' for none). */
+export interface AuditFilter {
+  repo: string
+  user: string
+  since: string
+  action: string
+}
 
 export function parseRoute(hash: string): Route {
   const text = hash.replace(/^#/, '')
@@ -13,6 +24,9 @@ export function parseRoute(hash: string): Route {
   const path = queryAt < 0 ? text : text.slice(0, queryAt)
   const params = new URLSearchParams(queryAt < 0 ? '' : text.slice(queryAt + 1))
   if (path === '/status') return { view: 'status' }
+  if (path === '/tokens') return { view: 'tokens' }
+  if (path === '/access') return { view: 'access' }
+  if (path === '/audit') return { view: 'audit', repo: params.get('repo') ?? '', user: params.get('user') ?? '', since: params.get('since') ?? '', action: params.get('action') ?? '' }
   if (path.startsWith('/r/')) {
     const rest = decodeURIComponent(path.slice(3))
     const split = rest.indexOf('/-/')
@@ -26,6 +40,16 @@ export function href(route: Route): string {
   switch (route.view) {
     case 'status':
       return '#/status'
+    case 'tokens':
+      return '#/tokens'
+    case 'access':
+      return '#/access'
+    case 'audit': {
+      const params = new URLSearchParams()
+      for (const key of ['repo', 'user', 'since', 'action'] as const) if (route[key]) params.set(key, route[key])
+      const text = params.toString()
+      return `#/audit${text ? `?${text}` : ''}`
+    }
     case 'manifest':
       return `#/r/${route.repository}/-/${route.reference}`
     case 'tags':

@@ -37,7 +37,8 @@ export interface IssuedToken {
 export interface Issuer {
   readonly service: string
   readonly issuer: string
-  issue(request: { subject: string; access: Scope[] }): Promise<IssuedToken>
+  /** `accessToken`: the id of the access token the caller logged in with (claim ACCESS_TOKEN_CLAIM), so the token can be refused once it is revoked. */
+  issue(request: { subject: string; access: Scope[]; accessToken?: string }): Promise<IssuedToken>
   /**
    * A refresh token for `subject`. With `credential` (the user's stored password hash) the token is bound
    * to it: a keyed hash of it goes into the token, and verifyRefresh refuses it once the password changed.
@@ -52,6 +53,9 @@ export interface Issuer {
 
 /** Header `typ` of refresh tokens; access tokens carry `JWT`, and verifiers of access tokens refuse any other. */
 export const REFRESH_TOKEN_TYPE = 'portier-refresh+jwt'
+
+/** The claim naming the access token (tok_…) a token was issued for. */
+export const ACCESS_TOKEN_CLAIM = 'portier_access_token'
 
 /** Refresh tokens are addressed to the token server, never to the registry: registry:2 rejects them on `aud`. */
 export function refreshAudience(service: string): string {
@@ -83,10 +87,11 @@ export function createIssuer(options: IssuerOptions): Issuer {
     service,
     issuer,
 
-    async issue({ subject, access }) {
+    async issue({ subject, access, accessToken }) {
       const iat = Math.floor(now() / 1000)
       const token = await new SignJWT({
         access: access.map((scope) => ({ type: scope.type, name: scope.name, actions: [...scope.actions] })),
+        ...(accessToken !== undefined ? { [ACCESS_TOKEN_CLAIM]: accessToken } : {}),
       })
         .setProtectedHeader(header)
         .setIssuer(issuer)

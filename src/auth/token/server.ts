@@ -11,6 +11,14 @@ export interface Requester {
   /** The account name, '' when anonymous. */
   user: string
   anonymous: boolean
+  /** Groups the credential's source vouches for (a directory's), for the ACL. */
+  groups?: readonly string[]
+  /** An access token's scopes: grants at most these (see Caller.limit); no refresh token is issued for it. */
+  limit?: readonly Scope[]
+  /** A robot account's access token (see Caller.robot). */
+  robot?: boolean
+  /** The access token's id (tok_…): named in the JWT so it is refused once the access token is revoked. */
+  accessToken?: string
 }
 
 export interface TokenEvent {
@@ -26,9 +34,11 @@ export interface TokenEndpointOptions {
   issuer: Issuer
   /**
    * Whether the password is right for the user (clientIp lets the caller throttle failed logins); 'busy'
-   * when too many password checks wait (the endpoint answers 503 with Retry-After).
+   * when too many password checks wait, 'unavailable' when the user directory cannot be reached (both
+   * answered 503 with Retry-After). A Requester: who the credentials stand for, with the groups a
+   * directory vouches for or the limits of an access token.
    */
-  authenticate(user: string, password: string, clientIp: string): Promise<boolean | 'busy'>
+  authenticate(user: string, password: string, clientIp: string): Promise<boolean | 'busy' | 'unavailable' | Requester>
   /**
    * What the ACL allows of the requested scopes. The result is intersected with the request, so it
    * may be the granted subset or everything the caller may do on those names.
@@ -45,8 +55,10 @@ export interface TokenEndpointOptions {
    * refused once it changes. Without it refresh tokens are bound to nothing but the account name.
    */
   credentialOf?: (user: string) => string | undefined
-  /** Whether a refresh token's account still exists; refresh fails once it returns false. */
-  accountActive?(user: string): boolean | Promise<boolean>
+  /** Whether a refresh token's account still exists; refresh fails once it returns false ('unavailable': 503). */
+  accountActive?(user: string): boolean | 'unavailable' | Promise<boolean | 'unavailable'>
+  /** The groups a refresh token's account has now (a directory's users), for the ACL. */
+  groupsOf?(user: string): Promise<readonly string[] | undefined>
   /** Called once per token issued; carries no secret. */
   onIssued?(event: TokenEvent): void
   /** Called with unexpected errors (the client gets a 500). */
@@ -89,6 +101,7 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
   const realm = (options.realm ?? 'Portier token').replace(/[\\"]/g, "'")
   const maxBodyBytes = options.maxBodyBytes ?? 16 * 1024
   const basicChallenge = { 'WWW-Authenticate': `Basic realm="${realm}"` }
+  const directoryDown = (): TokenRefusal => new TokenRefusal('TOKEN_UNAVAILABLE', 'the user directory (LDAP) cannot be reached; try again shortly', { 'Retry-After': '5' })
   const badCredentials = (): TokenRefusal => new TokenRefusal('TOKEN_CREDENTIALS_INVALID', 'incorrect username or password', basicChallenge)
 
   function checkService(params: URLSearchParams): void {
@@ -101,15 +114,16 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
     if (user === '') throw badCredentials()
     const verdict = await options.authenticate(user, password, clientIp)
     if (verdict === 'busy') throw new TokenRefusal('TOKEN_UNAVAILABLE', 'too many logins at once; try again shortly', { 'Retry-After': '1' })
+    if (verdict === 'unavailable') throw directoryDown()
     if (!verdict) throw badCredentials()
-    return { user, anonymous: false }
+    return typeof verdict === 'object' ? verdict : { user, anonymous: false }
   }
 
   const refreshTokenFor = (user: string): Promise<string> => issuer.issueRefresh(user, options.credentialOf?.(user))
 
   async function tokenFor(grantType: TokenEvent['grantType'], who: Requester, requested: Scope[], clientIp: string, refreshToken: string | undefined) {
     const granted = intersectScopes(requested, await options.grant(who, requested, clientIp))
-    const issued = await issuer.issue({ subject: who.user, access: granted })
+    const issued = await issuer.issue({ subject: who.user, access: granted, ...(who.accessToken !== undefined ? { accessToken: who.accessToken } : {}) })
     options.onIssued?.({ grantType, who, requested, granted, clientIp, refreshTokenIssued: refreshToken !== undefined })
     const body: Record<string, string | number> = {
       token: issued.token,
@@ -142,7 +156,8 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
         if (account !== null && account !== '' && account !== who.user) throw new TokenRefusal('TOKEN_REQUEST_INVALID', 'account does not match the credentials')
       }
     }
-    const offline = params.get('offline_token') === 'true' && !who.anonymous
+    // A refresh token would outlive the access token's limits and revocation: none for those.
+    const offline = params.get('offline_token') === 'true' && !who.anonymous && who.limit === undefined
     const refreshToken = offline ? await refreshTokenFor(who.user) : undefined
     const { body } = await tokenFor('get', who, requested, clientIp, refreshToken)
     send(res, 200, body)
@@ -161,7 +176,7 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
       const password = form.get('password')
       if (user === null || password === null) throw new TokenRefusal('TOKEN_REQUEST_INVALID', 'grant_type=password needs username and password')
       who = await login(user, password, clientIp)
-      if (offline) refreshToken = await refreshTokenFor(who.user)
+      if (offline && who.limit === undefined) refreshToken = await refreshTokenFor(who.user)
     } else if (grantType === 'refresh_token') {
       const given = form.get('refresh_token')
       if (given === null || given === '') throw new TokenRefusal('TOKEN_REQUEST_INVALID', 'grant_type=refresh_token needs refresh_token')
@@ -172,8 +187,11 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
         if (error instanceof TokenError) throw new TokenRefusal('TOKEN_GRANT_INVALID', error.message, {}, { cause: error })
         throw error
       }
-      if (options.accountActive && !(await options.accountActive(subject))) throw new TokenRefusal('TOKEN_GRANT_INVALID', 'the account of this refresh token no longer exists')
-      who = { user: subject, anonymous: false }
+      const active = options.accountActive ? await options.accountActive(subject) : true
+      if (active === 'unavailable') throw directoryDown()
+      if (!active) throw new TokenRefusal('TOKEN_GRANT_INVALID', 'the account of this refresh token no longer exists')
+      const groups = await options.groupsOf?.(subject)
+      who = groups ? { user: subject, anonymous: false, groups } : { user: subject, anonymous: false }
       // The spec: a refresh grant hands back the same refresh token, never a new one.
       if (offline) refreshToken = given
     } else {

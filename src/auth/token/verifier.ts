@@ -2,6 +2,7 @@
 import { createHash, createPublicKey, X509Certificate, type JsonWebKey, type KeyObject } from 'node:crypto'
 import { calculateJwkThumbprint, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWK, type JWTPayload, type ProtectedHeaderParameters } from 'jose'
 import { TokenError, type TokenProblem } from './errors.js'
+import { ACCESS_TOKEN_CLAIM } from './issuer.js'
 import { libtrustKeyId, parseCertificateBundle } from './keys.js'
 import { normalizeActions, scopeType, type Scope } from './scope.js'
 import { BoundedCache } from '../../lib/bounded-cache.js'
@@ -44,6 +45,8 @@ export interface VerifiedToken {
   access: Scope[]
   /** `exp`, seconds since the epoch. */
   exp: number
+  /** The access token (tok_…) this token was issued for, when Portier issued it for one. */
+  accessToken?: string
 }
 
 export interface Verifier {
@@ -262,7 +265,8 @@ export async function createVerifier(options: VerifierOptions): Promise<Verifier
       if ((payload.exp as number) > nowSeconds + maxTtlSeconds + skewSeconds) throw invalid('lifetime', `token valid for longer than ${maxTtlSeconds} s`)
       // Frozen: the same object is handed out again from the cache.
       const access = parseAccessClaim(payload.access).map((scope) => Object.freeze({ ...scope, actions: Object.freeze(scope.actions) as Scope['actions'] }))
-      return Object.freeze({ subject: payload.sub ?? '', access: Object.freeze(access) as Scope[], exp: payload.exp as number })
+      const accessToken = payload[ACCESS_TOKEN_CLAIM]
+      return Object.freeze({ subject: payload.sub ?? '', access: Object.freeze(access) as Scope[], exp: payload.exp as number, ...(typeof accessToken === 'string' ? { accessToken } : {}) })
     }
     throw mapJoseError(lastError)
   }

@@ -8,7 +8,7 @@ import type { Logger } from '../../observe/log.js'
 import { configureTransport, routeLibraryLog } from './account.js'
 import { ChallengeResponder } from './challenges.js'
 import { directoryUrl } from './config.js'
-import { AcmeManager, type AcmeEvent, type AcmeState, type AcmeStatus } from './manager.js'
+import { AcmeManager, type AcmeEvent, type AcmeState, type AcmeStatus, type ManagerOptions } from './manager.js'
 import { acmePaths } from './storage.js'
 
 export type { AcmeEvent, AcmeState, AcmeStatus }
@@ -30,7 +30,8 @@ export interface Acme {
 }
 
 /** Prepares storage and the ACME client settings; nothing talks to the CA before start(). */
-export function createAcme(config: AcmeConfig, log: Logger): Acme {
+/** `sharedLock`: the order lock in the shared state (shared.redis), taken with the lock file. */
+export function createAcme(config: AcmeConfig, log: Logger, sharedLock?: ManagerOptions['sharedLock']): Acme {
   const url = directoryUrl(config.directory_url)
   const paths = acmePaths(config.storage, url, config.domains)
   let caBundle: string | undefined
@@ -45,7 +46,7 @@ export function createAcme(config: AcmeConfig, log: Logger): Acme {
   routeLibraryLog(log)
   const acmeLog = log.child({ component: 'acme' })
   const responder = new ChallengeResponder(paths.challenges, acmeLog)
-  const manager = new AcmeManager({ config, directoryUrl: url, paths, responder, log: acmeLog })
+  const manager = new AcmeManager({ config, directoryUrl: url, paths, responder, log: acmeLog, ...(sharedLock ? { sharedLock } : {}) })
   return {
     domains: config.domains.map((name) => name.toLowerCase()),
     storedCertificate: () => manager.storedCertificate(),

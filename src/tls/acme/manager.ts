@@ -45,6 +45,11 @@ export interface ManagerOptions {
   log: Logger
   /** A holder that touched the lock less recently than this is presumed dead. */
   lockStaleMs?: number
+  /**
+   * The order lock in the shared state (shared.redis), taken as well as the lock file: one instance orders
+   * even where the storage's file semantics are weak. While Redis is unreachable the lock file alone decides.
+   */
+  sharedLock?: (name: string, ttlMs: number) => Promise<{ release(): Promise<void> } | undefined>
 }
 
 /** Longest single wait: the stored certificate is re-read at least this often (shared storage without file events). */
@@ -233,6 +238,20 @@ export class AcmeManager {
       this.schedule(LOCK_POLL_MS)
       return
     }
+    let shared: { release(): Promise<void> } | undefined
+    if (this.options.sharedLock) {
+      try {
+        shared = await this.options.sharedLock(`acme:${this.domains.join(',')}`, this.options.lockStaleMs ?? 120_000)
+        if (!shared) {
+          attempt.lock.release()
+          this.noteWaiting(undefined)
+          this.schedule(LOCK_POLL_MS)
+          return
+        }
+      } catch (error) {
+        this.options.log.warn({ err: describe(error) }, 'ACME order lock: the shared state is unreachable; the lock file alone decides')
+      }
+    }
     this.waitingFor = undefined
     this.heldLock = attempt.lock
     try {
@@ -247,6 +266,7 @@ export class AcmeManager {
     } finally {
       attempt.lock.release()
       this.heldLock = undefined
+      await shared?.release()
     }
   }
 

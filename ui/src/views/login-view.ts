@@ -1,7 +1,26 @@
-// <login-view>: user name and password, posted as JSON (never in a URL); errors shown in the page.
+// <login-view>: user name and password, posted as JSON (never in a URL), and the single sign-on button; errors shown in the page.
 import { LitElement, html, nothing } from 'lit'
-import type { SessionInfo, SignedOut } from '../../../src/ui/types.js'
+import type { SessionInfo, SignedOut, SsoOffer } from '../../../src/ui/types.js'
 import { ApiError, call } from '../api.js'
+
+/** Why a single sign-on came back to this page (`?sso_error=`, set by Portier's callback); the details are in Portier's log. */
+const SSO_ERRORS: Record<string, string> = {
+  unavailable: 'Single sign-on could not reach the identity provider. Try again later, or ask your administrator.',
+  expired: 'The single sign-on took too long, or was started in another browser. Try again.',
+  state: 'Single sign-on refused: the answer did not belong to the sign-in this browser started. Try again.',
+  denied: 'The identity provider did not sign you in.',
+  refused: 'Single sign-on refused: the identity provider\'s answer failed Portier\'s checks. Ask your administrator (Portier\'s log says why).',
+  claims: 'Single sign-on refused: the identity provider did not say who you are. Ask your administrator (Portier\'s log says why).',
+}
+
+/** The message for `?sso_error=` in the page's address, once: the address is cleaned so a reload does not show it again. */
+function takeSsoError(): string {
+  const params = new URLSearchParams(location.search)
+  const code = params.get('sso_error')
+  if (code === null) return ''
+  history.replaceState(null, '', `${location.pathname}${location.hash}`)
+  return SSO_ERRORS[code] ?? 'Single sign-on failed.'
+}
 
 export class LoginView extends LitElement {
   static override properties = {
@@ -22,7 +41,10 @@ export class LoginView extends LitElement {
     this.notice = ''
     this.error = ''
     this.busy = false
+    this.ssoError = takeSsoError()
   }
+
+  private readonly ssoError: string
 
   protected override createRenderRoot(): HTMLElement {
     return this
@@ -56,12 +78,29 @@ export class LoginView extends LitElement {
     }
   }
 
+  private sso(offer: SsoOffer): unknown {
+    // A full-page navigation: the browser goes to the provider and comes back to Portier's callback.
+    return html`
+      <div class="sso">
+        ${this.ssoError && offer.available ? html`<p class="error" role="alert" id="sso-error">${this.ssoError}</p>` : nothing}
+        ${offer.available
+          ? html`<a class="button primary" href=${offer.loginUrl}>Sign in with ${offer.label}</a>`
+          : html`<p class="error" role="alert" id="sso-error">Single sign-on unavailable: ${offer.reason ?? 'the identity provider cannot be reached'}</p>`}
+      </div>
+      ${this.signedOut.loginAvailable ? html`<p class="or" aria-hidden="true"><span>or with a password</span></p>` : nothing}
+    `
+  }
+
   protected override render(): unknown {
+    const offer = this.signedOut.sso
     return html`
       <section class="card login" aria-labelledby="login-title">
         <h1 id="login-title" tabindex="-1">Sign in to Portier</h1>
         ${this.notice ? html`<p class="notice" role="status">${this.notice}</p>` : nothing}
-        ${this.signedOut.loginAvailable
+        ${offer ? this.sso(offer) : nothing}
+        ${offer && !this.signedOut.loginAvailable
+          ? nothing
+          : this.signedOut.loginAvailable
           ? html`
               <form method="post" action="#" @submit=${(event: SubmitEvent) => void this.submit(event)} novalidate>
                 <label for="username">User name</label>

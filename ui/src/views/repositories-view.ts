@@ -85,6 +85,7 @@ export class RepositoriesView extends LitElement {
                   (repository) => html`<li>
                     <a href=${href({ view: 'tags', repository: repository.name, last: '' })}>${repository.name}</a>
                     ${repository.canPush ? html`<span class="badge">push</span>` : nothing}
+                    ${repository.cachedFrom ? html`<span class="badge cached" title="pull-through cache: pulled from ${repository.cachedFrom}, cannot be pushed to">cache of ${repository.cachedFrom}</span>` : nothing}
                   </li>`,
                 )}
               </ul>

@@ -1,14 +1,18 @@
 // <tags-view>: one repository's tags with digest, compressed size, created date and platforms; delete per tag.
 import { LitElement, html, nothing } from 'lit'
-import type { DeleteResult, SessionInfo, TagPage, TagSummary } from '../../../src/ui/types.js'
+import type { DeleteResult, PullsPerDay, RepositoryDeleteResult, SessionInfo, TagPage, TagSummary } from '../../../src/ui/types.js'
 import { ApiError, call, query } from '../api.js'
 import { exactBytes, formatBytes, formatDate, pullLine, shortDigest } from '../format.js'
 import { href } from '../router.js'
 import type { DeleteDialog } from './delete-dialog.js'
 import './delete-dialog.js'
+import type { RepositoryDeleteDialog } from './repository-delete-dialog.js'
+import './repository-delete-dialog.js'
 import './copy-line.js'
+import { barChart } from './charts.js'
 
 const PAGE_SIZE = 50
+const PULL_DAYS = 30
 
 export class TagsView extends LitElement {
   static override properties = {
@@ -18,6 +22,7 @@ export class TagsView extends LitElement {
     page: { state: true },
     error: { state: true },
     notice: { state: true },
+    pulls: { state: true },
   }
 
   declare repository: string
@@ -26,6 +31,7 @@ export class TagsView extends LitElement {
   declare page: TagPage | undefined
   declare error: string
   declare notice: string
+  declare pulls: PullsPerDay | undefined
   private loadCount = 0
 
   constructor() {
@@ -35,6 +41,7 @@ export class TagsView extends LitElement {
     this.page = undefined
     this.error = ''
     this.notice = ''
+    this.pulls = undefined
   }
 
   protected override createRenderRoot(): HTMLElement {
@@ -51,6 +58,14 @@ export class TagsView extends LitElement {
   private async load(): Promise<void> {
     const ticket = ++this.loadCount
     this.page = undefined
+    this.pulls = undefined
+    // Pulls per day from the store, beside the tags (a gateway without it just shows no chart).
+    call<PullsPerDay>('GET', `pulls${query({ repository: this.repository, days: PULL_DAYS })}`).then(
+      (pulls) => {
+        if (ticket === this.loadCount) this.pulls = pulls
+      },
+      () => undefined,
+    )
     try {
       const page = await call<TagPage>('GET', `tags${query({ repository: this.repository, last: this.last, n: PAGE_SIZE })}`)
       if (ticket !== this.loadCount) return
@@ -68,6 +83,11 @@ export class TagsView extends LitElement {
 
   private deleted(result: DeleteResult): void {
     this.notice = `Deleted ${shortDigest(result.digest)}${result.tags.length ? ` and ${result.tags.length === 1 ? 'tag' : 'tags'} ${result.tags.join(', ')}` : ''}.`
+    void this.load()
+  }
+
+  private repositoryDeleted(result: RepositoryDeleteResult): void {
+    this.notice = `Deleted ${result.repository}: ${result.manifests.length} ${result.manifests.length === 1 ? 'manifest' : 'manifests'}${result.tags.length ? ` and ${result.tags.length === 1 ? 'tag' : 'tags'} ${result.tags.join(', ')}` : ''}.${result.gcRun ? ' A garbage collection is freeing the disk space (see Status).' : ' The layers stay on disk until the next garbage collection.'}`
     void this.load()
   }
 
@@ -132,7 +152,17 @@ export class TagsView extends LitElement {
               </nav>
             `
         : nothing}
+      ${this.pulls && page
+        ? html`<section aria-labelledby="pulls-title" class="pulls">
+            <h2 id="pulls-title">Pulls per day</h2>
+            ${barChart({ id: 'pulls-chart', title: `Pulls of ${this.repository} per day, last ${PULL_DAYS} days (UTC)`, bars: this.pulls.days.map((entry) => ({ day: entry.day, value: entry.pulls })), unit: ['pull', 'pulls'] })}
+          </section>`
+        : nothing}
+      ${this.session.admin && page?.canDelete && page.tags.length > 0
+        ? html`<p class="repository-actions"><button type="button" class="danger quiet" @click=${() => void this.querySelector<RepositoryDeleteDialog>('repository-delete-dialog')?.open(this.repository, page.total)}>Delete repository…</button></p>`
+        : nothing}
       <delete-dialog @deleted=${(event: CustomEvent<DeleteResult>) => this.deleted(event.detail)}></delete-dialog>
+      <repository-delete-dialog @repository-deleted=${(event: CustomEvent<RepositoryDeleteResult>) => this.repositoryDeleted(event.detail)}></repository-delete-dialog>
     `
   }
 }

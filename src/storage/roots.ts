@@ -1,0 +1,29 @@
+// At start-up: which upstreams' storage Portier reads blobs from, and whether each root looks like a registry's (so a wrong mount is said once, not found blob by blob).
+import { accessSync, constants } from 'node:fs'
+import { join } from 'node:path'
+import type { Upstream } from '../upstreams/upstreams.js'
+
+export interface StorageRoot {
+  upstream: string
+  root: string
+  /** ready: `<root>/docker/registry/v2` can be read; empty: the root exists without it (before the first push); missing: no readable root (a wrong path or mount). */
+  state: 'ready' | 'empty' | 'missing'
+}
+
+export function storageRoots(upstreams: readonly Upstream[]): StorageRoot[] {
+  return upstreams.flatMap((upstream) => {
+    const root = upstream.storage
+    if (root === undefined) return []
+    const state = readableDirectory(join(root, 'docker', 'registry', 'v2')) ? 'ready' : readableDirectory(root) ? 'empty' : 'missing'
+    return [{ upstream: upstream.name, root, state }]
+  })
+}
+
+function readableDirectory(path: string): boolean {
+  try {
+    accessSync(path, constants.R_OK | constants.X_OK)
+    return true
+  } catch {
+    return false
+  }
+}

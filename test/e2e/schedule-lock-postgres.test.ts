@@ -1,0 +1,92 @@
+// Three gateway instances in front of one registry sharing one PostgreSQL store and no Redis (issue 20): scheduled GC, retention and
+// storage samples run at one instance per scheduled time (advisory locks on a connection of their own, times claimed in schedule_turns),
+// counted in the shared store itself; the holder SIGKILLed mid-collection frees its lock at once, and the next time runs elsewhere.
+import t from 'tap'
+import pg from 'pg'
+import { registryFixture, REGISTRY_BIN } from '../helpers/registry.js'
+import { gatewayFixture } from '../helpers/gateway.js'
+import { postgresBin, startPostgres } from '../helpers/postgres.js'
+import { GatewayClient, waitUntil } from '../helpers/gwclient.js'
+import { admin, nextRun, openUpload, outcomes, ranTurns, seedImage, type Instance } from '../helpers/schedule.js'
+
+const TICK_MS = 10_000
+
+t.test('three instances, one registry, one PostgreSQL store, no Redis', { skip: postgresBin() ? false : 'PostgreSQL is not installed' }, async (t) => {
+  const postgres = await startPostgres()
+  t.teardown(() => postgres.stop())
+  const registry = await registryFixture(t)
+  await seedImage(registry.url, 'kept/app')
+  const config = {
+    upstreams: [{ url: registry.url }],
+    store: { url: postgres.urlWithoutPassword, password_file: postgres.passwordFile, flush_interval: '200ms', scan: false, connect_timeout: '2s' },
+    gc: { registry_config: registry.configFile, binary: REGISTRY_BIN, schedule: '10s', drain_timeout: '4s', usage_interval: '10s' },
+    retention: { schedule: '10s', rules: [{ repositories: 'nothing/**', keep_last: 1 }] },
+  }
+  const instances: Instance[] = []
+  for (const name of ['A', 'B', 'C']) {
+    const gateway = await gatewayFixture(t, { config })
+    const client = new GatewayClient(gateway)
+    t.teardown(() => client.close())
+    instances.push({ name, gateway, client })
+  }
+  const allUp = Date.now()
+  const db = new pg.Client({ connectionString: postgres.url })
+  await db.connect()
+  t.teardown(() => db.end())
+  t.ok(instances[0]?.gateway.logs.some((line) => /maintenance mode is not shared/.test(line.msg)), 'gc.schedule without shared.redis: the log says pushes go on at the other instances')
+
+  t.test('each scheduled time ran once: the store holds one collection and one storage sample per time', async (t) => {
+    const enough = await waitUntil(() => ['gc', 'retention', 'usage'].every((job) => [...ranTurns(instances, job).keys()].filter((turn) => Date.parse(turn) > allUp).length >= 3), 45_000)
+    t.ok(enough, 'three times of each job ran within 45 s')
+    for (const instance of instances) await instance.gateway.logsSettled()
+    for (const job of ['gc', 'retention', 'usage']) {
+      const turns = [...ranTurns(instances, job)]
+      for (const [turn, ran] of turns) t.equal(ran.length, 1, `${job} at ${turn}: ran at ${ran.join(', ')}`)
+      const counts = await Promise.all(instances.map((instance) => outcomes(instance, job)))
+      t.comment(`${job}: ${turns.length} scheduled times, runs per instance: ${instances.map((instance, index) => `${instance.name} ${counts[index]?.ran ?? 0}`).join(', ')}`)
+      t.equal(counts.reduce((sum, count) => sum + (count.ran ?? 0), 0), turns.length, `${job}: the ran counters add up to the times run`)
+    }
+    // The shared store: the history of every instance's collections, and the storage chart's samples.
+    await waitUntil(async () => Number((await db.query<{ n: string }>("SELECT count(*) AS n FROM gc_runs WHERE report LIKE '%\"trigger\":\"schedule\"%'")).rows[0]?.n) >= ranTurns(instances, 'gc').size, 10_000)
+    const runs = (await db.query<{ report: string }>('SELECT report FROM gc_runs')).rows.map((row) => JSON.parse(row.report) as { trigger: string; startedAt: string; result: string })
+    const scheduled = runs.filter((run) => run.trigger === 'schedule')
+    const perTime = new Map<number, number>()
+    for (const run of scheduled) {
+      const time = Math.floor(Date.parse(run.startedAt) / TICK_MS) * TICK_MS
+      perTime.set(time, (perTime.get(time) ?? 0) + 1)
+    }
+    t.equal(scheduled.length, ranTurns(instances, 'gc').size, `gc_runs: ${scheduled.length} scheduled collections for ${ranTurns(instances, 'gc').size} times`)
+    t.same([...perTime.values()].filter((count) => count !== 1), [], 'one row per scheduled time')
+    t.ok(scheduled.filter((run) => run.result === 'success').length >= 3, 'and they succeeded')
+    const samples = (await db.query<{ at: string }>("SELECT at FROM storage_samples WHERE reason = 'schedule'")).rows.map((row) => Number(row.at))
+    const sampleTimes = new Set(samples.map((at) => Math.floor(at / TICK_MS)))
+    t.equal(samples.length, sampleTimes.size, `storage_samples: ${samples.length} scheduled samples in ${sampleTimes.size} distinct times (one each)`)
+    const claimed = (await db.query<{ job: string; turn: string }>('SELECT job, turn FROM schedule_turns ORDER BY job')).rows
+    t.same(claimed.map((row) => row.job), ['housekeeping:gc', 'housekeeping:retention', 'housekeeping:usage'], 'schedule_turns: the last time claimed per job')
+  })
+
+  t.test('the holder killed mid-collection: its lock is freed at once, the next time runs at another instance', async (t) => {
+    for (const instance of instances) t.equal(await openUpload(instance, 'held/app'), 202, `${instance.name}: an upload session open`)
+    const seen = new Set(ranTurns(instances, 'gc').keys())
+    const started = await nextRun(instances, 'gc', seen, TICK_MS + 5_000)
+    if (!started) return t.fail('no instance started the next scheduled collection')
+    const { holder, turn: killedTurn } = started
+    const [other] = instances.filter((instance) => instance !== holder) as [Instance]
+    const manual = await admin(other, 'POST', '/admin/api/gc', {})
+    t.equal(manual.status, 409, `a manual run at ${other.name} while ${holder.name} collects: 409`)
+    t.equal(manual.json.code, 'ADMIN_CONFLICT')
+    holder.gateway.child.kill('SIGKILL')
+    holder.killed = true
+    const killedAt = Date.now()
+    let next: [string, string[]] | undefined
+    await waitUntil(() => {
+      next = [...ranTurns(instances, 'gc')].find(([turn]) => Date.parse(turn) > Date.parse(killedTurn))
+      return next !== undefined
+    }, TICK_MS + 10_000)
+    if (!next) return t.fail('no instance ran the time after the kill')
+    t.comment(`collection at ${killedTurn} killed at ${holder.name}; the next, at ${next[0]}, ran at ${next[1].join(', ')} (${Date.parse(next[0]) - killedAt} ms after the kill)`)
+    t.equal(next[1].length, 1, 'at one instance')
+    t.not(next[1][0], holder.name, 'not the killed one')
+    t.equal(Date.parse(next[0]), Date.parse(killedTurn) + TICK_MS, 'the very next time: PostgreSQL freed the dead holder\'s lock at once')
+  })
+})

@@ -1,0 +1,69 @@
+// A cache's limits on a storage laid out as distribution's filesystem driver lays it out: max_age evicts what was not pulled within it, max_bytes the oldest-used while over; blobs go once nothing links them.
+import t from 'tap'
+import { createHash } from 'node:crypto'
+import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { evict } from '../../src/cache/eviction.js'
+
+const MINUTE = 60_000
+
+/** A storage root with repositories linking blobs of the given sizes (a blob shared by name). */
+function storage(repositories: Record<string, Array<{ name: string; bytes: number }>>): { root: string; blob: (name: string) => string } {
+  const root = mkdtempSync(join(tmpdir(), 'portier-eviction-'))
+  t.teardown(() => rmSync(root, { recursive: true, force: true }))
+  const base = join(root, 'docker/registry/v2')
+  const hex = (name: string): string => createHash('sha256').update(name).digest('hex')
+  const blob = (name: string): string => join(base, 'blobs/sha256', hex(name).slice(0, 2), hex(name), 'data')
+  const old = new Date(Date.now() - 60 * MINUTE)
+  for (const [repository, blobs] of Object.entries(repositories)) {
+    mkdirSync(join(base, 'repositories', repository, '_manifests/tags'), { recursive: true })
+    for (const { name, bytes } of blobs) {
+      const link = join(base, 'repositories', repository, '_layers/sha256', hex(name))
+      mkdirSync(link, { recursive: true })
+      writeFileSync(join(link, 'link'), `sha256:${hex(name)}`)
+      mkdirSync(join(blob(name), '..'), { recursive: true })
+      writeFileSync(blob(name), Buffer.alloc(bytes))
+      // Written long ago: outside the grace period that protects blobs being stored.
+      utimesSync(blob(name), old, old)
+    }
+  }
+  return { root, blob }
+}
+
+t.test('max_age: repositories not pulled within it leave with the blobs only they linked; a shared blob stays', async (t) => {
+  const { root, blob } = storage({ 'team/old': [{ name: 'a', bytes: 100 }, { name: 'shared', bytes: 50 }], 'team/new': [{ name: 'b', bytes: 100 }, { name: 'shared', bytes: 50 }] })
+  const now = Date.now()
+  const pulled = new Map([['team/old', now - 10 * MINUTE], ['team/new', now - MINUTE]])
+  const result = await evict(root, { maxBytes: 0, maxAgeMs: 5 * MINUTE }, 1000, (name) => pulled.get(name), now)
+  t.same(result.aged, ['team/old'])
+  t.same(result.repositories, [], 'no size bound')
+  t.equal(result.blobs, 1)
+  t.equal(existsSync(blob('a')), false, 'the blob only team/old linked')
+  t.equal(existsSync(blob('shared')), true, 'a blob team/new links too')
+  t.equal(existsSync(blob('b')), true)
+  t.same([result.bytesBefore, result.bytesAfter], [250, 150])
+})
+
+t.test('max_bytes: the repository pulled longest ago leaves first, until the blobs fit', async (t) => {
+  const { root, blob } = storage({ one: [{ name: 'x', bytes: 300 }], two: [{ name: 'y', bytes: 300 }], three: [{ name: 'z', bytes: 300 }] })
+  const now = Date.now()
+  const pulled = new Map([['one', now - 3000], ['two', now - 1000], ['three', now - 2000]])
+  const result = await evict(root, { maxBytes: 400, maxAgeMs: 0 }, 1000, (name) => pulled.get(name), now)
+  t.same(result.repositories, ['one', 'three'], 'oldest-used first, and no more than needed')
+  t.same(result.aged, [])
+  t.equal(result.bytesAfter, 300)
+  t.equal(existsSync(blob('y')), true)
+})
+
+t.test('both limits: age first, then size over what is left; within both nothing is touched', async (t) => {
+  const { root } = storage({ stale: [{ name: 's', bytes: 100 }], a: [{ name: 'a', bytes: 200 }], b: [{ name: 'b', bytes: 200 }] })
+  const now = Date.now()
+  const pulled = new Map([['stale', now - 20 * MINUTE], ['a', now - 2 * MINUTE], ['b', now - MINUTE]])
+  const result = await evict(root, { maxBytes: 300, maxAgeMs: 10 * MINUTE }, 1000, (name) => pulled.get(name), now)
+  t.same(result.aged, ['stale'])
+  t.same(result.repositories, ['a'])
+  t.equal(result.bytesAfter, 200)
+  const again = await evict(root, { maxBytes: 300, maxAgeMs: 10 * MINUTE }, 1000, (name) => pulled.get(name), now)
+  t.same([again.aged, again.repositories, again.blobs, again.bytesAfter], [[], [], 0, 200], 'nothing more to do')
+})

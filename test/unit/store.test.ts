@@ -1,0 +1,152 @@
+// The persistent store (src/store/store.ts) on a real file: WAL, migrations per module (in order, once, newer versions refused), batched writes, read-only opening.
+import t, { type Test } from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Store, StoreError } from '../../src/store/store.js'
+
+function tempPath(t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'portier-store-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return join(dir, 'nested', 'portier.db')
+}
+
+const STEPS = [
+  'CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT NOT NULL)',
+  'ALTER TABLE things ADD COLUMN size INTEGER NOT NULL DEFAULT 0',
+]
+
+t.test('opens a new file in WAL mode with synchronous NORMAL and foreign keys on', async (t) => {
+  const store = Store.open(tempPath(t))
+  t.teardown(() => store.close())
+  t.same(store.db.prepare('PRAGMA journal_mode').get(), { journal_mode: 'wal' })
+  t.same(store.db.prepare('PRAGMA synchronous').get(), { synchronous: 1 }, '1 is NORMAL')
+  t.same(store.db.prepare('PRAGMA foreign_keys').get(), { foreign_keys: 1 })
+  t.same(store.db.prepare('PRAGMA busy_timeout').get(), { timeout: 5000 })
+})
+
+t.test('migrations run in order, once, and are recorded per module', async (t) => {
+  const path = tempPath(t)
+  const store = Store.open(path)
+  t.equal(store.version('things'), 0)
+  t.equal(store.migrate('things', STEPS.slice(0, 1)), 1)
+  store.db.prepare('INSERT INTO things (name) VALUES (?)').run('kept')
+  t.equal(store.migrate('things', STEPS), 2, 'the second step is applied on its own')
+  t.equal(store.migrate('things', STEPS), 2, 'again: nothing to do')
+  t.equal(store.migrate('other', ['CREATE TABLE other (x)']), 1, 'modules are versioned apart')
+  const rows = store.db.prepare('SELECT module, version FROM schema_migrations ORDER BY module, version').all()
+  t.same(rows.map((row) => ({ ...row })), [{ module: 'other', version: 1 }, { module: 'things', version: 1 }, { module: 'things', version: 2 }])
+  t.same({ ...store.db.prepare('SELECT name, size FROM things').get() }, { name: 'kept', size: 0 }, 'data survives the migration')
+  store.close()
+
+  const reopened = Store.open(path)
+  t.teardown(() => reopened.close())
+  t.equal(reopened.migrate('things', STEPS), 2, 'a restart applies nothing again')
+})
+
+t.test('a failing migration leaves the module at its old version, nothing half-applied', async (t) => {
+  const store = Store.open(tempPath(t))
+  t.teardown(() => store.close())
+  t.throws(() => store.migrate('things', [STEPS[0] as string, 'NOT SQL AT ALL']), StoreError)
+  t.equal(store.version('things'), 0)
+  t.notOk(store.db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'things'").get(), 'the first step was rolled back too')
+})
+
+t.test('a store written by a newer Portier is refused with a clear error', async (t) => {
+  const path = tempPath(t)
+  const newer = Store.open(path)
+  newer.migrate('things', [...STEPS, 'ALTER TABLE things ADD COLUMN later TEXT'])
+  newer.close()
+  const older = Store.open(path)
+  t.teardown(() => older.close())
+  t.throws(() => older.migrate('things', STEPS), { name: 'StoreError', message: /things schema version 3, written by a newer Portier; this one knows up to version 2/ })
+})
+
+t.test('queued writes commit together in one transaction per flush', async (t) => {
+  const store = Store.open(tempPath(t), { flushIntervalMs: 60_000 })
+  t.teardown(() => store.close())
+  store.migrate('things', STEPS)
+  for (let i = 0; i < 500; i++) store.enqueue((s) => s.statement('INSERT INTO things (name) VALUES (?)').run(`n${i}`))
+  t.equal(store.queued, 500)
+  t.same({ ...store.db.prepare('SELECT count(*) AS n FROM things').get() }, { n: 0 }, 'nothing written before the flush')
+  t.equal(store.flush(), 500)
+  t.equal(store.committedBatches, 1, 'one transaction for 500 writes')
+  t.same({ ...store.db.prepare('SELECT count(*) AS n FROM things').get() }, { n: 500 })
+})
+
+t.test('the queue is bounded: a full queue commits at once', async (t) => {
+  const store = Store.open(tempPath(t), { flushIntervalMs: 60_000, maxPending: 100 })
+  t.teardown(() => store.close())
+  store.migrate('things', STEPS)
+  for (let i = 0; i < 250; i++) store.enqueue((s) => s.statement('INSERT INTO things (name) VALUES (?)').run(`n${i}`))
+  t.equal(store.committedBatches, 2)
+  t.equal(store.queued, 50)
+  store.close()
+  t.equal(store.queued, 0, 'close commits the rest')
+})
+
+t.test('the timer flushes; a write that throws is undone alone and reported', async (t) => {
+  const errors: unknown[] = []
+  const store = Store.open(tempPath(t), { flushIntervalMs: 10, onError: (error) => errors.push(error) })
+  t.teardown(() => store.close())
+  store.migrate('things', STEPS)
+  store.enqueue((s) => s.statement('INSERT INTO things (name) VALUES (?)').run('before'))
+  store.enqueue((s) => {
+    s.statement('INSERT INTO things (name) VALUES (?)').run('half')
+    throw new Error('boom')
+  })
+  store.enqueue((s) => s.statement('INSERT INTO things (name) VALUES (?)').run('after'))
+  for (let i = 0; i < 200 && store.queued > 0; i++) await new Promise((done) => setTimeout(done, 10))
+  t.equal(store.queued, 0)
+  t.same(store.db.prepare('SELECT name FROM things ORDER BY id').all().map((row) => row.name), ['before', 'after'])
+  t.equal(errors.length, 1)
+})
+
+t.test('transaction() commits queued writes first, then its own', async (t) => {
+  const store = Store.open(tempPath(t), { flushIntervalMs: 60_000 })
+  t.teardown(() => store.close())
+  store.migrate('things', STEPS)
+  store.enqueue((s) => s.statement('INSERT INTO things (name) VALUES (?)').run('queued'))
+  const id = store.transaction((s) => s.statement('INSERT INTO things (name) VALUES (?)').run('now').lastInsertRowid)
+  t.equal(Number(id), 2, 'after the queued write')
+  t.throws(() => store.transaction((s) => {
+    s.statement('INSERT INTO things (name) VALUES (?)').run('undone')
+    throw new Error('no')
+  }))
+  t.same(store.db.prepare('SELECT name FROM things ORDER BY id').all().map((row) => row.name), ['queued', 'now'])
+})
+
+t.test('read-only: reads beside a writer, never writes, refuses an unmigrated file', async (t) => {
+  const path = tempPath(t)
+  const writer = Store.open(path)
+  t.teardown(() => writer.close())
+  writer.migrate('things', STEPS)
+  writer.db.prepare('INSERT INTO things (name) VALUES (?)').run('seen')
+  const reader = Store.open(path, { readOnly: true })
+  t.teardown(() => reader.close())
+  t.equal(reader.migrate('things', STEPS), 2)
+  t.same(reader.db.prepare('SELECT name FROM things').all().map((row) => row.name), ['seen'])
+  t.throws(() => reader.db.exec("INSERT INTO things (name) VALUES ('no')"), /readonly/)
+  t.throws(() => reader.migrate('other', ['CREATE TABLE other (x)']), { name: 'StoreError', message: /start the gateway once/ })
+})
+
+t.test('a file that is not a database is a clear error', async (t) => {
+  const path = tempPath(t)
+  Store.open(path).close()
+  writeFileSync(path, 'this is not sqlite, just text long enough to be read as a header'.repeat(20))
+  t.throws(() => Store.open(path), { name: 'StoreError', message: /cannot use the store/ })
+})
+
+t.test('watchers hear of committed batches and of lost writes', async (t) => {
+  const store = Store.open(tempPath(t), { flushIntervalMs: 60_000 })
+  t.teardown(() => store.close())
+  store.migrate('things', STEPS)
+  const heard: Array<[string, number]> = []
+  store.watch({ committed: (writes) => heard.push(['committed', writes]), dropped: (count) => heard.push(['dropped', count]) })
+  store.enqueue((s) => s.statement('INSERT INTO things (name) VALUES (?)').run('a'))
+  store.enqueue(() => {
+    throw new Error('lost')
+  })
+  store.flush()
+  t.same(heard, [['dropped', 1], ['committed', 1]], 'the write that threw is lost, the other committed')
+})
