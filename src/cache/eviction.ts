@@ -4,7 +4,10 @@ import { join } from 'node:path'
 
 export interface EvictionResult {
   bytesBefore: number
+  /** Bytes of the blobs still linked (or stored too recently to judge) once this pass is done. */
   bytesAfter: number
+  /** Bytes of blobs nothing links any more but written within the grace period: a later pass removes them. */
+  bytesPending: number
   /** Repositories evicted to bring the storage under max_bytes, oldest-used first. */
   repositories: string[]
   /** Repositories evicted because they were not pulled within max_age. */
@@ -67,12 +70,15 @@ export interface EvictionLimits {
 }
 
 /**
- * Applies a cache's limits to its storage. Age first: every repository not pulled within `maxAgeMs`
- * leaves. Then size: while the blobs add up to more than `maxBytes`, repositories leave oldest-used
+ * Applies a cache's limits to its storage. First the blobs nothing links any more go (what earlier
+ * passes left inside the grace period). Age: every repository not pulled within `maxAgeMs` leaves.
+ * Size: while the blobs still linked add up to more than `maxBytes`, repositories leave oldest-used
  * first. When a repository was used is `lastPulled` (Portier's own record), else the storage's times.
  * Each removal is followed by a sweep of the blobs nothing links any more. Blobs written within
- * `graceMs` stay: the registry may be linking one it just stored. A repository being pulled while it
- * is evicted is fetched again from the remote (the registry's proxy falls back to it).
+ * `graceMs` stay on disk until a later pass (the registry may be linking one it just stored), but
+ * count as leaving: an evicted repository whose blobs are that recent must not make the loop evict
+ * the newer ones too. A repository being pulled while it is evicted is fetched again from the remote
+ * (the registry's proxy falls back to it).
  */
 export async function evict(storage: string, limits: EvictionLimits, graceMs: number, lastPulled: (repository: string) => number | undefined, now = Date.now()): Promise<EvictionResult> {
   const base = join(storage, 'docker/registry/v2')
@@ -80,35 +86,48 @@ export async function evict(storage: string, limits: EvictionLimits, graceMs: nu
   const blobs = join(base, 'blobs')
   let onDisk = await blobsOf(blobs)
   const bytesBefore = onDisk.reduce((sum, blob) => sum + blob.bytes, 0)
-  const result: EvictionResult = { bytesBefore, bytesAfter: bytesBefore, repositories: [], aged: [], blobs: 0 }
-  const overSize = limits.maxBytes > 0 && bytesBefore > limits.maxBytes
-  if (!overSize && limits.maxAgeMs <= 0) return result
+  const result: EvictionResult = { bytesBefore, bytesAfter: bytesBefore, bytesPending: 0, repositories: [], aged: [], blobs: 0 }
+  if (limits.maxBytes <= 0 && limits.maxAgeMs <= 0) return result
   const names = await repositoriesOf(repositories)
-  const used = await Promise.all(names.map(async (name) => ({ name, at: lastPulled(name) ?? (await touchedAt(repositories, name)) })))
-  used.sort((a, b) => a.at - b.at)
   const removed = new Set<string>()
+  /** Bytes on disk, and of those the bytes of unlinked blobs the grace period keeps for now. */
   let bytes = bytesBefore
+  let pending = 0
   const remove = async (name: string): Promise<void> => {
     await rm(join(repositories, name), { recursive: true, force: true })
     removed.add(name)
   }
-  // The blobs no remaining repository links, older than the grace period.
+  // The blobs no remaining repository links: older than the grace period they go, newer ones are pending.
   const sweep = async (): Promise<void> => {
     const linked = new Set<string>()
     for (const rest of names) if (!removed.has(rest)) await linkedDigests(repositories, rest, linked)
     const sweptAt = Date.now()
     const kept = []
+    pending = 0
     for (const blob of onDisk) {
-      if (linked.has(blob.digest) || sweptAt - blob.writtenAt < graceMs) {
+      if (linked.has(blob.digest)) {
         kept.push(blob)
-        continue
+      } else if (sweptAt - blob.writtenAt < graceMs) {
+        kept.push(blob)
+        pending += blob.bytes
+      } else {
+        await rm(blob.dir, { recursive: true, force: true })
+        bytes -= blob.bytes
+        result.blobs++
       }
-      await rm(blob.dir, { recursive: true, force: true })
-      bytes -= blob.bytes
-      result.blobs++
     }
     onDisk = kept
   }
+  const finish = (): EvictionResult => {
+    result.bytesAfter = bytes - pending
+    result.bytesPending = pending
+    return result
+  }
+  await sweep()
+  const overSize = limits.maxBytes > 0 && bytes - pending > limits.maxBytes
+  if (!overSize && limits.maxAgeMs <= 0) return finish()
+  const used = await Promise.all(names.map(async (name) => ({ name, at: lastPulled(name) ?? (await touchedAt(repositories, name)) })))
+  used.sort((a, b) => a.at - b.at)
   if (limits.maxAgeMs > 0) {
     for (const { name, at } of used) {
       if (now - at < limits.maxAgeMs) continue
@@ -119,13 +138,12 @@ export async function evict(storage: string, limits: EvictionLimits, graceMs: nu
   }
   if (limits.maxBytes > 0) {
     for (const { name } of used) {
-      if (bytes <= limits.maxBytes) break
+      if (bytes - pending <= limits.maxBytes) break
       if (removed.has(name)) continue
       await remove(name)
       result.repositories.push(name)
       await sweep()
     }
   }
-  result.bytesAfter = bytes
-  return result
+  return finish()
 }

@@ -125,14 +125,14 @@ export async function startCaches(configs: readonly CacheConfig[], deps: CachesD
         const limits = { maxBytes: config.max_bytes, maxAgeMs: config.max_age }
         const result = await evict(storage, limits, config.eviction_interval, (name) => routes.lastPulled(config.prefix, name))
         for (const name of [...result.aged, ...result.repositories]) routes.forget(config.prefix, name)
-        metrics?.storedBytes.set({ cache: config.prefix }, result.bytesAfter)
+        metrics?.storedBytes.set({ cache: config.prefix }, result.bytesAfter + result.bytesPending)
         if (result.aged.length > 0) {
           metrics?.evicted.inc({ cache: config.prefix, reason: 'age' }, result.aged.length)
-          log.info({ cache: config.prefix, max_age_ms: config.max_age, bytes_before: result.bytesBefore, bytes_after: result.bytesAfter, repositories: result.aged, blobs: result.blobs }, 'pull-through cache: repositories not pulled within max_age evicted')
+          log.info({ cache: config.prefix, max_age_ms: config.max_age, bytes_before: result.bytesBefore, bytes_after: result.bytesAfter, bytes_pending: result.bytesPending, repositories: result.aged, blobs: result.blobs }, 'pull-through cache: repositories not pulled within max_age evicted')
         }
         if (result.repositories.length > 0) {
           metrics?.evicted.inc({ cache: config.prefix, reason: 'size' }, result.repositories.length)
-          log.info({ cache: config.prefix, max_bytes: config.max_bytes, bytes_before: result.bytesBefore, bytes_after: result.bytesAfter, repositories: result.repositories, blobs: result.blobs }, 'pull-through cache over max_bytes: repositories pulled longest ago evicted')
+          log.info({ cache: config.prefix, max_bytes: config.max_bytes, bytes_before: result.bytesBefore, bytes_after: result.bytesAfter, bytes_pending: result.bytesPending, repositories: result.repositories, blobs: result.blobs }, 'pull-through cache over max_bytes: repositories pulled longest ago evicted')
         }
       }
       const timer = setInterval(() => {

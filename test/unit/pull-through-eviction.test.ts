@@ -9,7 +9,7 @@ import { evict } from '../../src/cache/eviction.js'
 const MINUTE = 60_000
 
 /** A storage root with repositories linking blobs of the given sizes (a blob shared by name). */
-function storage(repositories: Record<string, Array<{ name: string; bytes: number }>>): { root: string; blob: (name: string) => string } {
+function storage(repositories: Record<string, Array<{ name: string; bytes: number; fresh?: boolean }>>): { root: string; blob: (name: string) => string } {
   const root = mkdtempSync(join(tmpdir(), 'portier-eviction-'))
   t.teardown(() => rmSync(root, { recursive: true, force: true }))
   const base = join(root, 'docker/registry/v2')
@@ -18,14 +18,14 @@ function storage(repositories: Record<string, Array<{ name: string; bytes: numbe
   const old = new Date(Date.now() - 60 * MINUTE)
   for (const [repository, blobs] of Object.entries(repositories)) {
     mkdirSync(join(base, 'repositories', repository, '_manifests/tags'), { recursive: true })
-    for (const { name, bytes } of blobs) {
+    for (const { name, bytes, fresh } of blobs) {
       const link = join(base, 'repositories', repository, '_layers/sha256', hex(name))
       mkdirSync(link, { recursive: true })
       writeFileSync(join(link, 'link'), `sha256:${hex(name)}`)
       mkdirSync(join(blob(name), '..'), { recursive: true })
       writeFileSync(blob(name), Buffer.alloc(bytes))
-      // Written long ago: outside the grace period that protects blobs being stored.
-      utimesSync(blob(name), old, old)
+      // Written long ago (outside the grace period that protects blobs being stored), unless fresh.
+      if (!fresh) utimesSync(blob(name), old, old)
     }
   }
   return { root, blob }
@@ -66,4 +66,32 @@ t.test('both limits: age first, then size over what is left; within both nothing
   t.equal(result.bytesAfter, 200)
   const again = await evict(root, { maxBytes: 300, maxAgeMs: 10 * MINUTE }, 1000, (name) => pulled.get(name), now)
   t.same([again.aged, again.repositories, again.blobs, again.bytesAfter], [[], [], 0, 200], 'nothing more to do')
+})
+
+t.test('max_bytes: an evicted repository whose blobs are within the grace period counts them as leaving; a later pass removes them', async (t) => {
+  // Under load the pass can come right after both pulls: the oldest repository's blobs were written moments ago.
+  const { root, blob } = storage({ first: [{ name: 'f', bytes: 300, fresh: true }], second: [{ name: 's', bytes: 300, fresh: true }] })
+  const now = Date.now()
+  const pulled = new Map([['first', now - 2000], ['second', now - 1000]])
+  const result = await evict(root, { maxBytes: 400, maxAgeMs: 0 }, MINUTE, (name) => pulled.get(name), now)
+  t.same(result.repositories, ['first'], 'the newer repository stays although first\'s blob is still on disk')
+  t.same([result.bytesBefore, result.bytesAfter, result.bytesPending, result.blobs], [600, 300, 300, 0])
+  t.equal(existsSync(blob('f')), true, 'inside the grace period the unlinked blob stays for now')
+  const later = await evict(root, { maxBytes: 400, maxAgeMs: 0 }, 0, (name) => pulled.get(name), now)
+  t.same([later.repositories, later.blobs, later.bytesAfter, later.bytesPending], [[], 1, 300, 0], 'the next pass removes it and evicts nothing')
+  t.equal(existsSync(blob('f')), false)
+  t.equal(existsSync(blob('s')), true)
+})
+
+t.test('blobs nothing links, left by an earlier pass, go on the next pass even when the cache is within its limits', async (t) => {
+  const { root, blob } = storage({ kept: [{ name: 'k', bytes: 100 }] })
+  // A blob written an hour ago that no repository links (its repository was evicted while it was new).
+  const target = blob('o')
+  mkdirSync(join(target, '..'), { recursive: true })
+  writeFileSync(target, Buffer.alloc(100))
+  utimesSync(target, new Date(Date.now() - 60 * MINUTE), new Date(Date.now() - 60 * MINUTE))
+  const result = await evict(root, { maxBytes: 10_000, maxAgeMs: 0 }, 1000, () => undefined)
+  t.same([result.repositories, result.aged, result.blobs, result.bytesAfter], [[], [], 1, 100])
+  t.equal(existsSync(target), false, 'the unlinked blob is gone')
+  t.equal(existsSync(blob('k')), true)
 })
