@@ -3,7 +3,7 @@
 export const WORKLOADS = ['upload', 'chunked', 'download', 'skopeo', 'get', 'head', 'latency', 'concurrent'] as const
 export type Workload = (typeof WORKLOADS)[number]
 
-export const TARGETS = ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier', 'portier-storage', 'portier-workers', 'portier-storage-workers', 'undici', 'http-proxy'] as const
+export const TARGETS = ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier', 'portier-storage', 'portier-workers', 'portier-storage-workers', 'undici', 'http-proxy', 'tls-memory'] as const
 export type TargetId = (typeof TARGETS)[number]
 
 export interface BenchOptions {

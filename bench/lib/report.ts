@@ -62,7 +62,7 @@ export function mainTable(results: Results, keys: string[]): string {
   return table(['workload', ...MAIN.map((target) => LABELS[target]), 'Portier ÷ direct', 'Portier ÷ better nginx'], lines)
 }
 
-const STORAGE: TargetId[] = ['direct', 'nginx-recipe', 'portier', 'portier-storage']
+const STORAGE: TargetId[] = ['direct', 'tls-memory', 'nginx-recipe', 'portier', 'portier-storage']
 
 /** Portier reading blobs from the registry's storage next to Portier relaying them, nginx and direct. */
 export function storageTable(results: Results, keys: string[]): string {
@@ -72,10 +72,11 @@ export function storageTable(results: Results, keys: string[]): string {
     `${row.title} (${row.unit})`,
     ...STORAGE.map((target) => cell(results, row, target)),
     ratio(ratioOf(results, row.key, 'portier-storage', 'direct')),
+    ratio(ratioOf(results, row.key, 'portier-storage', 'tls-memory')),
     ratio(ratioOf(results, row.key, 'portier-storage', 'nginx-recipe')),
     ratio(ratioOf(results, row.key, 'portier-storage', 'portier')),
   ])
-  return table(['workload', ...STORAGE.map((target) => LABELS[target]), 'from storage ÷ direct', 'from storage ÷ nginx recipe', 'from storage ÷ relayed'], lines)
+  return table(['workload', ...STORAGE.map((target) => LABELS[target]), 'from storage ÷ direct', 'from storage ÷ ceiling', 'from storage ÷ nginx recipe', 'from storage ÷ relayed'], lines)
 }
 
 /** server.workers: 2 next to 1, relaying and from storage (rows where a -workers target ran). */

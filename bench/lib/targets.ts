@@ -37,6 +37,7 @@ export const LABELS: Record<TargetId, string> = {
   'portier-storage-workers': 'Portier, blobs from storage, 2 workers',
   undici: 'undici forwarder',
   'http-proxy': 'http-proxy forwarder',
+  'tls-memory': 'TLS from memory (ceiling)',
 }
 
 export interface Shared {
@@ -142,6 +143,18 @@ export async function startForwarder(shared: Shared, engine: 'undici' | 'http-pr
   const base = `https://127.0.0.1:${port}`
   await waitForHttp(`${base}/v2/`, started, 30_000)
   return { id: engine, label: LABELS[engine], base, tls: true, auth: false, proxyPids: [started.pid], mainPid: started.pid, started }
+}
+
+/** The download ceiling (`bench/ceiling/tls-source.ts`, also in `npm run bench:ceiling`): an HTTPS server with Portier's
+ * cipher order that answers every request with sizeMiB bytes from memory. No upstream, no auth: Node's own TLS send limit. */
+export async function startTlsSource(shared: Shared, sizeMiB: number): Promise<Target> {
+  const port = await freePort()
+  const script = join(ROOT, 'bench', 'ceiling', 'tls-source.ts')
+  const args = [`--import=${TS_LOADER}`, script, shared.tls.cert, shared.tls.key, String(port), '256', String(sizeMiB)]
+  const started = shared.processes.start('tls-memory', process.execPath, args, join(shared.dir, 'tls-memory.log'))
+  const base = `https://127.0.0.1:${port}`
+  await waitForHttp(`${base}/v2/`, started, 30_000)
+  return { id: 'tls-memory', label: LABELS['tls-memory'], base, tls: true, auth: false, proxyPids: [started.pid], mainPid: started.pid, started }
 }
 
 /** tap's TypeScript loader, which `npm run bench` also runs under. */
