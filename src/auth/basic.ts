@@ -103,6 +103,9 @@ export function createBasicAuthenticator(login: Login, realm: string, throttle: 
       if (headers.authorization === undefined) return { user: '', via: 'anonymous' }
       const credentials = parseBasic(headers.authorization)
       if (!credentials) throw challenge({ reason: 'expected Basic credentials' })
+      // `Basic Og==` (":"): skopeo and podman send empty credentials when they have none. Anonymous, as
+      // without the header (the ACL decides; a 401 challenge otherwise), never a failed login to throttle.
+      if (credentials.user === '' && credentials.password === '') return { user: '', via: 'anonymous' }
       const user = await login(credentials.user, credentials.password, context.clientIp)
       if (user === 'locked') {
         throw new RegistryError('TOOMANYREQUESTS', { reason: 'too many failed logins; try later' }, { 'Retry-After': String(Math.max(1, throttle.retryAfter(credentials.user, context.clientIp))) })

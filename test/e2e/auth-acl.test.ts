@@ -80,6 +80,12 @@ t.test('ACL rules, namespaces, anonymous pull, catalog filter and htpasswd reloa
   t.equal((await call('POST', '/v2/reader/project/blobs/uploads/', ['alice', 'alice-password'])).status, 403, "alice cannot push into reader's namespace")
 
   t.equal((await call('GET', '/v2/public/tool/manifests/v1')).status, 200, 'anonymous pull of public/* works')
+  t.equal((await call('GET', '/v2/public/tool/manifests/v1', ['', ''])).status, 200, 'empty Basic credentials (Basic Og==) are anonymous: public/* pulls')
+  const emptyShared = await call('GET', '/v2/shared/app/manifests/v1', ['', ''])
+  t.equal(emptyShared.status, 401, 'and elsewhere they are challenged like no credentials')
+  t.match(emptyShared.headers['www-authenticate'], /^Basic realm=/)
+  const anonymousSkopeo = await skopeoCopy(`docker://${gateway.host}/public/tool:v1`, `oci:${join(work, 'anonymous-pull')}:v1`, { srcCertDir: gateway.certDir })
+  t.equal(anonymousSkopeo.code, 0, 'skopeo without credentials pulls public/tool')
   const anonymousShared = await call('GET', '/v2/shared/app/manifests/v1')
   t.equal(anonymousShared.status, 401, 'anonymous elsewhere is asked for credentials')
   t.match(anonymousShared.headers['www-authenticate'], /^Basic realm=/)
