@@ -5,7 +5,6 @@ import type { Metrics } from '../observe/metrics.js'
 import type { Shutdown } from './shutdown.js'
 import type { SharedState } from '../shared/index.js'
 import type { StoreEngine } from '../store/engine.js'
-import { AdvisoryLocks } from '../store/advisory-locks.js'
 import { storePassword } from '../store/open.js'
 import { claimTurn, TURN_MIGRATIONS } from '../store/turns.js'
 import { RunLocks } from '../housekeeping/run-lock.js'
@@ -22,6 +21,8 @@ export async function startRunLocks(config: Config, log: Logger, shutdown: Shutd
   const store = deps.store
   await store.migrateModule('schedule', TURN_MIGRATIONS)
   const password = storePassword(config.store)
+  // Loaded only with a PostgreSQL store (its client stays out of a SQLite gateway's memory).
+  const { AdvisoryLocks } = await import('../store/advisory-locks.js')
   const locks = new AdvisoryLocks({
     url: config.store.url,
     ...(password !== undefined ? { password } : {}),

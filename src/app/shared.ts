@@ -13,7 +13,7 @@ import type { ManifestCache } from '../forward/manifest-cache.js'
  * `held`: a worker's state in the primary process (server.workers), used unless shared.redis names an engine.
  */
 export async function startShared(config: Config, log: Logger, shutdown: Shutdown, metrics: Metrics | undefined, held?: SharedState): Promise<SharedState> {
-  const shared = held && config.shared.redis.url === '' ? held : openShared(config.shared, log)
+  const shared = held && config.shared.redis.url === '' ? held : await openShared(config.shared, log)
   shutdown.defer(() => shared.close())
   if (metrics) registerSharedMetrics(metrics.registry, shared)
   // The primary's state (maintenance on, revocations) is here before the first request.

@@ -3,7 +3,6 @@ import { readFileSync } from 'node:fs'
 import { Gauge, type Registry } from 'prom-client'
 import type { Logger } from '../observe/log.js'
 import { createLocalShared } from './local.js'
-import { createRedisShared, redacted } from './redis.js'
 import type { SharedConfig } from './section.js'
 import type { Revocations, SharedState } from './types.js'
 
@@ -16,12 +15,16 @@ export function localRevocations(): Revocations {
   return createLocalShared().revocations
 }
 
-/** The engine shared.redis names, or this process alone without one. Connects in the background. */
-export function openShared(config: SharedConfig, log: Logger): SharedState {
+/**
+ * The engine shared.redis names, or this process alone without one. Connects in the background.
+ * The Redis client (~8 MiB of memory) is loaded only when shared.redis.url is set.
+ */
+export async function openShared(config: SharedConfig, log: Logger): Promise<SharedState> {
   const redis = config.redis
   if (redis.url === '') return createLocalShared()
   const password = redis.password_file === '' ? '' : readFileSync(redis.password_file, 'utf8').trim()
   const ca = redis.ca_file === '' ? undefined : readFileSync(redis.ca_file, 'utf8')
+  const { createRedisShared, redacted } = await import('./redis.js')
   log.info({ url: redacted(redis.url), key_prefix: redis.key_prefix }, 'shared state in Redis (shared.redis.url)')
   return createRedisShared({
     url: redis.url,

@@ -4,7 +4,6 @@ import { dirname, resolve } from 'node:path'
 import { creatable, unreadable } from '../config/files.js'
 import type { Logger } from '../observe/log.js'
 import type { StoreEngine } from './engine.js'
-import { PostgresStore } from './postgres.js'
 import type { StoreConfig } from './section.js'
 import { Store, StoreError } from './store.js'
 
@@ -25,6 +24,8 @@ export async function openStore(config: StoreConfig, log: Logger): Promise<Store
   if (config.url) {
     const password = storePassword(config)
     let location = config.url
+    // Loaded only when configured: the PostgreSQL client is ~5 MiB of memory a SQLite store never uses.
+    const { PostgresStore } = await import('./postgres.js')
     const store = await PostgresStore.open({
       url: config.url,
       ...(password !== undefined ? { password } : {}),
