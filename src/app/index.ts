@@ -31,6 +31,7 @@ import { watchStore } from '../store/metrics.js'
 import { GcHistory } from '../housekeeping/gc-history.js'
 import { createUsage } from './usage.js'
 import { createRegistryClient } from '../ui/registry-client.js'
+import { loadSso } from '../ui/index.js'
 import { startShared } from './shared.js'
 import { startRunLocks } from './run-locks.js'
 import type { SharedState } from '../shared/index.js'
@@ -162,7 +163,8 @@ async function start(config: Config, log: Logger, shutdown: Shutdown, parts: Wor
   const runLocks = await startRunLocks(config, log, shutdown, { store, shared, metrics: observability.metrics })
   const usage = createUsage(config, log, shutdown, { store, times, metrics: observability.metrics, runLocks })
   const gcHistory = new GcHistory(store)
-  const pipeline = buildPipeline(config, log, shutdown, { upstreams, observability, auth, certificates, state, times, usage, gcHistory, storeReadiness: () => storeReadiness(store), ...(caches ? { pullThrough: caches.routes } : {}), ...(events ? { events } : {}), uiAudit: uiStoreHook(times, audit), ...(audit ? { uiAuditLog: uiAuditLog(audit) } : {}), shared, runLocks, ...(accessTokens ? { accessTokens: { tokens: accessTokens, policy: config.access_tokens } } : {}), access: accessAdmin(config, grants, auth, shared) })
+  const sso = await loadSso(config.ui)
+  const pipeline = buildPipeline(config, log, shutdown, { ...(sso ? { sso } : {}), upstreams, observability, auth, certificates, state, times, usage, gcHistory, storeReadiness: () => storeReadiness(store), ...(caches ? { pullThrough: caches.routes } : {}), ...(events ? { events } : {}), uiAudit: uiStoreHook(times, audit), ...(audit ? { uiAuditLog: uiAuditLog(audit) } : {}), shared, runLocks, ...(accessTokens ? { accessTokens: { tokens: accessTokens, policy: config.access_tokens } } : {}), access: accessAdmin(config, grants, auth, shared) })
   registerEventRoutes(pipeline.adminApi, events, log)
   registerStoreRoutes(pipeline.adminApi, { audit, times })
   usage.registerRoutes(pipeline.adminApi)

@@ -22,7 +22,7 @@ import { createLimits } from '../pipeline/limits.js'
 import { createMinRate } from '../pipeline/min-rate.js'
 import { createPublicHosts, type PublicHosts } from '../pipeline/public-hosts.js'
 import { createSecurityHeaders } from '../pipeline/security-headers.js'
-import { createStatusSource, createUi, type UiAccessAdmin } from '../ui/index.js'
+import { createStatusSource, createUi, type UiAccessAdmin, type UiDeps } from '../ui/index.js'
 import type { UiAuditHook, UiAuditLog } from '../ui/api.js'
 import type { UiAccessTokens } from '../ui/tokens.js'
 import type { Events } from '../events/index.js'
@@ -91,6 +91,8 @@ export interface PipelineDeps {
   accessTokens?: UiAccessTokens
   /** The web UI's "Users & access" page. */
   access?: UiAccessAdmin
+  /** Single sign-on for the web UI, when ui.oidc is enabled (loaded by loadSso). */
+  sso?: UiDeps['sso']
   /** The lock scheduled and manual GC and retention take across instances (none with one instance). */
   runLocks: RunLocks
 }
@@ -203,6 +205,7 @@ export function buildPipeline(config: Config, log: Logger, shutdown: Shutdown, d
         declaredGroups: config.auth.groups.map((group) => group.name),
         ...(deps.accessTokens ? { accessTokens: deps.accessTokens } : {}),
         ...(deps.access ? { access: deps.access } : {}),
+        ...(deps.sso ? { sso: deps.sso } : {}),
         status: createStatusSource({
           upstreams: upstreams.all,
           health: () => health.snapshot(),

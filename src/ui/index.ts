@@ -13,7 +13,7 @@ import { createCsrf } from './csrf.js'
 import { createImageReader } from './images.js'
 import { createRegistryClient, type RoutedAnswer } from './registry-client.js'
 import { createSessions, loadSessionSecret } from './session.js'
-import { createSso } from './oidc/index.js'
+import type { createSso } from './oidc/index.js'
 import { loadStaticFiles, setSecurityHeaders } from './static.js'
 import type { StatusSource } from './status.js'
 import type { Revocations } from '../shared/index.js'
@@ -54,6 +54,13 @@ export interface UiDeps {
   accessTokens?: UiAccessTokens
   /** The "Users & access" page (administrators). */
   access?: UiAccessAdmin
+  /** Single sign-on's module, loaded by the caller only when ui.oidc is enabled (openid-client stays out of memory otherwise). */
+  sso?: typeof createSso
+}
+
+/** Loads single sign-on (ui.oidc) when enabled: `createUi` needs it in hand, and openid-client is not loaded otherwise. */
+export async function loadSso(config: UiConfig): Promise<typeof createSso | undefined> {
+  return config.enabled && config.oidc.enabled ? (await import('./oidc/index.js')).createSso : undefined
 }
 
 export interface Ui {
@@ -91,8 +98,9 @@ export function createUi(deps: UiDeps): Ui {
   })
   const sessions = createSessions(secret, config.session_ttl, deps.revocations)
   // Single sign-on (ui.oidc): its sign-in and callback pages beside the API; the provider is discovered in the background.
-  const sso = config.oidc.enabled
-    ? createSso({ config: config.oidc, secret, sessions, declaredGroups: deps.declaredGroups ?? [], log, ...(deps.audit ? { audit: deps.audit } : {}) })
+  if (config.oidc.enabled && !deps.sso) throw new Error('ui.oidc is enabled but its module was not loaded (loadSso)')
+  const sso = config.oidc.enabled && deps.sso
+    ? deps.sso({ config: config.oidc, secret, sessions, declaredGroups: deps.declaredGroups ?? [], log, ...(deps.audit ? { audit: deps.audit } : {}) })
     : undefined
   const api = createApi({
     sessions,
