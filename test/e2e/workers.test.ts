@@ -1,6 +1,7 @@
-// server.workers: 2 in front of a real registry: both worker processes serve the one port; a lockout, the
-// maintenance switch and /metrics hold across them (state in the primary); skopeo pushes and pulls; a killed
-// worker is logged and replaced; SIGTERM drains both and the process exits 0.
+// server.workers: 2 in front of a real registry: both worker processes serve the one port; a lockout, a
+// limits.rate bucket, the maintenance switch and /metrics hold across them (state in the primary); skopeo pushes
+// and pulls; a killed worker is logged and replaced (the lockout and the bucket stay); SIGTERM drains both and the
+// process exits 0.
 import t from 'tap'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -16,9 +17,12 @@ import { skopeoCopy } from '../helpers/skopeo.js'
 import { hashPassword } from '../../src/auth/hashes.js'
 
 const MiB = 1024 * 1024
-const PASSWORDS = { root: 'root-password-1', carol: 'carol-password-1' }
+const PASSWORDS = { root: 'root-password-1', carol: 'carol-password-1', dave: 'dave-password-1' }
 const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`
 const ROOT = basic('root', PASSWORDS.root)
+const DAVE = basic('dave', PASSWORDS.dave)
+/** dave's limits.rate bucket: RATE_BURST requests at once, then one per 100 s (none refills during the test). */
+const RATE_BURST = 6
 
 /** One request on a connection of its own (so the workers take turns), and the worker whose access log has it. */
 async function once(gateway: GatewayHandle, method: string, path: string, headers: Record<string, string> = {}): Promise<{ reply: Reply; worker: number }> {
@@ -70,6 +74,7 @@ t.test('two workers, one port, one registry', async (t) => {
         acl: [{ match: { account: 'root' }, actions: ['*'] }, { match: { account: '*' }, actions: ['pull'] }],
         throttle: { max_failures: 3, window: '5m', lockout: '5m' },
       },
+      limits: { rate: [{ name: 'dave', match: { account: 'dave' }, requests: RATE_BURST, per: '10m' }] },
     },
     readyTimeoutMs: 60_000,
   })
@@ -116,6 +121,30 @@ t.test('two workers, one port, one registry', async (t) => {
     }
     t.same([...refusedAt].sort(), [1, 2], 'by both workers')
     t.equal((await once(gateway, 'GET', '/v2/', { authorization: ROOT })).reply.status, 200, 'another user is not affected')
+  })
+
+  t.test('a rate limit is one bucket across both workers: the burst is admitted once, not once per worker', async (t) => {
+    const sent = 2 * RATE_BURST + 4
+    const replies: Array<{ reply: Reply; worker: number }> = []
+    for (let i = 0; i < sent; i++) replies.push(await once(gateway, 'GET', '/v2/', { authorization: DAVE }))
+    const statuses = replies.map(({ reply }) => reply.status)
+    t.comment(`statuses by worker: ${replies.map(({ reply, worker }) => `${worker}:${reply.status}`).join(' ')}`)
+    // Each worker counting alone would admit 2 × RATE_BURST; one request refills every 100 s, so none does meanwhile.
+    t.same(statuses, [...Array<number>(RATE_BURST).fill(200), ...Array<number>(sent - RATE_BURST).fill(429)], `${RATE_BURST} admitted (the bucket), then every request refused`)
+    const admittedBy = new Set(replies.filter(({ reply }) => reply.status === 200).map(({ worker }) => worker))
+    const refused = replies.filter(({ reply }) => reply.status === 429)
+    const refusedBy = new Set(refused.map(({ worker }) => worker))
+    t.same([...admittedBy].sort(), [1, 2], 'both workers admitted some of the burst')
+    t.same([...refusedBy].sort(), [1, 2], 'both workers refused once it was spent')
+    for (const { reply, worker } of refused) {
+      const retryAfter = Number(reply.headers['retry-after'])
+      t.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 100, `worker ${worker}: Retry-After ${String(reply.headers['retry-after'])} (one request refills in 100 s)`)
+      t.equal(reply.errorCode(), 'TOOMANYREQUESTS', `worker ${worker}: the registry error code`)
+      t.match(reply.json(), { errors: [{ code: 'TOOMANYREQUESTS', detail: { limit: 'rate', rule: 'dave', requests: RATE_BURST, per_seconds: 600 } }] })
+    }
+    t.equal(await metric(gateway, 'portier_rate_limited_total{rule="dave",by="user"}'), refused.length, `/metrics sums the ${refused.length} refusals of both workers`)
+    t.equal((await once(gateway, 'GET', '/v2/', { authorization: ROOT })).reply.status, 200, 'another user is not limited')
+    t.equal((await once(gateway, 'GET', '/v2/', { authorization: ROOT })).reply.status, 200, 'at either worker')
   })
 
   t.test('maintenance switched at one worker holds at both', async (t) => {
@@ -173,6 +202,14 @@ t.test('two workers, one port, one registry', async (t) => {
       refusedAt.add(worker)
     }
     t.ok(refusedAt.has(2), 'the new worker too: the lockout lives in the primary')
+    const limitedAt = new Set<number>()
+    for (let i = 0; i < 4; i++) {
+      const { reply, worker } = await once(gateway, 'GET', '/v2/', { authorization: DAVE })
+      t.equal(reply.status, 429, `dave's bucket is still empty at worker ${worker}`)
+      t.equal(reply.errorCode(), 'TOOMANYREQUESTS')
+      limitedAt.add(worker)
+    }
+    t.ok(limitedAt.has(2), 'the new worker too: the rate-limit buckets live in the primary')
   })
 
   t.test('SIGTERM drains both workers; the process exits 0', async (t) => {
