@@ -28,6 +28,10 @@ import { AuditTrail, startAudit } from '../store/audit.js'
 import { registerStoreRoutes } from '../store/routes.js'
 import { uiAuditLog, uiStoreHook } from '../store/ui-hook.js'
 import { watchStore } from '../store/metrics.js'
+import { StoreValues } from '../store/shared-values.js'
+
+/** How often instances sharing a PostgreSQL store without shared.redis read the shared values (the maintenance switch). */
+const STORE_VALUES_POLL_MS = 1000
 import { GcHistory } from '../housekeeping/gc-history.js'
 import { createUsage } from './usage.js'
 import { createRegistryClient } from '../ui/registry-client.js'
@@ -164,7 +168,13 @@ async function start(config: Config, log: Logger, shutdown: Shutdown, parts: Wor
   const usage = createUsage(config, log, shutdown, { store, times, metrics: observability.metrics, runLocks })
   const gcHistory = new GcHistory(store)
   const sso = await loadSso(config.ui)
-  const pipeline = buildPipeline(config, log, shutdown, { ...(sso ? { sso } : {}), upstreams, observability, auth, certificates, state, times, usage, gcHistory, storeReadiness: () => storeReadiness(store), ...(caches ? { pullThrough: caches.routes } : {}), ...(events ? { events } : {}), uiAudit: uiStoreHook(times, audit), ...(audit ? { uiAuditLog: uiAuditLog(audit) } : {}), shared, runLocks, ...(accessTokens ? { accessTokens: { tokens: accessTokens, policy: config.access_tokens } } : {}), access: accessAdmin(config, grants, auth, shared) })
+  // Several instances on one PostgreSQL store without shared.redis: the maintenance switch (GC's too) is shared through the store.
+  const storeValues = store.kind === 'postgres' && shared.engine === 'local' ? new StoreValues(store, STORE_VALUES_POLL_MS, log) : undefined
+  if (storeValues) {
+    await storeValues.start()
+    shutdown.defer(() => storeValues.stop())
+  }
+  const pipeline = buildPipeline(config, log, shutdown, { ...(sso ? { sso } : {}), ...(storeValues ? { storeValues } : {}), upstreams, observability, auth, certificates, state, times, usage, gcHistory, storeReadiness: () => storeReadiness(store), ...(caches ? { pullThrough: caches.routes } : {}), ...(events ? { events } : {}), uiAudit: uiStoreHook(times, audit), ...(audit ? { uiAuditLog: uiAuditLog(audit) } : {}), shared, runLocks, ...(accessTokens ? { accessTokens: { tokens: accessTokens, policy: config.access_tokens } } : {}), access: accessAdmin(config, grants, auth, shared) })
   registerEventRoutes(pipeline.adminApi, events, log)
   registerStoreRoutes(pipeline.adminApi, { audit, times })
   usage.registerRoutes(pipeline.adminApi)

@@ -51,6 +51,7 @@ import type { UsageSetup } from './usage.js'
 import type { GcHistory } from '../housekeeping/gc-history.js'
 import type { SharedState } from '../shared/index.js'
 import { shareCacheInvalidation, shareMaintenance } from './shared.js'
+import type { StoreValues } from '../store/shared-values.js'
 import { createLocalCounters } from '../shared/index.js'
 import { createRateLimiter } from '../ratelimit/index.js'
 
@@ -91,6 +92,8 @@ export interface PipelineDeps {
   accessTokens?: UiAccessTokens
   /** The web UI's "Users & access" page. */
   access?: UiAccessAdmin
+  /** Values shared through the PostgreSQL store, when instances share one without shared.redis: the maintenance switch. */
+  storeValues?: StoreValues
   /** Single sign-on for the web UI, when ui.oidc is enabled (loaded by loadSso). */
   sso?: UiDeps['sso']
   /** The lock scheduled and manual GC and retention take across instances (none with one instance). */
@@ -129,8 +132,11 @@ export function buildPipeline(config: Config, log: Logger, shutdown: Shutdown, d
     maintenance.enter({ by: 'config' })
     log.warn({ message: config.maintenance.message }, 'maintenance on at start (maintenance.enabled): writes refused, reads go on')
   }
-  // Switched at one instance, followed by all (shared.redis); the state at start comes from there when it has one.
-  const maintenanceSharing = shared.engine !== 'local' ? shareMaintenance(maintenance, shared.values, log) : undefined
+  // Switched at one instance, followed by all (shared.redis, the workers' primary, else a PostgreSQL store read every
+  // second); the state at start comes from there when it has one.
+  const maintenanceSharing = shared.engine !== 'local'
+    ? shareMaintenance(maintenance, shared.values, log)
+    : deps.storeValues ? shareMaintenance(maintenance, deps.storeValues, log, 2 * deps.storeValues.pollMs) : undefined
   if (metrics) registerMaintenanceMetrics(metrics.registry, maintenance)
   const maintenanceGate = createMaintenanceGate(maintenance)
   // Manifests by digest kept in memory (cache.manifests); deletes from clients and from the web UI evict.

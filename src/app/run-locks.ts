@@ -31,8 +31,5 @@ export async function startRunLocks(config: Config, log: Logger, shutdown: Shutd
     onLost: (names, reason) => log.error({ locks: names, reason }, 'housekeeping: the PostgreSQL connection holding locks ended, so the server freed them; another instance may start the same run'),
   })
   shutdown.defer(() => locks.close())
-  if (!config.shared.redis.url && config.gc.schedule !== '') {
-    log.warn({}, 'gc.schedule with a PostgreSQL store and no shared.redis: one instance collects at each time, but maintenance mode is not shared, so the other instances accept pushes during it; configure shared.redis')
-  }
   return new RunLocks({ engine: 'postgres', locks, ...options })
 }

@@ -36,9 +36,9 @@ interface SharedMaintenance {
 
 /**
  * The maintenance switch, followed by every instance: a switch here (admin API, CLI, UI) is stored and
- * announced; one made elsewhere is applied here. While the engine is down each keeps the last known state.
+ * announced (through shared.redis, the cluster primary, or the PostgreSQL store's shared_values); one made elsewhere is applied here. While the engine is down each keeps the last known state.
  */
-export function shareMaintenance(maintenance: Maintenance, values: SharedValues, log: Logger): { announced: () => Promise<void> } {
+export function shareMaintenance(maintenance: Maintenance, values: SharedValues, log: Logger, settleMs = 0): { announced: () => Promise<void> } {
   let applying = false
   let lastSet: Promise<void> = Promise.resolve()
   maintenance.onChange(({ status, by }) => {
@@ -47,7 +47,9 @@ export function shareMaintenance(maintenance: Maintenance, values: SharedValues,
     if (by !== undefined) value.by = by
     if (status.until !== undefined) value.until = Date.parse(status.until)
     // Never rejects: while the engine is down the switch holds here and is stored when it is back.
+    // settleMs: values followed by polling (the store) reach the others within it once stored.
     lastSet = values.set(MAINTENANCE_VALUE, JSON.stringify(value)).catch(() => undefined)
+      .then(() => (settleMs > 0 ? new Promise<void>((resolve) => setTimeout(resolve, settleMs)) : undefined))
   })
   values.watch(MAINTENANCE_VALUE, (text) => {
     let value: SharedMaintenance

@@ -1,6 +1,7 @@
 // Three gateway instances in front of one registry sharing one PostgreSQL store and no Redis (issue 20): scheduled GC, retention and
 // storage samples run at one instance per scheduled time (advisory locks on a connection of their own, times claimed in schedule_turns),
-// counted in the shared store itself; the holder SIGKILLed mid-collection frees its lock at once, and the next time runs elsewhere.
+// counted in the shared store itself; the maintenance switch (GC's too) is followed through the store's shared_values; the holder
+// SIGKILLed mid-collection frees its lock at once, and the next time runs elsewhere and ends the maintenance it left on.
 import t from 'tap'
 import pg from 'pg'
 import { registryFixture, REGISTRY_BIN } from '../helpers/registry.js'
@@ -33,7 +34,23 @@ t.test('three instances, one registry, one PostgreSQL store, no Redis', { skip: 
   const db = new pg.Client({ connectionString: postgres.url })
   await db.connect()
   t.teardown(() => db.end())
-  t.ok(instances[0]?.gateway.logs.some((line) => /maintenance mode is not shared/.test(line.msg)), 'gc.schedule without shared.redis: the log says pushes go on at the other instances')
+
+  t.test('maintenance switched at one instance is followed by the others through the store (shared_values), on and off', async (t) => {
+    const [a, b, c] = instances as [Instance, Instance, Instance]
+    t.equal((await admin(a, 'PUT', '/admin/api/maintenance', { on: true, message: 'moving disks' })).status, 200, 'switched on at A')
+    for (const other of [b, c]) {
+      t.ok(await waitUntil(async () => (await admin(other, 'GET', '/admin/api/maintenance')).json.on === true, 5000), `${other.name} follows within a few seconds`)
+      t.equal((await other.client.send('POST', '/v2/during/maintenance/blobs/uploads/')).status, 405, `${other.name} refuses a push`)
+    }
+    t.equal((await admin(b, 'PUT', '/admin/api/maintenance', { on: false })).status, 200, 'switched off at B')
+    // A scheduled collection (every 10 s) may hold maintenance on for a moment of its own once it is off: waits allow for it.
+    for (const other of [a, c]) {
+      t.ok(await waitUntil(async () => (await admin(other, 'GET', '/admin/api/maintenance')).json.on === false, 5000), `${other.name} follows the switch off`)
+      t.ok(await waitUntil(async () => (await other.client.send('POST', '/v2/after/maintenance/blobs/uploads/')).status === 202, 12_000), `${other.name} accepts a push again`)
+    }
+    const stored = (await db.query<{ value: string; version: string }>("SELECT value, version FROM shared_values WHERE name = 'maintenance'")).rows[0]
+    t.ok(Number(stored?.version) >= 2, `the store holds a version per switch (${String(stored?.version)})`)
+  })
 
   t.test('each scheduled time ran once: the store holds one collection and one storage sample per time', async (t) => {
     const enough = await waitUntil(() => ['gc', 'retention', 'usage'].every((job) => [...ranTurns(instances, job).keys()].filter((turn) => Date.parse(turn) > allUp).length >= 3), 45_000)
@@ -75,6 +92,8 @@ t.test('three instances, one registry, one PostgreSQL store, no Redis', { skip: 
     const manual = await admin(other, 'POST', '/admin/api/gc', {})
     t.equal(manual.status, 409, `a manual run at ${other.name} while ${holder.name} collects: 409`)
     t.equal(manual.json.code, 'ADMIN_CONFLICT')
+    t.ok(await waitUntil(async () => (await admin(other, 'GET', '/admin/api/maintenance')).json.on === true, 5000), `${other.name} follows the collection's maintenance switch (through the store)`)
+    t.equal((await other.client.send('POST', '/v2/during/gc/blobs/uploads/')).status, 405, `${other.name} refuses a new push during the collection`)
     holder.gateway.child.kill('SIGKILL')
     holder.killed = true
     const killedAt = Date.now()
@@ -88,5 +107,13 @@ t.test('three instances, one registry, one PostgreSQL store, no Redis', { skip: 
     t.equal(next[1].length, 1, 'at one instance')
     t.not(next[1][0], holder.name, 'not the killed one')
     t.equal(Date.parse(next[0]), Date.parse(killedTurn) + TICK_MS, 'the very next time: PostgreSQL freed the dead holder\'s lock at once')
+    const runner = instances.find((instance) => instance.name === next?.[1][0]) as Instance
+    const finished = await runner.gateway.waitForLog((line) => /^garbage collection (finished|failed)$/.test(line.msg) && line.trigger === 'schedule' && Date.parse(String(line.startedAt)) >= Date.parse(next?.[0] ?? ''), 20_000)
+    t.equal(finished.result, 'success', `the collection at ${runner.name} succeeded`)
+    t.ok(runner.gateway.logs.some((line) => /left on by a collection that did not finish/.test(line.msg)), `${runner.name} took over the maintenance the killed collection left on`)
+    for (const instance of instances.filter((candidate) => candidate !== holder)) {
+      t.ok(await waitUntil(async () => (await admin(instance, 'GET', '/admin/api/maintenance')).json.on === false, 5000), `${instance.name}: writes accepted again`)
+      t.equal((await instance.client.send('POST', '/v2/after/gc/blobs/uploads/')).status, 202, `${instance.name}: a push starts again`)
+    }
   })
 })
