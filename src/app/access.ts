@@ -7,7 +7,7 @@ import type { Shutdown } from './shutdown.js'
 import { AccessGrants, type AuthSetup } from '../auth/index.js'
 import type { UiAccessAdmin } from '../ui/index.js'
 import type { AdminApi } from '../admin/api.js'
-import { registerAccessRoutes } from '../admin/access-routes.js'
+import { registerAccessRoutes, registerGrantRoutes, type GrantAuditHook } from '../admin/access-routes.js'
 
 /** The bus topic a change is announced on: every other instance reloads. */
 export const GRANTS_TOPIC = 'access.grants'
@@ -49,7 +49,8 @@ export function accessAdmin(config: Config, grants: AccessGrants, auth: AuthSetu
   }
 }
 
-/** GET /admin/api/access/explain for administrators (and scripts). */
-export function registerExplainRoute(adminApi: AdminApi, auth: AuthSetup): void {
+/** GET /admin/api/access/explain, and /admin/api/access/groups and /grants (portier access), for administrators (and scripts). */
+export function registerAccessAdminRoutes(adminApi: AdminApi, auth: AuthSetup, grants: AccessGrants, audit: GrantAuditHook): void {
   registerAccessRoutes(adminApi, { explain: (who, repository, clientIp) => auth.acl.explain(who, repository, clientIp), ...(auth.groupsOf ? { groupsOf: auth.groupsOf } : {}) })
+  registerGrantRoutes(adminApi, { grants, audit })
 }

@@ -41,7 +41,7 @@ import { startRunLocks } from './run-locks.js'
 import type { SharedState } from '../shared/index.js'
 import { AccessTokens, type TokenAuditEvent } from '../auth/access-tokens/index.js'
 import { registerTokenRoutes } from '../admin/token-routes.js'
-import { accessAdmin, registerExplainRoute, startAccessGrants } from './access.js'
+import { accessAdmin, registerAccessAdminRoutes, startAccessGrants } from './access.js'
 
 export interface RunningPortier {
   /** The URL clients use, e.g. https://localhost:5443 */
@@ -174,12 +174,13 @@ async function start(config: Config, log: Logger, shutdown: Shutdown, parts: Wor
     await storeValues.start()
     shutdown.defer(() => storeValues.stop())
   }
-  const pipeline = buildPipeline(config, log, shutdown, { ...(sso ? { sso } : {}), ...(storeValues ? { storeValues } : {}), upstreams, observability, auth, certificates, state, times, usage, gcHistory, storeReadiness: () => storeReadiness(store), ...(caches ? { pullThrough: caches.routes } : {}), ...(events ? { events } : {}), uiAudit: uiStoreHook(times, audit), ...(audit ? { uiAuditLog: uiAuditLog(audit) } : {}), shared, runLocks, ...(accessTokens ? { accessTokens: { tokens: accessTokens, policy: config.access_tokens } } : {}), access: accessAdmin(config, grants, auth, shared) })
+  const uiAudit = uiStoreHook(times, audit)
+  const pipeline = buildPipeline(config, log, shutdown, { ...(sso ? { sso } : {}), ...(storeValues ? { storeValues } : {}), upstreams, observability, auth, certificates, state, times, usage, gcHistory, storeReadiness: () => storeReadiness(store), ...(caches ? { pullThrough: caches.routes } : {}), ...(events ? { events } : {}), uiAudit, ...(audit ? { uiAuditLog: uiAuditLog(audit) } : {}), shared, runLocks, ...(accessTokens ? { accessTokens: { tokens: accessTokens, policy: config.access_tokens } } : {}), access: accessAdmin(config, grants, auth, shared) })
   registerEventRoutes(pipeline.adminApi, events, log)
   registerStoreRoutes(pipeline.adminApi, { audit, times })
   usage.registerRoutes(pipeline.adminApi)
   if (accessTokens) registerTokenRoutes(pipeline.adminApi, accessTokens, config.access_tokens)
-  registerExplainRoute(pipeline.adminApi, auth)
+  registerAccessAdminRoutes(pipeline.adminApi, auth, grants, uiAudit)
   // A close() while starting has stopped what was up; opening listeners now would leave them open.
   if (shutdown.closed) throw new Error('closed during start-up')
   const listeners = await openListeners(config, log, shutdown, { pipeline, observability, certificates, state })

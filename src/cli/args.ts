@@ -33,6 +33,12 @@ const VALUE_NAMES: Readonly<Record<string, string>> = {
   scope: "a scope like 'repository:team/*:pull,push'",
   expires: 'a duration like 90d, or never',
   owner: 'a user name',
+  member: 'a user name',
+  'for-user': 'a user name',
+  'for-group': 'a group name',
+  for: 'a user name',
+  repository: 'a repository name or glob like team/*',
+  actions: 'actions like pull,push',
 }
 
 type Options = NonNullable<ParseArgsConfig['options']>

@@ -40,6 +40,10 @@ export const commands: Readonly<Record<string, () => Promise<CommandModule>>> = 
     const { usage, token } = await import('./token.js')
     return { usage, run: token }
   },
+  access: async () => {
+    const { usage, access } = await import('./access.js')
+    return { usage, run: access }
+  },
   maintenance: async () => {
     const { usage, maintenance } = await import('./maintenance.js')
     return { usage, run: maintenance }
@@ -79,6 +83,12 @@ Usage:
                                          access tokens and robot accounts: passwords for docker
                                          login held to their own scopes, shown once, revocable
                                          at once (admin API)
+  portier access groups|group-create|group-members|group-delete NAME [--member USER…]
+  portier access grants|grant-create|grant-delete [--for-user U|--for-group G] [--repository GLOB]
+                 [--actions pull,push] [ID]
+  portier access explain --for USER --repository NAME
+                                         the ACL's groups and grants kept in the store (as the web
+                                         UI's "Users & access"), and why a user may do what (admin API)
   portier maintenance on|off|status [--message TEXT] [--retry-after 10m] [--admin-url URL] [--user USER]
                                          read-only mode at the gateway, no restart: pulls go on,
                                          pushes and deletes are refused (through the admin API)

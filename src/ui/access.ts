@@ -1,6 +1,7 @@
 // The web UI's "Users & access" API for administrators: htpasswd users, groups and grants (kept in the store), the configuration's rules read-only, and why a user may do what on a repository.
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { AccessGrants, checkGrant, checkUserName, describeRule, GrantError, type Caller, type Explanation, type LocalUsers, type StoredGrant } from '../auth/index.js'
+import { AccessGrants, checkUserName, describeRule, GrantError, type Caller, type Explanation, type LocalUsers } from '../auth/index.js'
+import { createGrant, createGroup, deleteGrant, deleteGroup, grantView, groupView, replaceMembers, type GrantChange } from '../auth/grants/changes.js'
 import type { AclGroup, AclRule } from '../auth/section.js'
 import { RegistryError } from '../registry/errors.js'
 import { isValidRepository } from '../registry/names.js'
@@ -42,10 +43,6 @@ function refusal(error: unknown): unknown {
   return new RegistryError(error.kind === 'conflict' ? 'DENIED' : 'PATH_INVALID', { reason: error.message }, {}, error.message)
 }
 
-export function describeGrant(grant: Pick<StoredGrant, 'id' | 'kind' | 'subject' | 'repository' | 'actions'>): string {
-  return `grant ${grant.id}: ${grant.kind} ${grant.subject} ${grant.repository} ${grant.actions.join(',')}`
-}
-
 function page(admin: UiAccessAdmin): AccessPage {
   const users = admin.users
   const writability = users?.writability()
@@ -54,7 +51,7 @@ function page(admin: UiAccessAdmin): AccessPage {
       ? { names: users.list(), file: users.path, writable: writability?.writable === true, ...(writability && !writability.writable ? { reason: writability.reason } : {}) }
       : { names: [], file: '', writable: false, reason: 'Portier has no htpasswd file in this auth mode: there are no users to manage here' },
     configGroups: admin.configGroups.map((group) => ({ name: group.name, members: [...group.members] })),
-    groups: admin.grants.groups.map((group) => ({ name: group.name, members: group.members, updatedAt: new Date(group.updatedAt).toISOString(), updatedBy: group.updatedBy })),
+    groups: admin.grants.groups.map(groupView),
     rules: admin.configRules.map((rule, index) => ({
       number: index + 1,
       key: `auth.acl[${index}]`,
@@ -63,9 +60,18 @@ function page(admin: UiAccessAdmin): AccessPage {
       ...(rule.comment !== undefined ? { comment: rule.comment } : {}),
     })),
     defaultRule: admin.configRules.length === 0,
-    grants: admin.grants.grants.map((grant) => ({ ...grant, actions: [...grant.actions], createdAt: new Date(grant.createdAt).toISOString() })),
+    grants: admin.grants.grants.map(grantView),
     propagation: admin.propagation,
   }
+}
+
+/** The change a groups or grants call asks for (src/auth/grants/changes.ts, shared with the admin API). */
+function grantChange(grants: AccessGrants, route: 'groups' | 'grants', method: string, params: URLSearchParams, body: Record<string, unknown>, by: string): Promise<GrantChange> {
+  if (route === 'groups') {
+    if (method === 'DELETE') return deleteGroup(grants, params.get('name') ?? '')
+    return method === 'PUT' ? replaceMembers(grants, body, by) : createGroup(grants, body, by)
+  }
+  return method === 'DELETE' ? deleteGrant(grants, params.get('id') ?? '') : createGrant(grants, body, by)
 }
 
 export async function accessRoute(kit: AccessRouteKit, admin: UiAccessAdmin, route: AccessRoute, req: IncomingMessage, res: ServerResponse, params: URLSearchParams, client: UiClient): Promise<void> {
@@ -104,27 +110,11 @@ export async function accessRoute(kit: AccessRouteKit, admin: UiAccessAdmin, rou
         audited(outcome === 'created' ? 'user.create' : 'user.password', user)
         return kit.sendJson(res, outcome === 'created' ? 201 : 200, { user, outcome })
       }
-      case 'groups': {
-        if (method === 'DELETE') {
-          const { group, grants } = await admin.grants.deleteGroup(params.get('name') ?? '')
-          audited('group.delete', `group ${group.name}${grants > 0 ? ` (and ${grants} grant${grants === 1 ? '' : 's'})` : ''}`)
-          return kit.sendJson(res, 200, { name: group.name, grantsDeleted: grants })
-        }
-        const group = method === 'PUT'
-          ? await admin.grants.setMembers(body.name, body.members, by)
-          : await admin.grants.createGroup(body.name, body.members ?? [], by)
-        audited(method === 'PUT' ? 'group.update' : 'group.create', `group ${group.name}: ${group.members.join(', ') || 'no members'}`)
-        return kit.sendJson(res, method === 'PUT' ? 200 : 201, group)
-      }
+      case 'groups':
       case 'grants': {
-        if (method === 'DELETE') {
-          const grant = await admin.grants.deleteGrant(Number(params.get('id') ?? ''))
-          audited('grant.delete', describeGrant(grant))
-          return kit.sendJson(res, 200, grant)
-        }
-        const grant = await admin.grants.createGrant(checkGrant(body), by)
-        audited('grant.create', describeGrant(grant))
-        return kit.sendJson(res, 201, grant)
+        const change = await grantChange(admin.grants, route, method, params, body, by)
+        audited(change.action, change.subject)
+        return kit.sendJson(res, change.status, change.body)
       }
     }
   } catch (error) {
