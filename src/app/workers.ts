@@ -84,14 +84,27 @@ export async function runPrimary(config: Config, log: Logger, options: PrimaryOp
     if (embedded) role.embeddedUrl = embedded.url
     return { role, ready: false, startedAt: 0, deaths: 0 }
   })
-  const collecting = new Map<number, { pending: Set<number>; results: MetricJson[][]; done: () => void }>()
+  const collecting = new Map<number, { pending: Set<number>; results: Array<[number, MetricJson[]]>; done: () => void }>()
   let nextCollect = 1
+  /** Each live worker's metrics as last summed into an answer. */
+  const lastSummed = new Map<number, MetricJson[]>()
+  /**
+   * The counters and histograms of workers that died, as last summed: they stay in the sum, so a total never
+   * goes down when a worker is replaced (Prometheus would read that as a counter reset and rate() would spike).
+   */
+  let retired: MetricJson[][] = []
+  const retire = (workerId: number): void => {
+    const last = lastSummed.get(workerId)
+    lastSummed.delete(workerId)
+    if (!last) return
+    retired.push(last.filter((entry) => entry.type === 'counter' || entry.type === 'histogram' || entry.type === 'summary'))
+  }
 
   /** Sums every ready worker's metrics (a worker that does not answer within COLLECT_TIMEOUT_MS is left out). */
   const gather = async (): Promise<{ contentType: string; body: string }> => {
     const id = nextCollect++
     const ready = slots.filter((slot) => slot.ready && slot.worker?.isConnected())
-    const results: MetricJson[][] = []
+    const results: Array<[number, MetricJson[]]> = []
     await new Promise<void>((resolve) => {
       const pending = new Set(ready.map((slot) => slot.worker?.id ?? -1))
       const timer = setTimeout(resolve, COLLECT_TIMEOUT_MS)
@@ -104,7 +117,10 @@ export async function runPrimary(config: Config, log: Logger, options: PrimaryOp
       if (pending.size === 0) done()
     })
     collecting.delete(id)
-    const registry = AggregatorRegistry.aggregate(results.map(keepStates))
+    for (const [workerId, metrics] of results) lastSummed.set(workerId, metrics)
+    // Many deaths: their retired metrics are summed into one, so the list stays short.
+    if (retired.length > 8) retired = [(await AggregatorRegistry.aggregate(retired).getMetricsAsJSON()).map((entry): MetricJson => ({ ...entry, type: String(entry.type) }))]
+    const registry = AggregatorRegistry.aggregate([...results.map(([, metrics]) => keepStates(metrics)), ...retired])
     return { contentType: registry.contentType, body: await registry.metrics() }
   }
 
@@ -121,7 +137,7 @@ export async function runPrimary(config: Config, log: Logger, options: PrimaryOp
     if (message.op === 'collected') {
       const entry = collecting.get(message.id)
       if (!entry || !entry.pending.delete(worker.id)) return
-      if (Array.isArray(message.metrics)) entry.results.push(message.metrics as MetricJson[])
+      if (Array.isArray(message.metrics)) entry.results.push([worker.id, message.metrics as MetricJson[]])
       if (entry.pending.size === 0) entry.done()
     } else if (message.op === 'gather') {
       gather().then(
@@ -160,6 +176,7 @@ export async function runPrimary(config: Config, log: Logger, options: PrimaryOp
       slot.worker = undefined
       readyListeners.get(slot)?.({ ready: false, code: code ?? 1 })
       for (const entry of collecting.values()) if (entry.pending.delete(worker.id) && entry.pending.size === 0) entry.done()
+      retire(worker.id)
       if (stopping || !wasReady) {
         if (stopping) log.info({ worker: slot.role.index, pid: worker.process.pid, code, signal }, 'worker stopped')
         return

@@ -186,6 +186,7 @@ t.test('two workers, one port, one registry', async (t) => {
 
   t.test('a worker that dies is logged and replaced; the state it shared stays', async (t) => {
     const [, second] = pids as [number, number]
+    const limitedBefore = await metric(gateway, 'portier_rate_limited_total{rule="dave",by="user"}')
     process.kill(second, 'SIGKILL')
     const exited = await gateway.waitForLog((line) => line.msg === 'worker exited unexpectedly; starting a new one' && line.worker === 2, 10_000)
     t.equal(exited.signal, 'SIGKILL')
@@ -195,6 +196,8 @@ t.test('two workers, one port, one registry', async (t) => {
     const replacement = Number(serving(gateway, 2)[1]?.pid)
     t.not(replacement, second)
     pids[1] = replacement
+    // The dead worker's share stays in the sum: a total that went down would be a counter reset to Prometheus.
+    t.equal(await metric(gateway, 'portier_rate_limited_total{rule="dave",by="user"}'), limitedBefore, `/metrics still sums the ${limitedBefore} refusals, the dead worker's included`)
     const refusedAt = new Set<number>()
     for (let i = 0; i < 4; i++) {
       const { reply, worker } = await once(gateway, 'GET', '/v2/', { authorization: basic('carol', PASSWORDS.carol) })
@@ -210,6 +213,7 @@ t.test('two workers, one port, one registry', async (t) => {
       limitedAt.add(worker)
     }
     t.ok(limitedAt.has(2), 'the new worker too: the rate-limit buckets live in the primary')
+    t.equal(await metric(gateway, 'portier_rate_limited_total{rule="dave",by="user"}'), limitedBefore + 4, 'and the new refusals add to it')
   })
 
   t.test('SIGTERM drains both workers; the process exits 0', async (t) => {
