@@ -170,14 +170,8 @@ export async function access(args: string[]): Promise<number> {
   }
   const { action, request } = parsed
   const client = await adminClient(parsed.values, 'access')
-  let answer
-  try {
-    answer = await client.request(request.method, request.path, request.body)
-  } catch (error) {
-    process.stderr.write(`portier: could not reach the admin API: ${(error as Error).message}\n`)
-    return 1
-  }
-  if (!answer.ok) return client.fail(answer)
+  const answer = await client.call(request.method, request.path, request.body)
+  if (!answer.ok) return answer.exitCode
   if (parsed.json) {
     process.stdout.write(`${JSON.stringify(answer.body, null, 2)}\n`)
     return 0

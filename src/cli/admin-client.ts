@@ -4,8 +4,10 @@
  *
  *   const { values } = parseCommand('gc', args, { ...adminClientOptions, help: helpOption }, 0)
  *   const client = await adminClient(values, 'gc')
- *   const answer = await client.request('POST', '/admin/api/gc', { dry_run: true })
- *   if (!answer.ok) return client.fail(answer)      // prints the refusal, exit 1
+ *   const answer = await client.call('POST', '/admin/api/gc', { dry_run: true })
+ *   if (!answer.ok) return answer.exitCode          // said why on stderr (unreachable, or the refusal): 1
+ *
+ * (request() and fail() for commands that read a refusal themselves.)
  *
  * The password is asked only when --user is given (or PORTIER_ADMIN_USER is set): from
  * PORTIER_ADMIN_PASSWORD, else the terminal (no echo), else the first line of stdin.
@@ -61,6 +63,11 @@ export interface AdminClient {
   request(method: string, path: string, body?: unknown): Promise<AdminAnswer>
   /** Prints a refused answer on stderr in one line (the API's `error`, its code and status); returns exit code 1. */
   fail(answer: AdminAnswer): number
+  /**
+   * One request whose failure ends the command: the answer's body when it succeeded; else the exit code (1),
+   * after one line on stderr saying why (the admin API could not be reached, or its refusal).
+   */
+  call(method: string, path: string, body?: unknown): Promise<{ ok: true; body: unknown } | { ok: false; exitCode: number }>
 }
 
 /** A wildcard listen address is reached on loopback from the same host or container. */
@@ -118,8 +125,18 @@ export async function adminClient(values: AdminClientValues, command: string): P
   }
   const authorization = user ? `Basic ${Buffer.from(`${user}:${await adminPassword(user)}`).toString('base64')}` : undefined
 
-  return {
+  const client: AdminClient = {
     origin: url.origin,
+    async call(method, path, body) {
+      let answer: AdminAnswer
+      try {
+        answer = await client.request(method, path, body)
+      } catch (error) {
+        process.stderr.write(`portier: could not reach the admin API: ${(error as Error).message}\n`)
+        return { ok: false, exitCode: 1 }
+      }
+      return answer.ok ? { ok: true, body: answer.body } : { ok: false, exitCode: client.fail(answer) }
+    },
     request(method, path, body) {
       const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body))
       const headers: Record<string, string> = { accept: 'application/json' }
@@ -161,4 +178,5 @@ export async function adminClient(values: AdminClientValues, command: string): P
       return 1
     },
   }
+  return client
 }

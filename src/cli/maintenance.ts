@@ -78,14 +78,8 @@ export async function maintenance(args: string[]): Promise<number> {
     request.retry_after = values['retry-after']
   }
   const client = await adminClient(values, 'maintenance')
-  let answer
-  try {
-    answer = action === 'status' ? await client.request('GET', '/admin/api/maintenance') : await client.request('PUT', '/admin/api/maintenance', request)
-  } catch (error) {
-    process.stderr.write(`portier: could not reach the admin API: ${(error as Error).message}\n`)
-    return 1
-  }
-  if (!answer.ok) return client.fail(answer)
+  const answer = action === 'status' ? await client.call('GET', '/admin/api/maintenance') : await client.call('PUT', '/admin/api/maintenance', request)
+  if (!answer.ok) return answer.exitCode
   process.stdout.write(values.json ? `${JSON.stringify(answer.body, null, 2)}\n` : describe(answer.body))
   return 0
 }

@@ -106,14 +106,8 @@ export async function token(args: string[]): Promise<number> {
     path += `?id=${encodeURIComponent(id)}`
   }
   const client = await adminClient(values, 'token')
-  let answer
-  try {
-    answer = await client.request(method, path, body)
-  } catch (error) {
-    process.stderr.write(`portier: could not reach the admin API: ${(error as Error).message}\n`)
-    return 1
-  }
-  if (!answer.ok) return client.fail(answer)
+  const answer = await client.call(method, path, body)
+  if (!answer.ok) return answer.exitCode
   if (values.json) {
     process.stdout.write(`${JSON.stringify(answer.body, null, 2)}\n`)
     return 0
