@@ -49,7 +49,7 @@ export function shareMaintenance(maintenance: Maintenance, values: SharedValues,
     // Never rejects: while the engine is down the switch holds here and is stored when it is back.
     // settleMs: values followed by polling (the store) reach the others within it once stored.
     lastSet = values.set(MAINTENANCE_VALUE, JSON.stringify(value)).catch(() => undefined)
-      .then(() => (settleMs > 0 ? new Promise<void>((resolve) => setTimeout(resolve, settleMs)) : undefined))
+      .then(() => (settleMs > 0 ? new Promise<void>((resolve) => setTimeout(resolve, settleMs).unref()) : undefined))
   })
   values.watch(MAINTENANCE_VALUE, (text) => {
     let value: SharedMaintenance
@@ -68,6 +68,13 @@ export function shareMaintenance(maintenance: Maintenance, values: SharedValues,
     }
     log.warn({ on: value.on, by: value.by }, value.on ? 'maintenance switched on by another instance: writes refused' : 'maintenance switched off by another instance: writes accepted')
   })
+  // On already (maintenance.enabled): stored like a switch made now, so a stored "off" read at start does not cancel it.
+  if (maintenance.isOn) {
+    const status = maintenance.status()
+    const value: SharedMaintenance = { on: true, message: status.message, by: status.by ?? 'config' }
+    if (status.until !== undefined) value.until = Date.parse(status.until)
+    lastSet = values.set(MAINTENANCE_VALUE, JSON.stringify(value)).catch(() => undefined)
+  }
   // A collection waits for this before draining: the other instances refuse writes from then on.
   return { announced: () => lastSet }
 }

@@ -20,6 +20,8 @@ export class StoreValues implements SharedValues {
   private readonly versions = new Map<string, number>()
   private readonly listeners = new Map<string, Set<(value: string) => void>>()
   private readonly unsaved = new Map<string, string>()
+  /** Sets made here per name: a read that began before one of them must not apply what it read (the set supersedes it). */
+  private readonly localSets = new Map<string, number>()
   private timer: NodeJS.Timeout | undefined
   private polling: Promise<void> | undefined
   private failing = false
@@ -46,6 +48,7 @@ export class StoreValues implements SharedValues {
   }
 
   async set(name: string, value: string): Promise<void> {
+    this.localSets.set(name, (this.localSets.get(name) ?? 0) + 1)
     this.unsaved.delete(name)
     try {
       await this.save(name, value)
@@ -60,7 +63,7 @@ export class StoreValues implements SharedValues {
     set.add(listener)
     this.listeners.set(name, set)
     // The stored value reaches a new listener on the next read, as another instance's switch would.
-    this.versions.delete(name)
+    if (!this.versions.has(name)) this.versions.set(name, 0)
     this.poll().catch(() => undefined)
     return () => {
       set.delete(listener)
@@ -81,7 +84,7 @@ export class StoreValues implements SharedValues {
       params: [name, value, this.instance, new Date().toISOString()],
     }])
     const version = Number(result?.rows[0]?.version)
-    if (Number.isFinite(version)) this.versions.set(name, version)
+    if (Number.isFinite(version) && version > (this.versions.get(name) ?? 0)) this.versions.set(name, version)
   }
 
   private async readOnce(): Promise<void> {
@@ -92,13 +95,16 @@ export class StoreValues implements SharedValues {
       }
       const names = [...this.listeners.keys()]
       if (names.length === 0) return
+      const setsBefore = new Map(this.localSets)
       const rows = await this.store.all(`SELECT name, value, version, set_by FROM shared_values WHERE name IN (${names.map(() => '?').join(', ')})`, names)
       if (this.failing) this.log.info({}, 'shared values: the store answers again')
       this.failing = false
       for (const row of rows) {
         const name = String(row.name)
         const version = Number(row.version)
-        if (this.versions.get(name) === version) continue
+        // Versions only move forward; a value set here while this read was under way is newer than what it read.
+        if (version <= (this.versions.get(name) ?? 0)) continue
+        if ((this.localSets.get(name) ?? 0) !== (setsBefore.get(name) ?? 0)) continue
         this.versions.set(name, version)
         if (row.set_by === this.instance && !this.unsaved.has(name)) continue
         for (const listener of this.listeners.get(name) ?? []) listener(String(row.value))

@@ -3,6 +3,8 @@ import t from 'tap'
 import type { Logger } from '../../src/observe/log.js'
 import type { Result, Statement, StoreEngine } from '../../src/store/engine.js'
 import { StoreValues } from '../../src/store/shared-values.js'
+import { Maintenance } from '../../src/housekeeping/maintenance.js'
+import { shareMaintenance } from '../../src/app/shared.js'
 import { ENGINES, openEngine } from '../helpers/store-engines.js'
 
 const warnings: string[] = []
@@ -74,4 +76,71 @@ t.test('a set the store refuses is held and stored on a later read', async (t) =
   await a.poll()
   await b.poll()
   t.same(toldB, ['on'], 'stored on the next read and followed')
+})
+
+const quiet = { warn: () => undefined, info: () => undefined, child: () => quiet } as unknown as Logger
+const maintenanceOff = (by: string): string => JSON.stringify({ on: false, message: 'x', by })
+
+t.test('maintenance.enabled at start is stored, so a stored "off" from an earlier run does not cancel it', async (t) => {
+  const store = await openEngine(t, 'sqlite', { flushIntervalMs: 50 })
+  const earlier = new StoreValues(store, 60_000, quiet)
+  await earlier.start()
+  await earlier.set('maintenance', maintenanceOff('gc'))
+  earlier.stop()
+  const maintenance = new Maintenance({ message: 'm', retryAfterMs: 0, drainTimeoutMs: 60_000 })
+  maintenance.enter({ by: 'config' })
+  const values = new StoreValues(store, 60_000, quiet)
+  await values.start()
+  t.teardown(() => values.stop())
+  const sharing = shareMaintenance(maintenance, values, quiet, 0)
+  await sharing.announced()
+  await values.poll()
+  t.equal(maintenance.isOn, true, 'the configuration\'s maintenance stays on')
+  const [row] = await store.all("SELECT value FROM shared_values WHERE name = 'maintenance'")
+  t.match(JSON.parse(String(row?.value)), { on: true, by: 'config' }, 'and is stored for the others')
+})
+
+t.test('a read whose SELECT ran before a switch made here does not undo it', async (t) => {
+  const store = await openEngine(t, 'sqlite', { flushIntervalMs: 50 })
+  const other = new StoreValues(store, 60_000, quiet)
+  await other.start()
+  t.teardown(() => other.stop())
+  await other.set('maintenance', maintenanceOff('other'))
+  // The SELECT runs, then waits for the test to let its rows through.
+  let release: (() => void) | undefined
+  const slow: StoreEngine = Object.create(store) as StoreEngine
+  slow.all = async (sql, params) => {
+    const rows = await store.all(sql, params)
+    await new Promise<void>((resolve) => {
+      release = resolve
+    })
+    return rows
+  }
+  const waitForSelect = async (): Promise<() => void> => {
+    for (let i = 0; i < 400 && release === undefined; i++) await new Promise((resolve) => setTimeout(resolve, 5))
+    const go = release
+    release = undefined
+    if (!go) throw new Error('no read started')
+    return go
+  }
+  const maintenance = new Maintenance({ message: 'm', retryAfterMs: 0, drainTimeoutMs: 60_000 })
+  const values = new StoreValues(slow, 60_000, quiet)
+  await values.start()
+  t.teardown(() => values.stop())
+  const sharing = shareMaintenance(maintenance, values, quiet, 0)
+  ;(await waitForSelect())()
+  await values.poll()
+  const read = values.poll()
+  const go = await waitForSelect()
+  maintenance.enter({ by: 'gc' })
+  await sharing.announced()
+  go()
+  await read
+  t.equal(maintenance.isOn, true, 'the switch made here survives the read that began before it')
+  const next = values.poll()
+  ;(await waitForSelect())()
+  await next
+  t.equal(maintenance.isOn, true, 'and the next read')
+  const [row] = await store.all("SELECT value FROM shared_values WHERE name = 'maintenance'")
+  t.match(JSON.parse(String(row?.value)), { on: true }, 'the store holds it too')
 })
