@@ -97,7 +97,8 @@ export async function runPrimary(config: Config, log: Logger, options: PrimaryOp
     const last = lastSummed.get(workerId)
     lastSummed.delete(workerId)
     if (!last) return
-    retired.push(last.filter((entry) => entry.type === 'counter' || entry.type === 'histogram' || entry.type === 'summary'))
+    // Counters and histograms add up; a summary's quantiles would not (Portier registers none).
+    retired.push(last.filter((entry) => entry.type === 'counter' || entry.type === 'histogram'))
   }
 
   /** Sums every ready worker's metrics (a worker that does not answer within COLLECT_TIMEOUT_MS is left out). */
@@ -117,10 +118,14 @@ export async function runPrimary(config: Config, log: Logger, options: PrimaryOp
       if (pending.size === 0) done()
     })
     collecting.delete(id)
-    for (const [workerId, metrics] of results) lastSummed.set(workerId, metrics)
+    // A worker that answered and then died while the others were awaited is already retired (with what it gave last time):
+    // its answer here would count it twice.
+    const live = new Set(slots.filter((slot) => slot.worker?.isConnected()).map((slot) => slot.worker?.id))
+    const summed = results.filter(([workerId]) => live.has(workerId))
+    for (const [workerId, metrics] of summed) lastSummed.set(workerId, metrics)
     // Many deaths: their retired metrics are summed into one, so the list stays short.
     if (retired.length > 8) retired = [(await AggregatorRegistry.aggregate(retired).getMetricsAsJSON()).map((entry): MetricJson => ({ ...entry, type: String(entry.type) }))]
-    const registry = AggregatorRegistry.aggregate([...results.map(([, metrics]) => keepStates(metrics)), ...retired])
+    const registry = AggregatorRegistry.aggregate([...summed.map(([, metrics]) => keepStates(metrics)), ...retired])
     return { contentType: registry.contentType, body: await registry.metrics() }
   }
 

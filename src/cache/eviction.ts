@@ -63,6 +63,16 @@ async function touchedAt(repositories: string, name: string): Promise<number> {
   return newest
 }
 
+/**
+ * What one cache's passes remember between them: the pass count, and the pass in which each blob was first seen
+ * with no repository linking it. A blob goes only when it was already unlinked in an earlier pass: the registry
+ * may be linking one right now (a blob it already holds keeps its old time when a new pull links it again).
+ */
+export class EvictionMemory {
+  pass = 0
+  readonly unlinkedSince = new Map<string, number>()
+}
+
 /** What a cache keeps: bytes of blobs at most (max_bytes) and repositories pulled within an age (max_age); 0 is no bound. */
 export interface EvictionLimits {
   maxBytes: number
@@ -71,20 +81,23 @@ export interface EvictionLimits {
 
 /**
  * Applies a cache's limits to its storage. First the blobs nothing links any more go (what earlier
- * passes left inside the grace period). Age: every repository not pulled within `maxAgeMs` leaves.
+ * passes left pending). Age: every repository not pulled within `maxAgeMs` leaves.
  * Size: while the blobs still linked add up to more than `maxBytes`, repositories leave oldest-used
  * first. When a repository was used is `lastPulled` (Portier's own record), else the storage's times.
- * Each removal is followed by a sweep of the blobs nothing links any more. Blobs written within
- * `graceMs` stay on disk until a later pass (the registry may be linking one it just stored), but
- * count as leaving: an evicted repository whose blobs are that recent must not make the loop evict
- * the newer ones too. A repository being pulled while it is evicted is fetched again from the remote
+ * Each removal is followed by a sweep of the blobs nothing links any more. A blob goes only when it
+ * was already unlinked in an earlier pass (`memory`) and was written more than `graceMs` ago: the
+ * registry may be linking it right now. Until then it stays on disk but counts as leaving: an evicted
+ * repository whose blobs cannot go yet must not make the loop evict the newer ones too. A repository being pulled while it is evicted is fetched again from the remote
  * (the registry's proxy falls back to it).
  */
-export async function evict(storage: string, limits: EvictionLimits, graceMs: number, lastPulled: (repository: string) => number | undefined, now = Date.now()): Promise<EvictionResult> {
+export async function evict(storage: string, limits: EvictionLimits, graceMs: number, lastPulled: (repository: string) => number | undefined, memory: EvictionMemory, now = Date.now()): Promise<EvictionResult> {
+  const pass = ++memory.pass
   const base = join(storage, 'docker/registry/v2')
   const repositories = join(base, 'repositories')
   const blobs = join(base, 'blobs')
   let onDisk = await blobsOf(blobs)
+  const present = new Set(onDisk.map((blob) => blob.digest))
+  for (const digest of memory.unlinkedSince.keys()) if (!present.has(digest)) memory.unlinkedSince.delete(digest)
   const bytesBefore = onDisk.reduce((sum, blob) => sum + blob.bytes, 0)
   const result: EvictionResult = { bytesBefore, bytesAfter: bytesBefore, bytesPending: 0, repositories: [], aged: [], blobs: 0 }
   if (limits.maxBytes <= 0 && limits.maxAgeMs <= 0) return result
@@ -97,20 +110,27 @@ export async function evict(storage: string, limits: EvictionLimits, graceMs: nu
     await rm(join(repositories, name), { recursive: true, force: true })
     removed.add(name)
   }
-  // The blobs no remaining repository links: older than the grace period they go, newer ones are pending.
+  // The blobs no repository links (the names read again: a pull may have made one since): those unlinked in an earlier
+  // pass and older than the grace period go; the others are pending.
   const sweep = async (): Promise<void> => {
     const linked = new Set<string>()
-    for (const rest of names) if (!removed.has(rest)) await linkedDigests(repositories, rest, linked)
+    for (const rest of await repositoriesOf(repositories)) if (!removed.has(rest)) await linkedDigests(repositories, rest, linked)
     const sweptAt = Date.now()
     const kept = []
     pending = 0
     for (const blob of onDisk) {
       if (linked.has(blob.digest)) {
+        memory.unlinkedSince.delete(blob.digest)
         kept.push(blob)
-      } else if (sweptAt - blob.writtenAt < graceMs) {
+        continue
+      }
+      const since = memory.unlinkedSince.get(blob.digest) ?? pass
+      memory.unlinkedSince.set(blob.digest, since)
+      if (since === pass || sweptAt - blob.writtenAt < graceMs) {
         kept.push(blob)
         pending += blob.bytes
       } else {
+        memory.unlinkedSince.delete(blob.digest)
         await rm(blob.dir, { recursive: true, force: true })
         bytes -= blob.bytes
         result.blobs++

@@ -10,7 +10,7 @@ import { createUpstreams, type UpstreamSet } from '../upstreams/upstreams.js'
 import { CacheMetrics } from './metrics.js'
 import { RemoteProbe } from './remote.js'
 import { RemoteRelay } from './relay.js'
-import { evict } from './eviction.js'
+import { evict, EvictionMemory } from './eviction.js'
 import { CacheRoutes, type PullThroughCache } from './routes.js'
 import { isDockerHub, mirrorsOf, type CacheConfig } from './section.js'
 
@@ -121,9 +121,10 @@ export async function startCaches(configs: readonly CacheConfig[], deps: CachesD
       const storage = caches[index]?.storage
       if ((config.max_bytes <= 0 && config.max_age <= 0) || storage === undefined) continue
       let running = false
+      const memory = new EvictionMemory()
       const check = async (): Promise<void> => {
         const limits = { maxBytes: config.max_bytes, maxAgeMs: config.max_age }
-        const result = await evict(storage, limits, config.eviction_interval, (name) => routes.lastPulled(config.prefix, name))
+        const result = await evict(storage, limits, config.eviction_interval, (name) => routes.lastPulled(config.prefix, name), memory)
         for (const name of [...result.aged, ...result.repositories]) routes.forget(config.prefix, name)
         metrics?.storedBytes.set({ cache: config.prefix }, result.bytesAfter + result.bytesPending)
         if (result.aged.length > 0) {
