@@ -4,7 +4,7 @@ import { checkGrant, GrantError, type AccessGrants, type StoredGrant, type Store
 /** The audit trail's action for a change of groups or grants. */
 export type GrantChangeAction = 'group.create' | 'group.update' | 'group.delete' | 'grant.create' | 'grant.delete'
 
-/** What a change answers (status and body) and what the audit trail records of it. */
+/** What a change answers (status and body: times as ISO 8601, as listed) and what the audit trail records of it. */
 export interface GrantChange {
   status: number
   body: unknown
@@ -32,13 +32,13 @@ const membersText = (group: StoredGroup): string => `group ${group.name}: ${grou
 /** POST: `{ name, members? }` makes a group (conflict when it exists). */
 export async function createGroup(grants: AccessGrants, body: Record<string, unknown>, by: string): Promise<GrantChange> {
   const group = await grants.createGroup(body.name, body.members ?? [], by)
-  return { status: 201, body: group, action: 'group.create', subject: membersText(group) }
+  return { status: 201, body: groupView(group), action: 'group.create', subject: membersText(group) }
 }
 
 /** PUT: `{ name, members }` replaces a group's members (not_found when there is no such group). */
 export async function replaceMembers(grants: AccessGrants, body: Record<string, unknown>, by: string): Promise<GrantChange> {
   const group = await grants.setMembers(body.name, body.members, by)
-  return { status: 200, body: group, action: 'group.update', subject: membersText(group) }
+  return { status: 200, body: groupView(group), action: 'group.update', subject: membersText(group) }
 }
 
 /** DELETE ?name=: a group and the grants given to it. */
@@ -55,12 +55,12 @@ export async function deleteGroup(grants: AccessGrants, name: string): Promise<G
 /** POST: `{ kind, subject, repository, actions }` gives a user or group actions on repositories. */
 export async function createGrant(grants: AccessGrants, body: Record<string, unknown>, by: string): Promise<GrantChange> {
   const grant = await grants.createGrant(checkGrant(body), by)
-  return { status: 201, body: grant, action: 'grant.create', subject: describeGrant(grant) }
+  return { status: 201, body: grantView(grant), action: 'grant.create', subject: describeGrant(grant) }
 }
 
 /** DELETE ?id=: one grant. */
 export async function deleteGrant(grants: AccessGrants, id: string): Promise<GrantChange> {
   if (!/^[0-9]{1,15}$/.test(id)) throw new GrantError('invalid', 'a grant id is a positive whole number')
   const grant = await grants.deleteGrant(Number(id))
-  return { status: 200, body: grant, action: 'grant.delete', subject: describeGrant(grant) }
+  return { status: 200, body: grantView(grant), action: 'grant.delete', subject: describeGrant(grant) }
 }
