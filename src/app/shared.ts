@@ -4,7 +4,7 @@ import type { Logger } from '../observe/log.js'
 import type { Metrics } from '../observe/metrics.js'
 import type { Shutdown } from './shutdown.js'
 import { openShared, registerSharedMetrics, type Bus, type SharedState, type SharedValues } from '../shared/index.js'
-import type { Maintenance } from '../housekeeping/maintenance.js'
+import type { Maintenance, MaintenanceStatus } from '../housekeeping/maintenance.js'
 import type { TagCache } from '../forward/tag-cache.js'
 import type { ManifestCache } from '../forward/manifest-cache.js'
 
@@ -41,8 +41,7 @@ interface SharedMaintenance {
 export function shareMaintenance(maintenance: Maintenance, values: SharedValues, log: Logger, settleMs = 0): { announced: () => Promise<void> } {
   let applying = false
   let lastSet: Promise<void> = Promise.resolve()
-  maintenance.onChange(({ status, by }) => {
-    if (applying) return
+  const store = (status: MaintenanceStatus, by: string | undefined): void => {
     const value: SharedMaintenance = { on: status.on, message: status.message }
     if (by !== undefined) value.by = by
     if (status.until !== undefined) value.until = Date.parse(status.until)
@@ -50,6 +49,9 @@ export function shareMaintenance(maintenance: Maintenance, values: SharedValues,
     // settleMs: values followed by polling (the store) reach the others within it once stored.
     lastSet = values.set(MAINTENANCE_VALUE, JSON.stringify(value)).catch(() => undefined)
       .then(() => (settleMs > 0 ? new Promise<void>((resolve) => setTimeout(resolve, settleMs).unref()) : undefined))
+  }
+  maintenance.onChange(({ status, by }) => {
+    if (!applying) store(status, by)
   })
   values.watch(MAINTENANCE_VALUE, (text) => {
     let value: SharedMaintenance
@@ -71,9 +73,7 @@ export function shareMaintenance(maintenance: Maintenance, values: SharedValues,
   // On already (maintenance.enabled): stored like a switch made now, so a stored "off" read at start does not cancel it.
   if (maintenance.isOn) {
     const status = maintenance.status()
-    const value: SharedMaintenance = { on: true, message: status.message, by: status.by ?? 'config' }
-    if (status.until !== undefined) value.until = Date.parse(status.until)
-    lastSet = values.set(MAINTENANCE_VALUE, JSON.stringify(value)).catch(() => undefined)
+    store(status, status.by ?? 'config')
   }
   // A collection waits for this before draining: the other instances refuse writes from then on.
   return { announced: () => lastSet }

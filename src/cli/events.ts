@@ -85,19 +85,12 @@ export async function events(args: string[]): Promise<number> {
   const limit = values.limit ?? '20'
   if (!/^\d+$/.test(limit) || Number(limit) > 1000) throw new UsageError(`--limit needs a whole number up to 1000, not ${limit}`, 'events')
   const client = await adminClient(values, 'events')
-  let answer
-  try {
-    if (action === 'retry') answer = await client.request('POST', '/admin/api/events/retry', values.endpoint === undefined ? {} : { endpoint: values.endpoint })
-    else {
-      const query = new URLSearchParams({ limit, state: values.dead ? 'dead' : 'all' })
-      if (values.endpoint !== undefined) query.set('endpoint', values.endpoint)
-      answer = await client.request('GET', `/admin/api/events?${query.toString()}`)
-    }
-  } catch (error) {
-    process.stderr.write(`portier: could not reach the admin API: ${(error as Error).message}\n`)
-    return 1
-  }
-  if (!answer.ok) return client.fail(answer)
+  const query = new URLSearchParams({ limit, state: values.dead ? 'dead' : 'all' })
+  if (values.endpoint !== undefined) query.set('endpoint', values.endpoint)
+  const answer = action === 'retry'
+    ? await client.call('POST', '/admin/api/events/retry', values.endpoint === undefined ? {} : { endpoint: values.endpoint })
+    : await client.call('GET', `/admin/api/events?${query.toString()}`)
+  if (!answer.ok) return answer.exitCode
   if (values.json) process.stdout.write(`${JSON.stringify(answer.body, null, 2)}\n`)
   else if (action === 'retry') {
     const retried = Number((answer.body as { retried?: unknown }).retried ?? 0)
