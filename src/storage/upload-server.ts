@@ -59,7 +59,8 @@ export class UploadServer {
     const repository = request.repository
     if (root === undefined || repository === undefined || !isStorageUpload(upstream, request)) return undefined
     const answer = async (): Promise<UploadOutcome> => {
-      if (request.op === 'upload.start') return await this.start(upstream, root, repository, context, sign)
+      // A `POST ?digest=` without a body opens a session, as registry 2.8 answers it (and Portier relaying it).
+      if (request.op === 'upload.start' || (request.op === 'upload.monolithic' && !hasBody(context.req))) return await this.start(upstream, root, repository, context, sign)
       if (request.op === 'upload.monolithic') return await this.monolithic(upstream, root, repository, context)
       return await this.continued(upstream, uploadPlace(root, repository, request.uploadId ?? ''), context, sign)
     }
