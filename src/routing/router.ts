@@ -318,7 +318,9 @@ export class Router {
         }
         if (this.deps.uploads && isStorageUpload(route.upstream, route.request)) {
           // A session Portier holds (or a new one) is written into storage; the registry's own sessions and mounts go on to it.
-          const answered = await this.deps.uploads.serve(route.upstream, { ...context, request: route.request }, route.uploadLocation)
+          const answered = await this.deps.uploads.serve(route.upstream, { ...context, request: route.request }, route.uploadLocation, (served) => {
+            trail.served = served
+          })
           if (answered) {
             if (answered.blobBytes !== undefined) trail.blobBytes = answered.blobBytes
             return answered

@@ -53,7 +53,7 @@ export class UploadServer {
    * own (its URL carries `_state`), or a request that is not an upload. Throws RegistryError before
    * anything is sent.
    */
-  async serve(upstream: Upstream, context: RouteContext, sign: LocationSigner | undefined): Promise<UploadOutcome | undefined> {
+  async serve(upstream: Upstream, context: RouteContext, sign: LocationSigner | undefined, claim?: (served: string) => void): Promise<UploadOutcome | undefined> {
     const { request } = context
     const root = upstream.storage
     const repository = request.repository
@@ -62,14 +62,18 @@ export class UploadServer {
       // A `POST ?digest=` without a body opens a session, as registry 2.8 answers it (and Portier relaying it).
       if (request.op === 'upload.start' || (request.op === 'upload.monolithic' && !hasBody(context.req))) return await this.start(upstream, root, repository, context, sign)
       if (request.op === 'upload.monolithic') return await this.monolithic(upstream, root, repository, context)
-      return await this.continued(upstream, uploadPlace(root, repository, request.uploadId ?? ''), context, sign)
+      return await this.continued(upstream, uploadPlace(root, repository, request.uploadId ?? ''), context, sign, held)
     }
     // A registry session (from before storage_uploads, or relayed) is the registry's to answer.
-    if (request.uploadId !== undefined && request.params.has('_state')) return undefined
+    const held = heldState(request.params.get('_state'))
+    if (request.uploadId !== undefined && held === undefined) return undefined
+    const served = `storage:${upstream.name}`
+    // Portier's own answers, errors included, are the storage's in the access log.
+    claim?.(served)
     try {
       const outcome = await answer()
       this.events.answered?.(upstream.name, outcome.status)
-      return { ...outcome, served: `storage:${upstream.name}` }
+      return { ...outcome, served }
     } catch (error) {
       if (error instanceof RegistryError) this.events.answered?.(upstream.name, error.status)
       throw error
@@ -104,7 +108,7 @@ export class UploadServer {
   }
 
   /** PATCH, PUT, GET and DELETE on a session's URL. */
-  private async continued(upstream: Upstream, place: UploadPlace | undefined, context: RouteContext, sign: LocationSigner | undefined): Promise<UploadOutcome> {
+  private async continued(upstream: Upstream, place: UploadPlace | undefined, context: RouteContext, sign: LocationSigner | undefined, held: HeldState | undefined): Promise<UploadOutcome> {
     const { request, req, res } = context
     const stored = place === undefined ? undefined : await this.store.size(place)
     if (place === undefined || stored === undefined) {
@@ -122,7 +126,8 @@ export class UploadServer {
         res.end()
         return { status: 204 }
       case 'upload.chunk': {
-        const written = await this.append(upstream, place, stored, context)
+        this.checkOffset(place, stored, held, context, upstream, sign)
+        const written = await this.append(upstream, place, stored, context, sign)
         if (written === 'client') return { status: 499 }
         this.progress(res, 202, place, written, context, upstream, sign)
         return { status: 202 }
@@ -130,8 +135,9 @@ export class UploadServer {
       default: {
         // upload.finish: PUT ?digest=, with the last bytes or none.
         const { digest } = uploadWriteShape(request, req)
+        this.checkOffset(place, stored, held, context, upstream, sign)
         if (hasBody(req)) {
-          const written = await this.append(upstream, place, stored, context)
+          const written = await this.append(upstream, place, stored, context, sign)
           if (written === 'client') return { status: 499 }
         } else {
           req.resume()
@@ -142,16 +148,14 @@ export class UploadServer {
   }
 
   /** Checks a write into a session before any byte is stored (Content-Range, the size limit), then writes it. Resolves the size the session holds after it. */
-  private async append(upstream: Upstream, place: UploadPlace, stored: number, context: RouteContext): Promise<number | 'client'> {
+  private async append(upstream: Upstream, place: UploadPlace, stored: number, context: RouteContext, sign: LocationSigner | undefined): Promise<number | 'client'> {
     const { req, limit } = context
     const { range, length } = uploadWriteShape(context.request, req)
     if (this.store.busy(place)) {
       throw new RegistryError('BLOB_UPLOAD_INVALID', { uuid: place.uuid }, {}, 'another request is writing to this upload')
     }
     // Registry 2.8 ignores Content-Range and appends; a chunk that does not start where the session ends would corrupt the blob.
-    if (range && range.start !== stored) {
-      throw new RegistryError('RANGE_INVALID', { range: req.headers['content-range'], stored }, { Range: rangeOf(stored), 'Docker-Upload-UUID': place.uuid })
-    }
+    if (range && range.start !== stored) throw this.notSatisfiable(place, stored, context, upstream, sign, 'the chunk does not start where the upload ends')
     if (limit) {
       const declared = range ? range.end + 1 : length === undefined ? undefined : stored + length
       if (declared !== undefined && declared > limit.maxBytes) {
@@ -210,18 +214,59 @@ export class UploadServer {
     return { status: 201, blobBytes: committed.size }
   }
 
+  /**
+   * A write on a URL whose offset is not what the session holds (an old URL: a chunk sent again after
+   * its answer was lost) is 416 with where the upload really is, as for a relayed session; otherwise
+   * the bytes would be appended twice. A URL without Portier's `_state` is not checked.
+   */
+  private checkOffset(place: UploadPlace, stored: number, held: HeldState | undefined, context: RouteContext, upstream: Upstream, sign: LocationSigner | undefined): void {
+    if (held?.offset !== undefined && held.offset !== stored) {
+      throw this.notSatisfiable(place, stored, context, upstream, sign, 'the upload URL is not the latest one: the upload holds more (or less) than it says')
+    }
+  }
+
+  private notSatisfiable(place: UploadPlace, stored: number, context: RouteContext, upstream: Upstream, sign: LocationSigner | undefined, reason: string): RegistryError {
+    const range = context.req.headers['content-range']
+    return new RegistryError(
+      'RANGE_INVALID',
+      { stored, ...(typeof range === 'string' ? { range } : {}), reason },
+      { Range: rangeOf(stored), Location: this.location(place, stored, context, upstream, sign), 'Docker-Upload-UUID': place.uuid },
+    )
+  }
+
   /** A session's 202 or 204: where it continues, what it holds. */
   private progress(res: ServerResponse, status: 202 | 204, place: UploadPlace, stored: number, context: RouteContext, upstream: Upstream, sign: LocationSigner | undefined): void {
-    const location = `${context.client.publicOrigin}/v2/${place.repository}/blobs/uploads/${place.uuid}`
     res.writeHead(status, {
       ...API_VERSION,
       'Content-Length': 0,
       'Docker-Upload-UUID': place.uuid,
-      Location: sign ? sign(location, upstream) : location,
+      Location: this.location(place, stored, context, upstream, sign),
       Range: rangeOf(stored),
     })
     res.end()
   }
+
+  /** The session's URL at the gateway, with the size it holds in `_state` (signed by routing when it signs upload URLs). */
+  private location(place: UploadPlace, stored: number, context: RouteContext, upstream: Upstream, sign: LocationSigner | undefined): string {
+    const location = `${context.client.publicOrigin}/v2/${place.repository}/blobs/uploads/${place.uuid}?_state=${HELD_STATE_PREFIX}${stored}`
+    return sign ? sign(location, upstream) : location
+  }
+}
+
+/** How a session held in storage names its state in its URL: `_state=portier.<bytes held>` (a registry's `_state` is base64url, without a dot). */
+const HELD_STATE_PREFIX = 'portier.'
+
+interface HeldState {
+  /** The bytes the session held when this URL was given out; undefined for a URL without `_state`. */
+  offset?: number
+}
+
+/** A session URL's `_state` read as Portier's own, or undefined when it is the registry's. */
+function heldState(state: string | null): HeldState | undefined {
+  if (state === null) return {}
+  if (!state.startsWith(HELD_STATE_PREFIX)) return undefined
+  const digits = state.slice(HELD_STATE_PREFIX.length)
+  return /^\d{1,15}$/.test(digits) ? { offset: Number(digits) } : undefined
 }
 
 /** Registry 2.8's Range for a session: "0-<last byte>", "0-0" when empty. */

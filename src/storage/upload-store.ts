@@ -90,48 +90,13 @@ export class StorageUploads {
     this.writing.add(place.dir)
     const running = this.runningAt(place.dir, offset)
     let handle: FileHandle | undefined
-    let received = 0
+    let received: number
     try {
       handle = await open(join(place.dir, 'data'), 'r+')
-      const file = handle
-      let batch: Buffer[] = []
-      let batchBytes = 0
-      let position = offset
-      // One write in flight while the next batch is read: the disk and the socket work at once.
-      let pending: Promise<void> = Promise.resolve()
-      const flush = async (): Promise<void> => {
-        if (batchBytes === 0) return
-        await pending
-        const buffers = batch
-        const at = position
-        position += batchBytes
-        batch = []
-        batchBytes = 0
-        pending = writeAll(file, buffers, at)
-        // Its failure is awaited below; until then it must not count as unhandled.
-        pending.catch(() => undefined)
-      }
-      const chunks = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
-      for (;;) {
-        let step: IteratorResult<Buffer>
-        try {
-          step = await chunks.next()
-        } catch (error) {
-          throw new WriteStopped('client', error)
-        }
-        if (step.done === true) break
-        const chunk = step.value
-        received += chunk.length
-        admit(received)
+      received = await pour(body, handle, offset, (chunk, total) => {
+        admit(total)
         running?.hash.update(chunk)
-        batch.push(chunk)
-        batchBytes += chunk.length
-        if (batchBytes >= WRITE_BATCH_BYTES) await flush()
-      }
-      // A request body cut short by its connection can also just end: an IncomingMessage says it was not complete.
-      if ((body as { complete?: boolean }).complete === false) throw new WriteStopped('client')
-      await flush()
-      await pending
+      })
       if (running) running.hashed = offset + received
       return received
     } catch (error) {
@@ -152,27 +117,35 @@ export class StorageUploads {
    */
   async commit(place: UploadPlace, digest: string): Promise<Commit> {
     const parsed = parseBlobDigest(digest)
-    const blobPath = blobDataPath(place.root, digest)
-    const linkPath = layerLinkPath(place.root, place.repository, digest)
-    if (parsed === undefined || blobPath === undefined || linkPath === undefined) return { kind: 'unsupported' }
+    if (parsed === undefined) return { kind: 'unsupported' }
     const data = join(place.dir, 'data')
     const size = (await stat(data)).size
-    const actual = `${parsed.algorithm}:${await this.digestOf(place.dir, data, size, parsed.algorithm)}`
+    const { canonical, given } = await this.digestsOf(place.dir, data, size, parsed.algorithm)
+    const actual = `${parsed.algorithm}:${given}`
     if (actual !== digest) {
       await this.cancel(place)
       return { kind: 'mismatch', actual }
     }
+    // As registry 2.8 commits (blobwriter.go): the data under its canonical sha256 digest, and a link
+    // for that digest and one for the digest the client named, both holding the canonical digest.
+    const stored = `sha256:${canonical}`
+    const blobPath = blobDataPath(place.root, stored)
+    if (blobPath === undefined) return { kind: 'unsupported' }
     if (await isFile(blobPath)) {
       await rm(data, { force: true })
     } else {
       await mkdir(dirname(blobPath), { recursive: true })
       await rename(data, blobPath)
     }
-    await mkdir(dirname(linkPath), { recursive: true })
-    // Readers see the old link or the new one, never a half-written file.
-    const written = `${linkPath}.${place.uuid}`
-    await writeFile(written, digest)
-    await rename(written, linkPath)
+    for (const name of stored === digest ? [stored] : [stored, digest]) {
+      const linkPath = layerLinkPath(place.root, place.repository, name)
+      if (linkPath === undefined) continue
+      await mkdir(dirname(linkPath), { recursive: true })
+      // Readers see the old link or the new one, never a half-written file.
+      const written = `${linkPath}.${place.uuid}`
+      await writeFile(written, stored)
+      await rename(written, linkPath)
+    }
     await this.cancel(place)
     return { kind: 'committed', size }
   }
@@ -202,15 +175,115 @@ export class StorageUploads {
     return running
   }
 
-  /** The hex digest of `data`: from the running hash when it covers the whole file, else read again. */
-  private async digestOf(dir: string, data: string, size: number, algorithm: string): Promise<string> {
+  /** The hex sha256 of `data` (from the running hash when it covers the whole file) and its hex digest in the client's algorithm, reading the file once when needed. */
+  private async digestsOf(dir: string, data: string, size: number, algorithm: string): Promise<{ canonical: string; given: string }> {
     const running = this.hashes.get(dir)
     this.hashes.delete(dir)
-    if (algorithm === 'sha256' && running !== undefined && running.hashed === size) return running.hash.digest('hex')
-    const hash = createHash(algorithm)
-    for await (const chunk of createReadStream(data, { highWaterMark: WRITE_BATCH_BYTES }) as AsyncIterable<Buffer>) hash.update(chunk)
-    return hash.digest('hex')
+    const known = running !== undefined && running.hashed === size ? running.hash.digest('hex') : undefined
+    if (known !== undefined && algorithm === 'sha256') return { canonical: known, given: known }
+    const sha256 = known === undefined ? createHash('sha256') : undefined
+    const other = algorithm === 'sha256' ? undefined : createHash(algorithm)
+    for await (const chunk of createReadStream(data, { highWaterMark: WRITE_BATCH_BYTES }) as AsyncIterable<Buffer>) {
+      sha256?.update(chunk)
+      other?.update(chunk)
+    }
+    const canonical = known ?? (sha256 as Hash).digest('hex')
+    return { canonical, given: other ? other.digest('hex') : canonical }
   }
+}
+
+/**
+ * Streams the body into the file from `position`, in flowing mode (so timeouts.min_rate sees a body
+ * being read) with backpressure: one write of the gathered chunks in flight while the next batch is
+ * read; with a full batch waiting as well, the body pauses until the write is done. `each` sees every
+ * chunk and the total so far before it is written, and throws to stop. Resolves the bytes written;
+ * rejects with WriteStopped('client') when the body fails or ends short (its connection went away).
+ */
+function pour(body: Readable, handle: FileHandle, position: number, each: (chunk: Buffer, total: number) => void): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    let batch: Buffer[] = []
+    let batchBytes = 0
+    let total = 0
+    let at = position
+    let writing = false
+    let ended = false
+    let settled = false
+    // A failure met while a write was in flight, settled once that write is done.
+    let pendingError: unknown
+    const finish = (error?: unknown): void => {
+      if (settled) return
+      settled = true
+      body.off('data', onData)
+      body.off('end', onEnd)
+      body.off('error', onError)
+      body.off('close', onClose)
+      if (error === undefined) resolve(total)
+      else reject(error instanceof Error ? error : new Error('upload write failed'))
+    }
+    // A failure leaves the body paused for the gateway to answer and linger; a write may still be in flight, so settle after it.
+    const fail = (error: unknown): void => {
+      body.pause()
+      ended = true
+      if (writing) pendingError ??= error
+      else finish(error)
+    }
+    const write = (): void => {
+      if (writing || batchBytes === 0) {
+        if (!writing && ended) finish(pendingError)
+        return
+      }
+      writing = true
+      const buffers = batch
+      const from = at
+      at += batchBytes
+      batch = []
+      batchBytes = 0
+      writeAll(handle, buffers, from).then(
+        () => {
+          writing = false
+          if (pendingError !== undefined) return finish(pendingError)
+          if (!ended) body.resume()
+          if (ended || batchBytes >= WRITE_BATCH_BYTES) write()
+        },
+        (error: unknown) => {
+          writing = false
+          body.pause()
+          ended = true
+          finish(error)
+        },
+      )
+    }
+    const onData = (chunk: Buffer): void => {
+      if (ended) return
+      total += chunk.length
+      try {
+        each(chunk, total)
+      } catch (error) {
+        fail(error)
+        return
+      }
+      batch.push(chunk)
+      batchBytes += chunk.length
+      if (batchBytes < WRITE_BATCH_BYTES) return
+      if (writing) body.pause()
+      else write()
+    }
+    const onEnd = (): void => {
+      // A request body cut short by its connection can also just end: an IncomingMessage says it was not complete.
+      if ((body as { complete?: boolean }).complete === false) return fail(new WriteStopped('client'))
+      ended = true
+      write()
+    }
+    const onError = (error: unknown): void => fail(new WriteStopped('client', error))
+    const onClose = (): void => {
+      if (!ended) fail(new WriteStopped('client'))
+    }
+    body.on('data', onData)
+    body.on('end', onEnd)
+    body.on('error', onError)
+    body.on('close', onClose)
+    body.resume()
+  })
 }
 
 async function writeAll(handle: FileHandle, buffers: Buffer[], position: number): Promise<void> {

@@ -64,7 +64,17 @@ t.test('another instance (no running hash) reads the bytes again at commit; sha5
   const other = await new StorageUploads().create(storage, 'a/b')
   await new StorageUploads().append(other, 0, Readable.from([bytes]), nothing)
   t.same(await new StorageUploads().commit(other, digestOf(bytes, 'sha512')), { kind: 'committed', size: bytes.length })
-  t.ok(existsSync(blobDataPath(storage, digestOf(bytes, 'sha512')) as string))
+  // As registry 2.8 stores it: the data under the canonical sha256 digest, both links holding that digest.
+  t.notOk(existsSync(blobDataPath(storage, digestOf(bytes, 'sha512')) as string), 'no data under sha512')
+  t.same(readFileSync(blobDataPath(storage, digestOf(bytes)) as string), bytes)
+  t.equal(readFileSync(layerLinkPath(storage, 'a/b', digestOf(bytes, 'sha512')) as string, 'utf8'), digestOf(bytes), 'the sha512 link names the sha256 digest')
+  t.equal(readFileSync(layerLinkPath(storage, 'a/b', digestOf(bytes)) as string, 'utf8'), digestOf(bytes))
+
+  const running = new StorageUploads()
+  const third = await running.create(storage, 'e/f')
+  await running.append(third, 0, Readable.from([bytes]), nothing)
+  t.same(await running.commit(third, digestOf(bytes, 'sha512')), { kind: 'committed', size: bytes.length }, 'sha512 with the running sha256 at hand')
+  t.equal(readFileSync(layerLinkPath(storage, 'e/f', digestOf(bytes, 'sha512')) as string, 'utf8'), digestOf(bytes))
 })
 
 t.test('a body that breaks off leaves the session as it was: cut back, and the running hash not trusted', async (t) => {
