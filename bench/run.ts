@@ -32,14 +32,14 @@ const log = (line: string): void => console.log(line)
 /** Which targets each workload runs against (the minimal forwarders compare engines on single-request transfers and show
  * what one TLS + undici hop costs small requests without Portier's pipeline; nginx without auth is the same for C). */
 const TARGETS_OF: Record<Workload, TargetId[]> = {
-  upload: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier', 'undici', 'http-proxy'],
-  chunked: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier'],
+  upload: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier', 'portier-storage', 'undici', 'http-proxy'],
+  chunked: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier', 'portier-storage'],
   download: ['direct', 'tls-memory', 'nginx-recipe', 'nginx-tuned', 'portier', 'portier-storage', 'portier-workers', 'portier-storage-workers', 'undici', 'http-proxy'],
   skopeo: ['direct', 'nginx-recipe', 'nginx-tuned', 'portier', 'portier-storage', 'portier-workers', 'portier-storage-workers'],
   get: ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier', 'portier-workers', 'undici', 'http-proxy'],
   head: ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier', 'portier-workers'],
   latency: ['direct', 'nginx-recipe', 'nginx-tuned', 'nginx-open', 'portier', 'undici', 'http-proxy'],
-  concurrent: ['direct', 'portier'],
+  concurrent: ['direct', 'portier', 'portier-storage'],
 }
 
 function wanted(workload: Workload): TargetId[] {
@@ -235,17 +235,22 @@ function checks(results: Results): Check[] {
   atMostTime('skopeo-pull', 'portier-storage', 1.1, 'skopeo pull, Portier with blobs from storage')
   atMostTime('skopeo-pull', 'portier-storage-workers', 1.1, 'skopeo pull, Portier with blobs from storage, 2 workers')
   atMostTime('skopeo-pull', 'portier', 1.1, 'skopeo pull, Portier relaying')
-  atMostTime('skopeo-push', 'portier', 1.2, 'skopeo push through Portier')
+  atMostTime('skopeo-push', 'portier-storage', 1.2, 'skopeo push, Portier with uploads into storage')
+  atMostTime('skopeo-push', 'portier', 1.2, 'skopeo push through Portier, relayed')
   atLeast('get', 'portier', 'direct', 1.0, `authenticated GET /v2/ at ${options.connections} connections vs the unauthenticated registry`)
   atLeast('head', 'portier', 'direct', 1.0, `authenticated HEAD manifest by tag at ${options.connections} connections vs the unauthenticated registry`)
   const added = results.median('latency', 'portier') - results.median('latency', 'direct')
   if (Number.isFinite(added)) out.push({ what: 'one-connection p50 latency, Portier minus direct', target: '≤ 0.5 ms', measured: `${fmt(added)} ms`, met: added <= 0.5 })
-  atLeast('chunked', 'portier', 'direct', 0.95, `${options.blobMiB} MiB as ${options.chunkMiB} MiB PATCHes through Portier`)
-  atLeast('upload', 'portier', 'direct', 0.95, `${options.blobMiB} MiB monolithic upload through Portier`)
-  const rssOf = (key: string): number => results.median(key, 'portier', (sample) => sample.peakRss)
-  const concurrent = rssOf(`concurrent-${options.concurrentUploads}x${options.concurrentMiB}`)
-  if (Number.isFinite(concurrent)) {
-    out.push({ what: `Portier peak RSS, ${options.concurrentUploads} concurrent ${options.concurrentMiB} MiB uploads`, target: '< 150 MB', measured: `${fmt(concurrent / 1e6)} MB`, met: concurrent < 150e6 })
+  atLeast('chunked', 'portier-storage', 'direct', 0.95, `${options.blobMiB} MiB as ${options.chunkMiB} MiB PATCHes, Portier with uploads into storage`)
+  atLeast('chunked', 'portier', 'direct', 0.95, `${options.blobMiB} MiB as ${options.chunkMiB} MiB PATCHes through Portier, relayed`)
+  atLeast('upload', 'portier-storage', 'direct', 0.95, `${options.blobMiB} MiB monolithic upload, Portier with uploads into storage`)
+  atLeast('upload', 'portier', 'direct', 0.95, `${options.blobMiB} MiB monolithic upload through Portier, relayed`)
+  const rssOf = (key: string, target: TargetId = 'portier'): number => results.median(key, target, (sample) => sample.peakRss)
+  for (const [target, how] of [['portier-storage', 'with uploads into storage'], ['portier', 'relayed']] as const) {
+    const concurrent = rssOf(`concurrent-${options.concurrentUploads}x${options.concurrentMiB}`, target)
+    if (Number.isFinite(concurrent)) {
+      out.push({ what: `Portier peak RSS, ${options.concurrentUploads} concurrent ${options.concurrentMiB} MiB uploads, ${how}`, target: '< 150 MB', measured: `${fmt(concurrent / 1e6)} MB`, met: concurrent < 150e6 })
+    }
   }
   const small = rssOf(`concurrent-${options.largeConcurrency}x${options.concurrentMiB}`)
   const large = rssOf(`concurrent-${options.largeConcurrency}x${options.largeMiB}`)
@@ -260,10 +265,10 @@ function checks(results: Results): Check[] {
   return out
 }
 
-/** The portier-storage target's rows, when it ran: the same workloads with blobs read from the registry's storage. */
+/** The portier-storage target's rows, when it ran: the same workloads with blobs read from and uploads written into the registry's storage. */
 function storageSection(results: Results): string[] {
-  const text = storageTable(results, ['download', 'skopeo-pull', 'skopeo-push'])
-  return text === '' ? [] : ['', '### Blobs from storage (upstreams[].storage)', '', text]
+  const text = storageTable(results, ['download', 'skopeo-pull', 'skopeo-push', 'upload', 'chunked'])
+  return text === '' ? [] : ['', '### Blobs to and from storage (upstreams[].storage, storage_uploads)', '', text]
 }
 
 /** The -workers targets' rows, when they ran: server.workers 2 next to 1. */

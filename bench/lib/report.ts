@@ -76,7 +76,7 @@ export function storageTable(results: Results, keys: string[]): string {
     ratio(ratioOf(results, row.key, 'portier-storage', 'nginx-recipe')),
     ratio(ratioOf(results, row.key, 'portier-storage', 'portier')),
   ])
-  return table(['workload', ...STORAGE.map((target) => LABELS[target]), 'from storage ÷ direct', 'from storage ÷ ceiling', 'from storage ÷ nginx recipe', 'from storage ÷ relayed'], lines)
+  return table(['workload', ...STORAGE.map((target) => LABELS[target]), 'storage ÷ direct', 'storage ÷ ceiling', 'storage ÷ nginx recipe', 'storage ÷ relayed'], lines)
 }
 
 /** server.workers: 2 next to 1, relaying and from storage (rows where a -workers target ran). */

@@ -32,9 +32,9 @@ export const LABELS: Record<TargetId, string> = {
   'nginx-tuned': 'nginx tuned',
   'nginx-open': 'nginx tuned, no auth',
   portier: 'Portier',
-  'portier-storage': 'Portier, blobs from storage',
+  'portier-storage': 'Portier, blobs to and from storage',
   'portier-workers': 'Portier, 2 workers',
-  'portier-storage-workers': 'Portier, blobs from storage, 2 workers',
+  'portier-storage-workers': 'Portier, blobs to and from storage, 2 workers',
   undici: 'undici forwarder',
   'http-proxy': 'http-proxy forwarder',
   'tls-memory': 'TLS from memory (ceiling)',
@@ -84,7 +84,7 @@ export interface PortierOptions {
   /** Extra node flags, e.g. --cpu-prof. */
   nodeArgs?: string[]
   name?: string
-  /** The portier-storage target: upstreams[].storage names the bench registry's storage, so blob GETs are read from it. */
+  /** The portier-storage target: upstreams[].storage names the bench registry's storage, so blob GETs are read from it and uploads written into it (storage_uploads). */
   storage?: boolean
   /** server.workers (the -workers targets: 2). */
   workers?: number
@@ -100,7 +100,7 @@ export async function startPortier(shared: Shared, options: PortierOptions = {})
   const config = {
     server: { listen: `127.0.0.1:${port}`, ...(workers > 1 ? { workers } : {}) },
     tls: { certificates: [{ cert: shared.tls.cert, key: shared.tls.key }] },
-    upstreams: [{ url: shared.registry.url, ...(options.storage ? { storage: shared.registry.storageDir } : {}) }],
+    upstreams: [{ url: shared.registry.url, ...(options.storage ? { storage: shared.registry.storageDir, storage_uploads: true } : {}) }],
     auth: { mode: 'htpasswd', htpasswd: { path: shared.htpasswd } },
     // The admin listener's fixed default port could collide with tests running meanwhile; metrics stay on.
     admin: { listen: '' },

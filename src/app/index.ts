@@ -238,7 +238,7 @@ async function startUpstreams(config: Config, log: Logger, shutdown: Shutdown, e
   let targets = config.upstreams
   if (targets.length === 0 && embeddedUrl !== undefined) {
     // A worker of server.workers: the primary runs the one embedded registry; its storage is read the same way.
-    targets = [{ name: 'embedded', url: embeddedUrl, username: '', password: '', forward_authorization: false, storage: embeddedStorage(config) }]
+    targets = [{ name: 'embedded', url: embeddedUrl, username: '', password: '', forward_authorization: false, storage: embeddedStorage(config), storage_uploads: config.embedded_registry.storage_uploads }]
   } else if (targets.length === 0) {
     const registry = await startEmbeddedRegistry({
       binary: config.embedded_registry.binary,
@@ -249,7 +249,7 @@ async function startUpstreams(config: Config, log: Logger, shutdown: Shutdown, e
     embedded = registry
     shutdown.defer(() => registry.stop())
     // Its storage (data_dir/storage, as src/embedded/registry.ts lays it out) is Portier's to read: blob GET/HEAD come from it.
-    targets = [{ name: 'embedded', url: registry.url, username: '', password: '', forward_authorization: false, storage: embeddedStorage(config) }]
+    targets = [{ name: 'embedded', url: registry.url, username: '', password: '', forward_authorization: false, storage: embeddedStorage(config), storage_uploads: config.embedded_registry.storage_uploads }]
   }
   const upstreams = createUpstreams(targets, config.timeouts)
   shutdown.defer(() => upstreams.close())

@@ -9,6 +9,8 @@ import type { PullThrough } from '../routing/pull-through.js'
 import { TagCache } from '../forward/tag-cache.js'
 import { BlobStorage } from '../storage/blob-server.js'
 import { storageRoots } from '../storage/roots.js'
+import { UploadServer } from '../storage/upload-server.js'
+import { StorageUploads } from '../storage/upload-store.js'
 import { createStrategy } from '../routing/strategies.js'
 import { loadRoutingSecret, UploadTokens } from '../uploads/token.js'
 import type { Upstream } from '../upstreams/upstreams.js'
@@ -69,6 +71,10 @@ export function createRouter(config: Config, upstreams: Upstream[], deps: Routin
         if (error !== undefined) log.warn({ upstream, reason, err: error instanceof Error ? error.message : 'unknown error' }, 'could not read a blob from the upstream\'s storage; the registry answers')
       },
     }),
+    uploads: new UploadServer(new StorageUploads(), {
+      answered: (upstream, status) => metrics?.blobStorageUploads.inc({ upstream, result: String(status) }),
+      bytes: (upstream, count) => metrics?.blobStorageUploadBytes.inc({ upstream }, count),
+    }),
     events: {
       failover(from, to, reason, request) {
         metrics?.upstreamFailovers.inc({ upstream: from.name, reason })
@@ -92,6 +98,8 @@ export function createRouter(config: Config, upstreams: Upstream[], deps: Routin
     // A root that is not there is a wrong path or a missing mount: every blob then goes through the registry.
     if (storage.state === 'missing') log.warn(storage, 'upstreams[].storage: cannot read this directory; blobs go through the registry')
     else log.info(storage, 'blob GET/HEAD answered from the upstream\'s storage')
+    if (storage.uploads === 'not_writable') log.warn(storage, 'upstreams[].storage_uploads: cannot write into this storage; uploads fail until it is writable (same user as the registry, a read-write mount)')
+    else if (storage.uploads === 'writable') log.info(storage, 'blob uploads written into the upstream\'s storage')
   }
   const described = strategy.describe()
   if (described) {

@@ -1,7 +1,6 @@
 // registry:2's notification events (distribution 2.8 notifications/event.go), made from finished requests the way its bridge makes them.
 import { randomUUID } from 'node:crypto'
-import type { FinishedRequest } from '../observe/record.js'
-import { stateOffset } from '../uploads/state.js'
+import { pushedBlobBytes, type FinishedRequest } from '../observe/record.js'
 import type { EventAction } from './section.js'
 
 /** The envelope's media type: receivers written for registry:2 check it. */
@@ -105,8 +104,7 @@ export function eventsOf(finished: FinishedRequest, source: EventSource, at = ne
       if (status !== 201) return []
       const digest = finished.contentDigest ?? request.params.get('digest') ?? undefined
       if (!isDigest(digest)) return []
-      // The blob's size: what its session held before this request (the signed _state) plus this request's bytes.
-      const size = (stateOffset(request.params.get('_state')) ?? 0) + finished.bytesReceived
+      const size = pushedBlobBytes(finished, request)
       return event('push', { mediaType: BLOB_MEDIA_TYPE, size, digest, length: size, repository, url: contentUrl(finished, 'blobs', repository, digest) })
     }
     case 'upload.mount': {

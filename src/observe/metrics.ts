@@ -72,6 +72,8 @@ export class Metrics {
   readonly manifestCacheBytes: Gauge
   readonly blobStorageReads: Counter<'upstream' | 'result'>
   readonly blobStorageBytes: Counter<'upstream'>
+  readonly blobStorageUploads: Counter<'upstream' | 'result'>
+  readonly blobStorageUploadBytes: Counter<'upstream'>
   readonly tagCacheHits: Counter
   readonly tagCacheMisses: Counter
   readonly tagCacheEntries: Gauge
@@ -158,6 +160,13 @@ export class Metrics {
       registers,
     })
     this.blobStorageBytes = new Counter({ name: 'portier_blob_storage_bytes_total', help: 'Blob bytes sent from an upstream\'s storage.', labelNames: ['upstream'], registers })
+    this.blobStorageUploads = new Counter({
+      name: 'portier_blob_storage_uploads_total',
+      help: 'Upload requests on sessions Portier holds in an upstream\'s storage (storage_uploads), by status (201 is a committed blob).',
+      labelNames: ['upstream', 'result'],
+      registers,
+    })
+    this.blobStorageUploadBytes = new Counter({ name: 'portier_blob_storage_upload_bytes_total', help: 'Blob bytes written into an upstream\'s storage by uploads.', labelNames: ['upstream'], registers })
     this.tagCacheHits = new Counter({ name: 'portier_tag_cache_hits_total', help: 'Manifest HEAD/GET by tag answered from the tag cache (cache.tags) without the upstream.', registers })
     this.tagCacheMisses = new Counter({ name: 'portier_tag_cache_misses_total', help: 'Manifest HEAD/GET by tag the tag cache could not answer (sent upstream).', registers })
     this.tagCacheEntries = new Gauge({ name: 'portier_tag_cache_entries', help: 'Tag resolutions held (cache.tags; expired ones count until looked at or pushed out).', registers })

@@ -23,6 +23,8 @@ export interface FinishedRequest {
   bytesReceived: number
   bytesSent: number
   failure: RegistryError | undefined
+  /** The size of a blob an upload held in storage committed (its URL carries no `_state` to read it from). */
+  blobBytes?: number
   /** The Docker-Content-Digest the upstream answered with (pushed blob or manifest, pulled manifest). */
   contentDigest?: string | undefined
   /** Whether the request carried an Authorization header. */
@@ -102,7 +104,7 @@ export class Recorder {
       bytes_in: finished.bytesReceived,
       bytes_out: finished.bytesSent,
       // A pushed blob's size: the bytes its session held before this request (from the signed _state) plus this request's.
-      ...(finishedUpload && request ? { blob_bytes: (stateOffset(request.params.get('_state')) ?? 0) + finished.bytesReceived } : {}),
+      ...(finishedUpload && request ? { blob_bytes: pushedBlobBytes(finished, request) } : {}),
       ms: Math.round(finished.seconds * 10_000) / 10,
       client: finished.clientIp,
       user: finished.user || undefined,
@@ -136,4 +138,12 @@ export class Recorder {
       this.metrics.limitRejected(typeof limit === 'string' ? limit : 'unknown')
     }
   }
+}
+
+/**
+ * A pushed blob's size: what a session in storage committed, else the bytes the registry session held
+ * before this request (from its signed `_state`) plus this request's.
+ */
+export function pushedBlobBytes(finished: FinishedRequest, request: RegistryRequest): number {
+  return finished.blobBytes ?? (stateOffset(request.params.get('_state')) ?? 0) + finished.bytesReceived
 }

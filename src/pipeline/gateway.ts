@@ -238,6 +238,7 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
         upstream: trail.served ?? upstreamName,
         bytesReceived: bytes.received,
         bytesSent: bytes.sent,
+        ...(trail.blobBytes !== undefined ? { blobBytes: trail.blobBytes } : {}),
         failure,
         contentDigest: headerText(res.getHeader('docker-content-digest')),
         credentialsSent: req.headers.authorization !== undefined,

@@ -18,6 +18,7 @@ import type { Upstream } from '../upstreams/upstreams.js'
 import { routeNames, sessionOps, type ForwardRoute, type Route } from './route.js'
 import type { Readiness, RoutingStrategy } from './strategy.js'
 import { isBlobRead, type BlobStorage } from '../storage/blob-server.js'
+import { isStorageUpload, type UploadServer } from '../storage/upload-server.js'
 import type { CachedExchange, PullThrough } from './pull-through.js'
 
 export type { RouteContext } from '../forward/forward.js'
@@ -40,6 +41,8 @@ export interface RouterDeps {
   health?: { answersOpenly(upstream: Upstream): boolean }
   /** Blob GET/HEAD answered from the routed upstream's storage (upstreams[].storage, the embedded registry). */
   storage?: BlobStorage
+  /** Blob uploads held in the routed upstream's storage (upstreams[].storage_uploads, the embedded registry). */
+  uploads?: UploadServer
   /** Pull-through caches, served in front of the strategy (their prefixes, `?ns=`, un-prefixed misses). */
   pullThrough?: PullThrough
 }
@@ -61,6 +64,8 @@ export interface ServeContext extends RouteContext {
 export interface RouteTrail {
   served?: string
   upstreamRequest?: RegistryRequest
+  /** The size of a blob committed by an upload held in storage (no `_state` says it). */
+  blobBytes?: number
 }
 
 /** An answer collected for the gateway's own requests: status, headers and the body to read. */
@@ -310,6 +315,14 @@ export class Router {
           // The upstream routing chose first; on a fallback (no link, no file, an odd Range) the registry answers.
           const served = await this.deps.storage.serve(route.upstream, route.request, context)
           if (served) return served
+        }
+        if (this.deps.uploads && isStorageUpload(route.upstream, route.request)) {
+          // A session Portier holds (or a new one) is written into storage; the registry's own sessions and mounts go on to it.
+          const answered = await this.deps.uploads.serve(route.upstream, { ...context, request: route.request }, route.uploadLocation)
+          if (answered) {
+            if (answered.blobBytes !== undefined) trail.blobBytes = answered.blobBytes
+            return answered
+          }
         }
         return await this.forwardOne(route, this.keepingTags(route, context), trail)
       }

@@ -8,6 +8,8 @@ export interface StorageRoot {
   root: string
   /** ready: `<root>/docker/registry/v2` can be read; empty: the root exists without it (before the first push); missing: no readable root (a wrong path or mount). */
   state: 'ready' | 'empty' | 'missing'
+  /** With storage_uploads: whether Portier can create the registry's directories there. */
+  uploads?: 'writable' | 'not_writable'
 }
 
 export function storageRoots(upstreams: readonly Upstream[]): StorageRoot[] {
@@ -15,8 +17,19 @@ export function storageRoots(upstreams: readonly Upstream[]): StorageRoot[] {
     const root = upstream.storage
     if (root === undefined) return []
     const state = readableDirectory(join(root, 'docker', 'registry', 'v2')) ? 'ready' : readableDirectory(root) ? 'empty' : 'missing'
-    return [{ upstream: upstream.name, root, state }]
+    if (upstream.storageUploads !== true) return [{ upstream: upstream.name, root, state }]
+    const writable = state === 'ready' ? writableDirectory(join(root, 'docker', 'registry', 'v2')) : writableDirectory(root)
+    return [{ upstream: upstream.name, root, state, uploads: writable ? 'writable' : 'not_writable' }]
   })
+}
+
+function writableDirectory(path: string): boolean {
+  try {
+    accessSync(path, constants.W_OK | constants.X_OK)
+    return true
+  } catch {
+    return false
+  }
 }
 
 function readableDirectory(path: string): boolean {

@@ -1,7 +1,6 @@
 // The audit trail: every state-changing request and every login attempt, with who, from where, what and the outcome, kept in the store for audit.retention.
-import type { FinishedListener, FinishedRequest } from '../observe/record.js'
+import { pushedBlobBytes, type FinishedListener, type FinishedRequest } from '../observe/record.js'
 import type { Operation } from '../registry/classify.js'
-import { stateOffset } from '../uploads/state.js'
 import { parseDuration } from '../config/units.js'
 import type { UiAuditHook } from '../ui/api.js'
 import type { Migrations, SqlValue, StoreEngine } from './engine.js'
@@ -138,7 +137,7 @@ export function auditEntryOf(finished: FinishedRequest, at: number): Omit<AuditE
     const pushedBlob = request.op === 'upload.finish' || request.op === 'upload.monolithic'
     const digest = finished.contentDigest ?? (request.op === 'upload.finish' ? request.params.get('digest') ?? undefined : undefined) ?? (isDigest(request.reference) ? request.reference : undefined)
     let size: number | undefined
-    if (pushedBlob && status === 201) size = (stateOffset(request.params.get('_state')) ?? 0) + finished.bytesReceived
+    if (pushedBlob && status === 201) size = pushedBlobBytes(finished, request)
     else if (request.op === 'manifest.put') size = finished.bytesReceived
     return {
       ...base,

@@ -25,6 +25,11 @@ const upstream = section({
    * holds docker/registry/v2), readable by Portier: blob GET/HEAD are answered from it.
    */
   storage: text({ pattern: /^\//, expect: 'an absolute path like "/var/lib/registry"' }).optional(),
+  /**
+   * Portier holds blob upload sessions itself and writes them into `storage` as the registry lays them out
+   * (it must be writable, by the same user as the registry); manifests still go to the registry.
+   */
+  storage_uploads: flag().optional(),
 })
 
 /** The list, each upstream named (by default its host:port) and no name used twice. */
@@ -43,6 +48,9 @@ export const upstreamsSection = list(upstream)
         context.issues.push({ code: 'custom', path: [index, 'name'], input: named.name, message: 'a name no other upstream has' })
       }
       names.add(named.name)
+      if (entry.storage_uploads === true && entry.storage === undefined) {
+        context.issues.push({ code: 'custom', path: [index, 'storage_uploads'], input: true, message: 'true only together with storage (the registry storage the uploads are written into)' })
+      }
       return named
     })
   })

@@ -21,6 +21,8 @@ export interface Upstream {
   healthPool: Pool
   /** The registry's filesystem storage root, when Portier may read it (blob GET/HEAD answered from it). */
   storage?: string
+  /** Blob uploads are held by Portier and written into `storage` (upstreams[].storage_uploads). */
+  storageUploads?: boolean
 }
 
 export interface UpstreamSet {
@@ -39,6 +41,7 @@ export function createUpstreams(targets: Array<Partial<UpstreamConfig> & { url: 
       origin,
       weight: target.weight ?? 1,
       ...(target.storage ? { storage: resolve(target.storage) } : {}),
+      ...(target.storage && target.storage_uploads === true ? { storageUploads: true } : {}),
       pool: new Pool(origin, {
         connections: 128,
         pipelining: 1,

@@ -40,7 +40,7 @@ t.test('defaults: no file, no environment', async (t) => {
   t.same(config.tls.self_signed, { dir: 'certs/self-signed', hosts: [] })
   t.equal(config.tls.min_version, 'TLSv1.2')
   t.same(config.upstreams, [], 'no upstreams: the embedded registry is used')
-  t.same(config.embedded_registry, { binary: '', data_dir: 'data/registry', restart_max_backoff: 30_000 })
+  t.same(config.embedded_registry, { binary: '', data_dir: 'data/registry', restart_max_backoff: 30_000, storage_uploads: true })
   t.same(config.timeouts, { upstream_connect: 10_000, upstream_headers: 60_000, body_idle: 300_000, min_rate: 4096, min_rate_grace: 30_000, min_rate_window: 20_000 })
   t.same(config.limits, { blob_max_bytes: 0, manifest_max_bytes: 4 * 1024 * 1024, repositories: [], per_client: { max_exchanges_per_user: 32, max_exchanges_per_address: 64 }, rate: [] })
   t.equal(config.log.level, 'info')
@@ -142,6 +142,14 @@ t.test('an unknown key names the file, the key, what was expected and what was f
 
   const nested = problemsOf({ file: yamlFile('upstreams:\n  - url: http://r:5000\n    wieght: 3\n'), env: {} })
   t.equal(nested.problems[0]?.key, 'upstreams[0].wieght', 'keys inside list items are checked too')
+})
+
+t.test('upstreams[].storage_uploads needs the storage it writes into', async (t) => {
+  const lone = problemsOf({ file: yamlFile('upstreams:\n  - url: http://r:5000\n    storage_uploads: true\n'), env: {} })
+  t.equal(lone.problems[0]?.key, 'upstreams[0].storage_uploads')
+  t.match(lone.problems[0]?.expected, /only together with storage/)
+  const { config } = loadConfig({ file: yamlFile('upstreams:\n  - url: http://r:5000\n    storage: /srv/registry\n    storage_uploads: true\n'), env: {} })
+  t.equal(config.upstreams[0]?.storage_uploads, true)
 })
 
 t.test('a bad size string names the key, the expected form and the value', async (t) => {

@@ -1,0 +1,229 @@
+// Answers blob upload requests from a session Portier holds in the upstream's storage (upstreams[].storage_uploads), with registry 2.8's statuses and headers; the registry's own sessions and mounts stay the registry's.
+import type { ServerResponse } from 'node:http'
+import type { ExchangeResult, RouteContext } from '../forward/forward.js'
+import { LimitExceeded } from '../pipeline/limits.js'
+import type { RegistryRequest } from '../registry/classify.js'
+import { RegistryError } from '../registry/errors.js'
+import { hasBody, tooLarge, uploadWriteShape } from '../uploads/session.js'
+import type { Upstream } from '../upstreams/upstreams.js'
+import { StorageUploads, uploadPlace, WriteStopped, type UploadPlace } from './upload-store.js'
+
+/** What uploads into storage did, for metrics and the log. */
+export interface UploadServerEvents {
+  /** A request on a session held in storage was answered with this status. */
+  answered?(upstream: string, status: number): void
+  /** Body bytes written into storage. */
+  bytes?(upstream: string, count: number): void
+}
+
+/** Turns the session's Location at the gateway into the URL the client continues with (routing's signer). */
+export type LocationSigner = (location: string, upstream: Upstream) => string
+
+/** What the router learns of an upload answered here: the blob's size when one was committed (events, audit, access log). */
+export interface UploadOutcome extends ExchangeResult {
+  blobBytes?: number
+}
+
+const API_VERSION = { 'Docker-Distribution-Api-Version': 'registry/2.0' } as const
+
+export function isStorageUpload(upstream: Upstream, request: RegistryRequest): boolean {
+  if (upstream.storageUploads !== true || upstream.storage === undefined || request.repository === undefined) return false
+  switch (request.op) {
+    case 'upload.start':
+    case 'upload.monolithic':
+    case 'upload.status':
+    case 'upload.chunk':
+    case 'upload.finish':
+    case 'upload.cancel':
+      return true
+    default:
+      return false
+  }
+}
+
+export class UploadServer {
+  constructor(
+    readonly store: StorageUploads,
+    private readonly events: UploadServerEvents = {},
+  ) {}
+
+  /**
+   * Answers the request when it opens a session (POST) or continues one Portier holds in storage;
+   * resolves undefined, nothing sent, when the registry must answer: a session of the registry's
+   * own (its URL carries `_state`), or a request that is not an upload. Throws RegistryError before
+   * anything is sent.
+   */
+  async serve(upstream: Upstream, context: RouteContext, sign: LocationSigner | undefined): Promise<UploadOutcome | undefined> {
+    const { request } = context
+    const root = upstream.storage
+    const repository = request.repository
+    if (root === undefined || repository === undefined || !isStorageUpload(upstream, request)) return undefined
+    const answer = async (): Promise<UploadOutcome> => {
+      if (request.op === 'upload.start') return await this.start(upstream, root, repository, context, sign)
+      if (request.op === 'upload.monolithic') return await this.monolithic(upstream, root, repository, context)
+      return await this.continued(upstream, uploadPlace(root, repository, request.uploadId ?? ''), context, sign)
+    }
+    // A registry session (from before storage_uploads, or relayed) is the registry's to answer.
+    if (request.uploadId !== undefined && request.params.has('_state')) return undefined
+    try {
+      const outcome = await answer()
+      this.events.answered?.(upstream.name, outcome.status)
+      return { ...outcome, served: `storage:${upstream.name}` }
+    } catch (error) {
+      if (error instanceof RegistryError) this.events.answered?.(upstream.name, error.status)
+      throw error
+    }
+  }
+
+  /** `POST /blobs/uploads/`: a new, empty session. */
+  private async start(upstream: Upstream, root: string, repository: string, context: RouteContext, sign: LocationSigner | undefined): Promise<UploadOutcome> {
+    context.req.resume()
+    const place = await this.store.create(root, repository)
+    this.progress(context.res, 202, place, 0, context, upstream, sign)
+    return { status: 202 }
+  }
+
+  /** `POST /blobs/uploads/?digest=` with the whole blob: a session of its own, written and committed, or removed. */
+  private async monolithic(upstream: Upstream, root: string, repository: string, context: RouteContext): Promise<UploadOutcome> {
+    const { limit } = context
+    const { length, digest } = uploadWriteShape(context.request, context.req)
+    if (limit && length !== undefined && length > limit.maxBytes) throw tooLarge(new LimitExceeded(limit, length, true))
+    const place = await this.store.create(root, repository)
+    try {
+      const written = await this.write(upstream, place, 0, context)
+      if (written === 'client') {
+        await this.store.cancel(place)
+        return { status: 499 }
+      }
+      return await this.commit(place, digest as string, context)
+    } catch (error) {
+      await this.store.cancel(place)
+      throw error
+    }
+  }
+
+  /** PATCH, PUT, GET and DELETE on a session's URL. */
+  private async continued(upstream: Upstream, place: UploadPlace | undefined, context: RouteContext, sign: LocationSigner | undefined): Promise<UploadOutcome> {
+    const { request, req, res } = context
+    const stored = place === undefined ? undefined : await this.store.size(place)
+    if (place === undefined || stored === undefined) {
+      throw new RegistryError('BLOB_UPLOAD_UNKNOWN', { uuid: request.uploadId })
+    }
+    switch (request.op) {
+      case 'upload.status':
+        req.resume()
+        this.progress(res, 204, place, stored, context, upstream, sign)
+        return { status: 204 }
+      case 'upload.cancel':
+        req.resume()
+        await this.store.cancel(place)
+        res.writeHead(204, { ...API_VERSION, 'Content-Length': 0 })
+        res.end()
+        return { status: 204 }
+      case 'upload.chunk': {
+        const written = await this.append(upstream, place, stored, context)
+        if (written === 'client') return { status: 499 }
+        this.progress(res, 202, place, written, context, upstream, sign)
+        return { status: 202 }
+      }
+      default: {
+        // upload.finish: PUT ?digest=, with the last bytes or none.
+        const { digest } = uploadWriteShape(request, req)
+        if (hasBody(req)) {
+          const written = await this.append(upstream, place, stored, context)
+          if (written === 'client') return { status: 499 }
+        } else {
+          req.resume()
+        }
+        return await this.commit(place, digest as string, context)
+      }
+    }
+  }
+
+  /** Checks a write into a session before any byte is stored (Content-Range, the size limit), then writes it. Resolves the size the session holds after it. */
+  private async append(upstream: Upstream, place: UploadPlace, stored: number, context: RouteContext): Promise<number | 'client'> {
+    const { req, limit } = context
+    const { range, length } = uploadWriteShape(context.request, req)
+    if (this.store.busy(place)) {
+      throw new RegistryError('BLOB_UPLOAD_INVALID', { uuid: place.uuid }, {}, 'another request is writing to this upload')
+    }
+    // Registry 2.8 ignores Content-Range and appends; a chunk that does not start where the session ends would corrupt the blob.
+    if (range && range.start !== stored) {
+      throw new RegistryError('RANGE_INVALID', { range: req.headers['content-range'], stored }, { Range: rangeOf(stored), 'Docker-Upload-UUID': place.uuid })
+    }
+    if (limit) {
+      const declared = range ? range.end + 1 : length === undefined ? undefined : stored + length
+      if (declared !== undefined && declared > limit.maxBytes) {
+        await this.store.cancel(place)
+        throw tooLarge(new LimitExceeded(limit, declared, true))
+      }
+    }
+    if (!hasBody(req)) {
+      req.resume()
+      return stored
+    }
+    try {
+      const written = await this.write(upstream, place, stored, context)
+      return written === 'client' ? 'client' : stored + written
+    } catch (error) {
+      // Past the limit the session goes, as a relayed one does; the client is told 413.
+      if (error instanceof RegistryError && error.code === 'TOO_LARGE') await this.store.cancel(place)
+      throw error
+    }
+  }
+
+  /** Streams the client's body into the session at `offset`; 'client' when the client left (the session is as before). */
+  private async write(upstream: Upstream, place: UploadPlace, offset: number, context: RouteContext): Promise<number | 'client'> {
+    const { req, limit } = context
+    // Past the limit nothing more of the body is read: the gateway answers 413 and lingers on the rest.
+    try {
+      const written = await this.store.append(place, offset, req, (received) => {
+        if (limit && offset + received > limit.maxBytes) throw new WriteStopped('limit', new LimitExceeded(limit, offset + received, false))
+      })
+      context.bytes.received += written
+      this.events.bytes?.(upstream.name, written)
+      return written
+    } catch (error) {
+      if (!(error instanceof WriteStopped)) throw error
+      if (error.reason === 'client') return 'client'
+      throw tooLarge(error.cause as LimitExceeded)
+    }
+  }
+
+  /** Stores the session's bytes as the blob `digest` in the repository, or refuses them (the session is removed either way). */
+  private async commit(place: UploadPlace, digest: string, context: RouteContext): Promise<UploadOutcome> {
+    const committed = await this.store.commit(place, digest)
+    if (committed.kind === 'unsupported') {
+      await this.store.cancel(place)
+      throw new RegistryError('DIGEST_INVALID', { digest }, {}, 'unsupported digest algorithm')
+    }
+    if (committed.kind === 'mismatch') throw new RegistryError('DIGEST_INVALID', { digest, actual: committed.actual })
+    const { res, client } = context
+    res.writeHead(201, {
+      ...API_VERSION,
+      'Content-Length': 0,
+      'Docker-Content-Digest': digest,
+      Location: `${client.publicOrigin}/v2/${place.repository}/blobs/${digest}`,
+    })
+    res.end()
+    return { status: 201, blobBytes: committed.size }
+  }
+
+  /** A session's 202 or 204: where it continues, what it holds. */
+  private progress(res: ServerResponse, status: 202 | 204, place: UploadPlace, stored: number, context: RouteContext, upstream: Upstream, sign: LocationSigner | undefined): void {
+    const location = `${context.client.publicOrigin}/v2/${place.repository}/blobs/uploads/${place.uuid}`
+    res.writeHead(status, {
+      ...API_VERSION,
+      'Content-Length': 0,
+      'Docker-Upload-UUID': place.uuid,
+      Location: sign ? sign(location, upstream) : location,
+      Range: rangeOf(stored),
+    })
+    res.end()
+  }
+}
+
+/** Registry 2.8's Range for a session: "0-<last byte>", "0-0" when empty. */
+function rangeOf(stored: number): string {
+  return `0-${Math.max(stored - 1, 0)}`
+}

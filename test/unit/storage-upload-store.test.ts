@@ -1,0 +1,134 @@
+// Upload sessions held in a registry's storage: laid out as distribution 2.8 lays out its own, appended at the stored size, cut back when a body does not arrive whole, committed by digest into blobs/ and a layer link.
+import t from 'tap'
+import { createHash } from 'node:crypto'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { blobDataPath, layerLinkPath } from '../../src/storage/paths.js'
+import { SESSION_MARKER, StorageUploads, uploadPlace, WriteStopped } from '../../src/storage/upload-store.js'
+
+function root(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'portier-upload-store-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+const digestOf = (bytes: Buffer, algorithm = 'sha256'): string => `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`
+const nothing = (): void => undefined
+
+/** A body of these chunks that then fails, as a request body does when its client goes away. */
+function broken(chunks: Buffer[]): Readable {
+  let index = 0
+  return new Readable({
+    read() {
+      const next = chunks[index++]
+      if (next) this.push(next)
+      else this.destroy(new Error('aborted'))
+    },
+  })
+}
+
+t.test('a session: created as the registry lays one out, appended in chunks, committed into blobs/ and the link', async (t) => {
+  const storage = root()
+  const uploads = new StorageUploads()
+  const place = await uploads.create(storage, 'team/app')
+  t.match(place.dir, join(storage, 'docker/registry/v2/repositories/team/app/_uploads/'))
+  t.same(readdirSync(place.dir).sort(), ['data', SESSION_MARKER, 'startedat'].sort())
+  t.match(readFileSync(join(place.dir, 'startedat'), 'utf8'), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, 'startedat in RFC 3339, as the upload purger reads it')
+  t.equal(await uploads.size(place), 0)
+
+  const first = Buffer.alloc(700_000, 1)
+  const second = Buffer.alloc(300_001, 2)
+  t.equal(await uploads.append(place, 0, Readable.from([first.subarray(0, 100), first.subarray(100)]), nothing), first.length)
+  t.equal(await uploads.size(place), first.length)
+  t.equal(await uploads.append(place, first.length, Readable.from([second]), nothing), second.length)
+  const whole = Buffer.concat([first, second])
+  const digest = digestOf(whole)
+
+  t.same(await uploads.commit(place, digest), { kind: 'committed', size: whole.length })
+  t.same(readFileSync(blobDataPath(storage, digest) as string), whole, 'the blob\'s data holds the bytes')
+  t.equal(readFileSync(layerLinkPath(storage, 'team/app', digest) as string, 'utf8'), digest, 'the link names the digest')
+  t.notOk(existsSync(place.dir), 'the session is gone')
+  t.same(readdirSync(join(storage, 'docker/registry/v2/repositories/team/app/_uploads')), [])
+})
+
+t.test('another instance (no running hash) reads the bytes again at commit; sha512 too', async (t) => {
+  const storage = root()
+  const place = await new StorageUploads().create(storage, 'a/b')
+  const bytes = Buffer.from('hello from another instance')
+  await new StorageUploads().append(place, 0, Readable.from([bytes.subarray(0, 5)]), nothing)
+  await new StorageUploads().append(place, 5, Readable.from([bytes.subarray(5)]), nothing)
+  t.same(await new StorageUploads().commit(place, digestOf(bytes)), { kind: 'committed', size: bytes.length })
+
+  const other = await new StorageUploads().create(storage, 'a/b')
+  await new StorageUploads().append(other, 0, Readable.from([bytes]), nothing)
+  t.same(await new StorageUploads().commit(other, digestOf(bytes, 'sha512')), { kind: 'committed', size: bytes.length })
+  t.ok(existsSync(blobDataPath(storage, digestOf(bytes, 'sha512')) as string))
+})
+
+t.test('a body that breaks off leaves the session as it was: cut back, and the running hash not trusted', async (t) => {
+  const storage = root()
+  const uploads = new StorageUploads()
+  const place = await uploads.create(storage, 'a/b')
+  const kept = Buffer.alloc(1000, 7)
+  await uploads.append(place, 0, Readable.from([kept]), nothing)
+  const error = await uploads.append(place, kept.length, broken([Buffer.alloc(400_000, 9)]), nothing).catch((caught: unknown) => caught)
+  t.ok(error instanceof WriteStopped && error.reason === 'client', 'the client stopped it')
+  t.equal(statSync(join(place.dir, 'data')).size, kept.length, 'data cut back to where the request began')
+  t.notOk(uploads.busy(place))
+  const rest = Buffer.alloc(5000, 3)
+  await uploads.append(place, kept.length, Readable.from([rest]), nothing)
+  t.same(await uploads.commit(place, digestOf(Buffer.concat([kept, rest]))), { kind: 'committed', size: kept.length + rest.length })
+})
+
+t.test('the size limit stops a write part way and cuts it back', async (t) => {
+  const storage = root()
+  const uploads = new StorageUploads()
+  const place = await uploads.create(storage, 'a/b')
+  const stop = (received: number): void => {
+    if (received > 1000) throw new WriteStopped('limit')
+  }
+  const error = await uploads.append(place, 0, Readable.from([Buffer.alloc(600), Buffer.alloc(600)]), stop).catch((caught: unknown) => caught)
+  t.ok(error instanceof WriteStopped && error.reason === 'limit')
+  t.equal(await uploads.size(place), 0)
+})
+
+t.test('a digest that does not match removes the session; an unsupported algorithm is said; a blob stored already is reused', async (t) => {
+  const storage = root()
+  const uploads = new StorageUploads()
+  const bytes = Buffer.from('some layer')
+  const place = await uploads.create(storage, 'a/b')
+  await uploads.append(place, 0, Readable.from([bytes]), nothing)
+  const wrong = digestOf(Buffer.from('other'))
+  t.same(await uploads.commit(place, wrong), { kind: 'mismatch', actual: digestOf(bytes) })
+  t.notOk(existsSync(place.dir), 'removed, as registry 2.8 cancels a session whose commit failed')
+  t.notOk(existsSync(blobDataPath(storage, wrong) as string))
+  t.equal(await uploads.size(place), undefined, 'unknown now')
+
+  const again = await uploads.create(storage, 'a/b')
+  t.same(await uploads.commit(again, `sha384:${'0'.repeat(96)}`), { kind: 'unsupported' })
+
+  const first = await uploads.create(storage, 'a/b')
+  await uploads.append(first, 0, Readable.from([bytes]), nothing)
+  await uploads.commit(first, digestOf(bytes))
+  const before = statSync(blobDataPath(storage, digestOf(bytes)) as string).ino
+  const second = await uploads.create(storage, 'c/d')
+  await uploads.append(second, 0, Readable.from([bytes]), nothing)
+  t.same(await uploads.commit(second, digestOf(bytes)), { kind: 'committed', size: bytes.length })
+  t.equal(statSync(blobDataPath(storage, digestOf(bytes)) as string).ino, before, 'the stored blob is kept, not replaced')
+  t.equal(readFileSync(layerLinkPath(storage, 'c/d', digestOf(bytes)) as string, 'utf8'), digestOf(bytes), 'and linked in the second repository')
+  t.notOk(existsSync(second.dir))
+})
+
+t.test('only Portier\'s sessions: a registry session (no marker) and ids that are no v4 UUID are not Portier\'s', async (t) => {
+  const storage = root()
+  const uploads = new StorageUploads()
+  const place = await uploads.create(storage, 'a/b')
+  rmSync(join(place.dir, SESSION_MARKER))
+  t.equal(await uploads.size(place), undefined, 'a session without the marker is the registry\'s')
+  t.equal(uploadPlace(storage, 'a/b', '../../../etc'), undefined)
+  t.equal(uploadPlace(storage, 'a/b', 'AAAAAAAA-0000-4000-8000-000000000000'), undefined)
+  t.equal(uploadPlace(storage, '../x', '00000000-0000-4000-8000-000000000000'), undefined)
+  t.ok(uploadPlace(storage, 'a/b', '00000000-0000-4000-8000-000000000000'))
+})
