@@ -1,6 +1,6 @@
 // Uploads into storage (upstreams[].storage_uploads): Portier holds blob upload sessions itself and writes them into a real docker-registry 2.8.2's filesystem storage as distribution lays it out; the registry, skopeo and podman read what it wrote.
 import t, { type Test } from 'tap'
-import { randomBytes, randomUUID } from 'node:crypto'
+import { createHash, randomBytes, randomUUID } from 'node:crypto'
 import { request as httpsRequest } from 'node:https'
 import type { IncomingHttpHeaders } from 'node:http'
 import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
@@ -217,7 +217,11 @@ t.test('a chunked upload: POST, PATCHes, status, PUT answer as the registry does
   await gateway.logsSettled()
   const lines = uploadLines(gateway, repository)
   t.same([...new Set(lines.map((line) => line.op))].sort(), ['upload.chunk', 'upload.finish', 'upload.start', 'upload.status'], 'the session\'s operations are logged')
-  for (const line of lines) t.equal(line.upstream, 'storage:disk', `${String(line.method)} ${String(line.status)}: upstream storage:disk`)
+  for (const line of lines.filter((one) => Number(one.status) < 300)) t.equal(line.upstream, 'storage:disk', `${String(line.method)} ${String(line.status)}: upstream storage:disk`)
+  // The errors Portier answers for its own sessions (the registry never saw them) are not the registry's either.
+  const errors = lines.filter((one) => Number(one.status) >= 400)
+  t.same(errors.map((one) => one.status).sort(), [404, 416], 'the 416 and the 404 are logged')
+  for (const line of errors) t.equal(line.upstream, 'storage:disk', `${String(line.method)} ${String(line.status)} (Portier's own answer): upstream storage:disk, not the registry's name`)
 })
 
 t.test('monolithic and one-PUT uploads, a wrong digest, a mismatched Content-Range, DELETE and unknown sessions', async (t) => {
@@ -300,10 +304,12 @@ t.test('monolithic and one-PUT uploads, a wrong digest, a mismatched Content-Ran
   t.equal(metric(after, 'portier_blob_storage_upload_bytes_total', { upstream: 'disk' }) - metric(before, 'portier_blob_storage_upload_bytes_total', { upstream: 'disk' }) >= mono.length + whole.length, true, 'portier_blob_storage_upload_bytes_total counts their bytes')
   await gateway.logsSettled()
   for (const repository of ['st/mono', 'st/oneput', 'st/wrong', 'st/cancel']) {
-    const lines = uploadLines(gateway, repository).filter((line) => line.status !== 404)
+    const lines = uploadLines(gateway, repository).filter((line) => Number(line.status) < 300)
     t.ok(lines.length > 0, `${repository}: logged`)
-    t.same([...new Set(lines.map((line) => line.upstream))], ['storage:disk'], `${repository}: every upload request went to storage:disk`)
+    t.same([...new Set(lines.map((line) => line.upstream))], ['storage:disk'], `${repository}: every accepted upload request went to storage:disk`)
   }
+  const digestInvalid = uploadLines(gateway, 'st/wrong').find((line) => line.status === 400)
+  t.equal(digestInvalid?.upstream, 'storage:disk', 'the DIGEST_INVALID Portier answered is logged as storage:disk, not as the registry\'s')
 })
 
 t.test('a cross-repository mount still goes to the registry; a blob is served only in repositories that link it', async (t) => {
@@ -465,6 +471,65 @@ t.test('a client that leaves in the middle of a PATCH body: the session keeps it
   t.equal(finished.status, 201, 'PUT ?digest= of the whole: 201')
   t.equal(finished.headers['docker-content-digest'], sha256(blob))
   await expectCommitted(t, root, repository, session.uuid, blob)
+})
+
+t.test('two PATCHes at once on one session: one is stored, the other refused, the bytes are never mixed', async (t) => {
+  const root = registry.storageDir
+  const repository = 'st/concurrent'
+  const session = await start(t, repository)
+  const chunks = [randomBytes(3 * MiB), randomBytes(3 * MiB)]
+  const replies = await Promise.all(chunks.map((chunk) => client.send('PATCH', session.location, { body: [chunk.subarray(0, MiB), chunk.subarray(MiB, 2 * MiB), chunk.subarray(2 * MiB)], chunked: true, headers: OCTETS })))
+  const accepted = replies.flatMap((reply, index) => (reply.status === 202 ? [index] : []))
+  t.comment(`answers: ${replies.map((reply) => `${reply.status} ${reply.errorCode() ?? ''}`).join(', ')}`)
+  if (accepted.length === 2) {
+    // Both accepted: only right when one was written after the other (then both are in the session, in some order).
+    t.equal(await dataSize(root, repository, session.uuid), 6 * MiB, 'both accepted: the session holds both, one after the other')
+    const data = await readFile(join(uploadDir(root, repository, session.uuid), 'data'))
+    t.ok(data.equals(Buffer.concat(chunks)) || data.equals(Buffer.concat([chunks[1] as Buffer, chunks[0] as Buffer])), 'whole chunks, not interleaved')
+    return
+  }
+  t.equal(accepted.length, 1, 'one PATCH is accepted')
+  const refused = replies.find((reply) => reply.status !== 202)
+  t.ok(refused !== undefined && refused.status >= 400 && refused.status < 500 && refused.errorCode() !== undefined, `the other gets a registry error (${refused?.status ?? 0} ${refused?.errorCode() ?? ''})`)
+  const winner = chunks[accepted[0] ?? 0] as Buffer
+  t.equal(replies[accepted[0] ?? 0]?.headers.range, `0-${3 * MiB - 1}`, 'the accepted one\'s Range')
+  t.equal(await dataSize(root, repository, session.uuid), 3 * MiB, 'the session holds one chunk')
+  const finished = await client.send('PUT', withDigest(session.location, sha256(winner)), { headers: { 'content-length': '0' } })
+  t.equal(finished.status, 201, 'the accepted chunk commits under its digest')
+  await expectCommitted(t, root, repository, session.uuid, winner)
+})
+
+t.test('a sha512 blob is laid out as registry 2.8 lays it out (data under the canonical sha256, both links naming it)', async (t) => {
+  const root = registry.storageDir
+  /** The files registry 2.8 writes for a blob pushed under its sha512 digest (blobwriter.go: moveBlob(canonical), linkBlob(canonical, sha512)). */
+  const expected = (repository: string, blob: Buffer) => {
+    const sha512 = `sha512:${createHash('sha512').update(blob).digest('hex')}`
+    const canonical = sha256(blob)
+    return { sha512, canonical, files: { data: blobDataPath(root, canonical) as string, link256: layerLinkPath(root, repository, canonical) as string, link512: layerLinkPath(root, repository, sha512) as string } }
+  }
+  const check = async (t: Test, who: string, repository: string, blob: Buffer, answer: { status: number; digest: unknown }): Promise<void> => {
+    const { sha512, canonical, files } = expected(repository, blob)
+    t.equal(answer.status, 201, `${who}: 201`)
+    t.ok((await readFile(files.data).catch(() => Buffer.alloc(0))).equals(blob), `${who}: the data is at blobs/sha256/<canonical>`)
+    t.equal(await readFile(files.link256, 'utf8').catch(() => ''), canonical, `${who}: _layers/sha256/<canonical>/link names the canonical digest`)
+    t.equal(await readFile(files.link512, 'utf8').catch(() => ''), canonical, `${who}: _layers/sha512/<hex>/link names the canonical digest`)
+    t.notOk(await exists(blobDataPath(root, sha512) as string), `${who}: no blobs/sha512 data`)
+    const read = await fetch(`${registry.url}/v2/${repository}/blobs/${canonical}`)
+    t.equal(read.status, 200, `${who}: the registry serves it by its sha256 too`)
+    await read.body?.cancel()
+  }
+  // The registry itself, to show what it writes.
+  const direct = randomBytes(3000)
+  const digest = `sha512:${createHash('sha512').update(direct).digest('hex')}`
+  const started = await fetch(`${registry.url}/v2/s512/direct/blobs/uploads/`, { method: 'POST' })
+  const url = new URL(started.headers.get('location') ?? '', registry.url)
+  url.searchParams.set('digest', digest)
+  const put = await fetch(url, { method: 'PUT', body: new Uint8Array(direct), headers: OCTETS })
+  await check(t, 'registry 2.8.2 alone', 's512/direct', direct, { status: put.status, digest: put.headers.get('docker-content-digest') })
+
+  const blob = randomBytes(3000)
+  const posted = await client.send('POST', `/v2/s512/portier/blobs/uploads/?digest=sha512:${createHash('sha512').update(blob).digest('hex')}`, { body: blob, headers: OCTETS })
+  await check(t, 'Portier with storage_uploads', 's512/portier', blob, { status: posted.status, digest: posted.headers['docker-content-digest'] })
 })
 
 t.test('with credentials: a user without push gets 401/403 at POST and nothing is written; the sessions of others are out of reach', async (t) => {
@@ -681,6 +746,20 @@ t.test('relayed as before: storage without storage_uploads, and mirror routing',
   t.equal(await registryHits(registry, 'PATCH', '/v2/rel/plain/blobs/uploads/'), 1, 'the registry saw the PATCH')
   await readsOnly.logsSettled()
   t.same([...new Set(uploadLines(readsOnly, 'rel/plain').map((line) => line.upstream))], ['disk'], 'the access log names the registry')
+
+  // A registry session (started before storage_uploads was turned on: its URL carries _state) is continued by the registry.
+  const older = randomBytes(80_000)
+  const before = await start(t, 'rel/older', via)
+  t.match(before.location, /_state=/, 'the registry\'s session URL carries _state')
+  const continued = await client.send('PATCH', before.location, { body: older.subarray(0, 50_000), headers: OCTETS })
+  t.equal(continued.status, 202, 'Portier with storage_uploads continues the registry\'s session: 202')
+  t.equal(continued.headers.range, '0-49999')
+  const completed = await client.send('PUT', withDigest(client.pathOf(continued.headers.location as string), sha256(older)), { body: older.subarray(50_000), headers: OCTETS })
+  t.equal(completed.status, 201, 'and completes it')
+  await expectCommitted(t, registry.storageDir, 'rel/older', undefined, older)
+  t.equal(await registryHits(registry, 'PUT', '/v2/rel/older/blobs/uploads/'), 1, 'the registry took the PUT')
+  await gateway.logsSettled()
+  t.same([...new Set(uploadLines(gateway, 'rel/older').map((line) => line.upstream))], ['disk'], 'logged as the registry\'s')
 
   // mirror: several upstreams written at once keep relaying, even with storage_uploads on each.
   const second = await registryFixture(t)
