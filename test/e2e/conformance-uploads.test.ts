@@ -85,6 +85,15 @@ t.test('chunked uploads: out-of-order and re-sent chunks get 416, an old upload 
     const { target } = await gatewayTarget(mode)
     await chunkedUpload(t, target, repository, uploadsOpen)
   }
+
+  // Portier holding the sessions itself in the registry's storage (upstreams[].storage_uploads): the same answers.
+  const { target, gateway } = await routedTarget(t, 'Portier with storage uploads', {
+    upstreams: [{ url: registry.url, name: 'disk', storage: registry.storageDir, storage_uploads: true }],
+  })
+  await chunkedUpload(t, target, repository, uploadsOpen)
+  await gateway.logsSettled()
+  const chunks = gateway.logs.filter((line) => line.op === 'upload.chunk' && line.repository === repository)
+  t.ok(chunks.length > 0 && chunks.every((line) => line.upstream === 'storage:disk'), `${target.name}: every PATCH was answered from storage (${chunks.length})`)
 })
 
 t.test('chunked uploads with signed upload URLs (routing by repository)', async (t) => {
