@@ -494,7 +494,11 @@ t.test('two PATCHes at once on one session: one is stored, the other refused, th
   const winner = chunks[accepted[0] ?? 0] as Buffer
   t.equal(replies[accepted[0] ?? 0]?.headers.range, `0-${3 * MiB - 1}`, 'the accepted one\'s Range')
   t.equal(await dataSize(root, repository, session.uuid), 3 * MiB, 'the session holds one chunk')
-  const finished = await client.send('PUT', withDigest(session.location, sha256(winner)), { headers: { 'content-length': '0' } })
+  // The first URL now names an older size (416); the accepted PATCH's Location is where the upload continues.
+  const stale = await client.send('PUT', withDigest(session.location, sha256(winner)), { headers: { 'content-length': '0' } })
+  t.equal(stale.status, 416, 'the first URL is an old one now')
+  const next = client.pathOf(replies[accepted[0] ?? 0]?.headers.location as string)
+  const finished = await client.send('PUT', withDigest(next, sha256(winner)), { headers: { 'content-length': '0' } })
   t.equal(finished.status, 201, 'the accepted chunk commits under its digest')
   await expectCommitted(t, root, repository, session.uuid, winner)
 })
