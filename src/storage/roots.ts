@@ -23,18 +23,17 @@ export function storageRoots(upstreams: readonly Upstream[]): StorageRoot[] {
   })
 }
 
-function writableDirectory(path: string): boolean {
-  try {
-    accessSync(path, constants.W_OK | constants.X_OK)
-    return true
-  } catch {
-    return false
-  }
+function readableDirectory(path: string): boolean {
+  return accessible(path, constants.R_OK | constants.X_OK)
 }
 
-function readableDirectory(path: string): boolean {
+function writableDirectory(path: string): boolean {
+  return accessible(path, constants.W_OK | constants.X_OK)
+}
+
+function accessible(path: string, mode: number): boolean {
   try {
-    accessSync(path, constants.R_OK | constants.X_OK)
+    accessSync(path, mode)
     return true
   } catch {
     return false
