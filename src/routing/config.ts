@@ -31,6 +31,12 @@ export function routingProblems(upstreams: unknown, routing: unknown): RoutingCo
   if (list.length > 1 && strategy === '') {
     problems.push({ key: 'routing.strategy', expected: strategyChoice, found: 'nothing' })
   }
+  // Under shared, a session's next chunk may reach any upstream: each must know the sessions Portier holds in the storage they share.
+  const uploadsInStorage = list.map((upstream) => upstream.storage_uploads === true)
+  if (strategy === 'shared' && uploadsInStorage.some(Boolean) && !uploadsInStorage.every(Boolean)) {
+    const index = uploadsInStorage.indexOf(false)
+    problems.push({ key: `upstreams[${index}].storage_uploads`, expected: 'true on every upstream under routing.strategy shared, or on none', found: 'false' })
+  }
   list.forEach((upstream, index) => {
     const at = (name: string): string => `upstreams[${index}].${name}`
     const url = typeof upstream.url === 'string' ? upstream.url : ''

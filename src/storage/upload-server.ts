@@ -75,8 +75,9 @@ export class UploadServer {
       this.events.answered?.(upstream.name, outcome.status)
       return { ...outcome, served }
     } catch (error) {
-      if (error instanceof RegistryError) this.events.answered?.(upstream.name, error.status)
-      throw error
+      const answered = storageError(error)
+      this.events.answered?.(upstream.name, answered.status)
+      throw answered
     }
   }
 
@@ -125,25 +126,39 @@ export class UploadServer {
         res.writeHead(204, { ...API_VERSION, 'Content-Length': 0 })
         res.end()
         return { status: 204 }
-      case 'upload.chunk': {
-        this.checkOffset(place, stored, held, context, upstream, sign)
+      default:
+        // PATCH, and PUT ?digest= with the last bytes or none.
+        return await this.written(upstream, place, context, sign, held)
+    }
+  }
+
+  /**
+   * A write or a commit holds the session's lock (across workers and instances) and reads the size
+   * again under it: a commit never runs while bytes are still being written, nor two writes at once.
+   */
+  private async written(upstream: Upstream, place: UploadPlace, context: RouteContext, sign: LocationSigner | undefined, held: HeldState | undefined): Promise<UploadOutcome> {
+    const { request, req, res } = context
+    const finishing = request.op === 'upload.finish'
+    const digest = finishing ? uploadWriteShape(request, req).digest : undefined
+    const lock = await this.store.lock(place)
+    if (lock === undefined) throw new RegistryError('BLOB_UPLOAD_INVALID', { uuid: place.uuid }, {}, 'another request is writing to this upload')
+    try {
+      const stored = await this.store.size(place)
+      if (stored === undefined) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', { uuid: place.uuid })
+      this.checkOffset(place, stored, held, context, upstream, sign)
+      let size = stored
+      if (!finishing || hasBody(req)) {
         const written = await this.append(upstream, place, stored, context, sign)
         if (written === 'client') return { status: 499 }
-        this.progress(res, 202, place, written, context, upstream, sign)
-        return { status: 202 }
+        size = written
+      } else {
+        req.resume()
       }
-      default: {
-        // upload.finish: PUT ?digest=, with the last bytes or none.
-        const { digest } = uploadWriteShape(request, req)
-        this.checkOffset(place, stored, held, context, upstream, sign)
-        if (hasBody(req)) {
-          const written = await this.append(upstream, place, stored, context, sign)
-          if (written === 'client') return { status: 499 }
-        } else {
-          req.resume()
-        }
-        return await this.commit(place, digest as string, context)
-      }
+      if (finishing) return await this.commit(place, digest as string, context)
+      this.progress(res, 202, place, size, context, upstream, sign)
+      return { status: 202 }
+    } finally {
+      await lock.release()
     }
   }
 
@@ -151,9 +166,6 @@ export class UploadServer {
   private async append(upstream: Upstream, place: UploadPlace, stored: number, context: RouteContext, sign: LocationSigner | undefined): Promise<number | 'client'> {
     const { req, limit } = context
     const { range, length } = uploadWriteShape(context.request, req)
-    if (this.store.busy(place)) {
-      throw new RegistryError('BLOB_UPLOAD_INVALID', { uuid: place.uuid }, {}, 'another request is writing to this upload')
-    }
     // Registry 2.8 ignores Content-Range and appends; a chunk that does not start where the session ends would corrupt the blob.
     if (range && range.start !== stored) throw this.notSatisfiable(place, stored, context, upstream, sign, 'the chunk does not start where the upload ends')
     if (limit) {
@@ -267,6 +279,17 @@ function heldState(state: string | null): HeldState | undefined {
   if (!state.startsWith(HELD_STATE_PREFIX)) return undefined
   const digits = state.slice(HELD_STATE_PREFIX.length)
   return /^\d{1,15}$/.test(digits) ? { offset: Number(digits) } : undefined
+}
+
+/**
+ * A file-system failure as the client hears it: a session removed meanwhile (a DELETE, the purger)
+ * is unknown; anything else is a 500 whose cause (with the path) goes to the log, not to the client.
+ */
+function storageError(error: unknown): RegistryError {
+  if (error instanceof RegistryError) return error
+  const code = (error as NodeJS.ErrnoException | undefined)?.code
+  if (code === 'ENOENT' || code === 'ENOTDIR') return new RegistryError('BLOB_UPLOAD_UNKNOWN', undefined, {}, undefined, { cause: error })
+  return new RegistryError('INTERNAL', { reason: `storage error${code ? ` (${code})` : ''}` }, {}, undefined, { cause: error })
 }
 
 /** Registry 2.8's Range for a session: "0-<last byte>", "0-0" when empty. */

@@ -1,7 +1,7 @@
 // Blob upload sessions Portier holds in a registry's filesystem storage, laid out as distribution 2.8 lays out its own (storage/paths.go, blobwriter.go): `_uploads/<uuid>/data` and `startedat`, committed by a rename into `blobs/` and a layer link.
 import { createHash, randomUUID, type Hash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { mkdir, open, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, rename, rm, stat, utimes, writeFile, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { isValidRepository } from '../registry/names.js'
@@ -12,6 +12,16 @@ export const SESSION_MARKER = 'portier'
 
 /** Bytes gathered from the client's body before one positioned write (16 KiB TLS records in, one syscall out). */
 const WRITE_BATCH_BYTES = 256 * 1024
+
+/** The file a write or commit holds on a session (see StorageUploads.lock). */
+const LOCK_FILE = 'lock'
+/** How often a held lock's time is refreshed, and after how long without that it counts as left by a crash. */
+const LOCK_REFRESH_MS = 10_000
+const LOCK_STALE_MS = 60_000
+
+export interface SessionLock {
+  release(): Promise<void>
+}
 
 /** Running hashes kept for sessions in progress; past this, the least recently written one is read again at commit. */
 const MAX_RUNNING_HASHES = 4096
@@ -51,15 +61,15 @@ interface RunningHash {
 
 export class StorageUploads {
   private readonly hashes = new Map<string, RunningHash>()
-  private readonly writing = new Set<string>()
 
   /** Opens a session: an empty `data`, `startedat` as the registry writes it (its upload purger reads it), and the marker. */
   async create(root: string, repository: string): Promise<UploadPlace> {
     const place = uploadPlace(root, repository, randomUUID())
     if (place === undefined) throw new Error(`invalid repository name ${repository}`)
     await mkdir(place.dir, { recursive: true })
-    await writeFile(join(place.dir, 'data'), '')
+    // startedat first: the registry's purger takes a session without one for abandoned.
     await writeFile(join(place.dir, 'startedat'), new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'))
+    await writeFile(join(place.dir, 'data'), '')
     await writeFile(join(place.dir, SESSION_MARKER), `${repository}\n`)
     this.hashes.set(place.dir, { hash: createHash('sha256'), hashed: 0 })
     return place
@@ -76,9 +86,38 @@ export class StorageUploads {
     }
   }
 
-  /** Whether a write into the session is in flight at this instance. */
-  busy(place: UploadPlace): boolean {
-    return this.writing.has(place.dir)
+  /**
+   * Takes the session for one write or commit: `_uploads/<uuid>/lock`, created exclusively, so workers
+   * and instances sharing the storage take turns too. Resolves undefined while another request holds
+   * it; a lock its holder stopped refreshing (a crash) is taken over after LOCK_STALE_MS. The release
+   * removes it. While held, its time is refreshed.
+   */
+  async lock(place: UploadPlace): Promise<SessionLock | undefined> {
+    const path = join(place.dir, LOCK_FILE)
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        await writeFile(path, `${process.pid}\n`, { flag: 'wx' })
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code
+        if (code !== 'EEXIST') throw error
+        const held = await stat(path).catch(() => undefined)
+        if (held !== undefined && Date.now() - held.mtimeMs < LOCK_STALE_MS) return undefined
+        await rm(path, { force: true })
+        continue
+      }
+      const refresh = setInterval(() => {
+        const now = new Date()
+        utimes(path, now, now).catch(() => undefined)
+      }, LOCK_REFRESH_MS)
+      refresh.unref()
+      return {
+        release: async () => {
+          clearInterval(refresh)
+          await rm(path, { force: true })
+        },
+      }
+    }
+    return undefined
   }
 
   /**
@@ -87,7 +126,6 @@ export class StorageUploads {
    * it, `data` is cut back to `offset`: the session is as it was before this request.
    */
   async append(place: UploadPlace, offset: number, body: Readable, admit: (received: number) => void): Promise<number> {
-    this.writing.add(place.dir)
     const running = this.runningAt(place.dir, offset)
     let handle: FileHandle | undefined
     let received: number
@@ -97,6 +135,8 @@ export class StorageUploads {
         admit(total)
         running?.hash.update(chunk)
       })
+      // As registry 2.8's filesystem driver closes a chunk: on disk before the answer says it is stored.
+      await handle.datasync()
       if (running) running.hashed = offset + received
       return received
     } catch (error) {
@@ -106,7 +146,6 @@ export class StorageUploads {
       throw error
     } finally {
       await handle?.close().catch(() => undefined)
-      this.writing.delete(place.dir)
     }
   }
 
@@ -143,7 +182,7 @@ export class StorageUploads {
       await mkdir(dirname(linkPath), { recursive: true })
       // Readers see the old link or the new one, never a half-written file.
       const written = `${linkPath}.${place.uuid}`
-      await writeFile(written, stored)
+      await writeSynced(written, stored)
       await rename(written, linkPath)
     }
     await this.cancel(place)
@@ -200,6 +239,8 @@ export class StorageUploads {
  * rejects with WriteStopped('client') when the body fails or ends short (its connection went away).
  */
 function pour(body: Readable, handle: FileHandle, position: number, each: (chunk: Buffer, total: number) => void): Promise<number> {
+  // A client that left while the session was being looked up: its request emitted 'close' already and never will again.
+  if (body.destroyed || body.readableAborted) return Promise.reject(new WriteStopped('client'))
   return new Promise<number>((resolve, reject) => {
     let batch: Buffer[] = []
     let batchBytes = 0
@@ -284,6 +325,17 @@ function pour(body: Readable, handle: FileHandle, position: number, each: (chunk
     body.on('close', onClose)
     body.resume()
   })
+}
+
+/** A small file written and synced, as the registry's driver writes a link. */
+async function writeSynced(path: string, text: string): Promise<void> {
+  const handle = await open(path, 'w')
+  try {
+    await handle.writeFile(text)
+    await handle.datasync()
+  } finally {
+    await handle.close()
+  }
 }
 
 async function writeAll(handle: FileHandle, buffers: Buffer[], position: number): Promise<void> {

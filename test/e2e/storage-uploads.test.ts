@@ -843,3 +843,32 @@ t.test('storage_uploads without storage is a configuration error naming the key'
   t.match(failed?.message ?? '', /upstreams\[0\]\.storage_uploads/, 'the error names upstreams[0].storage_uploads')
   t.match(failed?.message ?? '', /storage/, 'and says it needs storage')
 })
+
+t.test('a PUT while a PATCH is still writing the session is refused: the blob is never committed from half its bytes', async (t) => {
+  const root = registry.storageDir
+  const repository = 'st/commit-during-write'
+  const session = await start(t, repository)
+  const layer = randomBytes(512 * 1024)
+  // The whole layer is sent, but the chunked body is not ended: the PATCH is still writing.
+  const patch = httpsRequest(client.options('PATCH', session.location, { ...OCTETS, 'transfer-encoding': 'chunked' }, false))
+  const patched = new Promise<number>((resolve, reject) => {
+    patch.on('response', (res) => {
+      res.resume()
+      resolve(res.statusCode ?? 0)
+    })
+    patch.on('error', reject)
+  })
+  await new Promise<void>((resolve) => patch.write(layer, () => resolve()))
+  // (Bytes are written in batches: the last part of the layer may still wait for the body to go on or end.)
+  t.ok(await waitUntil(async () => (await dataSize(root, repository, session.uuid)) > 0, 10_000), 'bytes reached the session file')
+  const early = await client.send('PUT', withDigest(session.location, sha256(layer)), { headers: { 'content-length': '0' } })
+  t.equal(early.status, 400, 'the PUT during the write is refused')
+  t.equal(early.errorCode(), 'BLOB_UPLOAD_INVALID')
+  t.notOk(await stat(blobDataPath(root, sha256(layer)) as string).then(() => true, () => false), 'nothing stored under the digest')
+  patch.end()
+  t.equal(await patched, 202, 'the PATCH completes')
+  const next = await client.send('GET', session.location)
+  const finished = await client.send('PUT', withDigest(client.pathOf(next.headers.location as string), sha256(layer)), { headers: { 'content-length': '0' } })
+  t.equal(finished.status, 201, 'then the PUT commits')
+  t.ok((await readFile(blobDataPath(root, sha256(layer)) as string)).equals(layer), 'the whole layer is stored')
+})

@@ -150,6 +150,10 @@ t.test('upstreams[].storage_uploads needs the storage it writes into', async (t)
   t.match(lone.problems[0]?.expected, /only together with storage/)
   const { config } = loadConfig({ file: yamlFile('upstreams:\n  - url: http://r:5000\n    storage: /srv/registry\n    storage_uploads: true\n'), env: {} })
   t.equal(config.upstreams[0]?.storage_uploads, true)
+  // Under shared any upstream may get a session's next chunk: all of them hold sessions in storage, or none.
+  const mixed = problemsOf({ file: yamlFile('routing:\n  strategy: shared\nupstreams:\n  - url: http://a:5000\n    storage: /srv/registry\n    storage_uploads: true\n  - url: http://b:5000\n    storage: /srv/registry\n'), env: {} })
+  t.equal(mixed.problems[0]?.key, 'upstreams[1].storage_uploads')
+  t.match(mixed.problems[0]?.expected, /every upstream under routing.strategy shared/)
 })
 
 t.test('a bad size string names the key, the expected form and the value', async (t) => {

@@ -1,7 +1,7 @@
 // Upload sessions held in a registry's storage: laid out as distribution 2.8 lays out its own, appended at the stored size, cut back when a body does not arrive whole, committed by digest into blobs/ and a layer link.
 import t from 'tap'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
@@ -86,7 +86,6 @@ t.test('a body that breaks off leaves the session as it was: cut back, and the r
   const error = await uploads.append(place, kept.length, broken([Buffer.alloc(400_000, 9)]), nothing).catch((caught: unknown) => caught)
   t.ok(error instanceof WriteStopped && error.reason === 'client', 'the client stopped it')
   t.equal(statSync(join(place.dir, 'data')).size, kept.length, 'data cut back to where the request began')
-  t.notOk(uploads.busy(place))
   const rest = Buffer.alloc(5000, 3)
   await uploads.append(place, kept.length, Readable.from([rest]), nothing)
   t.same(await uploads.commit(place, digestOf(Buffer.concat([kept, rest]))), { kind: 'committed', size: kept.length + rest.length })
@@ -141,4 +140,33 @@ t.test('only Portier\'s sessions: a registry session (no marker) and ids that ar
   t.equal(uploadPlace(storage, 'a/b', 'AAAAAAAA-0000-4000-8000-000000000000'), undefined)
   t.equal(uploadPlace(storage, '../x', '00000000-0000-4000-8000-000000000000'), undefined)
   t.ok(uploadPlace(storage, 'a/b', '00000000-0000-4000-8000-000000000000'))
+})
+
+t.test('a write or commit holds the session: one at a time, across processes (a lock file), a crashed holder\'s lock taken over', async (t) => {
+  const storage = root()
+  const place = await new StorageUploads().create(storage, 'a/b')
+  const first = await new StorageUploads().lock(place)
+  t.ok(first, 'taken')
+  t.equal(await new StorageUploads().lock(place), undefined, 'another worker or instance waits its turn')
+  await first?.release()
+  const second = await new StorageUploads().lock(place)
+  t.ok(second, 'free again after the release')
+  // A holder that died leaves its lock unrefreshed: after a minute it is taken over.
+  const old = new Date(Date.now() - 5 * 60_000)
+  utimesSync(join(place.dir, 'lock'), old, old)
+  const third = await new StorageUploads().lock(place)
+  t.ok(third, 'a stale lock is taken over')
+  await third?.release()
+  t.notOk(existsSync(join(place.dir, 'lock')))
+})
+
+t.test('a body destroyed before it is read (its client left during the lookups) is a client stop, at once', async (t) => {
+  const storage = root()
+  const uploads = new StorageUploads()
+  const place = await uploads.create(storage, 'a/b')
+  const body = Readable.from([Buffer.alloc(10)])
+  body.destroy()
+  const error = await uploads.append(place, 0, body, nothing).catch((caught: unknown) => caught)
+  t.ok(error instanceof WriteStopped && error.reason === 'client')
+  t.equal(await uploads.size(place), 0)
 })
