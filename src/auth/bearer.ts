@@ -2,7 +2,10 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { RegistryError } from '../registry/errors.js'
 import type { Authenticator, AuthContext, ChallengeError } from './basic.js'
-import { bearerToken, challengeFor, TokenError, type Verifier } from './token/index.js'
+// The token modules that need no JWT library: jose and node-forge load only in token mode (auth/index.ts).
+import { bearerToken, challengeFor } from './token/scope.js'
+import { TokenError } from './token/errors.js'
+import type { Verifier } from './token/verifier.js'
 
 export interface BearerOptions {
   verifier: Verifier

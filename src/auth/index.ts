@@ -18,17 +18,10 @@ import type { Counters } from '../shared/index.js'
 import type { Scope } from '../registry/classify.js'
 import { RegistryError } from '../registry/errors.js'
 import { createTokenLogin, isTokenPassword, withAccessTokens, type AccessTokens, type TokenLogin } from './access-tokens/index.js'
-import {
-  createIssuer,
-  createTokenEndpoint,
-  createVerifier,
-  generateTokenKey,
-  loadTokenKey,
-  type Issuer,
-  type TokenEndpoint,
-  type TokenKey,
-  type Verifier,
-} from './token/index.js'
+// Token mode's modules (jose, node-forge) are imported where token mode starts, so other modes never load them.
+import type { Issuer, TokenEndpoint, TokenKey, Verifier, VerifierOptions } from './token/index.js'
+
+type TokenModules = typeof import('./token/index.js')
 
 export type { Authenticator, AuthContext, Identity } from './basic.js'
 export type { Acl, Caller, Explanation, GrantSet, GrantAction } from './acl.js'
@@ -199,7 +192,7 @@ async function openHtpasswd(config: AuthConfig, log: Logger, pool: PasswordPool,
 }
 
 /** The signing key: loaded, or generated with its certificate (registry:2's rootcertbundle) on first start. */
-function signingKey(token: AuthConfig['token'], log: Logger): TokenKey {
+function signingKey(token: AuthConfig['token'], log: Logger, { generateTokenKey, loadTokenKey }: TokenModules): TokenKey {
   if (!existsSync(token.key)) {
     const generated = generateTokenKey(dirname(token.key), { commonName: token.issuer })
     if (generated.keyPath !== token.key) renameSync(generated.keyPath, token.key)
@@ -224,7 +217,9 @@ async function builtInTokenServer(
   accessTokenLive: ((id: string) => Promise<boolean>) | undefined,
 ): Promise<{ authenticator: Authenticator; endpoint: TokenEndpoint; issuer: Issuer }> {
   const { token } = config
-  const key = signingKey(token, log)
+  const tokens = await import('./token/index.js')
+  const { createIssuer, createTokenEndpoint, createVerifier } = tokens
+  const key = signingKey(token, log, tokens)
   const ttlSeconds = Math.max(60, Math.round(token.ttl / 1000))
   const issuer = createIssuer({ key, issuer: token.issuer, service: token.service, ttlSeconds, includeX5c: token.include_x5c && key.chain.length > 0, keyId: token.key_id })
   // This server never issues a token valid for longer than its ttl: a longer one was not made here as configured.
@@ -287,8 +282,9 @@ async function externalVerifier(token: AuthConfig['token'], log: Logger): Promis
   if (!external.issuer || !token.realm || (!external.rootcertbundle && !external.jwks)) {
     throw new Error('auth.token.external: needs issuer, auth.token.realm (the token server URL) and rootcertbundle or jwks')
   }
-  const keys = external.jwks ? (JSON.parse(readFileSync(external.jwks, 'utf8')) as Parameters<typeof createVerifier>[0]['keys']) : readFileSync(external.rootcertbundle, 'utf8')
+  const keys = external.jwks ? (JSON.parse(readFileSync(external.jwks, 'utf8')) as VerifierOptions['keys']) : readFileSync(external.rootcertbundle, 'utf8')
   log.info({ issuer: external.issuer, realm: token.realm }, 'verifying tokens from an external issuer')
+  const { createVerifier } = await import('./token/index.js')
   return createVerifier({
     issuer: external.issuer,
     audience: token.service,

@@ -1,6 +1,7 @@
 // One conversation with the directory (ldapts): connect (TLS or StartTLS), search the user's entry and groups as the
 // service account, then bind as the user with the password given. Never throws: every failure is a verdict.
-import { Client, InvalidCredentialsError, ResultCodeError, SizeLimitExceededError, type Entry } from 'ldapts'
+import type { Client, Entry } from 'ldapts'
+import { ldapts } from './ldapts.js'
 import { isIP } from 'node:net'
 import type { ConnectionOptions } from 'node:tls'
 import { fillFilter } from './filter.js'
@@ -30,7 +31,7 @@ export interface DirectorySettings {
 }
 
 function errorText(error: unknown): string {
-  if (error instanceof ResultCodeError) return `${error.name} (LDAP result ${error.code}): ${error.message}`
+  if (error instanceof ldapts().ResultCodeError) return `${error.name} (LDAP result ${error.code}): ${error.message}`
   const code = (error as NodeJS.ErrnoException | undefined)?.code
   const message = error instanceof Error ? error.message : String(error)
   return code && !message.includes(code) ? `${code}: ${message}` : message
@@ -58,6 +59,7 @@ export interface DirectoryConnection {
 
 export function createDirectory(settings: DirectorySettings): DirectoryConnection {
   const { config } = settings
+  const { Client, InvalidCredentialsError, ResultCodeError, SizeLimitExceededError } = ldapts()
   const host = new URL(config.url).hostname.replace(/^\[(.*)\]$/, '$1')
   // The certificate is checked against the URL's host, for StartTLS too (its socket carries no host of its own).
   const tlsOptions: ConnectionOptions = { host, ...(isIP(host) === 0 ? { servername: host } : {}), ...(settings.ca ? { ca: settings.ca } : {}) }

@@ -1,5 +1,5 @@
 // LDAP search filters from the operator's templates: {user} and {dn} filled in escaped (RFC 4515), so a user name is only ever a value.
-import { FilterParser } from 'ldapts'
+import { ldapts } from './ldapts.js'
 
 /**
  * A value escaped for an RFC 4515 filter: the characters that would end the value or change its meaning
@@ -31,7 +31,7 @@ export function filterProblem(template: string): string | undefined {
   }
   if (depth !== 0) return `balanced parentheses (${depth} "(" not closed)`
   try {
-    FilterParser.parseString(fillFilter(trimmed, { user: 'user', dn: 'cn=user,dc=example,dc=org' }))
+    ldapts().FilterParser.parseString(fillFilter(trimmed, { user: 'user', dn: 'cn=user,dc=example,dc=org' }))
     return undefined
   } catch (error) {
     return error instanceof Error ? error.message : String(error)

@@ -1,5 +1,5 @@
 // Public surface of Docker token auth: scopes and challenges, signing keys, the issuer, the token endpoint and the verifier.
-export { challengeFor, covers, formatScope, intersectScopes, parseScope, parseScopes, type Action, type ChallengeError, type Scope } from './scope.js'
+export { bearerToken, challengeFor, covers, formatScope, intersectScopes, parseScope, parseScopes, type Action, type ChallengeError, type Scope } from './scope.js'
 export { TokenError, type TokenErrorReason, type TokenProblem } from './errors.js'
 export {
   ES256_OPENSSL_HINT,
@@ -19,4 +19,4 @@ export {
 } from './keys.js'
 export { createIssuer, REFRESH_TOKEN_TYPE, refreshAudience, type IssuedToken, type Issuer, type IssuerOptions } from './issuer.js'
 export { createTokenEndpoint, type Requester, type TokenEndpoint, type TokenEndpointOptions, type TokenEvent } from './server.js'
-export { bearerToken, createVerifier, parseAccessClaim, type JsonWebKeySet, type VerifiedToken, type Verifier, type VerifierKeys, type VerifierOptions } from './verifier.js'
+export { createVerifier, parseAccessClaim, type JsonWebKeySet, type VerifiedToken, type Verifier, type VerifierKeys, type VerifierOptions } from './verifier.js'

@@ -1,4 +1,5 @@
-// Token scopes as data: parsing `repository:name:pull,push`, intersecting and covering them, and Bearer challenges.
+// Token scopes as data: parsing `repository:name:pull,push`, intersecting and covering them, Bearer challenges and
+// the Bearer header (no JWT library here: the gateway loads this module in every auth mode).
 import type { Action, Scope } from '../../registry/classify.js'
 import { isValidRepository } from '../../registry/names.js'
 
@@ -131,4 +132,10 @@ export function challengeFor(scopes: readonly Scope[], realm: string, service: s
   if (scopes.length > 0) challenge += `,scope=${quoted(scopes.map(formatScope).join(' '))}`
   if (error !== undefined) challenge += `,error=${quoted(error)}`
   return challenge
+}
+
+/** `Authorization: Bearer <token>` → the token, else undefined. */
+export function bearerToken(header: string | undefined): string | undefined {
+  const match = header ? /^Bearer\s+([A-Za-z0-9._~+/=-]+)\s*$/i.exec(header) : null
+  return match ? match[1] : undefined
 }

@@ -75,12 +75,6 @@ function invalid(problem: TokenProblem, message: string, cause?: unknown): Token
   return new TokenError('invalid_token', problem, message, cause === undefined ? undefined : { cause })
 }
 
-/** `Authorization: Bearer <token>` → the token, else undefined. */
-export function bearerToken(header: string | undefined): string | undefined {
-  const match = header ? /^Bearer\s+([A-Za-z0-9._~+/=-]+)\s*$/i.exec(header) : null
-  return match ? match[1] : undefined
-}
-
 async function trusted(key: KeyObject, jwkKid?: string, alg?: string): Promise<TrustedKey> {
   if (key.type === 'secret') throw new TypeError('token verification keys must be public keys; shared secrets (HS*) are not accepted')
   const publicKey = key.type === 'private' ? createPublicKey(key) : key
