@@ -9,28 +9,15 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Agent, request } from 'undici'
 import { registryFixture } from '../helpers/registry.js'
-import { CLI, gatewayFixture, type GatewayHandle } from '../helpers/gateway.js'
+import { CLI, gatewayFixture } from '../helpers/gateway.js'
 import { run } from '../helpers/exec.js'
+import { auditOf } from '../helpers/audit.js'
 import { buildLayout } from '../helpers/oci-build.js'
 import { skopeoCopy } from '../helpers/skopeo.js'
 import { hashPassword } from '../../src/auth/hashes.js'
 
 const PASSWORDS: Record<string, string> = { admin: 'admin-password', alice: 'alice-password', bob: 'bob-password' }
 const basic = (user: string): string => `Basic ${Buffer.from(`${user}:${PASSWORDS[user] as string}`).toString('base64')}`
-
-/** Audit entries (portier audit --json) of one action, waiting for the batched writes. */
-async function auditOf(gateway: GatewayHandle, action: string): Promise<Array<Record<string, unknown>>> {
-  let entries: Array<Record<string, unknown>> = []
-  for (let i = 0; i < 50; i++) {
-    const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PORTIER_')))
-    const result = await run(process.execPath, [CLI, 'audit', '--json', '--action', action, '--config', join(gateway.cwd, 'portier.yaml')], { cwd: gateway.cwd, env, timeoutMs: 30_000 })
-    if (result.code !== 0) throw new Error(`portier audit failed: ${result.stderr}`)
-    entries = result.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>)
-    if (entries.length > 0) return entries
-    await new Promise((resolve) => setTimeout(resolve, 200))
-  }
-  return entries
-}
 
 t.test('portier access: groups and grants from the command line decide what a member may push and pull', async (t) => {
   const registry = await registryFixture(t)

@@ -9,8 +9,9 @@ import { randomBytes } from 'node:crypto'
 import { DatabaseSync } from 'node:sqlite'
 import { Agent, request } from 'undici'
 import { registryFixture } from '../helpers/registry.js'
-import { CLI, gatewayFixture, type GatewayHandle } from '../helpers/gateway.js'
+import { CLI, gatewayFixture } from '../helpers/gateway.js'
 import { run } from '../helpers/exec.js'
+import { auditOf } from '../helpers/audit.js'
 import { buildLayout } from '../helpers/oci-build.js'
 import { skopeoCopy } from '../helpers/skopeo.js'
 import { hashPassword } from '../../src/auth/hashes.js'
@@ -76,19 +77,6 @@ async function setup(t: Test, mode: 'htpasswd' | 'token') {
   const push = (repository: string, creds: string) =>
     skopeoCopy(`oci:${image.dir}:latest`, `docker://${gateway.host}/${repository}`, { destCertDir: gateway.certDir, destCreds: creds, allowFailure: true })
   return { gateway, call, portier, create, push, work, image }
-}
-
-/** Audit entries (portier audit --json) of one action. */
-async function auditOf(gateway: GatewayHandle, action: string, complete: (entries: Array<Record<string, unknown>>) => boolean = (entries) => entries.length > 0): Promise<Array<Record<string, unknown>>> {
-  // The trail is written in batches (store.flush_interval, 1 s by default): wait until the rows expected are in.
-  let entries: Array<Record<string, unknown>> = []
-  for (let i = 0; i < 50; i++) {
-    const result = await run(process.execPath, [CLI, 'audit', '--json', '--action', action, '--config', join(gateway.cwd, 'portier.yaml')], { cwd: gateway.cwd, timeoutMs: 30_000 })
-    entries = result.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>)
-    if (complete(entries)) return entries
-    await new Promise((resolve) => setTimeout(resolve, 200))
-  }
-  return entries
 }
 
 t.test('Basic auth: a token made by the CLI pushes within its scope, 403 outside; revoked or expired it is refused at the next request', async (t) => {

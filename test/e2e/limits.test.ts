@@ -1,11 +1,10 @@
 // Size limits: declared, streamed and cumulative blob sizes, manifests and per-repository rules end in a JSON 413 and a cancelled session.
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
-import { request as httpsRequest } from 'node:https'
 import type { IncomingMessage } from 'node:http'
 import { registryFixture } from '../helpers/registry.js'
 import { gatewayFixture } from '../helpers/gateway.js'
-import { GatewayClient, MiB, sha256, sleep, type Reply } from '../helpers/gwclient.js'
+import { GatewayClient, MiB, sha256, sleep, type Reply, type Streamed } from '../helpers/gwclient.js'
 
 const registry = await registryFixture(t)
 const gateway = await gatewayFixture(t, {
@@ -51,57 +50,16 @@ async function upstreamRequests(method: string, repository: string): Promise<num
   return log.split('\n').filter((line) => line.includes(`"${method} /v2/${repository}/`)).length
 }
 
-interface Streamed {
-  status: number
-  headers: IncomingMessage['headers']
-  body: Buffer
-  sent: number
-}
-
 /**
  * Sends a body of `total` bytes in 1 MiB writes (with backpressure) and stops writing as soon as
  * the answer arrives. `declare` sends Content-Length up front; otherwise Transfer-Encoding: chunked.
  * With `headersOnly`, only the headers go out: the answer must come without any body byte.
  */
 function stream(method: string, path: string, total: number, opts: { declare?: boolean; headersOnly?: boolean; headers?: Record<string, string> } = {}): Promise<Streamed> {
-  return new Promise((resolve, reject) => {
-    const headers: Record<string, string | number> = { 'content-type': 'application/octet-stream', ...(opts.headers ?? {}) }
-    if (opts.declare || opts.headersOnly) headers['content-length'] = total
-    else headers['transfer-encoding'] = 'chunked'
-    const req = httpsRequest(client.options(method, path, headers, false))
-    let sent = 0
-    let answered = false
-    req.on('response', (res) => {
-      answered = true
-      const chunks: Buffer[] = []
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => {
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), sent })
-        req.destroy()
-      })
-      res.on('error', reject)
-    })
-    req.on('error', (error) => {
-      if (!answered) reject(new Error(`no answer after ${sent} bytes: ${error.message}`))
-    })
-    if (opts.headersOnly) {
-      req.flushHeaders()
-      return
-    }
-    const piece = randomBytes(MiB)
-    const write = (): void => {
-      while (!answered && sent < total) {
-        const n = Math.min(piece.length, total - sent)
-        sent += n
-        if (!req.write(n === piece.length ? piece : piece.subarray(0, n))) {
-          req.once('drain', write)
-          return
-        }
-      }
-      if (!answered) req.end()
-    }
-    write()
-  })
+  const headers: Record<string, string | number> = { 'content-type': 'application/octet-stream', ...(opts.headers ?? {}) }
+  if (opts.declare || opts.headersOnly) headers['content-length'] = total
+  else headers['transfer-encoding'] = 'chunked'
+  return client.streamUntilAnswered(method, path, total, headers, { pieceBytes: MiB, ...(opts.headersOnly ? { headersOnly: true } : {}) })
 }
 
 t.test('a PATCH declaring more than the limit is refused before any body byte, and the session is cancelled', async (t) => {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { registryFixture, type RegistryHandle } from '../helpers/registry.js'
 import { gatewayFixture, startGateway, type GatewayHandle, type LogLine } from '../helpers/gateway.js'
-import { GatewayClient, MiB, sha256, sleep, waitUntil, type Reply } from '../helpers/gwclient.js'
+import { GatewayClient, MiB, sha256, sleep, waitUntil, type Reply, type Streamed } from '../helpers/gwclient.js'
 import { startReceiver, type ReceivedEvent } from '../helpers/receiver.js'
 import { makeOciLayout, ociBlobPath, readOciLayout, sha256File } from '../helpers/oci.js'
 import { skopeoCopy } from '../helpers/skopeo.js'
@@ -340,38 +340,8 @@ t.test('a cross-repository mount still goes to the registry; a blob is served on
 })
 
 /** A raw PATCH/POST/PUT that sends `total` bytes in 256 KiB writes and stops as soon as an answer arrives. */
-function stream(method: string, path: string, total: number, headers: Record<string, string | number>): Promise<{ status: number; headers: IncomingHttpHeaders; body: Buffer; sent: number }> {
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(client.options(method, path, { ...OCTETS, ...headers }, false))
-    let sent = 0
-    let answered = false
-    req.on('response', (res) => {
-      answered = true
-      const chunks: Buffer[] = []
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => {
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), sent })
-        req.destroy()
-      })
-      res.on('error', reject)
-    })
-    req.on('error', (error) => {
-      if (!answered) reject(new Error(`no answer after ${sent} bytes: ${error.message}`))
-    })
-    const piece = randomBytes(256 * 1024)
-    const write = (): void => {
-      while (!answered && sent < total) {
-        const n = Math.min(piece.length, total - sent)
-        sent += n
-        if (!req.write(n === piece.length ? piece : piece.subarray(0, n))) {
-          req.once('drain', write)
-          return
-        }
-      }
-      if (!answered) req.end()
-    }
-    write()
-  })
+function stream(method: string, path: string, total: number, headers: Record<string, string | number>): Promise<Streamed> {
+  return client.streamUntilAnswered(method, path, total, { ...OCTETS, ...headers }, { pieceBytes: 256 * 1024 })
 }
 
 function expect413(t: Test, reply: { status: number; headers: IncomingHttpHeaders; body: Buffer }, what: string): { bytes?: number } | undefined {

@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Agent, request } from 'undici'
 import { registryFixture } from '../helpers/registry.js'
-import { CLI, ROOT, gatewayFixture, type GatewayHandle } from '../helpers/gateway.js'
-import { run } from '../helpers/exec.js'
+import { ROOT, gatewayFixture } from '../helpers/gateway.js'
+import { auditOf } from '../helpers/audit.js'
 import { buildLayout } from '../helpers/oci-build.js'
 import { skopeoCopy } from '../helpers/skopeo.js'
 import { hashPassword } from '../../src/auth/hashes.js'
@@ -18,21 +18,6 @@ import { browserFixture, openPage, screenshot } from '../helpers/browser.js'
 const PASSWORDS = { admin: 'admin-password', alice: 'alice-password' }
 const DAVE = { first: 'dave-first-pass', second: 'dave-second-pass' }
 const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`
-
-/** Audit entries (portier audit --json) of one action, waiting for the batched writes. */
-async function auditOf(gateway: GatewayHandle, action: string): Promise<Array<Record<string, unknown>>> {
-  let entries: Array<Record<string, unknown>> = []
-  for (let i = 0; i < 50; i++) {
-    // PORTIER_* variables are configuration to the CLI: PORTIER_DOCS_SCREENSHOTS is the test's own.
-    const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PORTIER_')))
-    const result = await run(process.execPath, [CLI, 'audit', '--json', '--action', action, '--config', join(gateway.cwd, 'portier.yaml')], { cwd: gateway.cwd, env, timeoutMs: 30_000 })
-    if (result.code !== 0) throw new Error(`portier audit failed: ${result.stderr}`)
-    entries = result.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown>)
-    if (entries.length > 0) return entries
-    await new Promise((resolve) => setTimeout(resolve, 200))
-  }
-  return entries
-}
 
 t.test('browser: an administrator manages users, groups and grants; pushes follow at once; every change is audited; others get 403', async (t) => {
   const registry = await registryFixture(t)

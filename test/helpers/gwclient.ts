@@ -1,5 +1,5 @@
 // A small HTTPS client for e2e tests: raw paths (no URL normalisation), explicit headers, bodies as buffers or chunk lists.
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { Agent, request } from 'node:https'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
@@ -14,6 +14,14 @@ export interface Reply {
   json(): unknown
   /** First registry error code of a `{"errors":[…]}` body, or undefined. */
   errorCode(): string | undefined
+}
+
+/** The answer to a body streamed until the gateway answered, and how many body bytes had gone out by then. */
+export interface Streamed {
+  status: number
+  headers: IncomingHttpHeaders
+  body: Buffer
+  sent: number
 }
 
 export interface SendOptions {
@@ -101,6 +109,49 @@ export class GatewayClient {
       if (options.timeoutMs) req.setTimeout(options.timeoutMs, () => req.destroy(new Error(`no answer within ${options.timeoutMs} ms`)))
       for (const piece of pieces) req.write(piece)
       req.end()
+    })
+  }
+
+  /**
+   * Sends a body of `total` random bytes in `pieceBytes` writes (with backpressure), with exactly
+   * `headers` (Content-Length or Transfer-Encoding among them), and stops writing as soon as the
+   * answer arrives. With `headersOnly`, only the headers go out: the answer must come without any body byte.
+   */
+  streamUntilAnswered(method: string, path: string, total: number, headers: OutgoingHttpHeaders, options: { pieceBytes: number; headersOnly?: boolean }): Promise<Streamed> {
+    return new Promise((resolve, reject) => {
+      const req = request(this.options(method, path, headers, false))
+      let sent = 0
+      let answered = false
+      req.on('response', (res) => {
+        answered = true
+        const chunks: Buffer[] = []
+        res.on('data', (chunk: Buffer) => chunks.push(chunk))
+        res.on('end', () => {
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), sent })
+          req.destroy()
+        })
+        res.on('error', reject)
+      })
+      req.on('error', (error) => {
+        if (!answered) reject(new Error(`no answer after ${sent} bytes: ${error.message}`))
+      })
+      if (options.headersOnly) {
+        req.flushHeaders()
+        return
+      }
+      const piece = randomBytes(options.pieceBytes)
+      const write = (): void => {
+        while (!answered && sent < total) {
+          const n = Math.min(piece.length, total - sent)
+          sent += n
+          if (!req.write(n === piece.length ? piece : piece.subarray(0, n))) {
+            req.once('drain', write)
+            return
+          }
+        }
+        if (!answered) req.end()
+      }
+      write()
     })
   }
 

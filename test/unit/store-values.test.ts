@@ -1,5 +1,5 @@
 // Shared values through the store (shared_values), on both engines: a value set by one instance reaches the other's listeners on its next read, never its own; a late listener gets the stored value; a set the store refused is stored on a later read.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import type { Logger } from '../../src/observe/log.js'
 import type { Result, Statement, StoreEngine } from '../../src/store/engine.js'
 import { StoreValues } from '../../src/store/shared-values.js'
@@ -10,18 +10,19 @@ import { ENGINES, openEngine } from '../helpers/store-engines.js'
 const warnings: string[] = []
 const log = { warn: (_fields: unknown, message: string) => warnings.push(message), info: () => undefined } as unknown as Logger
 
+/** An instance that reads only when the test says (a long poll interval), stopped when the test ends. */
+async function instance(t: Test, store: StoreEngine, logger: Logger = log): Promise<StoreValues> {
+  const values = new StoreValues(store, 60_000, logger)
+  await values.start()
+  t.teardown(() => values.stop())
+  return values
+}
+
 for (const engine of ENGINES) {
   t.test(`${engine}: two instances follow each other's values`, async (t) => {
     const store = await openEngine(t, engine, { flushIntervalMs: 50 })
-    // Long poll intervals: the test reads by hand.
-    const a = new StoreValues(store, 60_000, log)
-    const b = new StoreValues(store, 60_000, log)
-    await a.start()
-    await b.start()
-    t.teardown(() => {
-      a.stop()
-      b.stop()
-    })
+    const a = await instance(t, store)
+    const b = await instance(t, store)
     const toldA: string[] = []
     const toldB: string[] = []
     a.watch('maintenance', (value) => toldA.push(value))
@@ -42,9 +43,7 @@ for (const engine of ENGINES) {
     t.same(toldB, ['on'])
 
     // A third instance (a restart) is told the stored value on its first read.
-    const c = new StoreValues(store, 60_000, log)
-    await c.start()
-    t.teardown(() => c.stop())
+    const c = await instance(t, store)
     const toldC: string[] = []
     c.watch('maintenance', (value) => toldC.push(value))
     await c.poll()
@@ -57,14 +56,8 @@ t.test('a set the store refuses is held and stored on a later read', async (t) =
   let refuse = false
   const flaky: StoreEngine = Object.create(store) as StoreEngine
   flaky.atomic = (statements: readonly Statement[]): Promise<Result[]> => (refuse ? Promise.reject(new Error('store down')) : store.atomic(statements))
-  const a = new StoreValues(flaky, 60_000, log)
-  const b = new StoreValues(store, 60_000, log)
-  await a.start()
-  await b.start()
-  t.teardown(() => {
-    a.stop()
-    b.stop()
-  })
+  const a = await instance(t, flaky)
+  const b = await instance(t, store)
   const toldB: string[] = []
   b.watch('maintenance', (value) => toldB.push(value))
   refuse = true
@@ -89,9 +82,7 @@ t.test('maintenance.enabled at start is stored, so a stored "off" from an earlie
   earlier.stop()
   const maintenance = new Maintenance({ message: 'm', retryAfterMs: 0, drainTimeoutMs: 60_000 })
   maintenance.enter({ by: 'config' })
-  const values = new StoreValues(store, 60_000, quiet)
-  await values.start()
-  t.teardown(() => values.stop())
+  const values = await instance(t, store, quiet)
   const sharing = shareMaintenance(maintenance, values, quiet, 0)
   await sharing.announced()
   await values.poll()
@@ -102,9 +93,7 @@ t.test('maintenance.enabled at start is stored, so a stored "off" from an earlie
 
 t.test('a read whose SELECT ran before a switch made here does not undo it', async (t) => {
   const store = await openEngine(t, 'sqlite', { flushIntervalMs: 50 })
-  const other = new StoreValues(store, 60_000, quiet)
-  await other.start()
-  t.teardown(() => other.stop())
+  const other = await instance(t, store, quiet)
   await other.set('maintenance', maintenanceOff('other'))
   // The SELECT runs, then waits for the test to let its rows through.
   let release: (() => void) | undefined
@@ -124,9 +113,7 @@ t.test('a read whose SELECT ran before a switch made here does not undo it', asy
     return go
   }
   const maintenance = new Maintenance({ message: 'm', retryAfterMs: 0, drainTimeoutMs: 60_000 })
-  const values = new StoreValues(slow, 60_000, quiet)
-  await values.start()
-  t.teardown(() => values.stop())
+  const values = await instance(t, slow, quiet)
   const sharing = shareMaintenance(maintenance, values, quiet, 0)
   ;(await waitForSelect())()
   await values.poll()
