@@ -30,5 +30,23 @@ if [ "$pass" -eq 0 ] && [ "$fail" -eq 0 ]; then
   exit 1
 fi
 echo
+# CI keeps only the end of the output: repeat every failed assertion there, with its file and its diagnostics.
+if [ "$fail" -gt 0 ]; then
+  echo "failed assertions:"
+  awk '
+    /^# Subtest: / { file = substr($0, 12) }
+    /^ *not ok / {
+      diag = 0
+      if (++shown > 20) { next }
+      print "  " file ": " $0
+      # an assertion has diagnostics worth reading; a subtest or file line ("# time=") repeats them
+      if ($0 !~ /# time=/) { diag = 1; lines = 0 }
+      next
+    }
+    diag && /^ *---$/ { next }
+    diag && /^ *\.\.\.$/ { diag = 0; next }
+    diag { if (++lines <= 20) print "    " $0; else diag = 0 }
+  ' "$out"
+fi
 if [ -n "$skip" ]; then echo "${pass} passed, ${fail} failed, ${skip} skipped"; else echo "${pass} passed, ${fail} failed"; fi
 exit "$status"
