@@ -5,6 +5,7 @@ import { isValidRepository } from '../registry/names.js'
 /** Algorithms whose blobs Portier reads from storage, with the exact length of their lowercase hex. */
 const HEX_LENGTHS: ReadonlyMap<string, number> = new Map([
   ['sha256', 64],
+  ['sha384', 96],
   ['sha512', 128],
 ])
 

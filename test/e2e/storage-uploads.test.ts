@@ -473,38 +473,50 @@ t.test('two PATCHes at once on one session: one is stored, the other refused, th
   await expectCommitted(t, root, repository, session.uuid, winner)
 })
 
-t.test('a sha512 blob is laid out as registry 2.8 lays it out (data under the canonical sha256, both links naming it)', async (t) => {
-  const root = registry.storageDir
-  /** The files registry 2.8 writes for a blob pushed under its sha512 digest (blobwriter.go: moveBlob(canonical), linkBlob(canonical, sha512)). */
-  const expected = (repository: string, blob: Buffer) => {
-    const sha512 = `sha512:${createHash('sha512').update(blob).digest('hex')}`
-    const canonical = sha256(blob)
-    return { sha512, canonical, files: { data: blobDataPath(root, canonical) as string, link256: layerLinkPath(root, repository, canonical) as string, link512: layerLinkPath(root, repository, sha512) as string } }
-  }
-  const check = async (t: Test, who: string, repository: string, blob: Buffer, answer: { status: number; digest: unknown }): Promise<void> => {
-    const { sha512, canonical, files } = expected(repository, blob)
-    t.equal(answer.status, 201, `${who}: 201`)
-    t.ok((await readFile(files.data).catch(() => Buffer.alloc(0))).equals(blob), `${who}: the data is at blobs/sha256/<canonical>`)
-    t.equal(await readFile(files.link256, 'utf8').catch(() => ''), canonical, `${who}: _layers/sha256/<canonical>/link names the canonical digest`)
-    t.equal(await readFile(files.link512, 'utf8').catch(() => ''), canonical, `${who}: _layers/sha512/<hex>/link names the canonical digest`)
-    t.notOk(await exists(blobDataPath(root, sha512) as string), `${who}: no blobs/sha512 data`)
-    const read = await fetch(`${registry.url}/v2/${repository}/blobs/${canonical}`)
-    t.equal(read.status, 200, `${who}: the registry serves it by its sha256 too`)
-    await read.body?.cancel()
-  }
-  // The registry itself, to show what it writes.
-  const direct = randomBytes(3000)
-  const digest = `sha512:${createHash('sha512').update(direct).digest('hex')}`
-  const started = await fetch(`${registry.url}/v2/s512/direct/blobs/uploads/`, { method: 'POST' })
-  const url = new URL(started.headers.get('location') ?? '', registry.url)
-  url.searchParams.set('digest', digest)
-  const put = await fetch(url, { method: 'PUT', body: new Uint8Array(direct), headers: OCTETS })
-  await check(t, 'registry 2.8.2 alone', 's512/direct', direct, { status: put.status, digest: put.headers.get('docker-content-digest') })
+for (const algorithm of ['sha512', 'sha384'] as const) {
+  t.test(`a ${algorithm} blob is laid out as registry 2.8 lays it out (data under the canonical sha256, both links naming it)`, async (t) => {
+    const root = registry.storageDir
+    /** The files registry 2.8 writes for a blob pushed under another digest (blobwriter.go: moveBlob(canonical), linkBlob(canonical, given)). */
+    const expected = (repository: string, blob: Buffer) => {
+      const given = `${algorithm}:${createHash(algorithm).update(blob).digest('hex')}`
+      const canonical = sha256(blob)
+      return { given, canonical, files: { data: blobDataPath(root, canonical) as string, link256: layerLinkPath(root, repository, canonical) as string, linkGiven: layerLinkPath(root, repository, given) as string } }
+    }
+    const check = async (t: Test, who: string, repository: string, blob: Buffer, answer: { status: number; digest: unknown }): Promise<void> => {
+      const { given, canonical, files } = expected(repository, blob)
+      t.equal(answer.status, 201, `${who}: 201`)
+      // Registry 2.8 answers the canonical sha256 digest; Portier answers the digest the client named,
+      // which is what clients that check the answer (containerd's pusher) compare it with.
+      t.equal(answer.digest, who.startsWith('Portier') ? given : canonical, `${who}: Docker-Content-Digest`)
+      t.ok((await readFile(files.data).catch(() => Buffer.alloc(0))).equals(blob), `${who}: the data is at blobs/sha256/<canonical>`)
+      t.equal(await readFile(files.link256, 'utf8').catch(() => ''), canonical, `${who}: _layers/sha256/<canonical>/link names the canonical digest`)
+      t.equal(await readFile(files.linkGiven, 'utf8').catch(() => ''), canonical, `${who}: _layers/${algorithm}/<hex>/link names the canonical digest`)
+      t.notOk(await exists(blobDataPath(root, given) as string), `${who}: no blobs/${algorithm} data`)
+      for (const digest of [canonical, given]) {
+        const read = await fetch(`${registry.url}/v2/${repository}/blobs/${digest}`)
+        t.equal(read.status, 200, `${who}: the registry serves it by ${digest.split(':')[0]}`)
+        t.ok(Buffer.from(await read.arrayBuffer()).equals(blob), `${who}: the registry's bytes by ${digest.split(':')[0]}`)
+      }
+    }
+    // The registry itself, to show what it writes.
+    const direct = randomBytes(3000)
+    const digest = `${algorithm}:${createHash(algorithm).update(direct).digest('hex')}`
+    const started = await fetch(`${registry.url}/v2/s${algorithm}/direct/blobs/uploads/`, { method: 'POST' })
+    const url = new URL(started.headers.get('location') ?? '', registry.url)
+    url.searchParams.set('digest', digest)
+    const put = await fetch(url, { method: 'PUT', body: new Uint8Array(direct), headers: OCTETS })
+    await check(t, 'registry 2.8.2 alone', `s${algorithm}/direct`, direct, { status: put.status, digest: put.headers.get('docker-content-digest') })
 
-  const blob = randomBytes(3000)
-  const posted = await client.send('POST', `/v2/s512/portier/blobs/uploads/?digest=sha512:${createHash('sha512').update(blob).digest('hex')}`, { body: blob, headers: OCTETS })
-  await check(t, 'Portier with storage_uploads', 's512/portier', blob, { status: posted.status, digest: posted.headers['docker-content-digest'] })
-})
+    const blob = randomBytes(3000)
+    const given = `${algorithm}:${createHash(algorithm).update(blob).digest('hex')}`
+    const posted = await client.send('POST', `/v2/s${algorithm}/portier/blobs/uploads/?digest=${given}`, { body: blob, headers: OCTETS })
+    await check(t, 'Portier with storage_uploads', `s${algorithm}/portier`, blob, { status: posted.status, digest: posted.headers['docker-content-digest'] })
+    const served = await client.send('GET', `/v2/s${algorithm}/portier/blobs/${given}`)
+    t.equal(served.status, 200, `Portier serves it by its ${algorithm} digest`)
+    t.ok(served.body.equals(blob), 'the same bytes')
+    t.equal(served.headers['docker-content-digest'], sha256(blob), 'relayed (the link names another digest): the registry\'s answer, the canonical digest')
+  })
+}
 
 t.test('with credentials: a user without push gets 401/403 at POST and nothing is written; the sessions of others are out of reach', async (t) => {
   const root = registry.storageDir
