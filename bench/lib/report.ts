@@ -129,12 +129,12 @@ export function rssTable(results: Results, keys: string[]): string {
   const rows = results.rows.filter((row) => keys.includes(row.key))
   const lines = rows.flatMap((row) => {
     const out: string[][] = []
-    for (const target of ['direct', 'portier'] as TargetId[]) {
+    for (const target of ['direct', 'portier', 'portier-storage'] as TargetId[]) {
       const samples = results.get(row.key, target)
       if (samples.length === 0) continue
       const rss = median(samples.map((sample) => sample.peakRss ?? Number.NaN))
       out.push([row.title, LABELS[target], `${fmt(median(samples.map((sample) => sample.value)))} ${row.unit}`,
-        target === 'portier' ? `${fmt(rss / MiB)} MiB` : `(registry ${fmt(rss / MiB)} MiB)`])
+        target === 'direct' ? `(registry ${fmt(rss / MiB)} MiB)` : `${fmt(rss / MiB)} MiB`])
     }
     return out
   })
