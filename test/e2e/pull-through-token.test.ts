@@ -5,7 +5,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { run } from '../helpers/exec.js'
+import { makeTestPki } from '../helpers/pki.js'
 import { registryFixture } from '../helpers/registry.js'
 import { gatewayFixture } from '../helpers/gateway.js'
 import { GatewayClient, sha256 } from '../helpers/gwclient.js'
@@ -20,17 +20,8 @@ await mkdir(work)
 t.teardown(() => rm(work, { recursive: true, force: true }))
 const file = (name: string): string => join(work, name)
 
-async function openssl(...args: string[]): Promise<void> {
-  const result = await run('openssl', args, { cwd: work })
-  if (result.code !== 0) throw new Error(`openssl ${args.join(' ')}: ${result.stderr}`)
-}
-
 // The token service's own CA and its certificate for 127.0.0.1 (nothing in the system pool trusts it).
-const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
-await openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-subj', '/CN=portier test token CA', '-days', '2')
-await writeFile(file('server.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n')
-await openssl('req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=portier test token service')
-await openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'server.ext')
+await makeTestPki(work, { ca: 'portier test token CA', server: 'portier test token service' })
 await writeFile(file('remote.password'), 'pw-ann\n')
 
 // The token service: ann (the cache's credentials) may pull anything; nobody else gets a token.

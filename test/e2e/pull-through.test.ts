@@ -13,6 +13,7 @@ import { GatewayClient, sha256, sleep, waitUntil } from '../helpers/gwclient.js'
 import { buildLayout, type BuiltLayout } from '../helpers/oci-build.js'
 import { skopeoCopy } from '../helpers/skopeo.js'
 import { MT_OCI_MANIFEST } from '../helpers/oci.js'
+import { makeTestPki } from '../helpers/pki.js'
 import { hashPassword } from '../../src/auth/hashes.js'
 
 // Short and lower case: podman's runroot must stay under 50 characters.
@@ -21,17 +22,8 @@ await mkdir(work)
 t.teardown(() => rm(work, { recursive: true, force: true }))
 const file = (name: string): string => join(work, name)
 
-async function openssl(...args: string[]): Promise<void> {
-  const result = await run('openssl', args, { cwd: work })
-  if (result.code !== 0) throw new Error(`openssl ${args.join(' ')}: ${result.stderr}`)
-}
-
 // The remote's own CA and a server certificate for 127.0.0.1 (nothing in the system pool trusts it).
-const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
-await openssl('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-subj', '/CN=portier test remote CA', '-days', '2')
-await writeFile(file('server.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n')
-await openssl('req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=portier test remote')
-await openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'server.ext')
+const remoteTls = await makeTestPki(work, { ca: 'portier test remote CA', server: 'portier test remote' })
 // skopeo reads extra roots from *.crt files in a directory.
 await mkdir(file('remote-certs'))
 await writeFile(file('remote-certs/ca.crt'), await readFile(file('ca.crt')))
@@ -42,7 +34,6 @@ await writeFile(file('remote.password'), 'mirror-secret\n')
 const remoteStorage = file('remote-storage')
 await mkdir(remoteStorage)
 const remoteSecret = `remote-${randomBytes(8).toString('hex')}`
-const remoteTls = { certificate: file('server.crt'), key: file('server.key'), ca: file('ca.crt') }
 const remote: RegistryHandle = await registryFixture(t, { tls: remoteTls, htpasswd: file('remote.htpasswd'), storageDir: remoteStorage, secret: remoteSecret })
 const remoteCreds = { destCreds: 'mirror:mirror-secret', destCertDir: file('remote-certs'), srcCreds: 'mirror:mirror-secret', srcCertDir: file('remote-certs') }
 

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import { run } from './exec.js'
+import { makeTestPki } from './pki.js'
 import { freePort } from './ports.js'
 
 export const SLAPD_BIN = process.env.PORTIER_SLAPD_BIN ?? '/usr/sbin/slapd'
@@ -85,20 +86,6 @@ function ldif(servicePassword: string): string {
   return `${entries.join('\n\n')}\n`
 }
 
-async function openssl(cwd: string, ...args: string[]): Promise<void> {
-  const result = await run('openssl', args, { cwd })
-  if (result.code !== 0) throw new Error(`openssl ${args.join(' ')}: ${result.stderr}`)
-}
-
-/** A CA and a server certificate for 127.0.0.1 signed by it. */
-async function makePki(dir: string): Promise<void> {
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
-  await openssl(dir, 'req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-subj', '/CN=portier test LDAP CA', '-days', '2')
-  await writeFile(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n')
-  await openssl(dir, 'req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1')
-  await openssl(dir, 'x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'server.ext')
-}
-
 function slapdConf(dir: string): string {
   return [
     'include /etc/ldap/schema/core.schema',
@@ -140,7 +127,7 @@ async function waitReady(url: string, child: ChildProcess, logFile: string): Pro
 export async function startSlapd(): Promise<SlapdHandle> {
   const dir = await mkdtemp(join(tmpdir(), 'portier-slapd-'))
   await mkdir(join(dir, 'db'))
-  await makePki(dir)
+  await makeTestPki(dir, { ca: 'portier test LDAP CA', server: '127.0.0.1' })
   const servicePassword = randomBytes(12).toString('base64url')
   const servicePasswordFile = join(dir, 'service-password')
   await writeFile(servicePasswordFile, `${servicePassword}\n`, { mode: 0o600 })
