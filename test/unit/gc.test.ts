@@ -180,6 +180,17 @@ t.test('compose.gc.yaml: Portier sees the registry storage and config it collect
   const configInPortier = portier?.environment?.PORTIER_GC_REGISTRY_CONFIG ?? ''
   t.ok((portier?.volumes ?? []).includes(`./config/compose.registry.yml:${configInPortier}:ro`), 'gc.registry_config is the mounted registry config')
 
+  // Uploads into storage: the compose environment over config/compose.portier.yaml, as the container loads it.
+  const { loadConfig } = await import('../../src/app/config.js')
+  const environment = { ...base.services.portier?.environment, ...portier?.environment }
+  const loaded = loadConfig({ file: join(root, 'config', 'compose.portier.yaml'), env: { ...environment, PORTIER_AUTH_HTPASSWD_PATH: join(root, 'package.json') } })
+  const upstream = loaded.config.upstreams[0]
+  t.equal(loaded.config.upstreams.length, 1)
+  t.equal(upstream?.url, 'http://registry:5000', 'the same registry as compose.yaml')
+  t.equal(upstream?.storage, target.storageRoot, 'storage: where the volume is mounted')
+  t.equal(upstream?.storage_uploads, true, 'uploads are written into the storage')
+  t.notOk((portier?.volumes ?? []).some((entry) => entry.startsWith(`registry-data:${target.storageRoot}:ro`)), 'the mount that replaces compose.yaml\'s read-only one is writable')
+
   const registry = gcCompose.services.registry
   t.ok((registry?.volumes ?? []).includes('./config/compose.registry.yml:/etc/docker/registry/config.yml:ro'), 'the registry runs with the same config')
   const uid = /useradd[^\n]*--uid (\d+)/.exec(dockerfile)?.[1]
