@@ -8,9 +8,10 @@ const digestPattern = /^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$/
 
 export const MAX_REPOSITORY_LENGTH = 255
 
-/** The encodings of the registered algorithms (OCI image-spec): lower-case hex of a fixed length. */
+/** The encodings of the registered algorithms (OCI image-spec), and sha384 which distribution accepts too: lower-case hex of a fixed length. */
 const registeredEncodings: ReadonlyMap<string, RegExp> = new Map([
   ['sha256', /^[a-f0-9]{64}$/],
+  ['sha384', /^[a-f0-9]{96}$/],
   ['sha512', /^[a-f0-9]{128}$/],
   ['blake3', /^[a-f0-9]{64}$/],
 ])

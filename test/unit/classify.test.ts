@@ -87,6 +87,7 @@ t.test('digests: the OCI grammar, registered algorithms at their exact length, o
   t.notOk(isValidDigest(`sha512:${hex(5000)}`), 'sha512: 5,000 characters')
   t.notOk(isValidDigest(`sha512:${'A'.repeat(128)}`), 'sha512 hex is lower case')
   t.ok(isValidDigest(`blake3:${hex(64)}`) && !isValidDigest(`blake3:${hex(65)}`), 'blake3: 64 hex')
+  t.ok(isValidDigest(`sha384:${hex(96)}`) && !isValidDigest(`sha384:${hex(64)}`), 'sha384 (distribution accepts it): 96 hex')
   t.ok(isValidDigest(`multihash+base58:${'Qm'.repeat(20)}`), 'an unregistered algorithm within the caps')
   t.ok(isValidDigest(`x:${hex(MAX_ENCODED_LENGTH)}`), `unregistered: ${MAX_ENCODED_LENGTH} encoded characters`)
   t.notOk(isValidDigest(`x:${hex(MAX_ENCODED_LENGTH + 1)}`), `unregistered: ${MAX_ENCODED_LENGTH + 1} encoded characters`)
