@@ -1,9 +1,12 @@
 // Garbage collection without downtime: maintenance on → wait for writes in flight → the registry's own collector on its storage → maintenance off (always) → a report of what was freed.
 import { randomUUID } from 'node:crypto'
+import { stat } from 'node:fs/promises'
+import { join } from 'node:path'
 import type { Logger } from '../observe/log.js'
 import { diskUsage } from './disk-usage.js'
 import { runCollector, type CollectorResult } from './gc-collector.js'
-import type { CollectorEvent, CollectorTally } from './gc-output.js'
+import { emptyTally, type CollectorEvent, type CollectorTally } from './gc-output.js'
+import { untilStorageQuiet } from './gc-quiet.js'
 import { protectIndexChildren, protectRecentUploads, releaseKept, releaseUploads, type KeptManifest, type KeptUploads } from './gc-protect.js'
 import { RegistryStorage } from './registry-storage.js'
 import type { GcTarget } from './gc-target.js'
@@ -121,6 +124,10 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   })
 }
 
+async function isDirectory(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined))?.isDirectory() === true
+}
+
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error)
 }
@@ -236,6 +243,20 @@ export class GarbageCollector {
         tell('draining', `waiting for ${inFlight.uploads} upload(s) and ${inFlight.writes} write(s) in flight`, { inFlight })
         drain = await untilAborted(maintenance.drain(this.deps.drainTimeoutMs), signal)
         if (drain.remaining > 0) log.warn({ remaining: drain.remaining, timeout_ms: this.deps.drainTimeoutMs }, 'garbage collection: stopped waiting for writes in flight; their uploads are refused from now on')
+        // Uploads this instance does not see: another instance's (or worker's) begun before it heard of
+        // the switch, or a client's that reaches the registry directly. Their sessions are in the storage.
+        let waitedElsewhere = false
+        const quiet = await untilStorageQuiet(storage, {
+          deadline: maintenanceFrom + this.deps.drainTimeoutMs,
+          aborted: () => signal.aborted,
+          now: this.now,
+          onWaiting: (active) => {
+            waitedElsewhere = true
+            tell('draining', `waiting for ${active.length} upload(s) being written into the storage elsewhere (another instance or a client of the registry)`, { inFlight: { uploads: active.length, writes: 0 } })
+          },
+        })
+        if (quiet.remaining > 0) log.warn({ remaining: quiet.remaining, timeout_ms: this.deps.drainTimeoutMs }, 'garbage collection: stopped waiting for uploads being written into the storage elsewhere')
+        else if (waitedElsewhere) log.info({ waited_ms: quiet.waitedMs }, 'garbage collection: uploads being written into the storage elsewhere have finished')
       }
       if (request.deleteUntagged) {
         tell('protecting', 'keeping the manifests of tagged multi-arch indexes (temporary tags)')
@@ -253,33 +274,39 @@ export class GarbageCollector {
       if (signal.aborted) throw new Error(STOPPED)
       tell('measuring', 'measuring the storage')
       before = (await diskUsage(target.storageRoot)).bytes
-      tell('collecting', `running ${target.binary} garbage-collect${request.dryRun ? ' --dry-run' : ''}${request.deleteUntagged ? ' --delete-untagged' : ''}`)
-      let lastTold = 0
-      const collectorProgress = (tally: CollectorTally) => ({
-        repositories: tally.repositories,
-        manifestsMarked: tally.manifestsMarked,
-        blobsMarked: tally.blobsMarked,
-        blobsDeleted: tally.blobsDeleted,
-        manifestsDeleted: tally.manifestsDeleted,
-      })
-      collected = await runCollector({
-        binary: target.binary,
-        configPath: target.configPath,
-        storageRoot: target.storageRoot,
-        dryRun: request.dryRun,
-        deleteUntagged: request.deleteUntagged,
-        signal,
-        onEvent: (event: CollectorEvent, tally) => {
-          if (event.kind === 'error') log.warn({ line: event.message }, 'garbage collector output')
-          const time = this.now()
-          if (event.kind !== 'summary' && time - lastTold < PROGRESS_EVERY_MS) return
-          lastTold = time
-          const message = event.kind === 'summary'
-            ? `${event.blobsMarked} blobs marked, ${event.blobsEligible} blobs and ${event.manifestsEligible} manifests eligible for deletion`
-            : `marked ${tally.manifestsMarked} manifests and ${tally.blobsMarked} blobs in ${tally.repositories} repositories; deleted ${tally.blobsDeleted} blobs`
-          tell('collecting', message, { collector: collectorProgress(tally) })
-        },
-      })
+      if (!(await isDirectory(join(target.storageRoot, 'docker', 'registry', 'v2', 'blobs')))) {
+        // Nothing was ever pushed: registry 2.8's collector fails on a storage without blobs/ ("Path not found").
+        tell('collecting', 'the storage holds no blobs yet: nothing to collect')
+        collected = { code: 0, signal: null, tally: emptyTally(), tail: [] }
+      } else {
+        tell('collecting', `running ${target.binary} garbage-collect${request.dryRun ? ' --dry-run' : ''}${request.deleteUntagged ? ' --delete-untagged' : ''}`)
+        let lastTold = 0
+        const collectorProgress = (tally: CollectorTally) => ({
+          repositories: tally.repositories,
+          manifestsMarked: tally.manifestsMarked,
+          blobsMarked: tally.blobsMarked,
+          blobsDeleted: tally.blobsDeleted,
+          manifestsDeleted: tally.manifestsDeleted,
+        })
+        collected = await runCollector({
+          binary: target.binary,
+          configPath: target.configPath,
+          storageRoot: target.storageRoot,
+          dryRun: request.dryRun,
+          deleteUntagged: request.deleteUntagged,
+          signal,
+          onEvent: (event: CollectorEvent, tally) => {
+            if (event.kind === 'error') log.warn({ line: event.message }, 'garbage collector output')
+            const time = this.now()
+            if (event.kind !== 'summary' && time - lastTold < PROGRESS_EVERY_MS) return
+            lastTold = time
+            const message = event.kind === 'summary'
+              ? `${event.blobsMarked} blobs marked, ${event.blobsEligible} blobs and ${event.manifestsEligible} manifests eligible for deletion`
+              : `marked ${tally.manifestsMarked} manifests and ${tally.blobsMarked} blobs in ${tally.repositories} repositories; deleted ${tally.blobsDeleted} blobs`
+            tell('collecting', message, { collector: collectorProgress(tally) })
+          },
+        })
+      }
       if (collected.code !== 0) {
         failure = `the collector exited with ${collected.code === null ? `signal ${collected.signal}` : `code ${collected.code}`}: ${collected.tally.errors[0] ?? collected.tail.slice(-3).join(' | ')}`
       }

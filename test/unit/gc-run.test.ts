@@ -1,6 +1,6 @@
 // A garbage collection run's steps around the collector: maintenance entered and always left (also on failure and at shutdown), one run at a time, an operator's maintenance left on.
 import t from 'tap'
-import { chmodSync, writeFileSync } from 'node:fs'
+import { appendFileSync, chmodSync, mkdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { GarbageCollector, GcBusy, type MaintenanceSwitch } from '../../src/housekeeping/gc.js'
 import { createLogger } from '../../src/observe/log.js'
@@ -39,8 +39,11 @@ function fakeCollector(dir: string, script: string): string {
 
 const log = createLogger('silent')
 
+/** A storage something was pushed to: registry 2.8 has made docker/registry/v2/blobs. */
+const PUSHED_TO = { storage: { docker: { registry: { v2: { blobs: {}, repositories: {} } } } } }
+
 t.test('a run enters maintenance, drains, collects, leaves, and reports the collector\'s totals', async (t) => {
-  const dir = t.testdir({ storage: {} })
+  const dir = t.testdir(PUSHED_TO)
   const binary = fakeCollector(dir, 'echo "lib/a"; echo "3 blobs marked, 2 blobs and 0 manifests eligible for deletion"; echo "blob eligible for deletion: sha256:aa"; exit 0')
   const maintenance = fakeMaintenance()
   const gc = new GarbageCollector({ target: () => ({ binary, configPath: join(dir, 'c.yml'), storageRoot: join(dir, 'storage') }), maintenance, drainTimeoutMs: 1000, log })
@@ -55,7 +58,7 @@ t.test('a run enters maintenance, drains, collects, leaves, and reports the coll
 })
 
 t.test('a failing collector still leaves maintenance, and the run says why', async (t) => {
-  const dir = t.testdir({ storage: {} })
+  const dir = t.testdir(PUSHED_TO)
   const binary = fakeCollector(dir, 'echo "Error: configuration error: open /nope.yml: no such file or directory" >&2; exit 1')
   const maintenance = fakeMaintenance()
   const gc = new GarbageCollector({ target: () => ({ binary, configPath: '/nope.yml', storageRoot: join(dir, 'storage') }), maintenance, drainTimeoutMs: 1000, log })
@@ -67,7 +70,7 @@ t.test('a failing collector still leaves maintenance, and the run says why', asy
 })
 
 t.test('maintenance an operator switched on stays on; a dry run never touches it', async (t) => {
-  const dir = t.testdir({ storage: {} })
+  const dir = t.testdir(PUSHED_TO)
   const binary = fakeCollector(dir, 'echo "0 blobs marked, 0 blobs and 0 manifests eligible for deletion"')
   const already = fakeMaintenance(true)
   const gc = new GarbageCollector({ target: () => ({ binary, configPath: 'c', storageRoot: join(dir, 'storage') }), maintenance: already, drainTimeoutMs: 1000, log })
@@ -81,7 +84,7 @@ t.test('maintenance an operator switched on stays on; a dry run never touches it
 })
 
 t.test('one run at a time; close() at shutdown kills the collector and leaves maintenance', async (t) => {
-  const dir = t.testdir({ storage: {} })
+  const dir = t.testdir(PUSHED_TO)
   const binary = fakeCollector(dir, 'echo "lib/a"; exec sleep 30')
   const maintenance = fakeMaintenance()
   const gc = new GarbageCollector({ target: () => ({ binary, configPath: 'c', storageRoot: join(dir, 'storage') }), maintenance, drainTimeoutMs: 1000, log })
@@ -105,4 +108,63 @@ t.test('one run at a time; close() at shutdown kills the collector and leaves ma
   t.match(run?.error, /signal SIGTERM/, 'the collector was killed (it would sleep 30 s)')
   t.same(maintenance.calls, ['enter', 'drain', 'leave'])
   t.equal(gc.current(), undefined)
+})
+
+t.test('a storage nothing was pushed to yet: no collector (registry 2.8\'s fails there with "Path not found"), a successful run that freed nothing', async (t) => {
+  const dir = t.testdir({ storage: {} })
+  const binary = fakeCollector(dir, 'echo "failed to garbage collect: error enumerating blobs: filesystem: Path not found: /docker/registry/v2/blobs" >&2; exit 1')
+  const maintenance = fakeMaintenance()
+  const gc = new GarbageCollector({ target: () => ({ binary, configPath: join(dir, 'c.yml'), storageRoot: join(dir, 'storage') }), maintenance, drainTimeoutMs: 1000, log })
+  const messages: string[] = []
+  const run = await gc.run({ dryRun: false, deleteUntagged: false, trigger: 'api' }, (progress) => messages.push(progress.message))
+  t.equal(run.result, 'success', String(run.error))
+  t.equal(run.blobsDeleted, 0)
+  t.ok(messages.includes('the storage holds no blobs yet: nothing to collect'))
+  t.same(maintenance.calls, ['enter', 'drain', 'leave'])
+})
+
+t.test('uploads written into the storage elsewhere are waited for (up to the drain timeout) before the collector runs', async (t) => {
+  const dir = t.testdir({ ...PUSHED_TO, 'collector-ran': '' })
+  const ran = join(dir, 'collector-ran')
+  const binary = fakeCollector(dir, `date +%s%3N > ${ran}; echo "0 blobs marked, 0 blobs and 0 manifests eligible for deletion"`)
+  const session = join(dir, 'storage', 'docker', 'registry', 'v2', 'repositories', 'a', 'b', '_uploads', 'u1')
+  mkdirSync(session, { recursive: true })
+  writeFileSync(join(session, 'data'), 'x')
+  // Another writer: appends every 100 ms for 1.5 s, then commits (the session goes away).
+  let writes = 0
+  const writer = setInterval(() => {
+    if (++writes <= 15) appendFileSync(join(session, 'data'), 'x')
+    else {
+      clearInterval(writer)
+      rmSync(session, { recursive: true, force: true })
+    }
+  }, 100)
+  t.teardown(() => clearInterval(writer))
+  const gc = new GarbageCollector({ target: () => ({ binary, configPath: join(dir, 'c.yml'), storageRoot: join(dir, 'storage') }), maintenance: fakeMaintenance(), drainTimeoutMs: 10_000, log })
+  const messages: string[] = []
+  const started = Date.now()
+  const run = await gc.run({ dryRun: false, deleteUntagged: false, trigger: 'api' }, (progress) => messages.push(progress.message))
+  t.equal(run.result, 'success')
+  t.ok(messages.some((message) => /waiting for 1 upload\(s\) being written into the storage elsewhere/.test(message)), 'said what it waits for')
+  const collectorAt = Number(readFileSync(ran, 'utf8'))
+  t.ok(collectorAt - started >= 1400, `the collector ran once the session was gone (${collectorAt - started} ms after the start)`)
+
+  // A session nobody writes to any more (its client went away) is not waited for; one still written is, until the drain timeout.
+  const stale = join(dir, 'storage', 'docker', 'registry', 'v2', 'repositories', 'a', 'b', '_uploads', 'u2')
+  mkdirSync(stale, { recursive: true })
+  writeFileSync(join(stale, 'data'), 'x')
+  const old = (Date.now() - 60_000) / 1000
+  utimesSync(join(stale, 'data'), old, old)
+  const quick = Date.now()
+  t.equal((await gc.run({ dryRun: false, deleteUntagged: false, trigger: 'api' })).result, 'success')
+  t.ok(Date.now() - quick < 1000, 'an abandoned session holds nothing up')
+  const short = new GarbageCollector({ target: () => ({ binary, configPath: join(dir, 'c.yml'), storageRoot: join(dir, 'storage') }), maintenance: fakeMaintenance(), drainTimeoutMs: 1_500, log })
+  appendFileSync(join(stale, 'data'), 'x')
+  const busy = setInterval(() => appendFileSync(join(stale, 'data'), 'x'), 100)
+  t.teardown(() => clearInterval(busy))
+  const bounded = Date.now()
+  t.equal((await short.run({ dryRun: false, deleteUntagged: false, trigger: 'api' })).result, 'success', 'a session written for ever: the run goes on at the drain timeout')
+  clearInterval(busy)
+  const waited = Date.now() - bounded
+  t.ok(waited >= 1_400 && waited < 4_000, `waited until the drain timeout (1.5 s), not longer (${waited} ms)`)
 })
