@@ -79,7 +79,7 @@ async function collectDuring(t: Test, a: Instance, registry: RegistryHandle, rep
   const { digest, blob, lastWriteAt, committed } = await writing
   t.equal(await committed(), 201, 'the upload is committed (its session began before the switch, so it may finish)')
   const { events, run } = await collected
-  t.equal(run.result, 'success', `the collection succeeded (${String(run.error ?? '')})`)
+  t.equal(run.result, 'success', `the collection succeeded (${typeof run.error === 'string' ? run.error : 'no error'})`)
   const waiting = events.filter((event) => event.phase === 'draining' && /being written into the storage elsewhere/.test(event.message))
   t.ok(waiting.length > 0, `the collection said it waits for the upload (${waiting[0]?.message ?? 'nothing said'})`)
   const collecting = events.find((event) => event.phase === 'collecting')
