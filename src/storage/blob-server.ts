@@ -60,7 +60,8 @@ export class BlobStorage {
       await handle.close().catch(() => undefined)
       return { status: 499, served }
     }
-    const digest = request.reference
+    // The registry names the digest the data is stored under (sha256 for a blob asked for by its sha512).
+    const digest = opened.digest
     // The registry's headers for a blob (blobserver.go + ServeContent), in its order; Date is Node's.
     res.setHeader('Cache-Control', 'max-age=31536000')
     res.setHeader('Docker-Content-Digest', digest)

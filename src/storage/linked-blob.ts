@@ -9,26 +9,29 @@ const LINK_MAX_BYTES = 256
 export type FallbackReason = 'not_readable' | 'no_link' | 'other_link' | 'no_file' | 'io_error'
 
 export type LinkedBlob =
-  | { kind: 'open'; handle: FileHandle; size: number }
+  /** `digest`: what the data is stored under, which the registry's answer names (the sha256 one for a sha384/sha512 link). */
+  | { kind: 'open'; handle: FileHandle; size: number; digest: string }
   | { kind: 'fallback'; reason: FallbackReason; error?: unknown }
 
 /**
- * The repository's `_layers/<alg>/<hex>/link` must exist and hold the digest itself (distribution
- * follows a link to another digest too; that rare cross-algorithm case is left to the registry).
- * Then the data file is opened and fstat'ed: what is sent comes from this open file, so a blob
- * deleted while it is sent still arrives whole.
+ * The repository's `_layers/<alg>/<hex>/link` must exist and hold the digest itself, or, for a sha384
+ * or sha512 digest, the sha256 digest its data is stored under (registry 2.8 writes that pair when a
+ * blob is pushed under such a digest, and follows it when reading; any other link to another digest
+ * is left to the registry). Then the data file is opened and fstat'ed: what is sent comes from this
+ * open file, so a blob deleted while it is sent still arrives whole.
  */
 export async function openLinkedBlob(root: string, repository: string, digest: string): Promise<LinkedBlob> {
   const link = layerLinkPath(root, repository, digest)
-  const data = blobDataPath(root, digest)
-  if (link === undefined || data === undefined) return { kind: 'fallback', reason: 'not_readable' }
+  if (link === undefined || blobDataPath(root, digest) === undefined) return { kind: 'fallback', reason: 'not_readable' }
   let target: string
   try {
     target = await readSmall(link)
   } catch (error) {
     return missing(error) ? { kind: 'fallback', reason: 'no_link' } : { kind: 'fallback', reason: 'io_error', error }
   }
-  if (target !== digest) return { kind: 'fallback', reason: 'other_link' }
+  const canonical = target === digest || (!digest.startsWith('sha256:') && target.startsWith('sha256:'))
+  const data = canonical ? blobDataPath(root, target) : undefined
+  if (data === undefined) return { kind: 'fallback', reason: 'other_link' }
   let handle: FileHandle
   try {
     handle = await open(data, 'r')
@@ -41,7 +44,7 @@ export async function openLinkedBlob(root: string, repository: string, digest: s
       await handle.close()
       return { kind: 'fallback', reason: 'no_file' }
     }
-    return { kind: 'open', handle, size: stat.size }
+    return { kind: 'open', handle, size: stat.size, digest: target }
   } catch (error) {
     await handle.close().catch(() => undefined)
     return { kind: 'fallback', reason: 'io_error', error }

@@ -495,6 +495,7 @@ for (const algorithm of ['sha512', 'sha384'] as const) {
       for (const digest of [canonical, given]) {
         const read = await fetch(`${registry.url}/v2/${repository}/blobs/${digest}`)
         t.equal(read.status, 200, `${who}: the registry serves it by ${digest.split(':')[0]}`)
+        t.equal(read.headers.get('docker-content-digest'), canonical, `${who}: the registry names the canonical digest when asked by ${digest.split(':')[0]}`)
         t.ok(Buffer.from(await read.arrayBuffer()).equals(blob), `${who}: the registry's bytes by ${digest.split(':')[0]}`)
       }
     }
@@ -514,7 +515,11 @@ for (const algorithm of ['sha512', 'sha384'] as const) {
     const served = await client.send('GET', `/v2/s${algorithm}/portier/blobs/${given}`)
     t.equal(served.status, 200, `Portier serves it by its ${algorithm} digest`)
     t.ok(served.body.equals(blob), 'the same bytes')
-    t.equal(served.headers['docker-content-digest'], sha256(blob), 'relayed (the link names another digest): the registry\'s answer, the canonical digest')
+    t.equal(served.headers['docker-content-digest'], sha256(blob), 'the canonical digest, as registry 2.8 answers a GET by another digest')
+    t.equal(served.headers.etag, `"${sha256(blob)}"`, 'ETag too')
+    await gateway.logsSettled()
+    const line = gateway.logs.find((one) => one.op === 'blob.get' && one.repository === `s${algorithm}/portier`)
+    t.equal(line?.upstream, 'storage:disk', 'served from storage, following the link to the sha256 data')
   })
 }
 

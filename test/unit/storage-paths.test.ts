@@ -71,6 +71,19 @@ t.test('a blob opens only when the repository links exactly that digest', async 
   await writeFile(link, `${digest}\n`)
   t.match(await openLinkedBlob(root, 'a/app', digest), { kind: 'fallback', reason: 'other_link' }, 'a link with anything more than the digest: the registry answers')
 
+  // As registry 2.8 stores a blob pushed under its sha512 (or sha384) digest: that link names the sha256 data.
+  for (const [algorithm, length] of [['sha512', 128], ['sha384', 96]] as const) {
+    const other = `${algorithm}:${'c'.repeat(length)}`
+    const otherLink = layerLinkPath(root, 'a/app', other) as string
+    await mkdir(join(otherLink, '..'), { recursive: true })
+    await writeFile(otherLink, digest)
+    const followed = await openLinkedBlob(root, 'a/app', other)
+    t.match(followed, { kind: 'open', size: 10, digest }, `${algorithm}: the link to the sha256 data is followed, and the answer names the sha256 digest`)
+    if (followed.kind === 'open') await followed.handle.close()
+    await writeFile(otherLink, `sha512:${'d'.repeat(128)}`)
+    t.match(await openLinkedBlob(root, 'a/app', other), { kind: 'fallback', reason: 'other_link' }, `${algorithm}: a link to anything but sha256 data: the registry answers`)
+  }
+
   await writeFile(link, digest)
   const opened = await openLinkedBlob(root, 'a/app', digest)
   t.equal(opened.kind, 'open')
