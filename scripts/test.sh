@@ -37,15 +37,26 @@ if [ "$fail" -gt 0 ]; then
     /^# Subtest: / { file = substr($0, 12) }
     /^ *not ok / {
       diag = 0
-      if (++shown > 20) { next }
+      # a subtest or file line ("# time=") repeats its assertions; only a file line also says how the process ended
+      assertion = ($0 !~ /# time=/)
+      top = ($0 ~ /^not ok /)
+      if (assertion && ++shown > 15) { next }
       print "  " file ": " $0
-      # an assertion has diagnostics worth reading; a subtest or file line ("# time=") repeats them
-      if ($0 !~ /# time=/) { diag = 1; lines = 0 }
+      if (assertion || top) { diag = 1; lines = 0; skipping = 0; base = -1 }
       next
     }
     diag && /^ *---$/ { next }
     diag && /^ *\.\.\.$/ { diag = 0; next }
-    diag { if (++lines <= 20) print "    " $0; else diag = 0 }
+    diag {
+      indent = match($0, /[^ ]/) - 1
+      if (base < 0) base = indent
+      if (indent == base) {
+        # where in the test file and its source: long, and not what failed; the comparison and the exit are
+        key = $0; sub(/^ */, "", key); sub(/:.*/, "", key)
+        skipping = (key == "stack" || key == "source" || key == "args" || key == "command" || key == "cwd" || key == "stdio" || key == "externalID")
+      }
+      if (!skipping && ++lines <= 24) print "    " $0
+    }
   ' "$out"
 fi
 if [ -n "$skip" ]; then echo "${pass} passed, ${fail} failed, ${skip} skipped"; else echo "${pass} passed, ${fail} failed"; fi

@@ -32,6 +32,8 @@ interface SharedMaintenance {
   by?: string
   /** Expected end, ms since the epoch. */
   until?: number
+  /** How long uploads and pushes begun before may go on, from when the switch is heard (ms); 0: no longer (a collection is about to run). */
+  drainMs?: number
 }
 
 /**
@@ -45,6 +47,8 @@ export function shareMaintenance(maintenance: Maintenance, values: SharedValues,
     const value: SharedMaintenance = { on: status.on, message: status.message }
     if (by !== undefined) value.by = by
     if (status.until !== undefined) value.until = Date.parse(status.until)
+    // Relative, not a time: the instances' clocks need not agree.
+    if (status.on && status.drainUntil !== undefined) value.drainMs = Math.max(0, Date.parse(status.drainUntil) - Date.now())
     // Never rejects: while the engine is down the switch holds here and is stored when it is back.
     // settleMs: values followed by polling (the store) reach the others within it once stored.
     lastSet = values.set(MAINTENANCE_VALUE, JSON.stringify(value)).catch(() => undefined)
@@ -63,8 +67,11 @@ export function shareMaintenance(maintenance: Maintenance, values: SharedValues,
     if (!value.on && !maintenance.isOn) return
     applying = true
     try {
-      if (value.on) maintenance.enter({ message: value.message, ...(value.by !== undefined ? { by: value.by } : {}), retryAfterMs: value.until !== undefined ? Math.max(1, value.until - Date.now()) : 0 })
-      else maintenance.leave(value.by)
+      if (value.on) {
+        maintenance.enter({ message: value.message, ...(value.by !== undefined ? { by: value.by } : {}), retryAfterMs: value.until !== undefined ? Math.max(1, value.until - Date.now()) : 0, ...(value.drainMs !== undefined ? { drainTimeoutMs: value.drainMs } : {}) })
+        // The collecting instance has waited for the writes in flight everywhere: what was begun before is refused here too.
+        if (value.drainMs === 0) maintenance.closeDrain()
+      } else maintenance.leave(value.by)
     } finally {
       applying = false
     }

@@ -1,68 +1,85 @@
-// Before the collector runs: upload sessions being written into the storage by anyone else (another instance, a worker, a client that reaches the registry directly) are waited for, as the run's own drain waits for this instance's.
+// Before the collector runs: writes into the storage that this instance does not see itself (another instance's uploads
+// begun before it heard of the switch, or a client's that reaches the registry directly) are waited for, read from the
+// storage: upload sessions, and pushes whose blobs are in but whose manifest has not come yet.
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { RegistryStorage } from './registry-storage.js'
 
-/**
- * A session whose `data` changed within this window counts as being written. A streaming PATCH (relayed:
- * the registry writes as it reads; into storage: Portier writes every 256 KiB) moves it all the time, and
- * a chunked upload's next PATCH follows its previous at once; one left by a client that went away does not.
- */
+/** A session written to within this window before maintenance began (or since) belongs to a push GC waits for; one idle for longer was left by its client. */
 export const ACTIVE_UPLOAD_MS = 5_000
 
-export interface ActiveUpload {
-  repository: string
-  /** The session's directory name under `_uploads`. */
-  id: string
-  /** When its data last changed (ms since the epoch). */
-  writtenAt: number
+/** After a repository's last new blob, its push's manifest is expected within this long (the instances' own drains wait as long). */
+export const PUSH_MANIFEST_WINDOW_MS = 60_000
+
+export interface PendingWrites {
+  /** Upload sessions (`<repository>/_uploads/<id>`) written to since the cut. */
+  uploads: string[]
+  /** Repositories with a blob linked since the cut, newer than their newest manifest or tag, within PUSH_MANIFEST_WINDOW_MS. */
+  pushes: string[]
 }
 
-/** The upload sessions in the storage whose data changed at or after `sinceMs`. */
-export async function activeUploads(storage: RegistryStorage, sinceMs: number): Promise<ActiveUpload[]> {
-  const active: ActiveUpload[] = []
+async function mtimeOf(path: string): Promise<number | undefined> {
+  return (await stat(path).catch(() => undefined))?.mtimeMs
+}
+
+/**
+ * What is being written into the storage: upload sessions whose data changed at or after `sinceMs`
+ * (or whose size or time changed since `previous`: a clock on shared storage that runs behind is not
+ * trusted alone), and pushes whose blobs came at or after `sinceMs` with no newer manifest or tag yet.
+ * The directories' own times tell when a new link was added (a new entry changes its directory).
+ */
+export async function pendingWrites(storage: RegistryStorage, sinceMs: number, now: number, previous: Map<string, string>, aborted: () => boolean = () => false): Promise<{ pending: PendingWrites; seen: Map<string, string> }> {
+  const pending: PendingWrites = { uploads: [], pushes: [] }
+  const seen = new Map<string, string>()
   for (const repository of await storage.repositories()) {
-    const dir = join(storage.repositoryDir(repository), '_uploads')
-    let ids: string[]
-    try {
-      ids = await readdir(dir)
-    } catch {
-      continue
+    if (aborted()) break
+    const dir = storage.repositoryDir(repository)
+    const uploadsDir = join(dir, '_uploads')
+    for (const id of await readdir(uploadsDir).catch(() => [] as string[])) {
+      const data = await stat(join(uploadsDir, id, 'data')).catch(() => undefined)
+      if (data === undefined) continue
+      const key = `${repository}/_uploads/${id}`
+      const state = `${data.size}:${data.mtimeMs}`
+      seen.set(key, state)
+      const before = previous.get(key)
+      if (data.mtimeMs >= sinceMs || (before !== undefined && before !== state)) pending.uploads.push(key)
     }
-    for (const id of ids) {
-      try {
-        const writtenAt = (await stat(join(dir, id, 'data'))).mtimeMs
-        if (writtenAt >= sinceMs) active.push({ repository, id, writtenAt })
-      } catch {
-        // Committed or cancelled meanwhile.
-      }
-    }
+    const blobAt = await mtimeOf(join(dir, '_layers', 'sha256'))
+    if (blobAt === undefined || blobAt < sinceMs || now - blobAt >= PUSH_MANIFEST_WINDOW_MS) continue
+    const manifestAt = Math.max(await mtimeOf(join(dir, '_manifests', 'revisions', 'sha256')) ?? 0, await mtimeOf(join(dir, '_manifests', 'tags')) ?? 0)
+    if (blobAt > manifestAt) pending.pushes.push(repository)
   }
-  return active
+  return { pending, seen }
 }
 
 export interface QuietWait {
-  /** Sessions still being written when it gave up (0: the storage went quiet). */
-  remaining: number
+  /** What was still being written when it gave up (none: the storage went quiet). */
+  remaining: PendingWrites
   /** How long it waited (ms). */
   waitedMs: number
 }
 
 /**
- * Resolves once no upload session in the storage has been written to within ACTIVE_UPLOAD_MS, or at
- * `deadline` (ms since the epoch) with what is still being written. Checks every `everyMs`; `onWaiting`
- * hears of each check that found sessions; `aborted` stops it early.
+ * Resolves once nothing written since `sinceMs` is still in flight in the storage (sessions gone:
+ * committed or cancelled; pushes' manifests in), or at `deadline` (ms since the epoch) with what is
+ * left. Looks at least twice, `everyMs` apart, so that sessions moving under a clock that runs behind
+ * are seen too. `onWaiting` hears of each look that found something; `aborted` stops it early.
  */
 export async function untilStorageQuiet(
   storage: RegistryStorage,
-  options: { deadline: number; everyMs?: number; now?: () => number; aborted?: () => boolean; onWaiting?: (active: ActiveUpload[]) => void },
+  options: { sinceMs: number; deadline: number; everyMs?: number; now?: () => number; aborted?: () => boolean; onWaiting?: (pending: PendingWrites) => void },
 ): Promise<QuietWait> {
   const now = options.now ?? Date.now
+  const aborted = options.aborted ?? (() => false)
+  const everyMs = options.everyMs ?? 1_000
   const started = now()
-  for (;;) {
-    const active = await activeUploads(storage, now() - ACTIVE_UPLOAD_MS)
-    if (active.length === 0 || now() >= options.deadline || options.aborted?.() === true) return { remaining: active.length, waitedMs: now() - started }
-    options.onWaiting?.(active)
-    await new Promise((resolve) => setTimeout(resolve, Math.min(options.everyMs ?? 1_000, Math.max(0, options.deadline - now()))))
+  let previous = new Map<string, string>()
+  for (let look = 1; ; look++) {
+    const { pending, seen } = await pendingWrites(storage, options.sinceMs, now(), previous, aborted)
+    previous = seen
+    const busy = pending.uploads.length + pending.pushes.length > 0
+    if ((!busy && look >= 2) || now() >= options.deadline || aborted()) return { remaining: pending, waitedMs: now() - started }
+    if (busy) options.onWaiting?.(pending)
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, Math.min(everyMs, options.deadline - now()))))
   }
 }

@@ -6,7 +6,7 @@ import type { Logger } from '../observe/log.js'
 import { diskUsage } from './disk-usage.js'
 import { runCollector, type CollectorResult } from './gc-collector.js'
 import { emptyTally, type CollectorEvent, type CollectorTally } from './gc-output.js'
-import { untilStorageQuiet } from './gc-quiet.js'
+import { ACTIVE_UPLOAD_MS, untilStorageQuiet } from './gc-quiet.js'
 import { protectIndexChildren, protectRecentUploads, releaseKept, releaseUploads, type KeptManifest, type KeptUploads } from './gc-protect.js'
 import { RegistryStorage } from './registry-storage.js'
 import type { GcTarget } from './gc-target.js'
@@ -20,6 +20,8 @@ export interface MaintenanceSwitch {
   inFlight(): { uploads: number; writes: number }
   /** Why it is on (the message): tells maintenance left on by a collection that never finished. */
   status?(): { on: boolean; message: string }
+  /** Ends the window for writes begun before, here and (announced) at the other instances. */
+  closeDrain?(): unknown
 }
 
 export type GcTrigger = 'api' | 'ui' | 'schedule' | 'retention'
@@ -104,6 +106,9 @@ const MAINTENANCE_MESSAGE = 'garbage collection: pushes and deletes are paused, 
 const PROGRESS_EVERY_MS = 250
 
 const STOPPED = 'stopped: the gateway is shutting down'
+
+/** After every instance has closed its window: requests admitted just before (a commit) finish within this. */
+const CUT_OFF_GRACE_MS = 1_000
 
 /** The promise's value, or a rejection as soon as `signal` aborts (a drain can wait minutes; shutdown cannot). */
 function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
@@ -243,20 +248,30 @@ export class GarbageCollector {
         tell('draining', `waiting for ${inFlight.uploads} upload(s) and ${inFlight.writes} write(s) in flight`, { inFlight })
         drain = await untilAborted(maintenance.drain(this.deps.drainTimeoutMs), signal)
         if (drain.remaining > 0) log.warn({ remaining: drain.remaining, timeout_ms: this.deps.drainTimeoutMs }, 'garbage collection: stopped waiting for writes in flight; their uploads are refused from now on')
-        // Uploads this instance does not see: another instance's (or worker's) begun before it heard of
-        // the switch, or a client's that reaches the registry directly. Their sessions are in the storage.
+        // Writes this instance does not see: uploads and pushes another instance (or worker) began before
+        // it heard of the switch, or a client's straight to the registry. They are in the storage.
         let waitedElsewhere = false
         const quiet = await untilStorageQuiet(storage, {
+          sinceMs: maintenanceFrom - ACTIVE_UPLOAD_MS,
           deadline: maintenanceFrom + this.deps.drainTimeoutMs,
           aborted: () => signal.aborted,
           now: this.now,
-          onWaiting: (active) => {
+          onWaiting: (pending) => {
             waitedElsewhere = true
-            tell('draining', `waiting for ${active.length} upload(s) being written into the storage elsewhere (another instance or a client of the registry)`, { inFlight: { uploads: active.length, writes: 0 } })
+            tell('draining', `waiting for ${pending.uploads.length} upload(s) and ${pending.pushes.length} push(es) being written into the storage elsewhere (another instance or a client of the registry)`, { inFlight: { uploads: pending.uploads.length, writes: pending.pushes.length } })
           },
         })
-        if (quiet.remaining > 0) log.warn({ remaining: quiet.remaining, timeout_ms: this.deps.drainTimeoutMs }, 'garbage collection: stopped waiting for uploads being written into the storage elsewhere')
-        else if (waitedElsewhere) log.info({ waited_ms: quiet.waitedMs }, 'garbage collection: uploads being written into the storage elsewhere have finished')
+        if (signal.aborted) throw new Error(STOPPED)
+        const left = quiet.remaining.uploads.length + quiet.remaining.pushes.length
+        if (left > 0) log.warn({ uploads: quiet.remaining.uploads.slice(0, 20), pushes: quiet.remaining.pushes.slice(0, 20), waited_ms: quiet.waitedMs, timeout_ms: this.deps.drainTimeoutMs }, 'garbage collection: stopped waiting for writes into the storage elsewhere (gc.drain_timeout); their commits are refused from now on')
+        else if (waitedElsewhere) log.info({ waited_ms: quiet.waitedMs }, 'garbage collection: writes into the storage elsewhere have finished')
+        // Every instance stops admitting what was begun before (until now, a push in flight could still
+        // commit blobs, which the collector would delete), then a moment for commits already admitted.
+        if (maintenance.closeDrain) {
+          maintenance.closeDrain()
+          if (this.deps.announced) await untilAborted(this.deps.announced(), signal)
+          await untilAborted(new Promise((resolve) => setTimeout(resolve, CUT_OFF_GRACE_MS)), signal)
+        }
       }
       if (request.deleteUntagged) {
         tell('protecting', 'keeping the manifests of tagged multi-arch indexes (temporary tags)')
@@ -274,8 +289,9 @@ export class GarbageCollector {
       if (signal.aborted) throw new Error(STOPPED)
       tell('measuring', 'measuring the storage')
       before = (await diskUsage(target.storageRoot)).bytes
-      if (!(await isDirectory(join(target.storageRoot, 'docker', 'registry', 'v2', 'blobs')))) {
+      if (await isDirectory(storage.v2) && !(await isDirectory(join(storage.v2, 'blobs')))) {
         // Nothing was ever pushed: registry 2.8's collector fails on a storage without blobs/ ("Path not found").
+        // (A storage root without docker/registry/v2 at all, a volume not mounted, still fails the run.)
         tell('collecting', 'the storage holds no blobs yet: nothing to collect')
         collected = { code: 0, signal: null, tally: emptyTally(), tail: [] }
       } else {

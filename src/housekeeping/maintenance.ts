@@ -131,6 +131,16 @@ export class Maintenance {
     return this.changed(change, options.by)
   }
 
+  /**
+   * Ends the window in which uploads and pushes begun before may go on (a collection is about to run):
+   * from now on nothing is admitted. Announced like a switch, so the other instances close theirs too.
+   */
+  closeDrain(): MaintenanceStatus {
+    if (!this.on) return this.status()
+    this.drainDeadline = Math.min(this.drainDeadline, this.now())
+    return this.changed('updated', this.by)
+  }
+
   /** Switches writes back on. */
   leave(by?: string): MaintenanceStatus {
     if (!this.on) return this.status()

@@ -111,7 +111,7 @@ t.test('one run at a time; close() at shutdown kills the collector and leaves ma
 })
 
 t.test('a storage nothing was pushed to yet: no collector (registry 2.8\'s fails there with "Path not found"), a successful run that freed nothing', async (t) => {
-  const dir = t.testdir({ storage: {} })
+  const dir = t.testdir({ storage: { docker: { registry: { v2: { repositories: {} } } } } })
   const binary = fakeCollector(dir, 'echo "failed to garbage collect: error enumerating blobs: filesystem: Path not found: /docker/registry/v2/blobs" >&2; exit 1')
   const maintenance = fakeMaintenance()
   const gc = new GarbageCollector({ target: () => ({ binary, configPath: join(dir, 'c.yml'), storageRoot: join(dir, 'storage') }), maintenance, drainTimeoutMs: 1000, log })
@@ -121,50 +121,83 @@ t.test('a storage nothing was pushed to yet: no collector (registry 2.8\'s fails
   t.equal(run.blobsDeleted, 0)
   t.ok(messages.includes('the storage holds no blobs yet: nothing to collect'))
   t.same(maintenance.calls, ['enter', 'drain', 'leave'])
+
+  // No docker/registry/v2 at all: the storage is not where the config says (a volume not mounted); the collector runs and the run fails.
+  const empty = t.testdir({ storage: {} })
+  const failing = fakeCollector(empty, 'echo "failed to garbage collect: error enumerating blobs: filesystem: Path not found: /docker/registry/v2/blobs" >&2; exit 1')
+  const wrong = new GarbageCollector({ target: () => ({ binary: failing, configPath: join(empty, 'c.yml'), storageRoot: join(empty, 'storage') }), maintenance: fakeMaintenance(), drainTimeoutMs: 1000, log })
+  const failed = await wrong.run({ dryRun: false, deleteUntagged: false, trigger: 'api' })
+  t.equal(failed.result, 'failure', 'a storage root without the registry\'s tree is not "nothing to collect"')
+  t.match(failed.error, /Path not found/)
 })
 
 t.test('uploads written into the storage elsewhere are waited for (up to the drain timeout) before the collector runs', async (t) => {
   const dir = t.testdir({ ...PUSHED_TO, 'collector-ran': '' })
   const ran = join(dir, 'collector-ran')
   const binary = fakeCollector(dir, `date +%s%3N > ${ran}; echo "0 blobs marked, 0 blobs and 0 manifests eligible for deletion"`)
-  const session = join(dir, 'storage', 'docker', 'registry', 'v2', 'repositories', 'a', 'b', '_uploads', 'u1')
+  const repository = join(dir, 'storage', 'docker', 'registry', 'v2', 'repositories', 'a', 'b')
+  const session = join(repository, '_uploads', 'u1')
   mkdirSync(session, { recursive: true })
   writeFileSync(join(session, 'data'), 'x')
-  // Another writer: appends every 100 ms for 1.5 s, then commits (the session goes away).
-  let writes = 0
+  // Another writer: appends every 100 ms for 1 s, pauses 6 s (longer than the 5 s an idle session is given), then commits.
+  let ticks = 0
   const writer = setInterval(() => {
-    if (++writes <= 15) appendFileSync(join(session, 'data'), 'x')
-    else {
+    ticks += 1
+    if (ticks <= 10) appendFileSync(join(session, 'data'), 'x')
+    else if (ticks === 70) {
       clearInterval(writer)
       rmSync(session, { recursive: true, force: true })
     }
   }, 100)
   t.teardown(() => clearInterval(writer))
-  const gc = new GarbageCollector({ target: () => ({ binary, configPath: join(dir, 'c.yml'), storageRoot: join(dir, 'storage') }), maintenance: fakeMaintenance(), drainTimeoutMs: 10_000, log })
+  const maintenance = fakeMaintenance()
+  const gc = new GarbageCollector({ target: () => ({ binary, configPath: join(dir, 'c.yml'), storageRoot: join(dir, 'storage') }), maintenance: { ...maintenance, closeDrain: () => maintenance.calls.push('closeDrain') }, drainTimeoutMs: 20_000, log })
   const messages: string[] = []
   const started = Date.now()
   const run = await gc.run({ dryRun: false, deleteUntagged: false, trigger: 'api' }, (progress) => messages.push(progress.message))
   t.equal(run.result, 'success')
-  t.ok(messages.some((message) => /waiting for 1 upload\(s\) being written into the storage elsewhere/.test(message)), 'said what it waits for')
+  t.ok(messages.some((message) => /waiting for 1 upload\(s\) and 0 push\(es\) being written into the storage elsewhere/.test(message)), 'said what it waits for')
   const collectorAt = Number(readFileSync(ran, 'utf8'))
-  t.ok(collectorAt - started >= 1400, `the collector ran once the session was gone (${collectorAt - started} ms after the start)`)
+  t.ok(collectorAt - started >= 6_900, `the collector ran once the session was gone, not when it went idle (${collectorAt - started} ms after the start)`)
+  t.same(maintenance.calls, ['enter', 'drain', 'closeDrain', 'leave'], 'the window for writes begun before is closed (everywhere) before the collector')
 
-  // A session nobody writes to any more (its client went away) is not waited for; one still written is, until the drain timeout.
-  const stale = join(dir, 'storage', 'docker', 'registry', 'v2', 'repositories', 'a', 'b', '_uploads', 'u2')
+  // A push whose blob came but whose manifest has not: waited for until the manifest (a new revision) is in.
+  const layers = join(repository, '_layers', 'sha256')
+  const revisions = join(repository, '_manifests', 'revisions', 'sha256')
+  mkdirSync(revisions, { recursive: true })
+  const past = (Date.now() - 120_000) / 1000
+  utimesSync(revisions, past, past)
+  const manifestLater = setTimeout(() => mkdirSync(join(revisions, 'c'.repeat(64)), { recursive: true }), 2_000)
+  t.teardown(() => clearTimeout(manifestLater))
+  mkdirSync(join(layers, 'b'.repeat(64)), { recursive: true })
+  const pushMessages: string[] = []
+  const pushStarted = Date.now()
+  await gc.run({ dryRun: false, deleteUntagged: false, trigger: 'api' }, (progress) => pushMessages.push(progress.message))
+  t.ok(pushMessages.some((message) => /0 upload\(s\) and 1 push\(es\)/.test(message)), 'said it waits for a push')
+  t.ok(Number(readFileSync(ran, 'utf8')) - pushStarted >= 1_900, 'the collector ran once the manifest was in')
+
+  // A session nobody has written to since well before the switch (its client went away) holds nothing up.
+  const stale = join(repository, '_uploads', 'u2')
   mkdirSync(stale, { recursive: true })
   writeFileSync(join(stale, 'data'), 'x')
   const old = (Date.now() - 60_000) / 1000
   utimesSync(join(stale, 'data'), old, old)
   const quick = Date.now()
   t.equal((await gc.run({ dryRun: false, deleteUntagged: false, trigger: 'api' })).result, 'success')
-  t.ok(Date.now() - quick < 1000, 'an abandoned session holds nothing up')
-  const short = new GarbageCollector({ target: () => ({ binary, configPath: join(dir, 'c.yml'), storageRoot: join(dir, 'storage') }), maintenance: fakeMaintenance(), drainTimeoutMs: 1_500, log })
-  appendFileSync(join(stale, 'data'), 'x')
-  const busy = setInterval(() => appendFileSync(join(stale, 'data'), 'x'), 100)
-  t.teardown(() => clearInterval(busy))
+  t.ok(Date.now() - quick < 3_000, `an abandoned session holds nothing up (${Date.now() - quick} ms: two looks a second apart, and the cut-off's moment)`)
+
+  // One whose time is old but which keeps growing (a shared file system whose clock runs behind) is seen moving between two looks.
+  const behind = setInterval(() => {
+    appendFileSync(join(stale, 'data'), 'x')
+    utimesSync(join(stale, 'data'), old, old)
+  }, 100)
+  t.teardown(() => clearInterval(behind))
+  const short = new GarbageCollector({ target: () => ({ binary, configPath: join(dir, 'c.yml'), storageRoot: join(dir, 'storage') }), maintenance: fakeMaintenance(), drainTimeoutMs: 2_500, log })
   const bounded = Date.now()
-  t.equal((await short.run({ dryRun: false, deleteUntagged: false, trigger: 'api' })).result, 'success', 'a session written for ever: the run goes on at the drain timeout')
-  clearInterval(busy)
+  const skewed: string[] = []
+  t.equal((await short.run({ dryRun: false, deleteUntagged: false, trigger: 'api' }, (progress) => skewed.push(progress.message))).result, 'success', 'a session written for ever: the run goes on at the drain timeout')
+  clearInterval(behind)
   const waited = Date.now() - bounded
-  t.ok(waited >= 1_400 && waited < 4_000, `waited until the drain timeout (1.5 s), not longer (${waited} ms)`)
+  t.ok(skewed.some((message) => /waiting for 1 upload/.test(message)), 'the growing session was waited for')
+  t.ok(waited >= 2_400 && waited < 5_000, `until the drain timeout (2.5 s), not longer (${waited} ms)`)
 })
