@@ -142,11 +142,12 @@ export class UploadServer {
     const digest = finishing ? uploadWriteShape(request, req).digest : undefined
     const lock = await this.store.lock(place)
     if (lock === undefined) throw new RegistryError('BLOB_UPLOAD_INVALID', { uuid: place.uuid }, {}, 'another request is writing to this upload')
+    let size: number
     try {
       const stored = await this.store.size(place)
       if (stored === undefined) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', { uuid: place.uuid })
       this.checkOffset(place, stored, held, context, upstream, sign)
-      let size = stored
+      size = stored
       if (!finishing || hasBody(req)) {
         const written = await this.append(upstream, place, stored, context, sign)
         if (written === 'client') return { status: 499 }
@@ -155,11 +156,13 @@ export class UploadServer {
         req.resume()
       }
       if (finishing) return await this.commit(place, digest as string, context)
-      this.progress(res, 202, place, size, context, upstream, sign)
-      return { status: 202 }
     } finally {
       await lock.release()
     }
+    // Answered once the lock is gone: a client sends its next chunk or its PUT as soon as it reads the
+    // 202, and that request must find the session free (it got 400 BLOB_UPLOAD_INVALID otherwise).
+    this.progress(res, 202, place, size, context, upstream, sign)
+    return { status: 202 }
   }
 
   /** Checks a write into a session before any byte is stored (Content-Range, the size limit), then writes it. Resolves the size the session holds after it. */
