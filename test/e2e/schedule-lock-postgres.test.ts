@@ -10,7 +10,10 @@ import { postgresBin, startPostgres } from '../helpers/postgres.js'
 import { GatewayClient, waitUntil } from '../helpers/gwclient.js'
 import { admin, nextRun, openUpload, outcomes, ranTurns, seedImage, type Instance } from '../helpers/schedule.js'
 
-const TICK_MS = 10_000
+// A collection holds maintenance for its drain (4 s here, for open uploads) plus its look at the storage,
+// the cut-off announced to every instance and the collector: several seconds. 15 s leaves a gap between two.
+const TICK_MS = 15_000
+const EVERY = `${TICK_MS / 1000}s`
 
 t.test('three instances, one registry, one PostgreSQL store, no Redis', { skip: postgresBin() ? false : 'PostgreSQL is not installed' }, async (t) => {
   const postgres = await startPostgres()
@@ -20,8 +23,8 @@ t.test('three instances, one registry, one PostgreSQL store, no Redis', { skip: 
   const config = {
     upstreams: [{ url: registry.url }],
     store: { url: postgres.urlWithoutPassword, password_file: postgres.passwordFile, flush_interval: '200ms', scan: false, connect_timeout: '2s' },
-    gc: { registry_config: registry.configFile, binary: REGISTRY_BIN, schedule: '10s', drain_timeout: '4s', usage_interval: '10s' },
-    retention: { schedule: '10s', rules: [{ repositories: 'nothing/**', keep_last: 1 }] },
+    gc: { registry_config: registry.configFile, binary: REGISTRY_BIN, schedule: EVERY, drain_timeout: '4s', usage_interval: EVERY },
+    retention: { schedule: EVERY, rules: [{ repositories: 'nothing/**', keep_last: 1 }] },
   }
   const instances: Instance[] = []
   for (const name of ['A', 'B', 'C']) {
@@ -43,7 +46,7 @@ t.test('three instances, one registry, one PostgreSQL store, no Redis', { skip: 
       t.equal((await other.client.send('POST', '/v2/during/maintenance/blobs/uploads/')).status, 405, `${other.name} refuses a push`)
     }
     t.equal((await admin(b, 'PUT', '/admin/api/maintenance', { on: false })).status, 200, 'switched off at B')
-    // A scheduled collection (every 10 s) may hold maintenance on for a moment of its own once it is off: waits allow for it.
+    // A scheduled collection (every tick) may hold maintenance on for a moment of its own once it is off: waits allow for it.
     for (const other of [a, c]) {
       t.ok(await waitUntil(async () => (await admin(other, 'GET', '/admin/api/maintenance')).json.on === false, 5000), `${other.name} follows the switch off`)
       t.ok(await waitUntil(async () => (await other.client.send('POST', '/v2/after/maintenance/blobs/uploads/')).status === 202, 12_000), `${other.name} accepts a push again`)
@@ -53,7 +56,7 @@ t.test('three instances, one registry, one PostgreSQL store, no Redis', { skip: 
   })
 
   t.test('each scheduled time ran once: the store holds one collection and one storage sample per time', async (t) => {
-    const enough = await waitUntil(() => ['gc', 'retention', 'usage'].every((job) => [...ranTurns(instances, job).keys()].filter((turn) => Date.parse(turn) > allUp).length >= 3), 45_000)
+    const enough = await waitUntil(() => ['gc', 'retention', 'usage'].every((job) => [...ranTurns(instances, job).keys()].filter((turn) => Date.parse(turn) > allUp).length >= 3), 4 * TICK_MS + 5_000)
     t.ok(enough, 'three times of each job ran within 45 s')
     for (const instance of instances) await instance.gateway.logsSettled()
     for (const job of ['gc', 'retention', 'usage']) {
