@@ -269,8 +269,11 @@ export class GarbageCollector {
         // commit blobs, which the collector would delete), then a moment for commits already admitted.
         if (maintenance.closeDrain) {
           maintenance.closeDrain()
-          if (this.deps.announced) await untilAborted(this.deps.announced(), signal)
-          await untilAborted(new Promise((resolve) => setTimeout(resolve, CUT_OFF_GRACE_MS)), signal)
+          // Alone (nothing shared), this instance's own drain has already waited for what it admitted.
+          if (this.deps.announced) {
+            await untilAborted(this.deps.announced(), signal)
+            await untilAborted(new Promise((resolve) => setTimeout(resolve, CUT_OFF_GRACE_MS)), signal)
+          }
         }
       }
       if (request.deleteUntagged) {
