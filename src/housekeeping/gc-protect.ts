@@ -1,7 +1,5 @@
 // Multi-arch protection for `--delete-untagged`: registry 2.8's collector deletes the (untagged) child manifests of a tagged index (distribution #3178), so they get a temporary tag for the run.
 import { blobSize, linkedBlobs, removeBlob, removeRevision, writeBlob, writeRevision, type RegistryStorage } from './registry-storage.js'
-import { readdir, stat } from 'node:fs/promises'
-import { join } from 'node:path'
 import { isRecord } from '../lib/is-record.js'
 
 /** Temporary tags start with this; a run removes leftovers of an interrupted one before it begins. */
@@ -77,21 +75,7 @@ export const PUSH_WINDOW_MS = 60 * 60_000
 
 /** Whether the repository has an upload session written to since `sinceMs` (`_uploads/<id>/data`). */
 async function uploadingSince(storage: RegistryStorage, repository: string, sinceMs: number): Promise<boolean> {
-  const dir = join(storage.repositoryDir(repository), '_uploads')
-  let ids: string[]
-  try {
-    ids = await readdir(dir)
-  } catch {
-    return false
-  }
-  for (const id of ids) {
-    try {
-      if ((await stat(join(dir, id, 'data'))).mtimeMs >= sinceMs) return true
-    } catch {
-      // Finished or cancelled meanwhile.
-    }
-  }
-  return false
+  return (await storage.uploadSessions(repository)).some((session) => session.mtimeMs >= sinceMs)
 }
 
 /**

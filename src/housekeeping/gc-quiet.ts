@@ -1,7 +1,7 @@
 // Before the collector runs: writes into the storage that this instance does not see itself (another instance's uploads
 // begun before it heard of the switch, or a client's that reaches the registry directly) are waited for, read from the
 // storage: upload sessions, and pushes whose blobs are in but whose manifest has not come yet.
-import { readdir, stat } from 'node:fs/promises'
+import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { RegistryStorage } from './registry-storage.js'
 
@@ -34,15 +34,12 @@ export async function pendingWrites(storage: RegistryStorage, sinceMs: number, n
   for (const repository of await storage.repositories()) {
     if (aborted()) break
     const dir = storage.repositoryDir(repository)
-    const uploadsDir = join(dir, '_uploads')
-    for (const id of await readdir(uploadsDir).catch(() => [] as string[])) {
-      const data = await stat(join(uploadsDir, id, 'data')).catch(() => undefined)
-      if (data === undefined) continue
-      const key = `${repository}/_uploads/${id}`
-      const state = `${data.size}:${data.mtimeMs}`
+    for (const session of await storage.uploadSessions(repository)) {
+      const key = `${repository}/_uploads/${session.id}`
+      const state = `${session.size}:${session.mtimeMs}`
       seen.set(key, state)
       const before = previous.get(key)
-      if (data.mtimeMs >= sinceMs || (before !== undefined && before !== state)) pending.uploads.push(key)
+      if (session.mtimeMs >= sinceMs || (before !== undefined && before !== state)) pending.uploads.push(key)
     }
     const blobAt = await mtimeOf(join(dir, '_layers', 'sha256'))
     if (blobAt === undefined || blobAt < sinceMs || now - blobAt >= PUSH_MANIFEST_WINDOW_MS) continue

@@ -1,7 +1,5 @@
 // Garbage collection without downtime: maintenance on → wait for writes in flight → the registry's own collector on its storage → maintenance off (always) → a report of what was freed.
 import { randomUUID } from 'node:crypto'
-import { stat } from 'node:fs/promises'
-import { join } from 'node:path'
 import type { Logger } from '../observe/log.js'
 import { diskUsage } from './disk-usage.js'
 import { runCollector, type CollectorResult } from './gc-collector.js'
@@ -127,10 +125,6 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     )
   })
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  return (await stat(path).catch(() => undefined))?.isDirectory() === true
 }
 
 function errorText(error: unknown): string {
@@ -292,7 +286,7 @@ export class GarbageCollector {
       if (signal.aborted) throw new Error(STOPPED)
       tell('measuring', 'measuring the storage')
       before = (await diskUsage(target.storageRoot)).bytes
-      if (await isDirectory(storage.v2) && !(await isDirectory(join(storage.v2, 'blobs')))) {
+      if (await storage.neverPushedTo()) {
         // Nothing was ever pushed: registry 2.8's collector fails on a storage without blobs/ ("Path not found").
         // (A storage root without docker/registry/v2 at all, a volume not mounted, still fails the run.)
         tell('collecting', 'the storage holds no blobs yet: nothing to collect')

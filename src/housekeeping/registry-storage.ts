@@ -73,6 +73,24 @@ export class RegistryStorage {
     return (await entries(dir)).filter((hex) => HEX.test(hex)).map((hex) => `sha256:${hex}`)
   }
 
+  /** The repository's upload sessions with their data's size and time (`_uploads/<id>/data`); one committed or cancelled meanwhile is left out. */
+  async uploadSessions(repository: string): Promise<Array<{ id: string; size: number; mtimeMs: number }>> {
+    const dir = join(this.repositoryDir(repository), '_uploads')
+    const sessions: Array<{ id: string; size: number; mtimeMs: number }> = []
+    // Sessions only say whether writes are in flight: a directory that cannot be read holds none GC can wait for.
+    for (const id of await readdir(dir).catch(() => [] as string[])) {
+      const data = await stat(join(dir, id, 'data')).catch(() => undefined)
+      if (data !== undefined) sessions.push({ id, size: data.size, mtimeMs: data.mtimeMs })
+    }
+    return sessions
+  }
+
+  /** Whether the registry's tree is there but nothing was ever pushed into it (no `blobs/`, where registry 2.8's collector fails). */
+  async neverPushedTo(): Promise<boolean> {
+    const isDirectory = async (path: string): Promise<boolean> => (await stat(path).catch(() => undefined))?.isDirectory() === true
+    return (await isDirectory(this.v2)) && !(await isDirectory(join(this.v2, 'blobs')))
+  }
+
   async hasRevision(repository: string, digest: string): Promise<boolean> {
     return (await this.revisions(repository)).includes(digest)
   }
