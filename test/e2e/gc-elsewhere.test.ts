@@ -10,10 +10,9 @@ import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { registryFixture, REGISTRY_BIN, type RegistryHandle } from '../helpers/registry.js'
-import { gatewayFixture } from '../helpers/gateway.js'
 import { redisFixture } from '../helpers/redis.js'
-import { GatewayClient, sha256, sleep, waitUntil } from '../helpers/gwclient.js'
-import { admin, type Instance } from '../helpers/schedule.js'
+import { sha256, sleep, waitUntil } from '../helpers/gwclient.js'
+import { admin, startInstances, type Instance } from '../helpers/schedule.js'
 import { blobDataPath } from '../../src/storage/paths.js'
 
 const PIECE = 64 * 1024
@@ -157,13 +156,7 @@ t.test('a collection at A waits for uploads written into the storage by B and by
     gc: { registry_config: registry.configFile, binary, drain_timeout: '30s' },
     shared: { redis: { url: redis.url, key_prefix: 'gc-elsewhere:' } },
   }
-  const instances: Instance[] = []
-  for (const name of ['A', 'B']) {
-    const gateway = await gatewayFixture(t, { config })
-    const client = new GatewayClient(gateway)
-    t.teardown(() => client.close())
-    instances.push({ name, gateway, client })
-  }
+  const instances = await startInstances(t, ['A', 'B'], config)
   const [a, b] = instances as [Instance, Instance]
 
   t.test('an upload into storage through instance B', async (t) => {

@@ -5,10 +5,9 @@
 import t from 'tap'
 import pg from 'pg'
 import { registryFixture, REGISTRY_BIN } from '../helpers/registry.js'
-import { gatewayFixture } from '../helpers/gateway.js'
 import { postgresBin, startPostgres } from '../helpers/postgres.js'
-import { GatewayClient, waitUntil } from '../helpers/gwclient.js'
-import { admin, nextRun, openUpload, outcomes, ranTurns, seedImage, type Instance } from '../helpers/schedule.js'
+import { waitUntil } from '../helpers/gwclient.js'
+import { admin, nextRun, openUpload, outcomes, ranTurns, seedImage, startInstances, type Instance } from '../helpers/schedule.js'
 
 // A collection holds maintenance for its drain (4 s here, for open uploads) plus its look at the storage,
 // the cut-off announced to every instance and the collector: several seconds. 15 s leaves a gap between two.
@@ -26,13 +25,7 @@ t.test('three instances, one registry, one PostgreSQL store, no Redis', { skip: 
     gc: { registry_config: registry.configFile, binary: REGISTRY_BIN, schedule: EVERY, drain_timeout: '4s', usage_interval: EVERY },
     retention: { schedule: EVERY, rules: [{ repositories: 'nothing/**', keep_last: 1 }] },
   }
-  const instances: Instance[] = []
-  for (const name of ['A', 'B', 'C']) {
-    const gateway = await gatewayFixture(t, { config })
-    const client = new GatewayClient(gateway)
-    t.teardown(() => client.close())
-    instances.push({ name, gateway, client })
-  }
+  const instances = await startInstances(t, ['A', 'B', 'C'], config)
   const allUp = Date.now()
   const db = new pg.Client({ connectionString: postgres.url })
   await db.connect()

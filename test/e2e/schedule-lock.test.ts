@@ -3,10 +3,9 @@
 // the lock's TTL has passed, which also takes over the maintenance it left on; with Redis down nothing runs.
 import t from 'tap'
 import { registryFixture, REGISTRY_BIN } from '../helpers/registry.js'
-import { gatewayFixture } from '../helpers/gateway.js'
 import { redisFixture } from '../helpers/redis.js'
-import { GatewayClient, waitUntil } from '../helpers/gwclient.js'
-import { admin, nextRun, openUpload, outcomes, ranTurns, seedImage, type Instance } from '../helpers/schedule.js'
+import { waitUntil } from '../helpers/gwclient.js'
+import { admin, nextRun, openUpload, outcomes, ranTurns, seedImage, startInstances, type Instance } from '../helpers/schedule.js'
 
 // A collection holds maintenance for its drain (4 s here, for open uploads) plus its look at the storage,
 // the cut-off announced to every instance and the collector: several seconds. 15 s leaves a gap between two.
@@ -25,13 +24,7 @@ t.test('three instances, one registry, one Redis: each scheduled GC and retentio
     retention: { schedule: EVERY, rules: [{ repositories: 'nothing/**', keep_last: 1 }] },
     shared: { redis: { url: redis.url, key_prefix: 'sched:', lock_ttl: `${LOCK_TTL_MS}ms` } },
   }
-  const instances: Instance[] = []
-  for (const name of ['A', 'B', 'C']) {
-    const gateway = await gatewayFixture(t, { config })
-    const client = new GatewayClient(gateway)
-    t.teardown(() => client.close())
-    instances.push({ name, gateway, client })
-  }
+  const instances = await startInstances(t, ['A', 'B', 'C'], config)
   const allUp = Date.now()
   const live = (): Instance[] => instances.filter((instance) => !instance.killed)
   const after = (turns: Map<string, string[]>, from: number): Array<[string, string[]]> => [...turns].filter(([turn]) => Date.parse(turn) > from)

@@ -5,9 +5,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { registryFixture } from '../helpers/registry.js'
-import { gatewayFixture, type GatewayHandle } from '../helpers/gateway.js'
 import { redisFixture } from '../helpers/redis.js'
-import { GatewayClient, sha256, waitUntil, type Reply } from '../helpers/gwclient.js'
+import { sha256, waitUntil, type Reply } from '../helpers/gwclient.js'
+import { startInstances, type Instance } from '../helpers/schedule.js'
 import { hashPassword } from '../../src/auth/hashes.js'
 
 const PASSWORDS = { root: 'root-password-1', alice: 'alice-password-1', carol: 'carol-password-1' }
@@ -16,12 +16,6 @@ const basic = (user: string, password?: string): string =>
 const ROOT = basic('root')
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
 const SESSION_SECRET = 'shared-session-secret-for-three-instances-0123456789'
-
-interface Instance {
-  name: string
-  gateway: GatewayHandle
-  client: GatewayClient
-}
 
 /** Values of a metric's lines from one scrape of an instance's admin listener. */
 async function metric(instance: Instance, line: string): Promise<number> {
@@ -92,13 +86,7 @@ t.test('three instances, one registry, one Redis', async (t) => {
     cache: { tags: { ttl: '10m' } },
     shared: { redis: { url: redis.url, key_prefix: 'e2e:' } },
   }
-  const instances: Instance[] = []
-  for (const name of ['A', 'B', 'C']) {
-    const gateway = await gatewayFixture(t, { config })
-    const client = new GatewayClient(gateway)
-    t.teardown(() => client.close())
-    instances.push({ name, gateway, client })
-  }
+  const instances = await startInstances(t, ['A', 'B', 'C'], config)
   const [a, b, c] = instances as [Instance, Instance, Instance]
   for (const instance of instances) {
     t.equal(await metric(instance, 'portier_shared_up{engine="redis"}'), 1, `${instance.name}: portier_shared_up 1`)

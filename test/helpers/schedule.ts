@@ -1,7 +1,8 @@
-// Helpers of the schedule-lock e2e tests: gateway instances, the scheduled times each ran (from their logs), their outcome counters, an image seeded straight into the registry.
+// Helpers of the e2e tests that run several gateway instances (schedule-lock, shared-redis, gc-elsewhere): starting them, the scheduled times each ran (from their logs), their outcome counters, an image seeded straight into the registry.
 import { createHash } from 'node:crypto'
-import type { GatewayHandle, LogLine } from './gateway.js'
-import { waitUntil, type GatewayClient } from './gwclient.js'
+import type { Test } from 'tap'
+import { gatewayFixture, type GatewayHandle, type LogLine } from './gateway.js'
+import { GatewayClient, waitUntil } from './gwclient.js'
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
 
@@ -10,6 +11,18 @@ export interface Instance {
   gateway: GatewayHandle
   client: GatewayClient
   killed?: boolean
+}
+
+/** Gateways on one config, started one after another and named in order, each with a client closed at teardown. */
+export async function startInstances(t: Test, names: readonly string[], config: Record<string, unknown>): Promise<Instance[]> {
+  const instances: Instance[] = []
+  for (const name of names) {
+    const gateway = await gatewayFixture(t, { config })
+    const client = new GatewayClient(gateway)
+    t.teardown(() => client.close())
+    instances.push({ name, gateway, client })
+  }
+  return instances
 }
 
 /** The scheduled times each instance ran a job at: turn (ISO time) → names of the instances whose log says they ran it. */
