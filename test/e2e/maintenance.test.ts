@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Agent, request } from 'undici'
 import { registryFixture, type RegistryHandle } from '../helpers/registry.js'
-import { CLI, gatewayFixture, type GatewayHandle } from '../helpers/gateway.js'
+import { CLI, gatewayFixture, withoutPortierVariables, type GatewayHandle } from '../helpers/gateway.js'
 import { makeOciLayout, readOciLayout } from '../helpers/oci.js'
 import { buildLayout } from '../helpers/oci-build.js'
 import { skopeoCopy } from '../helpers/skopeo.js'
@@ -271,7 +271,7 @@ t.test('portier maintenance on|status|off through the admin API', async (t) => {
   // The admin paths on the main (HTTPS) listener too, to reach them with the self-signed certificate.
   const { gateway, admin } = await setup(t, { admin: { listen: '127.0.0.1:0', on_main_listener: true } })
   // The harness's own PORTIER_* variables are no gateway configuration (the CLI reads the configuration for its defaults).
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PORTIER_')))
+  const clean = withoutPortierVariables(process.env)
   const env = { ...clean, PORTIER_ADMIN_PASSWORD: PASSWORDS.root }
   const cli = (args: string[], options: { env?: NodeJS.ProcessEnv; input?: string; adminUrl?: string; cwd?: string } = {}) =>
     run(process.execPath, [CLI, 'maintenance', ...args, '--admin-url', options.adminUrl ?? gateway.adminUrl ?? ''], {

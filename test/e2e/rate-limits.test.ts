@@ -16,7 +16,7 @@ import { makeOciLayout } from '../helpers/oci.js'
 import { skopeoCopy } from '../helpers/skopeo.js'
 import { buildLayout } from '../helpers/oci-build.js'
 import { run } from '../helpers/exec.js'
-import { CLI, ROOT } from '../helpers/gateway.js'
+import { CLI, ROOT, withoutPortierVariables } from '../helpers/gateway.js'
 import { hashPassword } from '../../src/auth/hashes.js'
 
 const PASSWORDS = { alice: 'alice-password-1', bob: 'bob-password-1', carol: 'carol-password-1' }
@@ -168,7 +168,7 @@ t.test('check-config names the file, the key and what was expected', async (t) =
   t.teardown(() => rm(work, { recursive: true, force: true }))
   const bad = join(work, 'bad.yaml')
   await writeFile(bad, 'limits:\n  rate:\n    - { match: { ip: 10.0.0.0/33, group: ops }, requests: 0, per: 0s }\n')
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PORTIER_')))
+  const env = withoutPortierVariables(process.env)
   const result = await run(process.execPath, [CLI, 'check-config', '--config', bad], { cwd: work, env, timeoutMs: 20_000 })
   t.equal(result.code, 2)
   for (const [key, expected] of [

@@ -1,6 +1,6 @@
 // The audit trail as `portier audit --json` prints it, read the way the e2e tests need it: the rows are written in batches, so wait until the expected ones are in.
 import { join } from 'node:path'
-import { CLI, type GatewayHandle } from './gateway.js'
+import { CLI, withoutPortierVariables, type GatewayHandle } from './gateway.js'
 import { run } from './exec.js'
 
 export type AuditEntry = Record<string, unknown>
@@ -10,8 +10,7 @@ export type AuditEntry = Record<string, unknown>
  * 50 times) until `complete` says the rows expected are there; the last read when they never are.
  */
 export async function auditOf(gateway: GatewayHandle, action: string, complete: (entries: AuditEntry[]) => boolean = (entries) => entries.length > 0): Promise<AuditEntry[]> {
-  // PORTIER_* variables are configuration to the CLI; the test harness's own (PORTIER_KEEP_TMP, …) are not.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PORTIER_')))
+  const env = withoutPortierVariables(process.env)
   let entries: AuditEntry[] = []
   for (let i = 0; i < 50; i++) {
     const result = await run(process.execPath, [CLI, 'audit', '--json', '--action', action, '--config', join(gateway.cwd, 'portier.yaml')], { cwd: gateway.cwd, env, timeoutMs: 30_000 })

@@ -60,7 +60,8 @@ export interface GatewayHandle {
   stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
 
-function withoutPortierVariables(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+/** The environment without PORTIER_* variables: those are configuration to Portier, and the harness's own (PORTIER_KEEP_TMP, …) are not. */
+export function withoutPortierVariables(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(env).filter(([name]) => !name.startsWith('PORTIER_')))
 }
 
