@@ -4,6 +4,7 @@ import { createReadStream } from 'node:fs'
 import { mkdir, open, rename, rm, stat, utimes, writeFile, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { Readable } from 'node:stream'
+import { streamedBytes } from '../lib/young-gc.js'
 import { isValidRepository } from '../registry/names.js'
 import { blobDataPath, layerLinkPath, parseBlobDigest } from './paths.js'
 
@@ -233,17 +234,26 @@ export class StorageUploads {
 
 /**
  * Streams the body into the file from `position`, in flowing mode (so timeouts.min_rate sees a body
- * being read) with backpressure: one write of the gathered chunks in flight while the next batch is
- * read; with a full batch waiting as well, the body pauses until the write is done. `each` sees every
- * chunk and the total so far before it is written, and throws to stop. Resolves the bytes written;
- * rejects with WriteStopped('client') when the body fails or ends short (its connection went away).
+ * being read) with backpressure: one write in flight while the next batch is read; with a full batch
+ * waiting as well, the body pauses until the write is done. `each` sees every chunk and the total so far
+ * before it is written, and throws to stop. Resolves the bytes written; rejects with
+ * WriteStopped('client') when the body fails or ends short (its connection went away).
+ *
+ * The chunks are copied into two batch buffers that take turns (one filling, one being written), so a
+ * chunk read from the socket is garbage as soon as it is copied: held in a batch until its write is done,
+ * the 16 KiB chunks lived long enough to reach V8's old generation, and their memory stayed until a full
+ * collection (60 MiB of malloc heap with 16 uploads; BENCHMARKS.md, "Peak RSS").
  */
 function pour(body: Readable, handle: FileHandle, position: number, each: (chunk: Buffer, total: number) => void): Promise<number> {
   // A client that left while the session was being looked up: its request emitted 'close' already and never will again.
   if (body.destroyed || body.readableAborted) return Promise.reject(new WriteStopped('client'))
+  const size = batchSize(body)
   return new Promise<number>((resolve, reject) => {
-    let batch: Buffer[] = []
-    let batchBytes = 0
+    // The batch being filled, the one free for the next (after its write), and chunks read while both were busy.
+    let filling: Buffer | undefined
+    let spare: Buffer | undefined
+    let filled = 0
+    let held: Buffer[] = []
     let total = 0
     let at = position
     let writing = false
@@ -268,23 +278,52 @@ function pour(body: Readable, handle: FileHandle, position: number, each: (chunk
       if (writing) pendingError ??= error
       else finish(error)
     }
+    /** Copies `chunk` into the batches, writing each one that fills; false when both batches are busy and the rest is held. */
+    const take = (chunk: Buffer): boolean => {
+      let rest = chunk
+      while (rest.length > 0) {
+        if (filled === size) {
+          if (writing) {
+            held.push(rest)
+            return false
+          }
+          write()
+        }
+        if (filling === undefined) {
+          filling = spare ?? Buffer.allocUnsafeSlow(size)
+          spare = undefined
+        }
+        const copied = rest.copy(filling, filled)
+        filled += copied
+        rest = rest.subarray(copied)
+      }
+      if (filled === size && !writing) write()
+      return true
+    }
     const write = (): void => {
-      if (writing || batchBytes === 0) {
+      if (writing || filled === 0 || filling === undefined) {
         if (!writing && ended) finish(pendingError)
         return
       }
       writing = true
-      const buffers = batch
+      const batch = filling
+      const length = filled
       const from = at
-      at += batchBytes
-      batch = []
-      batchBytes = 0
-      writeAll(handle, buffers, from).then(
+      at += length
+      filling = undefined
+      filled = 0
+      writeAll(handle, batch, length, from).then(
         () => {
           writing = false
+          spare = batch
           if (pendingError !== undefined) return finish(pendingError)
-          if (!ended) body.resume()
-          if (ended || batchBytes >= WRITE_BATCH_BYTES) write()
+          const waiting = held
+          held = []
+          let room = true
+          for (const chunk of waiting) room = take(chunk) && room
+          if (ended) return write()
+          if (room && held.length === 0) body.resume()
+          if (filled === size) write()
         },
         (error: unknown) => {
           writing = false
@@ -297,17 +336,14 @@ function pour(body: Readable, handle: FileHandle, position: number, each: (chunk
     const onData = (chunk: Buffer): void => {
       if (ended) return
       total += chunk.length
+      streamedBytes(chunk.length)
       try {
         each(chunk, total)
       } catch (error) {
         fail(error)
         return
       }
-      batch.push(chunk)
-      batchBytes += chunk.length
-      if (batchBytes < WRITE_BATCH_BYTES) return
-      if (writing) body.pause()
-      else write()
+      if (!take(chunk)) body.pause()
     }
     const onEnd = (): void => {
       // A request body cut short by its connection can also just end: an IncomingMessage says it was not complete.
@@ -327,6 +363,12 @@ function pour(body: Readable, handle: FileHandle, position: number, each: (chunk
   })
 }
 
+/** WRITE_BATCH_BYTES, or the whole body when its Content-Length says it is smaller. */
+function batchSize(body: Readable): number {
+  const declared = Number((body as { headers?: Record<string, string | string[] | undefined> }).headers?.['content-length'])
+  return Number.isSafeInteger(declared) && declared > 0 && declared < WRITE_BATCH_BYTES ? declared : WRITE_BATCH_BYTES
+}
+
 /** A small file written and synced, as the registry's driver writes a link. */
 async function writeSynced(path: string, text: string): Promise<void> {
   const handle = await open(path, 'w')
@@ -338,32 +380,12 @@ async function writeSynced(path: string, text: string): Promise<void> {
   }
 }
 
-async function writeAll(handle: FileHandle, buffers: Buffer[], position: number): Promise<void> {
-  let rest = buffers
-  let at = position
-  for (;;) {
-    const total = rest.reduce((sum, buffer) => sum + buffer.length, 0)
-    if (total === 0) return
-    const { bytesWritten } = await handle.writev(rest, at)
-    if (bytesWritten === total) return
-    at += bytesWritten
-    rest = skip(rest, bytesWritten)
+async function writeAll(handle: FileHandle, buffer: Buffer, length: number, position: number): Promise<void> {
+  let done = 0
+  while (done < length) {
+    const { bytesWritten } = await handle.write(buffer, done, length - done, position + done)
+    done += bytesWritten
   }
-}
-
-/** The buffers after their first `count` bytes. */
-function skip(buffers: Buffer[], count: number): Buffer[] {
-  let left = count
-  const out: Buffer[] = []
-  for (const buffer of buffers) {
-    if (left >= buffer.length) {
-      left -= buffer.length
-      continue
-    }
-    out.push(left > 0 ? buffer.subarray(left) : buffer)
-    left = 0
-  }
-  return out
 }
 
 async function isFile(path: string): Promise<boolean> {

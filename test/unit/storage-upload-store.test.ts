@@ -1,6 +1,6 @@
 // Upload sessions held in a registry's storage: laid out as distribution 2.8 lays out its own, appended at the stored size, cut back when a body does not arrive whole, committed by digest into blobs/ and a layer link.
 import t from 'tap'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -51,6 +51,35 @@ t.test('a session: created as the registry lays one out, appended in chunks, com
   t.equal(readFileSync(layerLinkPath(storage, 'team/app', digest) as string, 'utf8'), digest, 'the link names the digest')
   t.notOk(existsSync(place.dir), 'the session is gone')
   t.same(readdirSync(join(storage, 'docker/registry/v2/repositories/team/app/_uploads')), [])
+})
+
+t.test('a body in chunks of every size is written whole and in order, through two batch buffers that take turns', async (t) => {
+  const storage = root()
+  const uploads = new StorageUploads()
+  const place = await uploads.create(storage, 'a/b')
+  // Across batch boundaries, larger than a batch, and tiny ones: random bytes, so a chunk written twice or out of order shows.
+  const chunks = [1, 16_384, 262_143, 262_145, 700_000, 3, 65_536, 524_288, 100, 262_144].map((size) => randomBytes(size))
+  const original = Buffer.allocUnsafeSlow
+  let batches = 0
+  Buffer.allocUnsafeSlow = (size: number): Buffer => {
+    if (size === 256 * 1024) batches++
+    return original(size)
+  }
+  t.teardown(() => {
+    Buffer.allocUnsafeSlow = original
+  })
+  const whole = Buffer.concat(chunks)
+  t.equal(await uploads.append(place, 0, Readable.from(chunks), nothing), whole.length)
+  Buffer.allocUnsafeSlow = original
+  t.ok(readFileSync(join(place.dir, 'data')).equals(whole), 'the data file holds the body byte for byte')
+  t.equal(batches, 2, 'two 256 KiB batches for a 2.1 MB body, reused: chunks are copied, not held')
+
+  // A body that declares a small Content-Length gets batches of that size, and is still written whole when it sends more.
+  const more = randomBytes(5000)
+  const body = Object.assign(Readable.from([more.subarray(0, 1), more.subarray(1, 2500), more.subarray(2500)]), { headers: { 'content-length': '1000' } })
+  t.equal(await uploads.append(place, whole.length, body, nothing), more.length)
+  t.ok(readFileSync(join(place.dir, 'data')).equals(Buffer.concat([whole, more])), 'appended at the offset, whole')
+  t.same(await uploads.commit(place, digestOf(Buffer.concat([whole, more]))), { kind: 'committed', size: whole.length + more.length })
 })
 
 t.test('another instance (no running hash) reads the bytes again at commit; sha512 too', async (t) => {
