@@ -5,6 +5,7 @@
 // TLS writes saves more (see onData).
 import type { ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
+import { streamedBytes } from '../lib/young-gc.js'
 
 /** Bytes the gateway lets queue towards one client before it stops reading from the upstream (at least the socket's highWaterMark). */
 const WINDOW = 256 * 1024
@@ -46,6 +47,7 @@ export function relayBody(body: Readable, res: ServerResponse, onBytes: (count: 
     }
     const onData = (chunk: Buffer): void => {
       onBytes(chunk.length)
+      streamedBytes(chunk.length)
       if (!corked) {
         corked = true
         res.cork()

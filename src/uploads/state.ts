@@ -1,6 +1,7 @@
 // Upload sessions as the gateway sees them: the stored offset from distribution's `_state`, and a request body that can stop cleanly.
 import type { IncomingMessage } from 'node:http'
 import { Readable } from 'node:stream'
+import { streamedBytes } from '../lib/young-gc.js'
 import { LimitExceeded, type SizeLimit } from '../pipeline/limits.js'
 
 const HMAC_BYTES = 32
@@ -70,6 +71,7 @@ export class UploadBody extends Readable {
       return
     }
     this.passed += chunk.length
+    streamedBytes(chunk.length)
     if (!this.push(chunk)) this.req.pause()
   }
 
