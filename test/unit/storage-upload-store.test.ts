@@ -59,18 +59,20 @@ t.test('a body in chunks of every size is written whole and in order, through tw
   const place = await uploads.create(storage, 'a/b')
   // Across batch boundaries, larger than a batch, and tiny ones: random bytes, so a chunk written twice or out of order shows.
   const chunks = [1, 16_384, 262_143, 262_145, 700_000, 3, 65_536, 524_288, 100, 262_144].map((size) => randomBytes(size))
-  const original = Buffer.allocUnsafeSlow
+  const unchanged = Object.getOwnPropertyDescriptor(Buffer, 'allocUnsafeSlow') as PropertyDescriptor
+  const restore = (): void => {
+    Object.defineProperty(Buffer, 'allocUnsafeSlow', unchanged)
+  }
+  const original = Buffer.allocUnsafeSlow.bind(Buffer)
   let batches = 0
-  Buffer.allocUnsafeSlow = (size: number): Buffer => {
+  Buffer.allocUnsafeSlow = (size: number): Buffer<ArrayBuffer> => {
     if (size === 256 * 1024) batches++
     return original(size)
   }
-  t.teardown(() => {
-    Buffer.allocUnsafeSlow = original
-  })
+  t.teardown(restore)
   const whole = Buffer.concat(chunks)
   t.equal(await uploads.append(place, 0, Readable.from(chunks), nothing), whole.length)
-  Buffer.allocUnsafeSlow = original
+  restore()
   t.ok(readFileSync(join(place.dir, 'data')).equals(whole), 'the data file holds the body byte for byte')
   t.equal(batches, 2, 'two 256 KiB batches for a 2.1 MB body, reused: chunks are copied, not held')
 
