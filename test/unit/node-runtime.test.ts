@@ -55,7 +55,7 @@ t.test('the tests run on the supported Node.js (the gateway is spawned with this
 
 t.test('npm scripts that start node go through scripts/with-node.sh or a script that sources node-runtime.sh', async (t) => {
   // With the V8 flags the image runs Portier with (deploy-files.test.ts checks which).
-  t.match(pkg.scripts.start, /^bash scripts\/with-node\.sh node (--[a-z-]+=\d+ )*dist\/cli\.js serve$/)
+  t.match(pkg.scripts.start, /^bash scripts\/with-node\.sh node (--[a-z-]+(=\d+)? )*dist\/cli\.js serve$/)
   t.match(pkg.scripts['test:only'], /^bash scripts\/with-node\.sh tap$/)
   for (const name of ['test.sh', 'quickstart.sh', 'node-deps.sh']) {
     t.match(readFileSync(join(ROOT, 'scripts', name), 'utf8'), /^source scripts\/node-runtime\.sh/m, `scripts/${name}`)
