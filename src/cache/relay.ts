@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs'
 import { rootCertificates } from 'node:tls'
 import { pipeline } from 'node:stream/promises'
 import { Pool } from 'undici'
+import { streamedBytes } from '../lib/young-gc.js'
 
 export interface RelayEvents {
   /** Body bytes that came from the remote. */
@@ -129,7 +130,10 @@ export class RemoteRelay {
       this.events.failed('5xx')
     }
     res.writeHead(answer.statusCode, endToEnd(answer.headers))
-    answer.body.on('data', (chunk: Buffer) => this.events.bytes(chunk.length))
+    answer.body.on('data', (chunk: Buffer) => {
+      this.events.bytes(chunk.length)
+      streamedBytes(chunk.length)
+    })
     try {
       await pipeline(answer.body, res)
     } catch {

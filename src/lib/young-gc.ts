@@ -1,6 +1,6 @@
-// A young-generation collection after every few MiB of blob bytes streamed (request bodies read, upstream
-// response bodies relayed), so buffers already written on do not pile up in the malloc heap between V8's
-// own collections.
+// A young-generation collection after every few MiB of blob bytes streamed (request bodies read; upstream
+// and pull-through remote response bodies relayed), so buffers already written on do not pile up in the
+// malloc heap between V8's own collections.
 //
 // Each chunk read from a socket is a Buffer: a small object in V8's young generation holding a backing store
 // from malloc (16 KiB from a TLS socket, up to 64 KiB from undici's reads). The store is freed only when V8 collects the object, and V8 collects the young
