@@ -23,6 +23,8 @@ export interface BenchOptions {
   bcryptCost: number
   /** Run the slowest case once more with Portier under --cpu-prof and summarize the profile. */
   profile: boolean
+  /** Extra node flags for every Portier target (BENCH_NODE_ARGS), e.g. --trace-gc. */
+  nodeArgs: string[]
   keep: boolean
   out: string
 }
@@ -67,6 +69,7 @@ export function readOptions(): BenchOptions {
     largeConcurrency: number('BENCH_LARGE_CONCURRENT', 2),
     bcryptCost: number('BENCH_BCRYPT_COST', 10),
     profile: flag('BENCH_PROFILE', true),
+    nodeArgs: (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
     keep: flag('BENCH_KEEP', false),
     out: process.env.BENCH_OUT ?? 'bench/results/latest.md',
   }
@@ -87,5 +90,6 @@ Environment (defaults in brackets):
   BENCH_LARGE_MIB [1024]      then BENCH_LARGE_CONCURRENT [2] uploads of this size and of BENCH_CONCURRENT_MIB (0: skip)
   BENCH_BCRYPT_COST [10]      bcrypt cost of the htpasswd file nginx and Portier share
   BENCH_PROFILE [1]           profile the slowest case with node --cpu-prof afterwards
+  BENCH_NODE_ARGS []          extra node flags for the Portier targets, space-separated (e.g. --trace-gc)
   BENCH_KEEP [0]              keep the temp dir (configs, logs, profiles)
   BENCH_OUT [bench/results/latest.md]  where the markdown report goes`
