@@ -11,8 +11,12 @@ import { blobDataPath, layerLinkPath, parseBlobDigest } from './paths.js'
 /** The file that says Portier holds a session (the registry's own sessions have none and stay the registry's). */
 export const SESSION_MARKER = 'portier'
 
-/** Bytes gathered from the client's body before one positioned write (16 KiB TLS records in, one syscall out). */
-const WRITE_BATCH_BYTES = 256 * 1024
+/**
+ * Bytes gathered from the client's body before one positioned write (16 KiB TLS records in, one syscall out).
+ * Each upload in flight holds two (pour), so this is also the memory an upload costs: 128 KiB batches gave a
+ * 16-upload peak 6-7 MiB lower than 256 KiB, with chunked uploads no slower (BENCHMARKS.md, "Peak RSS").
+ */
+export const WRITE_BATCH_BYTES = 128 * 1024
 
 /** The file a write or commit holds on a session (see StorageUploads.lock). */
 const LOCK_FILE = 'lock'

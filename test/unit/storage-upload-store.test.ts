@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { blobDataPath, layerLinkPath } from '../../src/storage/paths.js'
-import { SESSION_MARKER, StorageUploads, uploadPlace, WriteStopped } from '../../src/storage/upload-store.js'
+import { SESSION_MARKER, StorageUploads, uploadPlace, WRITE_BATCH_BYTES, WriteStopped } from '../../src/storage/upload-store.js'
 
 function root(): string {
   const dir = mkdtempSync(join(tmpdir(), 'portier-upload-store-'))
@@ -58,7 +58,8 @@ t.test('a body in chunks of every size is written whole and in order, through tw
   const uploads = new StorageUploads()
   const place = await uploads.create(storage, 'a/b')
   // Across batch boundaries, larger than a batch, and tiny ones: random bytes, so a chunk written twice or out of order shows.
-  const chunks = [1, 16_384, 262_143, 262_145, 700_000, 3, 65_536, 524_288, 100, 262_144].map((size) => randomBytes(size))
+  const batch = WRITE_BATCH_BYTES
+  const chunks = [1, 16_384, batch - 1, batch + 1, 700_000, 3, 65_536, 2 * batch, 100, batch].map((size) => randomBytes(size))
   const unchanged = Object.getOwnPropertyDescriptor(Buffer, 'allocUnsafeSlow') as PropertyDescriptor
   const restore = (): void => {
     Object.defineProperty(Buffer, 'allocUnsafeSlow', unchanged)
@@ -66,7 +67,7 @@ t.test('a body in chunks of every size is written whole and in order, through tw
   const original = Buffer.allocUnsafeSlow.bind(Buffer)
   let batches = 0
   Buffer.allocUnsafeSlow = (size: number): Buffer<ArrayBuffer> => {
-    if (size === 256 * 1024) batches++
+    if (size === batch) batches++
     return original(size)
   }
   t.teardown(restore)
@@ -74,7 +75,7 @@ t.test('a body in chunks of every size is written whole and in order, through tw
   t.equal(await uploads.append(place, 0, Readable.from(chunks), nothing), whole.length)
   restore()
   t.ok(readFileSync(join(place.dir, 'data')).equals(whole), 'the data file holds the body byte for byte')
-  t.equal(batches, 2, 'two 256 KiB batches for a 2.1 MB body, reused: chunks are copied, not held')
+  t.equal(batches, 2, `two batches of ${batch / 1024} KiB for a ${(whole.length / 1e6).toFixed(1)} MB body, reused: chunks are copied, not held`)
 
   // A body that declares a small Content-Length gets batches of that size, and is still written whole when it sends more.
   const more = randomBytes(5000)
