@@ -13,7 +13,7 @@ import { run } from '../helpers/exec.js'
 import { gatewayFixture, type GatewayHandle, type LogLine } from '../helpers/gateway.js'
 import { makeOciLayout, readOciLayout } from '../helpers/oci.js'
 import { pebbleFixture, type PebbleHandle } from '../helpers/pebble.js'
-import { freePort } from '../helpers/ports.js'
+import { freePortBelowEphemeral } from '../helpers/ports.js'
 import { registryFixture } from '../helpers/registry.js'
 import { connectProxyFixture } from '../helpers/connect-proxy.js'
 import { SKOPEO_BIN, skopeoCopyArgs } from '../helpers/skopeo.js'
@@ -33,7 +33,9 @@ interface Ports {
 }
 
 async function ports(): Promise<Ports> {
-  return { tls: await freePort(), http: await freePort() }
+  // Below the ephemeral range: both stay unbound while pebble starts, and a port from that range was once taken
+  // meanwhile as the source port of another test's connection (EADDRINUSE at the gateway's start).
+  return { tls: await freePortBelowEphemeral(), http: await freePortBelowEphemeral() }
 }
 
 function acmeConfig(pebble: PebbleHandle, extra: Record<string, unknown> = {}): Record<string, unknown> {

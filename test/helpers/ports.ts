@@ -1,4 +1,5 @@
 // Finds a free TCP port on 127.0.0.1 by binding port 0 and closing the listener again.
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
 /** Returns a port that was free on 127.0.0.1 a moment ago (small race window, fine for tests). */
@@ -40,4 +41,35 @@ export function refusedOrigin(): Promise<{ url: string; release: () => void }> {
       resolve({ url: `http://127.0.0.2:${addr.port}`, release: () => holder.close() });
     });
   });
+}
+
+/** Whether 127.0.0.1:port can be bound right now. */
+function bindable(port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', () => resolve(false));
+    srv.listen({ host: '127.0.0.1', port, exclusive: true }, () => srv.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A free port below the kernel's ephemeral range (net.ipv4.ip_local_port_range), for a port that stays
+ * unbound for seconds before its server starts (pebble starts first and must be told the port). A port
+ * from freePort() lies inside that range, and meanwhile the kernel may give it to an outgoing connection
+ * of a test running beside this one as its source port: the server then fails with EADDRINUSE.
+ */
+export async function freePortBelowEphemeral(): Promise<number> {
+  let low = 32768;
+  try {
+    low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || low;
+  } catch {
+    // Not Linux: the usual default.
+  }
+  const bottom = Math.min(20000, low - 1000);
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = bottom + Math.floor(Math.random() * (low - bottom));
+    if (await bindable(port)) return port;
+  }
+  return freePort();
 }
