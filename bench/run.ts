@@ -99,10 +99,10 @@ async function startTargets(shared: Shared): Promise<Map<TargetId, Target>> {
   if (needed.has('nginx-recipe')) targets.set('nginx-recipe', await startNginx(shared, 'recipe'))
   if (needed.has('nginx-tuned')) targets.set('nginx-tuned', await startNginx(shared, 'tuned'))
   if (needed.has('nginx-open')) targets.set('nginx-open', await startNginx(shared, 'open'))
-  if (needed.has('portier')) targets.set('portier', await startPortier(shared, { extraNodeArgs: options.nodeArgs }))
-  if (needed.has('portier-storage')) targets.set('portier-storage', await startPortier(shared, { storage: true, extraNodeArgs: options.nodeArgs }))
-  if (needed.has('portier-workers')) targets.set('portier-workers', await startPortier(shared, { workers: 2, extraNodeArgs: options.nodeArgs }))
-  if (needed.has('portier-storage-workers')) targets.set('portier-storage-workers', await startPortier(shared, { storage: true, workers: 2, extraNodeArgs: options.nodeArgs }))
+  if (needed.has('portier')) targets.set('portier', await startPortier(shared, { nodeArgs: options.nodeArgs }))
+  if (needed.has('portier-storage')) targets.set('portier-storage', await startPortier(shared, { storage: true, nodeArgs: options.nodeArgs }))
+  if (needed.has('portier-workers')) targets.set('portier-workers', await startPortier(shared, { workers: 2, nodeArgs: options.nodeArgs }))
+  if (needed.has('portier-storage-workers')) targets.set('portier-storage-workers', await startPortier(shared, { storage: true, workers: 2, nodeArgs: options.nodeArgs }))
   if (needed.has('undici')) targets.set('undici', await startForwarder(shared, 'undici'))
   if (needed.has('http-proxy')) targets.set('http-proxy', await startForwarder(shared, 'http-proxy'))
   if (needed.has('tls-memory')) targets.set('tls-memory', await startTlsSource(shared, options.blobMiB))
@@ -194,7 +194,7 @@ async function profileSlowest(bench: work.Bench, shared: Shared, blobs: Blobs): 
   const dir = join(shared.dir, 'profile')
   await mkdir(dir, { recursive: true })
   log(`\nprofiling the slowest case (${slowest.key}, Portier ${ratio(slowest.share)} direct) with node --cpu-prof`)
-  const profiled = await startPortier(shared, { name: 'portier-profiled', nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`] })
+  const profiled = await startPortier(shared, { name: 'portier-profiled', nodeArgs: [...options.nodeArgs, '--cpu-prof', `--cpu-prof-dir=${dir}`] })
   try {
     // Three times, so start-up (module loading, the first bcrypt) is a small part of the profile.
     for (let repeat = 0; repeat < 3; repeat++) await runOnce({ ...bench, results: new Results() }, slowest.workload, profiled, blobs, 100 + repeat)
