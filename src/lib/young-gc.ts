@@ -9,12 +9,12 @@
 // collection, and the process's peak RSS grew with them (BENCHMARKS.md, "Peak RSS").
 //
 // Why 4 MiB: V8 (13.6, Node 24) counts buffer memory allocated since its last full collection as old-generation
-// growth when it decides whether to start one, and after a full collection it leaves the old generation
-// 8-9 MB of room. With 8 MiB of chunks between two young collections that room was used up by garbage a young
-// collection frees, and V8 started a full collection (~50 ms of CPU, most on a second thread) up to 12 times a
-// second while blobs streamed: 167 of them in `BENCH_ONLY=chunked,skopeo,concurrent` against 14 with 4 MiB
+// growth when it decides whether to start one (and starts one a little before the room is gone), and after a
+// full collection it leaves the old generation 8-9 MiB of room. With 8 MiB of chunks between two young
+// collections that room was used up by garbage a young collection frees, and V8 started a full collection
+// (~50 ms of CPU, most on a second thread) up to 12 times a second while blobs streamed: 167 of them in `BENCH_ONLY=chunked,skopeo,concurrent` against 14 with 4 MiB
 // (BENCHMARKS.md, "Full collections while blobs stream"). A young collection of the 1 MiB semi-space with little
-// alive takes well under a millisecond; one per 4 MiB is ~80 a second at 300 MB/s.
+// alive takes well under a millisecond; one per 4 MiB is ~70 a second at 300 MB/s.
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 

@@ -364,11 +364,12 @@ t.test('the quick start, npm start, the test fixture and the benchmarks run Port
 
 t.test('the Node.js this project runs on accepts every one of the image\'s V8 flags', async (t) => {
   // Node refuses to start on a V8 flag it does not know ("bad option"), so a flag that a later Node drops
-  // would stop the image, the quick start and npm start alike; this catches it before they do.
-  const r = await run(process.execPath, [...NODE_FLAGS, '-e', 'process.stdout.write(JSON.stringify(process.execArgv))'])
+  // would stop the image, the quick start and npm start alike. The tests run on the Node that npm start
+  // and the quick start use (scripts/node-runtime.sh); the image's is the same major version.
+  t.equal(process.versions.node.split('.')[0], /^node:(\d+)/.exec(runtime.from)?.[1], 'the image runs the same major version of Node as the tests')
+  const r = await run(process.execPath, [...NODE_FLAGS, '-e', '0'])
   t.equal(r.code, 0, r.stderr)
   t.equal(r.stderr, '', 'no warning')
-  t.same((JSON.parse(r.stdout) as string[]).slice(0, NODE_FLAGS.length), NODE_FLAGS)
   const misspelt = await run(process.execPath, ['--incremental-marking-soft-triger=50', '-e', '0'])
   t.not(misspelt.code, 0, 'an unknown V8 flag is refused (the check above can fail)')
 })
