@@ -2,23 +2,28 @@
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
-/** Returns a port that was free on 127.0.0.1 a moment ago (small race window, fine for tests). */
-export function freePort(): Promise<number> {
+/** Binds 127.0.0.1:port (0: any free port) and closes the listener again; resolves with the port that was bound. */
+function bindOnce(port: number): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     const srv = createServer();
     srv.unref();
     srv.on('error', reject);
-    srv.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
+    srv.listen({ host: '127.0.0.1', port, exclusive: true }, () => {
       const addr = srv.address();
       if (addr === null || typeof addr === 'string') {
         srv.close();
-        reject(new Error('freePort: unexpected server address'));
+        reject(new Error('bindOnce: unexpected server address'));
         return;
       }
-      const { port } = addr;
-      srv.close((e) => (e ? reject(e) : resolve(port)));
+      const bound = addr.port;
+      srv.close((e) => (e ? reject(e) : resolve(bound)));
     });
   });
+}
+
+/** Returns a port that was free on 127.0.0.1 a moment ago (small race window, fine for tests). */
+export function freePort(): Promise<number> {
+  return bindOnce(0);
 }
 
 /**
@@ -43,16 +48,6 @@ export function refusedOrigin(): Promise<{ url: string; release: () => void }> {
   });
 }
 
-/** Whether 127.0.0.1:port can be bound right now. */
-function bindable(port: number): Promise<boolean> {
-  return new Promise<boolean>((resolve) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', () => resolve(false));
-    srv.listen({ host: '127.0.0.1', port, exclusive: true }, () => srv.close(() => resolve(true)));
-  });
-}
-
 /**
  * A free port below the kernel's ephemeral range (net.ipv4.ip_local_port_range), for a port that stays
  * unbound for seconds before its server starts (pebble starts first and must be told the port). A port
@@ -69,7 +64,7 @@ export async function freePortBelowEphemeral(): Promise<number> {
   const bottom = Math.min(20000, low - 1000);
   for (let attempt = 0; attempt < 50; attempt++) {
     const port = bottom + Math.floor(Math.random() * (low - bottom));
-    if (await bindable(port)) return port;
+    if (await bindOnce(port).then(() => true, () => false)) return port;
   }
   return freePort();
 }
