@@ -12,9 +12,10 @@
 // growth when it decides whether to start one (and starts one a little before the room is gone), and after a
 // full collection it leaves the old generation 8-9 MiB of room. With 8 MiB of chunks between two young
 // collections that room was used up by garbage a young collection frees, and V8 started a full collection
-// (~50 ms of CPU, most on a second thread) up to 12 times a second while blobs streamed: 167 of them in `BENCH_ONLY=chunked,skopeo,concurrent` against 14 with 4 MiB
-// (BENCHMARKS.md, "Full collections while blobs stream"). A young collection of the 1 MiB semi-space with little
-// alive takes well under a millisecond; one per 4 MiB is ~70 a second at 300 MB/s.
+// (~50 ms of CPU, most on a second thread) up to 12 times a second while blobs streamed: 167 of them in
+// `BENCH_ONLY=chunked,skopeo,concurrent` against 14 with 4 MiB (BENCHMARKS.md, "Full collections while blobs
+// stream"). A young collection of the 1 MiB semi-space with little alive takes well under a millisecond; one per
+// 4 MiB is ~70 a second at 300 MB/s.
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 
