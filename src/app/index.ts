@@ -42,6 +42,7 @@ import type { SharedState } from '../shared/index.js'
 import { AccessTokens, type TokenAuditEvent } from '../auth/access-tokens/index.js'
 import { registerTokenRoutes } from '../admin/token-routes.js'
 import { accessAdmin, registerAccessAdminRoutes, startAccessGrants } from './access.js'
+import { keepMemoryReducerAwake } from '../lib/memory-reducer.js'
 
 export interface RunningPortier {
   /** The URL clients use, e.g. https://localhost:5443 */
@@ -114,6 +115,9 @@ async function start(config: Config, log: Logger, shutdown: Shutdown, parts: Wor
   // First: a store that cannot be opened (or is from a newer Portier) stops the start before anything runs.
   const store = await openStore(config.store, log)
   shutdown.defer(() => store.close())
+  // So that V8 gives back what a busy stretch grew once the process is quiet (src/lib/memory-reducer.ts).
+  const reducer = keepMemoryReducerAwake()
+  shutdown.defer(() => reducer.stop())
   const { upstreams, embedded } = await startUpstreams(config, log, shutdown, parts.embeddedUrl)
   const observability = createObservability(config, upstreams.all, log)
   if (observability.metrics) watchStore(store, observability.metrics.registry)

@@ -22,7 +22,6 @@ import type { ManifestCache } from '../forward/manifest-cache.js'
 import type { ImmutableTagGuard } from '../housekeeping/immutable-guard.js'
 import type { MaintenanceGate, WriteTicket } from './maintenance-gate.js'
 import type { RateLimiter } from '../ratelimit/index.js'
-import { requestEnded, requestStarted } from '../lib/idle-memory.js'
 
 export interface GatewayDeps {
   /** The route stage: which upstream(s) serve a request, and the forwarding to them. */
@@ -117,7 +116,6 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const startedAt = process.hrtime.bigint()
     metrics?.inFlight.inc()
-    requestStarted()
     let request: RegistryRequest | undefined
     let failure: RegistryError | undefined
     let upstreamName: string | undefined
@@ -227,7 +225,6 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       write?.done(res.headersSent ? res.statusCode : 499, headerText(res.getHeader('location')))
       lingerOnUnreadBody(req)
       metrics?.inFlight.dec()
-      requestEnded()
       recorder.record({
         requestId,
         method: req.method ?? 'GET',
