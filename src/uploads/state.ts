@@ -27,6 +27,16 @@ export function stateOffset(state: string | null | undefined): number | undefine
 export type StopReason = 'limit' | 'client'
 
 /**
+ * Bytes of the client's body this gateway queues for the upstream before it stops reading the client's
+ * socket (the rest waits in the kernel's socket buffers). Chunks queued here for longer than two young
+ * collections move to V8's old generation, and their malloc memory then waits for a full one: with
+ * 1 MiB the 16 concurrent relayed uploads of `npm run bench` queued up to 2–9 MiB near their ends and
+ * peaked at 149–150 MB, against 141 MB with 64 KiB (0–0.1 MiB queued); 256 KiB gave 150–154
+ * (BENCHMARKS.md, "Peak RSS").
+ */
+export const UPLOAD_QUEUE_BYTES = 64 * 1024
+
+/**
  * The client's upload body on its way upstream. When the size limit is crossed or the client goes
  * away, it ends cleanly instead of failing: the upstream then closes the chunk normally and answers
  * with a fresh session state, which is what lets the gateway cancel the session reliably (a broken
@@ -43,7 +53,7 @@ export class UploadBody extends Readable {
     private readonly limit: SizeLimit | undefined,
     private readonly alreadyStored: number,
   ) {
-    super({ highWaterMark: 1 << 20 })
+    super({ highWaterMark: UPLOAD_QUEUE_BYTES })
     req.on('data', this.onData)
     req.once('end', () => {
       this.ended = true
