@@ -42,13 +42,18 @@ EXPOSE 5443 9113
 # 127.0.0.1:9113 by default), else /v2/ on server.listen (200, or 401 once authentication is on).
 # Reads the same config file (and PORTIER_* variables) as the CMD: a changed port moves the check too.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["node", "--max-semi-space-size=1", "--liftoff-only", "dist/cli.js", "healthcheck", "--config", "/etc/portier/portier.yaml"]
+  CMD ["node", "--max-semi-space-size=1", "--liftoff-only", "--no-concurrent-recompilation", "dist/cli.js", "healthcheck", "--config", "/etc/portier/portier.yaml"]
 # V8 flag: the young generation capped at 1 MiB per semi-space. Body bytes streaming through are garbage as soon
 # as they are written on, but V8 frees their buffers only when it collects the young generation, which a small one
 # makes it do often: 16 concurrent uploads peaked at 228 MiB RSS with Node 24's default, 184 with 4 MiB, 152 with
 # 1 MiB; uploads no slower, HEAD manifest ~7 % fewer requests per second (see BENCHMARKS.md).
 # --liftoff-only: WebAssembly (only undici's HTTP parser here) stays in V8's baseline compiler; its tier-up to the
 # optimizing one took ~15 MiB of compiler memory that a background thread's malloc arena kept: 11-13 MiB more peak
-# RSS with 16 uploads, and no faster relaying. The same flags as scripts/quickstart.sh, npm start and the tests.
-ENTRYPOINT ["node", "--max-semi-space-size=1", "--liftoff-only", "dist/cli.js"]
+# RSS with 16 uploads, and no faster relaying.
+# --no-concurrent-recompilation: V8 optimizes JavaScript on the main thread instead of on background threads,
+# whose malloc arenas kept the compilers' memory: 5 MiB of arenas instead of 18-29 after the request loads, and a
+# relayed 16-upload peak of 132-166 MB against 151-161. Costs ~0.8 s of main-thread compiling over the first
+# minute of load (longest stop 17 ms); HEAD, GET /v2/ and downloads no slower (BENCHMARKS.md, "Peak RSS").
+# The same flags as scripts/quickstart.sh, npm start and the tests.
+ENTRYPOINT ["node", "--max-semi-space-size=1", "--liftoff-only", "--no-concurrent-recompilation", "dist/cli.js"]
 CMD ["serve", "--config", "/etc/portier/portier.yaml"]

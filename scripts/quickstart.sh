@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/ensure-tools.sh docker-registry
 source scripts/node-runtime.sh
 bash scripts/node-deps.sh
-# --max-semi-space-size=1 --liftoff-only: the V8 flags the image runs with too (Dockerfile ENTRYPOINT; BENCHMARKS.md says why).
-exec node --max-semi-space-size=1 --liftoff-only dist/cli.js serve "$@"
+# --max-semi-space-size=1 --liftoff-only --no-concurrent-recompilation: the V8 flags the image runs with too (Dockerfile ENTRYPOINT; BENCHMARKS.md says why).
+exec node --max-semi-space-size=1 --liftoff-only --no-concurrent-recompilation dist/cli.js serve "$@"

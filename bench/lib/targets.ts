@@ -112,7 +112,7 @@ export async function startPortier(shared: Shared, options: PortierOptions = {})
   const configFile = join(dir, 'portier.yaml')
   await writeFile(configFile, yaml.dump(config))
   // The V8 flags the image runs with (Dockerfile ENTRYPOINT), then the benchmark's own (a later flag wins).
-  const args = ['--max-semi-space-size=1', '--liftoff-only', ...(options.nodeArgs ?? []), join(ROOT, 'dist', 'cli.js'), 'serve', '--config', configFile]
+  const args = ['--max-semi-space-size=1', '--liftoff-only', '--no-concurrent-recompilation', ...(options.nodeArgs ?? []), join(ROOT, 'dist', 'cli.js'), 'serve', '--config', configFile]
   // Default log level (info): one access-log line per request, like nginx's default access_log. Into a file.
   const started = shared.processes.start(name, process.execPath, args, join(dir, 'portier.log'), withoutPortierVariables(process.env))
   const base = `https://127.0.0.1:${port}`

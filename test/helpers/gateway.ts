@@ -87,7 +87,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
   writeFileSync(configFile, yaml.dump(config))
 
   // The V8 flags the image runs with (Dockerfile ENTRYPOINT): the tests run the process the image runs.
-  const argv = [...(options.wrapper ?? []), process.execPath, '--max-semi-space-size=1', '--liftoff-only', CLI, 'serve', '--config', configFile]
+  const argv = [...(options.wrapper ?? []), process.execPath, '--max-semi-space-size=1', '--liftoff-only', '--no-concurrent-recompilation', CLI, 'serve', '--config', configFile]
   const child = spawn(argv[0] as string, argv.slice(1), {
     cwd,
     // Test-harness variables (PORTIER_KEEP_TMP, PORTIER_REGISTRY_BIN, …) are not gateway config:

@@ -82,7 +82,7 @@ const runtime = dockerfile[dockerfile.length - 1] as Stage
 const listenPort = Number(/:(\d+)$/.exec(composeConfig.server.listen)?.[1])
 const adminPort = Number(/:(\d+)$/.exec(composeConfig.admin?.listen ?? '')?.[1])
 /** The V8 flags the image runs Portier with; the quick start, npm start, the tests and the benchmarks use the same. */
-const NODE_FLAGS = ['--max-semi-space-size=1', '--liftoff-only']
+const NODE_FLAGS = ['--max-semi-space-size=1', '--liftoff-only', '--no-concurrent-recompilation']
 const entrypoint = execForm(last(runtime, 'ENTRYPOINT')?.args ?? '[]')
 const cmd = execForm(last(runtime, 'CMD')?.args ?? '[]')
 const configPathInImage = cmd[cmd.indexOf('--config') + 1] as string
