@@ -12,7 +12,7 @@ export class FanOut {
   private readonly waiting = new Set<PassThrough>()
   private readonly dropped = new Set<PassThrough>()
 
-  constructor(private readonly source: Readable, count: number, highWaterMark = 1 << 20) {
+  constructor(private readonly source: Readable, count: number, highWaterMark: number) {
     this.branches = Array.from({ length: count }, () => new PassThrough({ highWaterMark }))
     for (const branch of this.branches) {
       branch.on('error', () => undefined)

@@ -11,7 +11,7 @@ import { upstreamFailure } from '../forward/failure.js'
 import type { Headers } from '../forward/headers.js'
 import type { Upstream } from '../upstreams/upstreams.js'
 import { sessionFromLocation, sessionPath, type UpstreamSession } from './token.js'
-import { stateOffset, UploadBody } from './state.js'
+import { stateOffset, UPLOAD_QUEUE_BYTES, UploadBody } from './state.js'
 
 export function hasBody(req: IncomingMessage): boolean {
   if (req.headers['transfer-encoding'] !== undefined) return true
@@ -231,7 +231,7 @@ export class UploadSession {
           return [{ target, upstream: target.upstream, error }]
         }
       }
-      const fan = new FanOut(body, targets.length)
+      const fan = new FanOut(body, targets.length, UPLOAD_QUEUE_BYTES)
       const branches = targets.flatMap((target, index) => {
         const branch = fan.branches[index]
         return branch ? [{ target, branch, index }] : []

@@ -27,8 +27,9 @@ export function stateOffset(state: string | null | undefined): number | undefine
 export type StopReason = 'limit' | 'client'
 
 /**
- * Bytes of the client's body this gateway queues for the upstream before it stops reading the client's
- * socket (the rest waits in the kernel's socket buffers). Chunks queued here for longer than two young
+ * Bytes of the client's body this gateway queues for an upstream (per upstream when an upload is
+ * mirrored) before it stops reading the client's request; the rest waits in the request's own buffer
+ * (about one socket read) and the kernel's socket buffers. Chunks queued here for longer than two young
  * collections move to V8's old generation, and their malloc memory then waits for a full one: with
  * 1 MiB the 16 concurrent relayed uploads of `npm run bench` queued up to 2–9 MiB near their ends and
  * peaked at 149–150 MB, against 141 MB with 64 KiB (0–0.1 MiB queued); 256 KiB gave 150–154

@@ -9,7 +9,9 @@ import type { AddressInfo } from 'node:net'
 import { UPLOAD_QUEUE_BYTES, UploadBody } from '../../src/uploads/state.js'
 
 const CHUNK = 64 * 1024
-const CHUNKS = 512 // 32 MiB: more than the loopback socket's kernel buffers hold, so the gateway's own queue fills
+const CHUNKS = 64 // 4 MiB: more than 1 MiB (the queue before), so a larger queue would fill past the bound
+/** The most one 'data' event of the request can carry: one read of its socket (64 KiB since Node 22). */
+const SOCKET_READ = 64 * 1024
 
 const chunkAt = (index: number): Buffer => Buffer.alloc(CHUNK, index % 251)
 
@@ -81,7 +83,9 @@ t.test('a body nobody reads queues at most UPLOAD_QUEUE_BYTES in the gateway, th
   await handled
   t.ok(pausedWhileIdle, 'the client request is paused while the upstream side reads nothing')
   t.ok(queuedWhileIdle > 0, `the gateway queued ${queuedWhileIdle} bytes before pausing`)
-  t.ok(queuedWhileIdle <= UPLOAD_QUEUE_BYTES + CHUNK, `at most ${UPLOAD_QUEUE_BYTES} bytes plus one chunk are queued (${queuedWhileIdle})`)
+  t.ok(queuedWhileIdle <= UPLOAD_QUEUE_BYTES + SOCKET_READ, `at most ${UPLOAD_QUEUE_BYTES} bytes plus one socket read are queued (${queuedWhileIdle})`)
+  // 64 KiB is the measured choice (1 MiB raised the 16-upload peak RSS by 8–9 MB; BENCHMARKS.md, "Peak RSS").
+  t.ok(queuedWhileIdle <= 64 * 1024 + SOCKET_READ, 'and that is no more than 64 KiB plus one socket read')
   t.equal(received, CHUNKS * CHUNK, 'every byte arrives')
   t.equal(counted, CHUNKS * CHUNK, 'and is counted')
   t.equal(digest, digestOf(CHUNKS), 'in order')
@@ -91,16 +95,23 @@ t.test('past the size limit the body ends cleanly and records the limit', async 
   const limit = { name: 'blob_max_bytes' as const, maxBytes: 1 << 20 }
   let body: UploadBody | undefined
   let received = 0
+  let handled: Promise<void> = Promise.resolve()
   const port = await serve(t, (req, answer) => {
-    body = new UploadBody(req, limit, 0)
-    void (async () => {
-      for await (const chunk of body as AsyncIterable<Buffer>) received += chunk.length
+    const upload = new UploadBody(req, limit, 0)
+    body = upload
+    handled = (async () => {
+      for await (const chunk of upload as AsyncIterable<Buffer>) received += chunk.length
       answer(413)
-    })().catch((error: unknown) => t.fail(String(error)))
+    })()
   })
-  t.equal(await send(port, 64).catch(() => 413), 413)
-  t.equal(body?.stopped, 'limit')
+  // The client may see the answer or, still writing when the server closes, a reset: either way the
+  // assertions below are about what the gateway side let through.
+  await send(port, 32).catch(() => 0)
+  await handled
+  t.equal(body?.stopped, 'limit', 'the body stopped for the limit')
   t.equal(body?.exceeded?.limit.maxBytes, 1 << 20)
+  t.ok((body?.exceeded?.bytes ?? 0) > 1 << 20, `the byte count that crossed it is recorded (${body?.exceeded?.bytes})`)
   t.ok(received <= 1 << 20, `no more than the limit passed (${received})`)
-  t.equal(body?.bytes, received)
+  t.ok(received > (1 << 20) - SOCKET_READ, `everything up to the chunk that crossed it passed (${received})`)
+  t.equal(body?.bytes, received, 'and was counted')
 })
