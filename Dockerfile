@@ -50,10 +50,11 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 # --liftoff-only: WebAssembly (only undici's HTTP parser here) stays in V8's baseline compiler; its tier-up to the
 # optimizing one took ~15 MiB of compiler memory that a background thread's malloc arena kept: 11-13 MiB more peak
 # RSS with 16 uploads, and no faster relaying.
-# --no-concurrent-recompilation: V8 optimizes JavaScript on the main thread instead of on background threads,
-# whose malloc arenas kept the compilers' memory: 5 MiB of arenas instead of 18-29 after the request loads, and a
-# relayed 16-upload peak of 132-166 MB against 151-161. Costs ~0.8 s of main-thread compiling over the first
-# minute of load (longest stop 17 ms); HEAD, GET /v2/ and downloads no slower (BENCHMARKS.md, "Peak RSS").
+# --no-concurrent-recompilation: V8 optimizes hot JavaScript on the main thread instead of on background
+# threads, whose per-thread malloc arenas kept the optimizing compilers' memory after each burst of load
+# (5 MiB of arenas instead of 18-29). The price is short stops while the gateway warms up (~0.8 s of compiling
+# in all over the first minute of load, the longest 17 ms); requests per second and transfer rates stayed
+# within the benchmark's spread (BENCHMARKS.md, "Peak RSS").
 # The same flags as scripts/quickstart.sh, npm start and the tests.
 ENTRYPOINT ["node", "--max-semi-space-size=1", "--liftoff-only", "--no-concurrent-recompilation", "dist/cli.js"]
 CMD ["serve", "--config", "/etc/portier/portier.yaml"]

@@ -42,7 +42,7 @@ upstreams: [{ url: "http://127.0.0.1:$reg_port" }]
 auth: { mode: htpasswd, htpasswd: { path: $work/htpasswd } }
 admin: { listen: "" }
 YAML
-node dist/cli.js serve --config "$work/portier.yaml" >"$work/portier.log" 2>&1 &
+node "${node_flags[@]}" dist/cli.js serve --config "$work/portier.yaml" >"$work/portier.log" 2>&1 &
 pids+=($!)
 storage_port=$(free_port)
 cat > "$work/portier-storage.yaml" <<YAML
@@ -52,7 +52,7 @@ upstreams: [{ url: "http://127.0.0.1:$reg_port", storage: "$work/registry/data" 
 auth: { mode: htpasswd, htpasswd: { path: $work/htpasswd } }
 admin: { listen: "" }
 YAML
-node dist/cli.js serve --config "$work/portier-storage.yaml" >"$work/portier-storage.log" 2>&1 &
+node "${node_flags[@]}" dist/cli.js serve --config "$work/portier-storage.yaml" >"$work/portier-storage.log" 2>&1 &
 pids+=($!)
 undici_port=$(free_port)
 FORWARDER_PORT=$undici_port FORWARDER_UPSTREAM="http://127.0.0.1:$reg_port" FORWARDER_CERT="$work/cert.pem" FORWARDER_KEY="$work/key.pem" \

@@ -30,7 +30,7 @@ upstreams: [{ url: "http://127.0.0.1:$reg_port" }]
 auth: { mode: htpasswd, htpasswd: { path: $work/htpasswd } }
 $extra
 YAML
-  node dist/cli.js serve --config "$work/$name.yaml" >"$work/$name.log" 2>&1 &
+  node "${node_flags[@]}" dist/cli.js serve --config "$work/$name.yaml" >"$work/$name.log" 2>&1 &
   pids+=($!)
   pid[$name]=$!
 }

@@ -2,6 +2,9 @@
 # loopback ports, a registry with temp storage, a certificate and a bcrypt cost-10 users file, medians.
 # Usage: source bench/lib/common.sh; bench_start NAME   (from the project root)
 
+# The V8 flags the image runs Portier with (Dockerfile ENTRYPOINT): node "${node_flags[@]}" dist/cli.js serve …
+node_flags=(--max-semi-space-size=1 --liftoff-only --no-concurrent-recompilation)
+
 # Creates $work and stops every pid added to $pids (and removes $work) when the script exits.
 bench_start() {
   work=$(mktemp -d "/tmp/portier-bench-$1.XXXXXX")

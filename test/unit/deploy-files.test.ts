@@ -353,13 +353,19 @@ t.test('the HEALTHCHECK runs `portier healthcheck` on the CMD config: /healthz o
   t.equal(config.admin.listen, '127.0.0.1:9113', 'the image default config has an admin listener on loopback, which the check reaches inside the container')
 })
 
-t.test('the quick start, npm start, the test fixture and the benchmarks run Portier with the image\'s V8 flags', async (t) => {
+t.test('the quick start, npm start, the test fixture and the benchmarks (TypeScript and shell) run Portier with the image\'s V8 flags', async (t) => {
   const flags = NODE_FLAGS.join(' ')
   t.match(readFileSync(join(ROOT, 'scripts', 'quickstart.sh'), 'utf8'), new RegExp(`\\nexec node ${flags} dist/cli\\.js serve`), 'scripts/quickstart.sh')
   const start = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start
   t.equal(start, `bash scripts/with-node.sh node ${flags} dist/cli.js serve`, 'npm start')
   t.match(readFileSync(join(ROOT, 'test', 'helpers', 'gateway.ts'), 'utf8'), `process.execPath, ${NODE_FLAGS.map((f) => `'${f}'`).join(', ')}, CLI, 'serve'`, 'test/helpers/gateway.ts')
   t.match(readFileSync(join(ROOT, 'bench', 'lib', 'targets.ts'), 'utf8'), `const args = [${NODE_FLAGS.map((f) => `'${f}'`).join(', ')}, ...(options.nodeArgs`, 'bench/lib/targets.ts')
+  t.match(readFileSync(join(ROOT, 'bench', 'lib', 'common.sh'), 'utf8'), `\nnode_flags=(${flags})\n`, 'bench/lib/common.sh (the shell benchmarks)')
+  for (const script of ['download-ceiling.sh', 'observe-overhead.sh']) {
+    const text = readFileSync(join(ROOT, 'bench', script), 'utf8')
+    t.notMatch(text, /\bnode dist\/cli\.js serve/, `bench/${script} starts no Portier without the flags`)
+    t.match(text, 'node "${node_flags[@]}" dist/cli.js serve', `bench/${script}`)
+  }
 })
 
 t.test('the Node.js this project runs on accepts every one of the image\'s V8 flags', async (t) => {
