@@ -53,8 +53,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 # --no-concurrent-recompilation: V8 optimizes hot JavaScript on the main thread instead of on background
 # threads, whose per-thread malloc arenas kept the optimizing compilers' memory after each burst of load
 # (5 MiB of arenas instead of 18-29). The price is short stops while the gateway warms up (~0.8 s of compiling
-# in all over the first minute of load, the longest 17 ms); requests per second and transfer rates stayed
-# within the benchmark's spread (BENCHMARKS.md, "Peak RSS").
+# in all over the first minute of load, the longest 17 ms) and 1-3 % fewer small requests per second; transfer
+# rates stayed within the benchmark's spread (BENCHMARKS.md, "Peak RSS").
 # The same flags as scripts/quickstart.sh, npm start and the tests.
 ENTRYPOINT ["node", "--max-semi-space-size=1", "--liftoff-only", "--no-concurrent-recompilation", "dist/cli.js"]
 CMD ["serve", "--config", "/etc/portier/portier.yaml"]
