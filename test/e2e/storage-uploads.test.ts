@@ -859,3 +859,38 @@ t.test('a PUT while a PATCH is still writing the session is refused: the blob is
   t.equal(finished.status, 201, 'then the PUT commits')
   t.ok((await readFile(blobDataPath(root, sha256(layer)) as string)).equals(layer), 'the whole layer is stored')
 })
+
+t.test('the next request sent the moment a PATCH is answered finds the session free: the lock is gone before the 202', async (t) => {
+  // skopeo sends its PUT as soon as it reads a PATCH's 202. When the 202 went out before the session's lock
+  // file was removed (the removal waiting in the thread pool behind other sessions' writes), that PUT got
+  // 400 BLOB_UPLOAD_INVALID in about one push of six. Six sessions write at once so the thread pool is busy.
+  const root = registry.storageDir
+  const sessions = 6
+  const chunks = 8
+  const chunkBytes = 512 * 1024
+  let lockSeen = 0
+  const outcomes = await Promise.all(
+    Array.from({ length: sessions }, async (_, index) => {
+      const repository = `st/back-to-back-${index}`
+      const session = await start(t, repository)
+      const blob = randomBytes(chunks * chunkBytes)
+      const statuses: number[] = []
+      let location = session.location
+      for (let chunk = 0; chunk < chunks; chunk++) {
+        const reply = await client.send('PATCH', location, { body: blob.subarray(chunk * chunkBytes, (chunk + 1) * chunkBytes), headers: OCTETS })
+        if (await exists(join(uploadDir(root, repository, session.uuid), 'lock'))) lockSeen++
+        statuses.push(reply.status)
+        if (reply.status !== 202) break
+        location = client.pathOf(reply.headers.location as string)
+      }
+      const finished = await client.send('PUT', withDigest(location, sha256(blob)), { headers: { 'content-length': '0' } })
+      statuses.push(finished.status)
+      return { repository, uuid: session.uuid, blob, statuses }
+    }),
+  )
+  t.equal(lockSeen, 0, 'no session still held its lock when its 202 was read')
+  for (const outcome of outcomes) {
+    t.same(outcome.statuses, [...Array.from({ length: chunks }, () => 202), 201], `${outcome.repository}: every PATCH 202, then the PUT 201`)
+    await expectCommitted(t, root, outcome.repository, outcome.uuid, outcome.blob)
+  }
+})
