@@ -4,8 +4,7 @@ import t from 'tap'
 import { fileURLToPath } from 'node:url'
 import { keepMemoryReducerAwake, memoryReducerPokes } from '../../src/lib/memory-reducer.js'
 import { run } from '../helpers/exec.js'
-
-const wait = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+import { sleep } from '../helpers/gwclient.js'
 
 t.test('allocates at once, then every period, until stopped; its timer does not keep the process alive', async (t) => {
   const timers = (): number => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length
@@ -15,11 +14,11 @@ t.test('allocates at once, then every period, until stopped; its timer does not 
   t.equal(memoryReducerPokes(), before + 1, 'one allocation at once')
   // Unreferenced timers are not listed.
   t.equal(timers(), referenced, 'no referenced timer added')
-  await wait(350)
+  await sleep(350)
   t.ok(memoryReducerPokes() >= before + 3, `then one per period (${memoryReducerPokes() - before} in 350 ms at 100 ms)`)
   aid.stop()
   const stopped = memoryReducerPokes()
-  await wait(250)
+  await sleep(250)
   t.equal(memoryReducerPokes(), stopped, 'none after stop()')
 })
 

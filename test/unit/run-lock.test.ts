@@ -10,6 +10,7 @@ import { nextAlignedRun } from '../../src/housekeeping/gc-schedule.js'
 import { redisFixture, type RedisHandle } from '../helpers/redis.js'
 import { ENGINES, openEngine, sharedPostgres } from '../helpers/store-engines.js'
 import { postgresBin } from '../helpers/postgres.js'
+import { sleep } from '../helpers/gwclient.js'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -17,7 +18,6 @@ import { loadConfig } from '../../src/app/config.js'
 import { ConfigError } from '../../src/config/index.js'
 
 const silent = pino({ level: 'silent' })
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 function redisLocks(t: Test, redis: RedisHandle): { locks: Locks; connected: Promise<boolean> } {
   const shared = createRedisShared({ url: redis.url, username: '', password: '', ca: undefined, keyPrefix: 'unit:', connectTimeoutMs: 2000, commandTimeoutMs: 500, staleAfterMs: 60_000, log: silent })

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto'
 import { createServer, request, type IncomingMessage, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { UPLOAD_QUEUE_BYTES, UploadBody } from '../../src/uploads/state.js'
+import { sleep } from '../helpers/gwclient.js'
 
 const CHUNK = 64 * 1024
 const CHUNKS = 64 // 4 MiB: more than 1 MiB (the queue before), so a larger queue would fill past the bound
@@ -50,8 +51,6 @@ function send(port: number, chunks: number): Promise<number> {
     pump()
   })
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 t.test('a body nobody reads queues at most UPLOAD_QUEUE_BYTES in the gateway, then passes every byte in order', async (t) => {
   let queuedWhileIdle = -1
