@@ -347,7 +347,7 @@ try {
   const targets = await startTargets(shared)
   log(`targets: ${[...targets.values()].map((target) => `${target.id} ${target.base}`).join(', ')}\n`)
 
-  const bench: work.Bench = { client, results: new Results(), registryPid: registry.child.pid as number, work: workDir, log }
+  const bench: work.Bench = { client, results: new Results(), registryPid: registry.child.pid as number, storageDir: registry.storageDir, work: workDir, log }
   await measureAll(bench, targets, blobs)
   const profile = options.profile && targets.has('portier') ? await profileSlowest(bench, shared, blobs) : ''
   const markdown = await report(bench.results, profile, (Date.now() - began) / 60_000)

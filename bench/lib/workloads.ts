@@ -1,7 +1,7 @@
 // The workloads: each runs one step against one target and records what it measured, CPU included.
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { makeOciLayout, readOciLayout } from '../../test/helpers/oci.js'
+import { makeOciLayout, readOciLayout, type OciImage } from '../../test/helpers/oci.js'
 import { skopeoCopy, type SkopeoCopyOptions } from '../../test/helpers/skopeo.js'
 import { chunkedUpload, curl, download, monolithicUpload, type Client } from './curl.js'
 import type { BlobFile, Chunk } from './fixtures.js'
@@ -15,6 +15,8 @@ export interface Bench {
   client: Client
   results: Results
   registryPid: number
+  /** The bench registry's storage root (upstreams[].storage for the storage targets). */
+  storageDir: string
   work: string
   log: (line: string) => void
 }
@@ -97,7 +99,8 @@ export async function runSkopeo(bench: Bench, target: Target, rows: { push: RowS
   // Fresh random layers every time, or skopeo would skip or mount blobs the registry has seen.
   const image = await makeOciLayout(join(bench.work, 'oci', name), { layers: layersMiB.map((size) => size * MiB) })
   const back = join(bench.work, 'oci', `${name}-pulled`)
-  const reference = `docker://${new URL(target.base).host}/bench/skopeo-${name}:latest`
+  const repository = `bench/skopeo-${name}`
+  const reference = `docker://${new URL(target.base).host}/${repository}:latest`
   const creds = `${bench.client.credentials.user}:${bench.client.credentials.password}`
   const destination: SkopeoCopyOptions = target.tls ? { destCertDir: bench.client.tls.certDir } : { destTlsVerify: false }
   const source: SkopeoCopyOptions = target.tls ? { srcCertDir: bench.client.tls.certDir } : { srcTlsVerify: false }
@@ -114,10 +117,29 @@ export async function runSkopeo(bench: Bench, target: Target, rows: { push: RowS
       bench.results.add(row, target.id, { value: measured.seconds, seconds: measured.seconds, proxyCpu: measured.proxyCpu, registryCpu: measured.registryCpu })
       bench.log(`${row.key.padEnd(11)} ${target.id.padEnd(12)} ${fmt(measured.seconds).padStart(6)} s   ${cpuNote(target, measured)}`)
     }
+    await dropImage(bench.storageDir, repository, image)
   } finally {
     await rm(image.dir, { recursive: true, force: true })
     await rm(back, { recursive: true, force: true })
   }
+}
+
+/**
+ * Removes a pushed image from the registry's storage (blobs and repository), so the page cache is
+ * the same size at every step. On this VM, writing into memory the page cache has not used yet is up to
+ * ten times slower once a few GB more are in use (the host provides the guest's memory again: see
+ * BENCHMARKS.md, "Rounds that slow down"). Kept, each step's fresh 300 MiB would add up to 6 GB per round
+ * of seven targets, and every step after that point would slow down, whichever target it measured.
+ * Nothing asks for these blobs again: the next step pushes fresh layers. A path that is not there
+ * throws: the storage layout this relies on has changed.
+ */
+async function dropImage(storageDir: string, repository: string, image: OciImage): Promise<void> {
+  const root = join(storageDir, 'docker', 'registry', 'v2')
+  for (const digest of [image.manifestDigest, image.configDigest, ...image.layerDigests]) {
+    const hex = digest.slice('sha256:'.length)
+    await rm(join(root, 'blobs', 'sha256', hex.slice(0, 2), hex), { recursive: true })
+  }
+  await rm(join(root, 'repositories', repository), { recursive: true })
 }
 
 export function loadRows(connections: number, bcryptCost: number): { get: RowSpec; head: RowSpec; latency: RowSpec } {
