@@ -102,6 +102,55 @@ t.test('the timer flushes; a write that throws is undone alone and reported', as
   t.equal(errors.length, 1)
 })
 
+t.test('the tick commits in slices of a few ms, in order, and the event loop runs between them', async (t) => {
+  const store = Store.open(tempPath(t), { flushIntervalMs: 10 })
+  t.teardown(() => store.close())
+  store.migrate('things', STEPS)
+  // 300 writes of 0.1 ms each: 30 ms of work, many times one slice.
+  const busy = (ms: number): void => {
+    const until = performance.now() + ms
+    while (performance.now() < until) {
+      // spin
+    }
+  }
+  for (let i = 0; i < 300; i++) {
+    store.enqueue((s) => {
+      busy(0.1)
+      s.statement('INSERT INTO things (name) VALUES (?)').run(`n${i}`)
+    })
+  }
+  const count = (): number => Number((store.db.prepare('SELECT count(*) AS n FROM things').get() as { n: number }).n)
+  // What other callbacks see while the queue drains: committed rows between 0 and 300 mean they ran between slices.
+  const seen: number[] = []
+  const probe = setInterval(() => seen.push(count()), 0)
+  for (let i = 0; i < 500 && store.queued > 0; i++) await new Promise((done) => setTimeout(done, 5))
+  clearInterval(probe)
+  t.equal(store.queued, 0, 'everything committed')
+  t.ok(store.committedBatches > 1, `more than one transaction (${store.committedBatches})`)
+  t.ok(seen.some((n) => n > 0 && n < 300), `other callbacks ran while part of the queue was committed (saw ${[...new Set(seen)].join(', ')})`)
+  const names = store.db.prepare('SELECT name FROM things ORDER BY id').all().map((row) => row.name)
+  t.same(names, Array.from({ length: 300 }, (_, i) => `n${i}`), 'in the order queued')
+  t.equal(store.flush(), 0)
+})
+
+t.test('flush() commits the whole queue in one transaction, however long it takes', async (t) => {
+  const store = Store.open(tempPath(t), { flushIntervalMs: 60_000 })
+  t.teardown(() => store.close())
+  store.migrate('things', STEPS)
+  for (let i = 0; i < 100; i++) {
+    store.enqueue((s) => {
+      const until = performance.now() + 0.1
+      while (performance.now() < until) {
+        // spin
+      }
+      s.statement('INSERT INTO things (name) VALUES (?)').run(`n${i}`)
+    })
+  }
+  t.equal(store.flush(), 100)
+  t.equal(store.committedBatches, 1)
+  t.equal(store.queued, 0)
+})
+
 t.test('transaction() commits queued writes first, then its own', async (t) => {
   const store = Store.open(tempPath(t), { flushIntervalMs: 60_000 })
   t.teardown(() => store.close())
