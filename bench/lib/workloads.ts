@@ -127,9 +127,9 @@ export async function runSkopeo(bench: Bench, target: Target, rows: { push: RowS
 /**
  * Removes a pushed image from the registry's storage (blobs and repository), so the page cache is
  * the same size at every step. On this VM, writing into memory the page cache has not used yet is up to
- * ten times slower once a few GB more are in use (the host provides the guest's memory again: see
- * BENCHMARKS.md, "Rounds that slow down"). Kept, each step's fresh 300 MiB would add up to 6 GB per round
- * of seven targets, and every step after that point would slow down, whichever target it measured.
+ * ten times slower once a few GB more are in use (see BENCHMARKS.md, "Rounds that slow down"). Kept,
+ * each step's fresh 300 MiB would add up to 2.1 GB per round of seven targets, and every step after ~4 GB
+ * would slow down, whichever target it measured.
  * Nothing asks for these blobs again: the next step pushes fresh layers. A path that is not there
  * throws: the storage layout this relies on has changed.
  */

@@ -206,14 +206,20 @@ export class Store implements StoreEngine {
    */
   flush(): number {
     this.cancelTimers()
-    return this.commitQueued(Number.POSITIVE_INFINITY)
+    return this.commitQueued(Number.POSITIVE_INFINITY).committed
   }
 
-  /** The tick's commit: one slice of the queue now, and the rest slice by slice in the next turns of the event loop. */
+  /**
+   * The tick's commit: one slice of the queue now, and the rest slice by slice in the next turns of the event
+   * loop. After a failed commit the rest waits for the retry timer instead.
+   */
   private commitSlice(): void {
     this.cancelTimers()
-    this.commitQueued(SLICE_MS)
-    if (this.pending.length > 0 && !this.closed && this.timer === undefined) this.nextSlice = setImmediate(() => this.commitSlice()).unref()
+    const { failed } = this.commitQueued(SLICE_MS)
+    if (failed || this.closed || this.pending.length === 0) return
+    // A write queued during the slice may have started the tick's timer: the next slice comes sooner.
+    this.cancelTimers()
+    this.nextSlice = setImmediate(() => this.commitSlice()).unref()
   }
 
   private cancelTimers(): void {
@@ -225,10 +231,11 @@ export class Store implements StoreEngine {
 
   /**
    * Runs queued writes in order in one transaction until the queue is empty or `budgetMs` has passed, and
-   * commits them; the writes not reached stay first in the queue. Returns how many committed.
+   * commits them; the writes not reached stay first in the queue. `committed`: how many ran and committed
+   * (a write that threw counts: it was undone alone); `failed`: the transaction could not commit.
    */
-  private commitQueued(budgetMs: number): number {
-    if (this.pending.length === 0 || this.closed) return 0
+  private commitQueued(budgetMs: number): { committed: number; failed: boolean } {
+    if (this.pending.length === 0 || this.closed) return { committed: 0, failed: false }
     const queue = this.pending
     this.pending = []
     const started = performance.now()
@@ -237,7 +244,7 @@ export class Store implements StoreEngine {
       this.db.exec('BEGIN IMMEDIATE')
     } catch (error) {
       this.requeue(queue, error)
-      return 0
+      return { committed: 0, failed: true }
     }
     // Prepared once: parsing the savepoint statements again for every write cost a fifth of a batch's time.
     const savepoint = this.statement('SAVEPOINT queued_write')
@@ -250,10 +257,19 @@ export class Store implements StoreEngine {
         ;(queue[ran] as Write)(this)
         release.run()
       } catch (error) {
-        this.statement('ROLLBACK TO queued_write').run()
-        release.run()
         failed++
         this.report(error, 1)
+        if (!this.undoWrite()) {
+          // SQLite ended the whole transaction (a full disk, an I/O error): the writes before this one are undone too.
+          try {
+            this.db.exec('ROLLBACK')
+          } catch {
+            // Already rolled back by SQLite.
+          }
+          this.pending = [...queue.slice(ran + 1), ...this.pending]
+          this.requeue(queue.slice(0, ran), error, false)
+          return { committed: 0, failed: true }
+        }
       }
     }
     const batch = ran === queue.length ? queue : queue.slice(0, ran)
@@ -270,16 +286,30 @@ export class Store implements StoreEngine {
         // Already rolled back by SQLite.
       }
       this.requeue(batch, error)
-      return 0
+      return { committed: 0, failed: true }
     }
-    return batch.length
+    return { committed: batch.length, failed: false }
   }
 
-  private requeue(batch: Write[], error: unknown): void {
+  /** Undoes the write that threw, alone; false when SQLite has already ended the whole transaction. */
+  private undoWrite(): boolean {
+    try {
+      this.statement('ROLLBACK TO queued_write').run()
+      this.statement('RELEASE queued_write').run()
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  /** Puts writes that did not commit back first in the queue while it has room; `log: false` when the error was reported already. */
+  private requeue(batch: Write[], error: unknown, log = true): void {
     const room = Math.max(0, this.maxPending - this.pending.length)
     const kept = batch.slice(0, room)
     this.pending = [...kept, ...this.pending]
-    this.report(error, batch.length - kept.length)
+    const dropped = batch.length - kept.length
+    if (log) this.report(error, dropped)
+    else if (dropped > 0) for (const watcher of this.watchers) watcher.dropped(dropped)
     if (this.pending.length > 0 && !this.closed) this.timer ??= setTimeout(() => this.commitSlice(), this.flushIntervalMs).unref()
   }
 
@@ -360,6 +390,10 @@ export class Store implements StoreEngine {
   close(): void {
     if (this.closed) return
     this.flush()
+    this.cancelTimers()
+    const left = this.pending.length
+    this.pending = []
+    if (left > 0) this.report(new StoreError(`the store closed with ${left} queued writes that could not be committed`), left)
     this.closed = true
     this.statements.clear()
     this.db.close()
