@@ -20,6 +20,16 @@ function busy(ms: number): void {
   }
 }
 
+/** Queues `count` inserts (n0, n1, …) that take 0.1 ms each. */
+function enqueueSlowWrites(store: Store, count: number): void {
+  for (let i = 0; i < count; i++) {
+    store.enqueue((s) => {
+      busy(0.1)
+      s.statement('INSERT INTO things (name) VALUES (?)').run(`n${i}`)
+    })
+  }
+}
+
 const STEPS = [
   'CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT NOT NULL)',
   'ALTER TABLE things ADD COLUMN size INTEGER NOT NULL DEFAULT 0',
@@ -121,12 +131,7 @@ t.test('the tick commits in slices of a few ms, in order, and the event loop run
   t.teardown(() => store.close())
   store.migrate('things', STEPS)
   // 300 writes of 0.1 ms each: 30 ms of work, many times one slice.
-  for (let i = 0; i < 300; i++) {
-    store.enqueue((s) => {
-      busy(0.1)
-      s.statement('INSERT INTO things (name) VALUES (?)').run(`n${i}`)
-    })
-  }
+  enqueueSlowWrites(store, 300)
   const count = (): number => Number((store.db.prepare('SELECT count(*) AS n FROM things').get() as { n: number }).n)
   // What other callbacks see while the queue drains: committed rows between 0 and 300 mean they ran between slices.
   const seen: number[] = []
@@ -145,12 +150,7 @@ t.test('flush() commits the whole queue in one transaction, however long it take
   const store = Store.open(tempPath(t), { flushIntervalMs: 60_000 })
   t.teardown(() => store.close())
   store.migrate('things', STEPS)
-  for (let i = 0; i < 100; i++) {
-    store.enqueue((s) => {
-      busy(0.1)
-      s.statement('INSERT INTO things (name) VALUES (?)').run(`n${i}`)
-    })
-  }
+  enqueueSlowWrites(store, 100)
   t.equal(store.flush(), 100)
   t.equal(store.committedBatches, 1)
   t.equal(store.queued, 0)
@@ -162,12 +162,7 @@ t.test('close() while slices are still to come commits the rest, and no slice ru
   const store = Store.open(path, { flushIntervalMs: 1, onError: (error) => errors.push(error) })
   store.migrate('things', STEPS)
   // 20 ms of writes: the tick commits a first slice and leaves the rest to the next turns.
-  for (let i = 0; i < 200; i++) {
-    store.enqueue((s) => {
-      busy(0.1)
-      s.statement('INSERT INTO things (name) VALUES (?)').run(`n${i}`)
-    })
-  }
+  enqueueSlowWrites(store, 200)
   for (let i = 0; i < 2000 && store.committedBatches === 0; i++) await new Promise((done) => setImmediate(done))
   t.equal(store.committedBatches, 1, 'one slice committed')
   t.ok(store.queued > 0, `writes still queued (${store.queued}) while the next slice waits for its turn`)
