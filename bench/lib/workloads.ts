@@ -1,6 +1,7 @@
 // The workloads: each runs one step against one target and records what it measured, CPU included.
 import { rm } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { RegistryStorage } from '../../src/housekeeping/registry-storage.js'
 import { makeOciLayout, readOciLayout, type OciImage } from '../../test/helpers/oci.js'
 import { skopeoCopy, type SkopeoCopyOptions } from '../../test/helpers/skopeo.js'
 import { chunkedUpload, curl, download, monolithicUpload, type Client } from './curl.js'
@@ -134,12 +135,11 @@ export async function runSkopeo(bench: Bench, target: Target, rows: { push: RowS
  * throws: the storage layout this relies on has changed.
  */
 async function dropImage(storageDir: string, repository: string, image: OciImage): Promise<void> {
-  const root = join(storageDir, 'docker', 'registry', 'v2')
+  const storage = new RegistryStorage(storageDir)
   for (const digest of [image.manifestDigest, image.configDigest, ...image.layerDigests]) {
-    const hex = digest.slice('sha256:'.length)
-    await rm(join(root, 'blobs', 'sha256', hex.slice(0, 2), hex), { recursive: true })
+    await rm(dirname(storage.blobPath(digest)), { recursive: true })
   }
-  await rm(join(root, 'repositories', repository), { recursive: true })
+  await rm(storage.repositoryDir(repository), { recursive: true })
 }
 
 export function loadRows(connections: number, bcryptCost: number): { get: RowSpec; head: RowSpec; latency: RowSpec } {
