@@ -178,6 +178,10 @@ export class Store implements StoreEngine {
 
   private report(error: unknown, dropped: number): void {
     this.onError(error, { dropped })
+    this.countDropped(dropped)
+  }
+
+  private countDropped(dropped: number): void {
     if (dropped > 0) for (const watcher of this.watchers) watcher.dropped(dropped)
   }
 
@@ -309,7 +313,7 @@ export class Store implements StoreEngine {
     this.pending = [...kept, ...this.pending]
     const dropped = batch.length - kept.length
     if (log) this.report(error, dropped)
-    else if (dropped > 0) for (const watcher of this.watchers) watcher.dropped(dropped)
+    else this.countDropped(dropped)
     if (this.pending.length > 0 && !this.closed) this.timer ??= setTimeout(() => this.commitSlice(), this.flushIntervalMs).unref()
   }
 
