@@ -126,6 +126,33 @@ t.test('the timer flushes; a write that throws is undone alone and reported', as
   t.equal(errors.length, 1)
 })
 
+t.test('a queued statement that fails is undone alone, without a savepoint, and the rest commit in order', async (t) => {
+  const errors: unknown[] = []
+  const store = Store.open(tempPath(t), { flushIntervalMs: 60_000, onError: (error) => errors.push(error) })
+  t.teardown(() => store.close())
+  store.migrate('things', STEPS)
+  const insert = 'INSERT INTO things (name) VALUES (?)'
+  // A statement is queued as it is; a function (or several statements) runs under a savepoint of its own.
+  const statements: string[] = []
+  const traced = store.db.prepare.bind(store.db)
+  store.db.prepare = (sql: string) => {
+    statements.push(sql)
+    return traced(sql)
+  }
+  store.write({ sql: insert, params: ['before'] })
+  store.write({ sql: insert, params: [null] }) // NOT NULL: SQLite ends this statement only
+  store.write({ sql: insert, params: ['between'] }, { sql: insert, params: ['pair'] })
+  store.write({ sql: insert, params: ['after'] })
+  t.equal(store.queued, 4)
+  t.equal(store.flush(), 4, 'the failed statement counts as run')
+  t.same(store.db.prepare('SELECT name FROM things ORDER BY id').all().map((row) => row.name), ['before', 'between', 'pair', 'after'])
+  t.equal(errors.length, 1, 'reported once')
+  t.match(String(errors[0]), /NOT NULL/)
+  t.equal(store.db.isTransaction, false, 'committed')
+  t.equal(store.committedBatches, 1, 'in one transaction')
+  t.notOk(statements.includes('ROLLBACK TO queued_write'), 'no savepoint was rolled back: SQLite undid the statement')
+})
+
 t.test('the tick commits in slices of a few ms, in order, and the event loop runs between them', async (t) => {
   const store = Store.open(tempPath(t), { flushIntervalMs: 10 })
   t.teardown(() => store.close())
