@@ -118,7 +118,7 @@ export class HtpasswdStore {
   readonly path: string
 
   /**
-   * `checkHash` compares a password with a stored hash (bcrypt goes to the worker pool in the gateway);
+   * `checkHash` compares a password with a stored hash (bcrypt goes to the password pool in the gateway);
    * `canCheck` says whether it would accept one more check now (false: the caller answers 503).
    */
   constructor(

@@ -99,7 +99,13 @@ export async function createAuthenticator(config: AuthConfig, log: Logger, obser
     await pool.close()
     throw error
   }
-  log.info({ workers: pool.size, queue: config.password_checks.queue }, 'password checks run in worker threads')
+  if (config.password_checks.workers > pool.size) {
+    log.warn(
+      { configured: config.password_checks.workers, workers: pool.size },
+      'auth.password_checks.workers is more than half of Node\'s thread pool, which also reads and writes files: fewer checks run at once (raise UV_THREADPOOL_SIZE for more)',
+    )
+  }
+  log.info({ workers: pool.size, queue: config.password_checks.queue }, 'password checks run on Node\'s thread pool')
   const throttle = createThrottle(config.throttle, sharedCounters ? { shared: sharedCounters } : {})
   let ldap: LdapLogins | undefined
   try {
@@ -125,8 +131,8 @@ export async function createAuthenticator(config: AuthConfig, log: Logger, obser
     close: () => {
       ldap?.close()
       store.close()
-      // Terminating a worker can fail (it is already gone); shutdown goes on either way.
-      pool.close().catch((error: unknown) => log.warn({ err: error instanceof Error ? error.message : String(error) }, 'password check workers did not stop cleanly'))
+      // Checks still running or waiting are refused; shutdown goes on either way.
+      pool.close().catch((error: unknown) => log.warn({ err: error instanceof Error ? error.message : String(error) }, 'password checks did not stop cleanly'))
     },
   }
   if (generatedAdmin) setup.generatedAdmin = generatedAdmin

@@ -117,7 +117,7 @@ export class Metrics {
     })
     this.passwordVerifications = new Counter({
       name: 'portier_password_verifications_total',
-      help: 'Passwords compared with a stored hash (bcrypt in worker threads; the decoy run for unknown users included). Cached credentials are not compared again.',
+      help: 'Passwords compared with a stored hash (bcrypt on Node\'s thread pool; the decoy run for unknown users included). Cached credentials are not compared again.',
       registers,
     })
     this.passwordChecksRefused = new Counter({

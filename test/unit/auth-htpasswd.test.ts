@@ -181,7 +181,7 @@ t.test('a store that cannot take more checks answers busy without counting an at
   t.equal(admitted, 1)
 })
 
-t.test('the worker pool checks bcrypt off the main thread and refuses at once when its queue is full', async (t) => {
+t.test('the password pool checks bcrypt off the main thread and refuses at once when its queue is full', async (t) => {
   const pool = createPasswordPool({ workers: 1, queue: 2 })
   t.teardown(() => pool.close())
   t.equal(pool.size, 1)
@@ -191,10 +191,10 @@ t.test('the worker pool checks bcrypt off the main thread and refuses at once wh
   t.equal(await pool.compare('x', '$2y$08$not-a-valid-hash'), false, 'a broken hash is a mismatch, not a crash')
 
   const running = [pool.compare('pool-password', hash), pool.compare('a', hash), pool.compare('b', hash)]
-  t.equal(pool.pending, 3, 'one on the worker, two queued')
+  t.equal(pool.pending, 3, 'one running, two queued')
   t.equal(pool.hasRoom(), false)
   await t.rejects(pool.compare('c', hash), PoolBusyError, 'the fourth is refused at once')
-  // The main thread stays free while the worker runs bcrypt.
+  // The main thread stays free while the thread pool runs bcrypt.
   let turns = 0
   const ticker = setInterval(() => turns++, 1)
   t.same(await Promise.all(running), [true, false, false], 'queued checks complete in order')
