@@ -1,14 +1,17 @@
 // bcrypt password checks off the thread that serves requests, a few at a time, with a bounded queue.
+//
+// The checks run in native code on Node's own thread pool (libuv's, 4 threads), through `bcrypt` (its
+// prebuilt binaries for Linux, macOS and Windows ship inside the package).
+// They used to run bcryptjs in worker threads: each worker is a V8 isolate of its own, and the one the
+// default pool started on a 2-core machine kept ~15-20 MiB resident for the life of the process (the
+// bench's 16-upload peak 145-150 MiB with it, 130-132 without; BENCHMARKS.md, "Peak RSS"). A native
+// check is also faster (cost 10: ~50 ms against ~70 for bcryptjs here).
 import { availableParallelism } from 'node:os'
-import { verify } from '@node-rs/bcrypt'
+import bcrypt from 'bcrypt'
 
-/**
- * The checks run in native code on Node's own thread pool (libuv's, 4 threads), through @node-rs/bcrypt.
- * They used to run bcryptjs in worker threads: each worker is a V8 isolate of its own, and the one the
- * default pool started on a 2-core machine kept ~15-20 MiB resident for the life of the process (the
- * bench's 16-upload peak 145-150 MiB with it, 130-132 without; BENCHMARKS.md, "Peak RSS"). A native
- * check is also faster (cost 10: ~50 ms against ~70 for bcryptjs here).
- */
+/** The native module reads the `$2a$` and `$2b$` markers; `$2y$` (what `htpasswd -B` writes) is the same algorithm. */
+const verify = (password: string, hash: string): Promise<boolean> => bcrypt.compare(password, hash.replace(/^\$2y\$/, '$2b$'))
+
 export interface PasswordPoolOptions {
   /** Checks that run at once; 0 means min(2, CPU cores - 1), at least 1. Never more than maxChecksAtOnce(). */
   workers: number

@@ -1,4 +1,4 @@
-// bcrypt checks run in native code on Node's thread pool (@node-rs/bcrypt), never on the thread that serves
+// bcrypt checks run in native code on Node's thread pool (the bcrypt module), never on the thread that serves
 // requests, a bounded number at once; they answer as bcryptjs (what hashes the htpasswd files) does.
 import t from 'tap'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
