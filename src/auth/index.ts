@@ -7,7 +7,7 @@ import { anonymous, createBasicAuthenticator, directoryUnavailable, htpasswdLogi
 import { createLdapLogins, type LdapLogins } from './ldap/index.js'
 import type { ReadinessCheck } from '../observe/admin.js'
 import { hashKind, verifyPassword } from './hashes.js'
-import { createPasswordPool, type PasswordPool } from './password-pool.js'
+import { createPasswordPool, threadPoolSize, type PasswordPool } from './password-pool.js'
 import { createBearerAuthenticator } from './bearer.js'
 import { createWithGeneratedAdmin, HtpasswdStore } from './htpasswd.js'
 import { createAcl, type Acl, type GrantSet } from './acl.js'
@@ -105,6 +105,7 @@ export async function createAuthenticator(config: AuthConfig, log: Logger, obser
       'auth.password_checks.workers is more than half of Node\'s thread pool, which also reads and writes files: fewer checks run at once (raise UV_THREADPOOL_SIZE for more)',
     )
   }
+  if (threadPoolSize() < 2) log.warn({ threads: threadPoolSize() }, 'UV_THREADPOOL_SIZE leaves Node\'s thread pool one thread: password checks and file reads and writes take turns on it')
   log.info({ workers: pool.size, queue: config.password_checks.queue }, 'password checks run on Node\'s thread pool')
   const throttle = createThrottle(config.throttle, sharedCounters ? { shared: sharedCounters } : {})
   let ldap: LdapLogins | undefined

@@ -3,14 +3,28 @@
 // The checks run in native code on Node's own thread pool (libuv's, 4 threads), through `bcrypt` (its
 // prebuilt binaries for Linux, macOS and Windows ship inside the package).
 // They used to run bcryptjs in worker threads: each worker is a V8 isolate of its own, and the one the
-// default pool started on a 2-core machine kept ~15-20 MiB resident for the life of the process (the
-// bench's 16-upload peak 145-150 MiB with it, 130-132 without; BENCHMARKS.md, "Peak RSS"). A native
-// check is also faster (cost 10: ~50 ms against ~70 for bcryptjs here).
+// default pool started on a 2-core machine stayed resident for the life of the process (the bench's
+// 16-upload peak 145-150 MiB with it, 134-139 without; BENCHMARKS.md, "Peak RSS"). A native check is
+// also faster (cost 10: ~50 ms against ~70 for bcryptjs here).
+import { timingSafeEqual } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import bcrypt from 'bcrypt'
 
-/** The native module reads the `$2a$` and `$2b$` markers; `$2y$` (what `htpasswd -B` writes) is the same algorithm. */
-const verify = (password: string, hash: string): Promise<boolean> => bcrypt.compare(password, hash.replace(/^\$2y\$/, '$2b$'))
+/**
+ * Compares as bcryptjs (which hashes Portier's own htpasswd files) and Go's x/crypto/bcrypt do:
+ * - `$2y$` (what `htpasswd -B` writes) and `$2a$` are read as `$2b$`, the same algorithm. The native
+ *   module keeps OpenBSD's old `$2a$` length bug (a password of 255 bytes or more wraps around), so a
+ *   `$2a$` hash of a long password would otherwise be refused, or match a wrong one.
+ * - The hash is computed with the stored salt and compared in constant time (the module's own
+ *   compare uses strcmp).
+ */
+async function verify(password: string, stored: string): Promise<boolean> {
+  const expected = stored.replace(/^\$2[ay]\$/, '$2b$')
+  const computed = await bcrypt.hash(password, expected.slice(0, 29))
+  const left = Buffer.from(computed)
+  const right = Buffer.from(expected)
+  return left.length === right.length && timingSafeEqual(left, right)
+}
 
 export interface PasswordPoolOptions {
   /** Checks that run at once; 0 means min(2, CPU cores - 1), at least 1. Never more than maxChecksAtOnce(). */
@@ -34,14 +48,22 @@ export class PoolBusyError extends Error {
   override name = 'PoolBusyError'
 }
 
+/** Threads in Node's pool, read from UV_THREADPOOL_SIZE as libuv reads it: atoi, 0 is 1, more than 1024 (or negative) is 1024. */
+export function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.UV_THREADPOOL_SIZE
+  if (raw === undefined) return 4
+  const threads = Number.parseInt(raw, 10)
+  if (Number.isNaN(threads) || threads === 0) return 1
+  return threads < 0 || threads > 1024 ? 1024 : threads
+}
+
 /**
  * Node's thread pool also reads and writes files (blobs from and into storage, the access log) and
- * resolves host names: bcrypt may hold at most half of its threads (4 unless UV_THREADPOOL_SIZE says
- * otherwise, read once at the pool's first use), however many checks are configured.
+ * resolves host names: bcrypt may hold at most half of its threads (one, with a pool of one thread),
+ * however many checks are configured.
  */
 export function maxChecksAtOnce(env: NodeJS.ProcessEnv = process.env): number {
-  const threads = Number(env.UV_THREADPOOL_SIZE)
-  return Math.max(1, Math.floor((Number.isInteger(threads) && threads > 0 ? Math.min(threads, 1024) : 4) / 2))
+  return Math.max(1, Math.floor(threadPoolSize(env) / 2))
 }
 
 interface Job {

@@ -3,7 +3,7 @@
 import t from 'tap'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import bcryptjs from 'bcryptjs'
-import { createPasswordPool, maxChecksAtOnce, PoolBusyError } from '../../src/auth/password-pool.js'
+import { createPasswordPool, maxChecksAtOnce, PoolBusyError, threadPoolSize } from '../../src/auth/password-pool.js'
 import { hashPassword } from '../../src/auth/hashes.js'
 
 /** CPU ticks (user + system) of this process's threads, by name: the main thread is the one whose id is the pid. */
@@ -35,10 +35,13 @@ t.test('a check runs on a thread of Node\'s pool, not on the thread that serves 
 })
 
 t.test('at most `workers` checks at once, never more than half of the thread pool; the rest queue, then are refused', async (t) => {
+  // UV_THREADPOOL_SIZE as libuv reads it (atoi; 0 is 1; negative or over 1024 is 1024), checked against Node 24's thread counts.
+  const sizes: Array<[string | undefined, number]> = [[undefined, 4], ['16', 16], [' 8', 8], ['8.5', 8], ['1e1', 1], ['many', 1], ['', 1], ['0', 1], ['-1', 1024], ['5000', 1024]]
+  for (const [value, threads] of sizes) t.equal(threadPoolSize(value === undefined ? {} : { UV_THREADPOOL_SIZE: value }), threads, `UV_THREADPOOL_SIZE=${JSON.stringify(value)}: ${threads} threads`)
   t.equal(maxChecksAtOnce({}), 2, 'the default pool of 4 threads: 2')
   t.equal(maxChecksAtOnce({ UV_THREADPOOL_SIZE: '16' }), 8)
-  t.equal(maxChecksAtOnce({ UV_THREADPOOL_SIZE: '1' }), 1, 'at least one')
-  t.equal(maxChecksAtOnce({ UV_THREADPOOL_SIZE: 'many' }), 2, 'a value libuv ignores: its default')
+  t.equal(maxChecksAtOnce({ UV_THREADPOOL_SIZE: '1' }), 1, 'a pool of one thread: one, at least')
+  t.equal(maxChecksAtOnce({ UV_THREADPOOL_SIZE: 'many' }), 1, 'a value atoi reads as 0: libuv starts one thread')
   const capped = createPasswordPool({ workers: 64, queue: 0 })
   t.equal(capped.size, maxChecksAtOnce(), `64 asked for, ${capped.size} at once`)
   await capped.close()
@@ -69,7 +72,8 @@ t.test('close() refuses the checks running and waiting, and every later one', as
 t.test('answers as bcryptjs does: $2a$, $2b$ and $2y$, past 72 bytes, non-ASCII, malformed hashes', async (t) => {
   const pool = createPasswordPool({ workers: 2, queue: 64 })
   t.teardown(() => pool.close())
-  const passwords = ['secret', '', 'üñí€ode 𝄞', 'x'.repeat(72), 'x'.repeat(73), 'a\u0000b']
+  // 255 bytes and more: the native module's own $2a$ wraps the length around (OpenBSD's old bug); bcryptjs and Go do not.
+  const passwords = ['secret', '', 'üñí€ode 𝄞', 'x'.repeat(72), 'x'.repeat(73), 'a\u0000b', ...[254, 255, 256, 300, 600].map((length) => 'k'.repeat(70) + 'pq'.repeat(length).slice(0, length - 70))]
   let compared = 0
   for (const password of passwords) {
     const hash = bcryptjs.hashSync(password, 4)
@@ -81,6 +85,9 @@ t.test('answers as bcryptjs does: $2a$, $2b$ and $2y$, past 72 bytes, non-ASCII,
       }
     }
   }
-  t.equal(compared, 54)
+  t.equal(compared, 99)
+  const long = bcryptjs.hashSync(`${'x'.repeat(254)}y`, 4).replace(/^\$2b\$/, '$2a$')
+  t.equal(await pool.compare(`x${'q'.repeat(254)}`, long), false, 'a $2a$ hash of a 255-byte password does not match another whose first bytes differ')
+  t.equal(await pool.compare(`${'x'.repeat(254)}y`, long), true, 'and matches its own password')
   for (const broken of ['$2y$08$not-a-valid-hash', 'nonsense', `$2y$99$${'a'.repeat(53)}`]) t.equal(await pool.compare('x', broken), false, `${broken.slice(0, 16)}: a mismatch, not an error`)
 })
