@@ -53,7 +53,10 @@ export interface StoreEngine {
   readonly location: string
   /** Brings the module's tables to its last step; several instances starting at once migrate once. */
   migrateModule(module: string, migrations: Migrations): Promise<number>
-  /** Queues statements for the next batch; they run together (all or none). */
+  /**
+   * Queues statements for the next batch; they run together (all or none). A trigger that RAISEs FAIL
+   * breaks that for a single statement in SQLite (it runs without a savepoint of its own): none may.
+   */
   write(...statements: Statement[]): void
   /** Commits what write() queued; reads call it first so they see their own writes. */
   commit(): Promise<number>

@@ -24,6 +24,22 @@ export type Write = (store: Store) => void
  */
 export type QueuedWrite = Write | Statement
 
+/**
+ * `OR FAIL` is the one conflict clause with which SQLite keeps what a failing statement did before the
+ * failure (the rows of a multi-row INSERT before the bad one): such a statement keeps its savepoint, so a
+ * queued write stays all or none. (A trigger that RAISEs FAIL would do the same; the store's tables have none.)
+ */
+const PARTIAL = /\bOR\s+FAIL\b/i
+const partialBySql = new Map<string, boolean>()
+function keepsPartialChanges(sql: string): boolean {
+  let partial = partialBySql.get(sql)
+  if (partial === undefined) {
+    partial = PARTIAL.test(sql)
+    if (partialBySql.size < 1024) partialBySql.set(sql, partial)
+  }
+  return partial
+}
+
 export interface StoreOptions {
   /** Opens without writing: no migrations run, no WAL switch; for `portier audit` beside a running gateway. */
   readOnly?: boolean
@@ -357,7 +373,7 @@ export class Store implements StoreEngine {
 
   write(...statements: Statement[]): void {
     const [only] = statements
-    if (statements.length === 1 && only !== undefined) this.enqueue(only)
+    if (statements.length === 1 && only !== undefined && !keepsPartialChanges(only.sql)) this.enqueue(only)
     else
       this.enqueue((s) => {
         for (const statement of statements) s.statement(statement.sql).run(...(statement.params ?? []))

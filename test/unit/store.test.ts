@@ -126,7 +126,7 @@ t.test('the timer flushes; a write that throws is undone alone and reported', as
   t.equal(errors.length, 1)
 })
 
-t.test('a queued statement that fails is undone alone, without a savepoint, and the rest commit in order', async (t) => {
+t.test('a queued statement that fails is undone alone, without a savepoint, and the rest commit in order (OR FAIL keeps one; OR ROLLBACK requeues)', async (t) => {
   const errors: unknown[] = []
   const store = Store.open(tempPath(t), { flushIntervalMs: 60_000, onError: (error) => errors.push(error) })
   t.teardown(() => store.close())
@@ -151,6 +151,22 @@ t.test('a queued statement that fails is undone alone, without a savepoint, and 
   t.equal(store.db.isTransaction, false, 'committed')
   t.equal(store.committedBatches, 1, 'in one transaction')
   t.notOk(statements.includes('ROLLBACK TO queued_write'), 'no savepoint was rolled back: SQLite undid the statement')
+
+  // OR FAIL keeps the rows before the failing one: that statement keeps its savepoint, all or none.
+  store.write({ sql: "INSERT OR FAIL INTO things (name) VALUES ('p1'), (NULL), ('p3')" })
+  store.write({ sql: insert, params: ['last'] })
+  t.equal(store.flush(), 2)
+  t.ok(statements.includes('ROLLBACK TO queued_write'), 'the OR FAIL statement was undone by its savepoint')
+  t.equal(errors.length, 2)
+  // OR ROLLBACK ends the whole transaction: the writes before it go back to the queue, unreported, and commit next time.
+  store.write({ sql: insert, params: ['kept'] })
+  store.write({ sql: 'INSERT OR ROLLBACK INTO things (name) VALUES (NULL)' })
+  store.write({ sql: insert, params: ['kept too'] })
+  t.equal(store.flush(), 0, 'the transaction ended')
+  t.equal(errors.length, 3, 'the failing statement is reported once')
+  t.equal(store.queued, 2)
+  t.equal(store.flush(), 2)
+  t.same(store.db.prepare('SELECT name FROM things ORDER BY id').all().map((row) => row.name), ['before', 'between', 'pair', 'after', 'last', 'kept', 'kept too'])
 })
 
 t.test('the tick commits in slices of a few ms, in order, and the event loop runs between them', async (t) => {
