@@ -1,5 +1,5 @@
 // The workloads: each runs one step against one target and records what it measured, CPU included.
-import { rm } from 'node:fs/promises'
+import { open, readFile, rm } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { RegistryStorage } from '../../src/housekeeping/registry-storage.js'
 import { makeOciLayout, readOciLayout, type OciImage } from '../../test/helpers/oci.js'
@@ -87,7 +87,34 @@ export async function runChunked(bench: Bench, target: Target, row: RowSpec, blo
  */
 export const DOWNLOADS_PER_ROUND = 3
 
+/** Bytes this process has had read from the disk (not from the page cache) so far. */
+async function diskReadBytes(): Promise<number> {
+  const io = await readFile('/proc/self/io', 'utf8')
+  return Number(/^read_bytes: (\d+)$/m.exec(io)?.[1] ?? Number.NaN)
+}
+
+/**
+ * Reads the blob's data file in the registry's storage once, outside the timed step, before every
+ * target's downloads: each then serves it from the page cache. This VM pages out file pages that
+ * have not been touched for about a minute (DAMON's proactive reclaim, `pageout` for regions cold
+ * 12 aggregations of 5 s), and the blob is read by some targets only: a download from storage read
+ * 2-21 MiB of it from the disk after 20-70 s without a reader (BENCHMARKS.md, "Blobs from storage").
+ * The ceiling never reads a file. Returns the MiB the warm-up itself had to read from the disk.
+ */
+async function warmBlob(bench: Bench, digest: string): Promise<number> {
+  const before = await diskReadBytes()
+  const handle = await open(new RegistryStorage(bench.storageDir).blobPath(digest), 'r')
+  try {
+    const buffer = Buffer.allocUnsafe(MiB)
+    while ((await handle.read(buffer, 0, buffer.length, null)).bytesRead > 0);
+  } finally {
+    await handle.close()
+  }
+  return ((await diskReadBytes()) - before) / MiB
+}
+
 export async function runDownload(bench: Bench, target: Target, row: RowSpec, blob: BlobFile): Promise<void> {
+  const fromDisk = await warmBlob(bench, blob.digest)
   const measured = await step(bench, target, async () => {
     const speeds: number[] = []
     for (let i = 0; i < DOWNLOADS_PER_ROUND; i++) speeds.push(mbps(blob.size, await download(bench.client, target, REPOSITORY, blob)))
@@ -96,7 +123,7 @@ export async function runDownload(bench: Bench, target: Target, row: RowSpec, bl
   const value = median(measured.value)
   bench.results.add(row, target.id, { value, seconds: measured.seconds, proxyCpu: measured.proxyCpu, registryCpu: measured.registryCpu })
   const each = measured.value.map((speed) => fmt(speed)).join(' / ')
-  bench.log(`${row.key.padEnd(9)} ${target.id.padEnd(12)} ${fmt(value).padStart(8)} MB/s (${each})   ${cpuNote(target, measured)}`)
+  bench.log(`${row.key.padEnd(9)} ${target.id.padEnd(12)} ${fmt(value).padStart(8)} MB/s (${each})   ${cpuNote(target, measured)}; warm-up read ${fmt(fromDisk)} MiB from disk`)
 }
 
 export function skopeoRows(layersMiB: number[]): { push: RowSpec; pull: RowSpec } {
