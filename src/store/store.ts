@@ -40,6 +40,14 @@ function keepsPartialChanges(sql: string): boolean {
   return partial
 }
 
+/** SQLITE_NOMEM, SQLITE_IOERR, SQLITE_FULL (primary result codes): failures of the machine, not of a write. */
+const STORAGE_FAILURES = new Set([7, 10, 13])
+
+function isStorageFailure(error: unknown): boolean {
+  const code = typeof error === 'object' && error !== null ? (error as { errcode?: unknown }).errcode : undefined
+  return typeof code === 'number' && STORAGE_FAILURES.has(code & 0xff)
+}
+
 export interface StoreOptions {
   /** Opens without writing: no migrations run, no WAL switch; for `portier audit` beside a running gateway. */
   readOnly?: boolean
@@ -289,6 +297,13 @@ export class Store implements StoreEngine {
           this.statement(write.sql).run(...(write.params ?? []))
         }
       } catch (error) {
+        if (isStorageFailure(error)) {
+          // The disk or memory failed, not the write: the whole batch, this write included, waits for the next tick while the queue has room.
+          if (this.db.isTransaction) this.db.exec('ROLLBACK')
+          this.pending = [...queue.slice(ran + 1), ...this.pending]
+          this.requeue(queue.slice(0, ran + 1), error)
+          return { committed: 0, failed: true }
+        }
         failed++
         this.report(error, 1)
         if (typeof write === 'function' ? !this.undoWrite() : !this.db.isTransaction) {

@@ -169,6 +169,26 @@ t.test('a queued statement that fails is undone alone, without a savepoint, and 
   t.same(store.db.prepare('SELECT name FROM things ORDER BY id').all().map((row) => row.name), ['before', 'between', 'pair', 'after', 'last', 'kept', 'kept too'])
 })
 
+t.test('a full disk keeps the whole batch, the failing write included, for the next tick', async (t) => {
+  const dropped: number[] = []
+  const store = Store.open(tempPath(t), { flushIntervalMs: 60_000, onError: (_error, context) => dropped.push(context.dropped) })
+  t.teardown(() => store.close())
+  store.migrate('things', STEPS)
+  const insert = 'INSERT INTO things (name) VALUES (?)'
+  // SQLITE_FULL without filling a disk: the file may not grow by a page.
+  const pages = Number((store.db.prepare('PRAGMA page_count').get() as { page_count: number }).page_count)
+  store.db.exec(`PRAGMA max_page_count = ${pages}`)
+  store.enqueue((s) => s.statement(insert).run('a'.repeat(5000)))
+  store.write({ sql: insert, params: ['b'.repeat(5000)] })
+  store.write({ sql: insert, params: ['c'] })
+  t.equal(store.flush(), 0, 'nothing committed')
+  t.equal(store.queued, 3, 'every write kept, the one that met the full disk included')
+  t.same(dropped, [0], 'reported once, nothing dropped')
+  store.db.exec('PRAGMA max_page_count = 1073741823')
+  t.equal(store.flush(), 3)
+  t.same(store.db.prepare('SELECT substr(name, 1, 1) AS first FROM things ORDER BY id').all().map((row) => row.first), ['a', 'b', 'c'], 'in order')
+})
+
 t.test('the tick commits in slices of a few ms, in order, and the event loop runs between them', async (t) => {
   const store = Store.open(tempPath(t), { flushIntervalMs: 10 })
   t.teardown(() => store.close())
