@@ -80,7 +80,14 @@ export class RegistryStorage {
     // Sessions only say whether writes are in flight: a directory that cannot be read holds none GC can wait for.
     for (const id of await readdir(dir).catch(() => [] as string[])) {
       const data = await stat(join(dir, id, 'data')).catch(() => undefined)
-      if (data !== undefined) sessions.push({ id, size: data.size, mtimeMs: data.mtimeMs })
+      if (data !== undefined) {
+        sessions.push({ id, size: data.size, mtimeMs: data.mtimeMs })
+        continue
+      }
+      // A commit moves `data` into `blobs/` first, then writes the layer link, then removes the session: in
+      // between, the session's own directory (its time: when `data` left) is what says the upload is in flight.
+      const session = await stat(join(dir, id)).catch(() => undefined)
+      if (session?.isDirectory() === true) sessions.push({ id, size: 0, mtimeMs: session.mtimeMs })
     }
     return sessions
   }

@@ -1,12 +1,13 @@
 // Garbage collection's pieces: the collector's output read as progress and totals, disk usage walked in-process, the schedule, the registry storage layout and the multi-arch protection.
 import t from 'tap'
-import { mkdirSync, writeFileSync, readdirSync, existsSync, symlinkSync } from 'node:fs'
+import { mkdirSync, writeFileSync, readdirSync, existsSync, symlinkSync, renameSync, utimesSync } from 'node:fs'
 import { join } from 'node:path'
 import { createHash, randomBytes } from 'node:crypto'
 import { parseCollectorLine, tallyOutput } from '../../src/housekeeping/gc-output.js'
 import { diskUsage } from '../../src/housekeeping/disk-usage.js'
 import { nextRunDelay, parseSchedule } from '../../src/housekeeping/gc-schedule.js'
 import { RegistryStorage } from '../../src/housekeeping/registry-storage.js'
+import { pendingWrites } from '../../src/housekeeping/gc-quiet.js'
 import { KEEP_TAG_PREFIX, indexChildren, protectIndexChildren, releaseKept } from '../../src/housekeeping/gc-protect.js'
 import { collectorArgs } from '../../src/housekeeping/gc-collector.js'
 import { upstreamTarget, GcUnavailable } from '../../src/housekeeping/gc-target.js'
@@ -80,6 +81,29 @@ t.test('disk usage counts allocated bytes of every file, without following links
   writeFileSync(join(dir, 'a', 'big'), randomBytes(1024 * 1024))
   const after = await diskUsage(dir)
   t.ok(after.bytes - before >= 1024 * 1024, 'a 1 MiB file adds at least 1 MiB')
+})
+
+t.test('an upload mid-commit (its data moved into blobs/, its link not written yet) is still a write in flight', async (t) => {
+  const root = t.testdir({})
+  const storage = new RegistryStorage(root)
+  const sessions = join(storage.repositoryDir('team/app'), '_uploads')
+  const session = join(sessions, 'a1b2c3')
+  mkdirSync(session, { recursive: true })
+  writeFileSync(join(session, 'data'), randomBytes(1024))
+  writeFileSync(join(session, 'startedat'), new Date().toISOString())
+  const old = join(sessions, 'left-behind')
+  mkdirSync(old)
+  const hourAgo = new Date(Date.now() - 3_600_000)
+  utimesSync(old, hourAgo, hourAgo)
+  const sinceMs = Date.now() - 1_000
+  t.same((await pendingWrites(storage, sinceMs, Date.now(), new Map())).pending.uploads, ['team/app/_uploads/a1b2c3'], 'while written')
+  // The commit's first step, as the registry's and Portier's own: the data leaves the session for blobs/.
+  const blob = join(root, 'docker', 'registry', 'v2', 'blobs', 'sha256', 'ab', 'ab'.repeat(32), 'data')
+  mkdirSync(join(blob, '..'), { recursive: true })
+  renameSync(join(session, 'data'), blob)
+  const { pending } = await pendingWrites(storage, sinceMs, Date.now(), new Map())
+  t.same(pending.uploads, ['team/app/_uploads/a1b2c3'], 'between the move and the link, the session still holds the collection back (a directory left an hour ago does not)')
+  t.same(pending.pushes, [], 'no layer link yet')
 })
 
 t.test('schedules: an interval or a daily UTC time', async (t) => {
