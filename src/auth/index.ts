@@ -105,7 +105,8 @@ export async function createAuthenticator(config: AuthConfig, log: Logger, obser
       'auth.password_checks.workers is more than half of Node\'s thread pool, which also reads and writes files: fewer checks run at once (raise UV_THREADPOOL_SIZE for more)',
     )
   }
-  if (threadPoolSize() < 2) log.warn({ threads: threadPoolSize() }, 'UV_THREADPOOL_SIZE leaves Node\'s thread pool one thread: password checks and file reads and writes take turns on it')
+  const threads = threadPoolSize()
+  if (threads < 2) log.warn({ threads }, 'UV_THREADPOOL_SIZE leaves Node\'s thread pool one thread: password checks and file reads and writes take turns on it')
   log.info({ workers: pool.size, queue: config.password_checks.queue }, 'password checks run on Node\'s thread pool')
   const throttle = createThrottle(config.throttle, sharedCounters ? { shared: sharedCounters } : {})
   let ldap: LdapLogins | undefined

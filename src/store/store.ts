@@ -297,24 +297,17 @@ export class Store implements StoreEngine {
           this.statement(write.sql).run(...(write.params ?? []))
         }
       } catch (error) {
-        if (isStorageFailure(error)) {
-          // The disk or memory failed, not the write: the whole batch, this write included, waits for the next tick while the queue has room.
-          if (this.db.isTransaction) this.db.exec('ROLLBACK')
-          this.pending = [...queue.slice(ran + 1), ...this.pending]
-          this.requeue(queue.slice(0, ran + 1), error)
-          return { committed: 0, failed: true }
+        // The disk or memory failed, not the write: the whole batch, this write included, waits for the next tick.
+        const machine = isStorageFailure(error)
+        if (!machine) {
+          failed++
+          this.report(error, 1)
         }
-        failed++
-        this.report(error, 1)
-        if (typeof write === 'function' ? !this.undoWrite() : !this.db.isTransaction) {
-          // SQLite ended the whole transaction (a full disk, an I/O error): the writes before this one are undone too.
-          try {
-            this.db.exec('ROLLBACK')
-          } catch {
-            // Already rolled back by SQLite.
-          }
+        if (machine || (typeof write === 'function' ? !this.undoWrite() : !this.db.isTransaction)) {
+          // Or SQLite ended the whole transaction: the writes before this one are undone too, and go back in the queue.
+          this.rollback()
           this.pending = [...queue.slice(ran + 1), ...this.pending]
-          this.requeue(queue.slice(0, ran), error, false)
+          this.requeue(queue.slice(0, machine ? ran + 1 : ran), error, machine)
           return { committed: 0, failed: true }
         }
       }
@@ -327,15 +320,20 @@ export class Store implements StoreEngine {
       const seconds = (performance.now() - started) / 1000
       for (const watcher of this.watchers) watcher.committed(batch.length - failed, seconds)
     } catch (error) {
-      try {
-        this.db.exec('ROLLBACK')
-      } catch {
-        // Already rolled back by SQLite.
-      }
+      this.rollback()
       this.requeue(batch, error)
       return { committed: 0, failed: true }
     }
     return { committed: batch.length, failed: false }
+  }
+
+  /** Ends the batch's transaction, unless SQLite has already ended it (it does on some errors). */
+  private rollback(): void {
+    try {
+      if (this.db.isTransaction) this.db.exec('ROLLBACK')
+    } catch {
+      // Already over.
+    }
   }
 
   /** Undoes the write that threw, alone; false when SQLite has already ended the whole transaction. */
