@@ -2,7 +2,6 @@
 import t from 'tap'
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http'
 import { gatewayFixture } from '../helpers/gateway.js'
-import { freePort } from '../helpers/ports.js'
 import { GatewayClient } from '../helpers/gwclient.js'
 
 interface Seen {
@@ -20,9 +19,6 @@ const SUBJECT = `sha256:${'cd'.repeat(32)}`
  * the upstream is healthy, so it shows nothing of what the gateway forwards.
  */
 const ECHO = '/v2/echo/app/tags/list'
-
-const storagePort = await freePort()
-const storageUrl = `http://127.0.0.1:${storagePort}/bucket/docker/registry/v2/blobs/sha256/ab/${'ab'.repeat(32)}/data?X-Amz-Expires=1200&X-Amz-Signature=5eed`
 
 /** A stand-in registry: records every request and answers the way distribution does, with a few Location styles. */
 const seen: Seen[] = []
@@ -42,6 +38,13 @@ const headSockets = new Set<unknown>()
 await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
 const upstreamPort = (upstream.address() as { port: number }).port
 const upstreamUrl = `http://127.0.0.1:${upstreamPort}`
+/**
+ * Where the upstream redirects a blob GET, as a registry on S3-like storage does. Nothing is fetched
+ * from it. Its host differs from the upstream's and its port is the upstream's: only the host tells
+ * them apart. (A port from freePort() could be the one the kernel then gave the upstream, which made
+ * this "storage" the upstream itself.)
+ */
+const storageUrl = `http://127.0.0.2:${upstreamPort}/bucket/docker/registry/v2/blobs/sha256/ab/${'ab'.repeat(32)}/data?X-Amz-Expires=1200&X-Amz-Signature=5eed`
 t.teardown(() => {
   upstream.closeAllConnections()
   upstream.close()
