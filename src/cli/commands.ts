@@ -70,16 +70,19 @@ export const help = `portier — an HTTPS gateway for Docker/OCI registries
 
 Usage:
   portier serve [--config FILE]          run the gateway
-  portier check-config [--config FILE]   validate the configuration and exit (0 = valid)
+  portier check-config [--config FILE]   validate the configuration and the files it names, exit
+                                         (0 = valid, 2 = problems)
   portier passwd add|remove|list [--file FILE] [--mode MODE] [USER]
                                          manage an htpasswd file (bcrypt, cost 10); the password
                                          is read from the terminal, or the first line of stdin
   portier healthcheck [--config FILE]    exit 0 when the running gateway answers (the admin
-                                         listener's /healthz, else /v2/ on server.listen)
+                                         listener's /healthz; else /healthz on server.listen with
+                                         admin.on_main_listener; else /v2/ there)
   portier token-key [--out DIR]          make the token signing key, its certificate (the
                                          rootcertbundle a registry verifies Portier's tokens with)
                                          and token.jwks (registry 3.x); keeps an existing key
-  portier token create|list|revoke [--name NAME] [--scope SCOPE…] [--expires 90d] [--robot] [ID]
+  portier token create|list|revoke [--name NAME] [--scope SCOPE…] [--expires 90d] [--robot]
+                 [--owner USER] [--json] [ID]
                                          access tokens and robot accounts: passwords for docker
                                          login held to their own scopes, shown once, revocable
                                          at once (admin API)
@@ -92,7 +95,7 @@ Usage:
   portier maintenance on|off|status [--message TEXT] [--retry-after 10m] [--admin-url URL] [--user USER]
                                          read-only mode at the gateway, no restart: pulls go on,
                                          pushes and deletes are refused (through the admin API)
-  portier audit [--repo R] [--user U] [--since 24h|ISO] [--limit N] [--json]
+  portier audit [--repo R] [--user U] [--since 24h|ISO] [--action A] [--limit N] [--json]
                                          the audit trail (pushes, deletes, logins) from the store
   portier times [--repo R] [--json]      push/pull times per tag from the store
   portier events list|retry [--endpoint NAME] [--dead]
@@ -107,7 +110,7 @@ Usage:
                                          off; shows progress and the bytes freed (admin API)
   portier repo delete NAME [--gc] [--yes]
                                          delete every image of a repository (admin API)
-  portier COMMAND --help                 that command's own usage
+  portier COMMAND --help                 that command's own usage (also: portier help COMMAND)
   portier --help | --version
 
 Options:
