@@ -7,6 +7,7 @@ import type { Readable } from 'node:stream'
 import { streamedBytes } from '../lib/young-gc.js'
 import { isValidRepository } from '../registry/names.js'
 import { blobDataPath, layerLinkPath, parseBlobDigest } from './paths.js'
+import { EarlyWriteback } from './writeback.js'
 
 /** The file that says Portier holds a session (the registry's own sessions have none and stay the registry's). */
 export const SESSION_MARKER = 'portier'
@@ -133,19 +134,30 @@ export class StorageUploads {
   async append(place: UploadPlace, offset: number, body: Readable, admit: (received: number) => void): Promise<number> {
     const running = this.runningAt(place.dir, offset)
     let handle: FileHandle | undefined
+    let writeback: EarlyWriteback | undefined
     let received: number
     try {
       handle = await open(join(place.dir, 'data'), 'r+')
-      received = await pour(body, handle, offset, (chunk, total) => {
-        admit(total)
-        running?.hash.update(chunk)
-      })
+      const early = new EarlyWriteback(handle, offset)
+      writeback = early
+      received = await pour(
+        body,
+        handle,
+        offset,
+        (chunk, total) => {
+          admit(total)
+          running?.hash.update(chunk)
+        },
+        (end) => early.written(end),
+      )
+      await early.settled()
       // As registry 2.8's filesystem driver closes a chunk: on disk before the answer says it is stored.
       await handle.datasync()
       if (running) running.hashed = offset + received
       return received
     } catch (error) {
       this.hashes.delete(place.dir)
+      await writeback?.settled().catch(() => undefined)
       // Nothing of a failed write stays; a session removed meanwhile (DELETE) has nothing to cut.
       await handle?.truncate(offset).catch(() => undefined)
       throw error
@@ -240,7 +252,7 @@ export class StorageUploads {
  * Streams the body into the file from `position`, in flowing mode (so timeouts.min_rate sees a body
  * being read) with backpressure: one write in flight while the next batch is read; with a full batch
  * waiting as well, the body pauses until the write is done. `each` sees every chunk and the total so far
- * before it is written, and throws to stop. Resolves the bytes written; rejects with
+ * before it is written, and throws to stop; `written` is told the file offset each write reached. Resolves the bytes written; rejects with
  * WriteStopped('client') when the body fails or ends short (its connection went away).
  *
  * The chunks are copied into two batch buffers that take turns (one filling, one being written), so a
@@ -248,7 +260,7 @@ export class StorageUploads {
  * the 16 KiB chunks lived long enough to reach V8's old generation, and their memory stayed until a full
  * collection (60 MiB of malloc heap with 16 uploads; BENCHMARKS.md, "Peak RSS").
  */
-function pour(body: Readable, handle: FileHandle, position: number, each: (chunk: Buffer, total: number) => void): Promise<number> {
+function pour(body: Readable, handle: FileHandle, position: number, each: (chunk: Buffer, total: number) => void, written: (end: number) => void): Promise<number> {
   // A client that left while the session was being looked up: its request emitted 'close' already and never will again.
   if (body.destroyed || body.readableAborted) return Promise.reject(new WriteStopped('client'))
   const size = batchSize(body)
@@ -321,6 +333,7 @@ function pour(body: Readable, handle: FileHandle, position: number, each: (chunk
           writing = false
           spare = batch
           if (pendingError !== undefined) return finish(pendingError)
+          written(from + length)
           const waiting = held
           held = []
           let room = true

@@ -2,6 +2,7 @@
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync } from 'node:fs'
+import { open, type FileHandle } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
@@ -201,4 +202,56 @@ t.test('a body destroyed before it is read (its client left during the lookups) 
   const error = await uploads.append(place, 0, body, nothing).catch((caught: unknown) => caught)
   t.ok(error instanceof WriteStopped && error.reason === 'client')
   t.equal(await uploads.size(place), 0)
+})
+
+t.test("the file is flushed while the body arrives, and an early flush's error fails the write and cuts it back", async (t) => {
+  const storage = root()
+  const uploads = new StorageUploads()
+  const place = await uploads.create(storage, 'a/b')
+  // Every FileHandle's datasync, counted: when it ran, against how much of the body had been read.
+  const probe = await open(join(place.dir, 'data'), 'r')
+  const proto = Object.getPrototypeOf(probe) as { datasync: (this: FileHandle) => Promise<void> }
+  await probe.close()
+  const original = proto.datasync
+  t.teardown(() => {
+    proto.datasync = original
+  })
+  let read = 0
+  const seenAt: number[] = []
+  let failNext = false
+  proto.datasync = function datasync(this: FileHandle): Promise<void> {
+    seenAt.push(read)
+    if (failNext) {
+      failNext = false
+      return Promise.reject(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }))
+    }
+    return original.call(this)
+  }
+  /** 20 MiB in 256 KiB chunks, a turn of the event loop apart, so writes finish while the body still arrives. */
+  const slowBody = (seed: number): Readable => {
+    let sent = 0
+    return new Readable({
+      read() {
+        if (sent === 80) return void this.push(null)
+        setImmediate(() => {
+          sent++
+          read += 256 * 1024
+          this.push(Buffer.alloc(256 * 1024, seed + (sent % 7)))
+        })
+      },
+    })
+  }
+  const body = 20 * 1024 * 1024
+  t.equal(await uploads.append(place, 0, slowBody(1), nothing), body)
+  const early = seenAt.filter((at) => at < body)
+  t.ok(early.length >= 2, `flushed ${early.length} times before the body's end (at ${early.map((at) => at / 1024 / 1024).join(', ')} MiB)`)
+  t.equal(seenAt.at(-1), body, 'and once after it, before the answer')
+
+  read = 0
+  seenAt.length = 0
+  failNext = true
+  const error = await uploads.append(place, body, slowBody(2), nothing).catch((caught: unknown) => caught)
+  t.match(error, { code: 'EIO' }, "the early flush's error is the write's error")
+  t.ok((seenAt[0] ?? body) < body, `the failed flush was an early one (at ${(seenAt[0] ?? 0) / 1024 / 1024} MiB), and the final one succeeded or never ran`)
+  t.equal(await uploads.size(place), body, 'the session is cut back to where the request began')
 })
