@@ -11,6 +11,8 @@ import { BlobStorage } from '../storage/blob-server.js'
 import { storageRoots } from '../storage/roots.js'
 import { UploadServer } from '../storage/upload-server.js'
 import { StorageUploads } from '../storage/upload-store.js'
+import { shareRunningHashes } from '../storage/hash-exchange.js'
+import type { Bus } from '../shared/types.js'
 import { createStrategy } from '../routing/strategies.js'
 import { loadRoutingSecret, UploadTokens } from '../uploads/token.js'
 import type { Upstream } from '../upstreams/upstreams.js'
@@ -25,6 +27,8 @@ export interface RoutingDeps {
   pullThrough?: PullThrough
   /** Tells the other instances (shared.redis) which tags a manifest write here may have moved, and hears theirs. */
   invalidation?: CacheInvalidation
+  /** The bus of a shared engine (server.workers, shared.redis): uploads into storage ask for running hashes over it. */
+  bus?: Bus
 }
 
 export function createRouter(config: Config, upstreams: Upstream[], deps: RoutingDeps): Router {
@@ -55,6 +59,11 @@ export function createRouter(config: Config, upstreams: Upstream[], deps: Routin
       })
     : undefined
   if (tagCache) invalidation?.attachTags(tagCache)
+  // With workers or instances sharing the storage, a commit may reach another process than the upload's bytes did: it asks that one for the running hash.
+  const uploads: StorageUploads = new StorageUploads({
+    ...(deps.bus ? { peers: shareRunningHashes(deps.bus, (dir, size) => uploads.takeRunning(dir, size)) } : {}),
+    digested: (source) => metrics?.blobStorageUploadDigests.inc({ source }),
+  })
   const router = new Router({
     strategy,
     forwarder,
@@ -71,7 +80,7 @@ export function createRouter(config: Config, upstreams: Upstream[], deps: Routin
         if (error !== undefined) log.warn({ upstream, reason, err: error instanceof Error ? error.message : 'unknown error' }, 'could not read a blob from the upstream\'s storage; the registry answers')
       },
     }),
-    uploads: new UploadServer(new StorageUploads(), {
+    uploads: new UploadServer(uploads, {
       answered: (upstream, status) => metrics?.blobStorageUploads.inc({ upstream, result: String(status) }),
       bytes: (upstream, count) => metrics?.blobStorageUploadBytes.inc({ upstream }, count),
     }),

@@ -74,6 +74,7 @@ export class Metrics {
   readonly blobStorageBytes: Counter<'upstream'>
   readonly blobStorageUploads: Counter<'upstream' | 'result'>
   readonly blobStorageUploadBytes: Counter<'upstream'>
+  readonly blobStorageUploadDigests: Counter<'source'>
   readonly tagCacheHits: Counter
   readonly tagCacheMisses: Counter
   readonly tagCacheEntries: Gauge
@@ -167,6 +168,12 @@ export class Metrics {
       registers,
     })
     this.blobStorageUploadBytes = new Counter({ name: 'portier_blob_storage_upload_bytes_total', help: 'Blob bytes written into an upstream\'s storage by uploads.', labelNames: ['upstream'], registers })
+    this.blobStorageUploadDigests = new Counter({
+      name: 'portier_blob_storage_upload_digests_total',
+      help: 'Blob commits into an upstream\'s storage by where the sha256 came from: running (this process hashed the upload as it arrived), peer (the worker or instance that did, asked over the shared bus), read (the data read again).',
+      labelNames: ['source'],
+      registers,
+    })
     this.tagCacheHits = new Counter({ name: 'portier_tag_cache_hits_total', help: 'Manifest HEAD/GET by tag answered from the tag cache (cache.tags) without the upstream.', registers })
     this.tagCacheMisses = new Counter({ name: 'portier_tag_cache_misses_total', help: 'Manifest HEAD/GET by tag the tag cache could not answer (sent upstream).', registers })
     this.tagCacheEntries = new Gauge({ name: 'portier_tag_cache_entries', help: 'Tag resolutions held (cache.tags; expired ones count until looked at or pushed out).', registers })

@@ -1,13 +1,14 @@
 // Blob upload sessions Portier holds in a registry's filesystem storage, laid out as distribution 2.8 lays out its own (storage/paths.go, blobwriter.go): `_uploads/<uuid>/data` and `startedat`, committed by a rename into `blobs/` and a layer link.
 import { createHash, randomUUID, type Hash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { mkdir, open, rename, rm, stat, utimes, writeFile, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, readFile, rename, rm, stat, utimes, writeFile, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { streamedBytes } from '../lib/young-gc.js'
 import { isValidRepository } from '../registry/names.js'
 import { blobDataPath, layerLinkPath, parseBlobDigest } from './paths.js'
 import { EarlyWriteback } from './writeback.js'
+import type { RunningHashPeers } from './hash-exchange.js'
 
 /** The file that says Portier holds a session (the registry's own sessions have none and stay the registry's). */
 export const SESSION_MARKER = 'portier'
@@ -65,8 +66,31 @@ interface RunningHash {
   hashed: number
 }
 
+/** Where a commit's sha256 came from: this process's running hash, another's (RunningHashPeers), or reading `data` again. */
+export type DigestSource = 'running' | 'peer' | 'read'
+
+export interface StorageUploadsOptions {
+  /** The other workers and instances (a shared engine): a commit asks the one that holds the running hash. */
+  peers?: RunningHashPeers
+  /** Told where each commit's sha256 came from. */
+  digested?: (source: DigestSource) => void
+}
+
+/** In a session with peers: `<holder> <size>`, the process whose running hash covers `data` up to size. */
+const HASHER_FILE = 'hasher'
+
 export class StorageUploads {
   private readonly hashes = new Map<string, RunningHash>()
+
+  constructor(private readonly options: StorageUploadsOptions = {}) {}
+
+  /** The hex sha256 of a session's first `size` bytes, when this process holds it at exactly that size; given up once told. */
+  takeRunning(dir: string, size: number): string | undefined {
+    const running = this.hashes.get(dir)
+    if (running === undefined || running.hashed !== size) return undefined
+    this.hashes.delete(dir)
+    return running.hash.digest('hex')
+  }
 
   /** Opens a session: an empty `data`, `startedat` as the registry writes it (its upload purger reads it), and the marker. */
   async create(root: string, repository: string): Promise<UploadPlace> {
@@ -153,7 +177,12 @@ export class StorageUploads {
       await early.settled()
       // As registry 2.8's filesystem driver closes a chunk: on disk before the answer says it is stored.
       await handle.datasync()
-      if (running) running.hashed = offset + received
+      if (running) {
+        running.hashed = offset + received
+        // The commit may reach another worker or instance: it asks this one instead of reading the data again.
+        const peers = this.options.peers
+        if (peers) await writeFile(join(place.dir, HASHER_FILE), `${peers.self} ${running.hashed}`).catch(() => undefined)
+      }
       return received
     } catch (error) {
       this.hashes.delete(place.dir)
@@ -231,11 +260,27 @@ export class StorageUploads {
     return running
   }
 
+  /** The running hash's sha256 from the process named in the session's hasher file, when that is another one and covers `size`. */
+  private async askHolder(dir: string, size: number): Promise<string | undefined> {
+    const peers = this.options.peers
+    if (peers === undefined) return undefined
+    const text = await readFile(join(dir, HASHER_FILE), 'utf8').catch(() => '')
+    const [holder, hashed] = text.split(' ')
+    if (holder === undefined || holder === '' || holder === peers.self || Number(hashed) !== size) return undefined
+    return peers.ask(dir, size, holder)
+  }
+
   /** The hex sha256 of `data` (from the running hash when it covers the whole file) and its hex digest in the client's algorithm, reading the file once when needed. */
   private async digestsOf(dir: string, data: string, size: number, algorithm: string): Promise<{ canonical: string; given: string }> {
     const running = this.hashes.get(dir)
     this.hashes.delete(dir)
-    const known = running !== undefined && running.hashed === size ? running.hash.digest('hex') : undefined
+    let known = running !== undefined && running.hashed === size ? running.hash.digest('hex') : undefined
+    let source: DigestSource = known === undefined ? 'read' : 'running'
+    if (known === undefined) {
+      known = await this.askHolder(dir, size)
+      if (known !== undefined) source = 'peer'
+    }
+    this.options.digested?.(source)
     if (known !== undefined && algorithm === 'sha256') return { canonical: known, given: known }
     const sha256 = known === undefined ? createHash('sha256') : undefined
     const other = algorithm === 'sha256' ? undefined : createHash(algorithm)

@@ -25,11 +25,11 @@ const DAVE = basic('dave', PASSWORDS.dave)
 const RATE_BURST = 6
 
 /** One request on a connection of its own (so the workers take turns), and the worker whose access log has it. */
-async function once(gateway: GatewayHandle, method: string, path: string, headers: Record<string, string> = {}): Promise<{ reply: Reply; worker: number }> {
+async function once(gateway: GatewayHandle, method: string, path: string, headers: Record<string, string> = {}, body?: Buffer): Promise<{ reply: Reply; worker: number }> {
   const client = new GatewayClient(gateway)
   const id = `workers-${randomUUID()}`
   try {
-    const reply = await client.send(method, path, { headers: { ...headers, 'x-request-id': id, connection: 'close' } })
+    const reply = await client.send(method, path, { headers: { ...headers, 'x-request-id': id, connection: 'close' }, ...(body ? { body } : {}) })
     const line = await gateway.waitForLog((entry) => entry.request_id === id)
     return { reply, worker: Number(line.worker) }
   } finally {
@@ -278,6 +278,29 @@ t.test('the embedded registry runs once, in the primary; both workers serve what
     readBy.add(worker)
   }
   t.same([...readBy].sort(), [1, 2], 'both workers read it')
+
+  // An upload whose PATCH and PUT reach different workers (storage uploads: the embedded registry's default):
+  // the PUT's worker asks the PATCH's for the running sha256 instead of reading the 3 MiB again.
+  const peerBefore = await metric(gateway, 'portier_blob_storage_upload_digests_total{source="peer"}')
+  let crossed = 0
+  for (let attempt = 0; attempt < 4 && crossed === 0; attempt++) {
+    const bytes = Buffer.alloc(3 * MiB, attempt + 1)
+    const blob = `sha256:${createHash('sha256').update(bytes).digest('hex')}`
+    const post = await once(gateway, 'POST', '/v2/emb/app/blobs/uploads/')
+    t.equal(post.reply.status, 202, 'upload started')
+    const patch = await once(gateway, 'PATCH', client.pathOf(post.reply.headers.location), { 'content-type': 'application/octet-stream' }, bytes)
+    t.equal(patch.reply.status, 202, `PATCH at worker ${patch.worker}`)
+    const at = client.pathOf(patch.reply.headers.location)
+    const put = await once(gateway, 'PUT', `${at}${at.includes('?') ? '&' : '?'}digest=${blob}`)
+    t.equal(put.reply.status, 201, `PUT at worker ${put.worker}`)
+    t.equal(put.reply.headers['docker-content-digest'], blob)
+    const back = await once(gateway, 'GET', `/v2/emb/app/blobs/${blob}`)
+    t.ok(back.reply.body.equals(bytes), 'the blob reads back whole')
+    if (patch.worker !== put.worker) crossed++
+  }
+  t.equal(crossed, 1, 'a PATCH and its PUT reached different workers')
+  t.equal(await metric(gateway, 'portier_blob_storage_upload_digests_total{source="peer"}') - (Number.isNaN(peerBefore) ? 0 : peerBefore), 1, 'the sha256 came from the worker that hashed the upload')
+
   const result = await gateway.stop()
   stopped = true
   t.same(result, { code: 0, signal: null }, 'exit code 0')

@@ -1,0 +1,83 @@
+// Running upload hashes across workers and instances: a commit at one asks the holder of the session's running sha256, over the shared bus, instead of reading the data again.
+import { randomUUID } from 'node:crypto'
+import type { Bus } from '../shared/types.js'
+import { isRecord } from '../lib/is-record.js'
+
+export const HASH_TOPIC = 'storage-upload-hash'
+
+/**
+ * How long a commit waits for the holder's answer before it reads the data itself. An answer on the
+ * cluster's IPC or a Redis channel takes well under a millisecond; a holder that has gone (a worker
+ * replaced, an instance stopped) never answers.
+ */
+export const ASK_TIMEOUT_MS = 500
+
+/** Asks the instance that holds a session's running hash for its sha256 over `size` bytes. */
+export interface RunningHashPeers {
+  /** This process's name in the session's `hasher` file. */
+  readonly self: string
+  /** The hex sha256, or undefined: the holder no longer has it, covers another size, or did not answer in time. */
+  ask(dir: string, size: number, holder: string): Promise<string | undefined>
+}
+
+const SHA256_HEX = /^[0-9a-f]{64}$/
+
+type Message = { kind: 'ask'; id: string; dir: string; size: number; holder: string; from: string } | { kind: 'answer'; id: string; to: string; hex: string | null }
+
+function parse(text: string): Message | undefined {
+  try {
+    const value = JSON.parse(text) as unknown
+    if (!isRecord(value) || typeof value.id !== 'string') return undefined
+    if (value.kind === 'ask' && typeof value.dir === 'string' && typeof value.size === 'number' && typeof value.holder === 'string' && typeof value.from === 'string') {
+      return { kind: 'ask', id: value.id, dir: value.dir, size: value.size, holder: value.holder, from: value.from }
+    }
+    if (value.kind === 'answer' && typeof value.to === 'string' && ((typeof value.hex === 'string' && SHA256_HEX.test(value.hex)) || value.hex === null)) {
+      return { kind: 'answer', id: value.id, to: value.to, hex: value.hex }
+    }
+  } catch {
+    // Not one of ours: ignored.
+  }
+  return undefined
+}
+
+/**
+ * Answers the other instances' questions with `take(dir, size)` (the hex sha256 this process holds for
+ * that session at exactly that size, given up once told) and asks them. The directory in a question is
+ * only a key into `take`'s map: nothing from the bus reaches the file system.
+ */
+export function shareRunningHashes(bus: Bus, take: (dir: string, size: number) => string | undefined, timeoutMs = ASK_TIMEOUT_MS): RunningHashPeers & { close(): void } {
+  const self = randomUUID()
+  const waiting = new Map<string, (hex: string | undefined) => void>()
+  const unsubscribe = bus.subscribe(HASH_TOPIC, (text) => {
+    const message = parse(text)
+    if (message === undefined) return
+    if (message.kind === 'ask') {
+      if (message.holder !== self) return
+      const answer: Message = { kind: 'answer', id: message.id, to: message.from, hex: take(message.dir, message.size) ?? null }
+      bus.publish(HASH_TOPIC, JSON.stringify(answer))
+      return
+    }
+    if (message.to === self) waiting.get(message.id)?.(message.hex ?? undefined)
+  })
+  return {
+    self,
+    ask(dir, size, holder) {
+      const id = randomUUID()
+      return new Promise<string | undefined>((resolve) => {
+        const timer = setTimeout(() => settle(undefined), timeoutMs)
+        function settle(hex: string | undefined): void {
+          clearTimeout(timer)
+          waiting.delete(id)
+          resolve(hex)
+        }
+        waiting.set(id, settle)
+        const question: Message = { kind: 'ask', id, dir, size, holder, from: self }
+        bus.publish(HASH_TOPIC, JSON.stringify(question))
+      })
+    },
+    close() {
+      unsubscribe()
+      for (const settle of waiting.values()) settle(undefined)
+    },
+  }
+}

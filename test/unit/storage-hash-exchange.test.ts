@@ -1,0 +1,143 @@
+// Running upload hashes asked of the worker or instance that holds them, over the shared bus; and a commit at one process of bytes another took in.
+import t from 'tap'
+import { createHash } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import type { Bus } from '../../src/shared/types.js'
+import { HASH_TOPIC, shareRunningHashes } from '../../src/storage/hash-exchange.js'
+import { StorageUploads, type DigestSource } from '../../src/storage/upload-store.js'
+
+/** Buses of several instances joined as the cluster's primary or Redis joins them: a message reaches every other instance, later. */
+function buses(count: number): Bus[] {
+  const listeners: Array<Map<string, Set<(message: string) => void>>> = []
+  return Array.from({ length: count }, (_, index): Bus => {
+    const mine = new Map<string, Set<(message: string) => void>>()
+    listeners.push(mine)
+    return {
+      publish(topic, message) {
+        setImmediate(() => {
+          listeners.forEach((other, at) => {
+            if (at !== index) for (const listener of other.get(topic) ?? []) listener(message)
+          })
+        })
+      },
+      subscribe(topic, listener) {
+        const set = mine.get(topic) ?? new Set()
+        set.add(listener)
+        mine.set(topic, set)
+        return () => set.delete(listener)
+      },
+      onResync: () => () => undefined,
+    }
+  })
+}
+
+const HEX = 'ab'.repeat(32)
+
+t.test('the holder answers with the hash it holds at that size, and gives it up; another size or session gets no hash', async (t) => {
+  const [a, b] = buses(2) as [Bus, Bus]
+  const held = new Map([['/s/1', { size: 10, hex: HEX }]])
+  const taken: string[] = []
+  const holder = shareRunningHashes(b, (dir, size) => {
+    const entry = held.get(dir)
+    if (entry === undefined || entry.size !== size) return undefined
+    held.delete(dir)
+    taken.push(dir)
+    return entry.hex
+  })
+  const asker = shareRunningHashes(a, () => undefined)
+  t.teardown(() => {
+    holder.close()
+    asker.close()
+  })
+  t.not(holder.self, asker.self, 'each process has a name of its own')
+
+  const started = Date.now()
+  t.equal(await asker.ask('/s/1', 11, holder.self), undefined, 'another size: no hash')
+  t.ok(Date.now() - started < 400, 'and the holder says so at once (no wait for the timeout)')
+  t.equal(await asker.ask('/s/1', 10, holder.self), HEX, 'the hash at that size')
+  t.same(taken, ['/s/1'], 'given up once told')
+  t.equal(await asker.ask('/s/1', 10, holder.self), undefined, 'asked again: gone')
+})
+
+t.test('a holder that does not answer (gone) costs the timeout, then the data is read', async (t) => {
+  const [a] = buses(2) as [Bus, Bus]
+  const asker = shareRunningHashes(a, () => undefined, 100)
+  t.teardown(() => asker.close())
+  const started = Date.now()
+  t.equal(await asker.ask('/s/1', 10, 'a-worker-that-was-replaced'), undefined)
+  t.ok(Date.now() - started >= 90, 'waited for the timeout')
+})
+
+t.test('questions for another holder, answers for another asker and malformed messages are ignored', async (t) => {
+  const [a, b, c] = buses(3) as [Bus, Bus, Bus]
+  let asked = 0
+  const holder = shareRunningHashes(b, () => {
+    asked++
+    return HEX
+  })
+  const bystander = shareRunningHashes(c, () => {
+    asked += 100
+    return HEX
+  })
+  const asker = shareRunningHashes(a, () => undefined, 200)
+  t.teardown(() => {
+    holder.close()
+    bystander.close()
+    asker.close()
+  })
+  t.equal(await asker.ask('/s/1', 10, holder.self), HEX)
+  t.equal(asked, 1, 'only the named holder was asked')
+  // A forged answer with a bad hash, and junk: the asker waits for the real one or the timeout.
+  c.publish(HASH_TOPIC, 'not json')
+  c.publish(HASH_TOPIC, JSON.stringify({ kind: 'answer', id: 'x', to: asker.self, hex: '../../etc' }))
+  const pending = asker.ask('/s/2', 10, 'nobody')
+  t.equal(await pending, undefined)
+})
+
+t.test('a commit at one process of bytes another took in: the sha256 comes from that process, not from reading the data', async (t) => {
+  const storage = mkdtempSync(join(tmpdir(), 'portier-hash-exchange-'))
+  t.teardown(() => rmSync(storage, { recursive: true, force: true }))
+  const [a, b] = buses(2) as [Bus, Bus]
+  const sources: Array<[string, DigestSource]> = []
+  const joined = (bus: Bus, name: string): StorageUploads => {
+    const uploads: StorageUploads = new StorageUploads({
+      peers: shareRunningHashes(bus, (dir, size) => uploads.takeRunning(dir, size)),
+      digested: (source) => sources.push([name, source]),
+    })
+    return uploads
+  }
+  const first = joined(a, 'first')
+  const second = joined(b, 'second')
+  const nothing = (): void => undefined
+
+  // POST and PATCH at the first, PUT at the second: as skopeo's new connections land on two workers.
+  const bytes = Buffer.alloc(3 * 1024 * 1024 + 5, 7)
+  const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`
+  const place = await first.create(storage, 'team/app')
+  t.equal(await first.append(place, 0, Readable.from([bytes]), nothing), bytes.length)
+  t.same(await second.commit(place, digest), { kind: 'committed', size: bytes.length })
+  t.same(sources, [['second', 'peer']], "the sha256 was the first process's running hash")
+
+  // A wrong digest is still found wrong from the peer's hash.
+  const other = await first.create(storage, 'team/app')
+  await first.append(other, 0, Readable.from([bytes]), nothing)
+  t.match(await second.commit(other, `sha256:${'0'.repeat(64)}`), { kind: 'mismatch', actual: digest })
+
+  // Chunks at both: the second has no running hash for the second chunk, the file names the first at the first chunk's size only.
+  sources.length = 0
+  const split = await first.create(storage, 'team/app')
+  await first.append(split, 0, Readable.from([bytes.subarray(0, 1000)]), nothing)
+  await second.append(split, 1000, Readable.from([bytes.subarray(1000)]), nothing)
+  t.same(await first.commit(split, digest), { kind: 'committed', size: bytes.length })
+  t.same(sources, [['first', 'read']], 'nobody holds a hash of the whole: the data is read again')
+
+  // The process that took every byte in commits from its own hash.
+  sources.length = 0
+  const own = await second.create(storage, 'team/app')
+  await second.append(own, 0, Readable.from([bytes]), nothing)
+  t.same(await second.commit(own, digest), { kind: 'committed', size: bytes.length })
+  t.same(sources, [['second', 'running']])
+})
