@@ -27,7 +27,7 @@ export interface RoutingDeps {
   pullThrough?: PullThrough
   /** Tells the other instances (shared.redis) which tags a manifest write here may have moved, and hears theirs. */
   invalidation?: CacheInvalidation
-  /** The bus of a shared engine (server.workers, shared.redis): uploads into storage ask for running hashes over it. */
+  /** The workers' bus (server.workers; runningHashBus): uploads into storage ask each other for running hashes over it. */
   bus?: Bus
 }
 
@@ -59,7 +59,7 @@ export function createRouter(config: Config, upstreams: Upstream[], deps: Routin
       })
     : undefined
   if (tagCache) invalidation?.attachTags(tagCache)
-  // With workers or instances sharing the storage, a commit may reach another process than the upload's bytes did: it asks that one for the running hash.
+  // With server.workers, a commit may reach another worker than the upload's bytes did: it asks that one for the running hash.
   const uploads: StorageUploads = new StorageUploads({
     ...(deps.bus ? { peers: shareRunningHashes(deps.bus, (dir, size) => uploads.takeRunning(dir, size)) } : {}),
     digested: (source) => metrics?.blobStorageUploadDigests.inc({ source }),

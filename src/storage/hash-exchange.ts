@@ -1,18 +1,28 @@
-// Running upload hashes across workers and instances: a commit at one asks the holder of the session's running sha256, over the shared bus, instead of reading the data again.
+// Running upload hashes across the workers of server.workers: a commit at one asks the holder of the session's running sha256, over the shared bus, instead of reading the data again.
 import { randomUUID } from 'node:crypto'
-import type { Bus } from '../shared/types.js'
+import type { Bus, SharedState } from '../shared/types.js'
 import { isRecord } from '../lib/is-record.js'
 
 export const HASH_TOPIC = 'storage-upload-hash'
 
 /**
+ * The bus running hashes are asked over: the workers' (server.workers), whose every end is a process
+ * of this gateway. Not Redis: whoever can publish there could answer a question with a hash of their
+ * choosing, and the blob would be stored under a digest its bytes do not have. Instances that share
+ * Redis read the data again at a commit that reaches another instance.
+ */
+export function runningHashBus(engine: SharedState['engine'], bus: Bus): Bus | undefined {
+  return engine === 'cluster' ? bus : undefined
+}
+
+/**
  * How long a commit waits for the holder's answer before it reads the data itself. An answer on the
- * cluster's IPC or a Redis channel takes well under a millisecond; a holder that has gone (a worker
- * replaced, an instance stopped) never answers.
+ * cluster's IPC takes well under a millisecond; a holder that has gone (a worker replaced) never
+ * answers.
  */
 export const ASK_TIMEOUT_MS = 500
 
-/** Asks the instance that holds a session's running hash for its sha256 over `size` bytes. */
+/** Asks the worker that holds a session's running hash for its sha256 over `size` bytes. */
 export interface RunningHashPeers {
   /** This process's name in the session's `hasher` file. */
   readonly self: string
@@ -41,7 +51,7 @@ function parse(text: string): Message | undefined {
 }
 
 /**
- * Answers the other instances' questions with `take(dir, size)` (the hex sha256 this process holds for
+ * Answers the other workers' questions with `take(dir, size)` (the hex sha256 this process holds for
  * that session at exactly that size, given up once told) and asks them. The directory in a question is
  * only a key into `take`'s map: nothing from the bus reaches the file system.
  */

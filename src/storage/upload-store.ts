@@ -64,13 +64,15 @@ interface RunningHash {
   /** sha256 over the first `hashed` bytes of `data`. */
   hash: Hash
   hashed: number
+  /** A write is feeding it: it covers more than `hashed` and is not to be finished. */
+  writing: boolean
 }
 
 /** Where a commit's sha256 came from: this process's running hash, another's (RunningHashPeers), or reading `data` again. */
 export type DigestSource = 'running' | 'peer' | 'read'
 
 export interface StorageUploadsOptions {
-  /** The other workers and instances (a shared engine): a commit asks the one that holds the running hash. */
+  /** The other workers (server.workers): a commit asks the one that holds the running hash. */
   peers?: RunningHashPeers
   /** Told where each commit's sha256 came from. */
   digested?: (source: DigestSource) => void
@@ -87,7 +89,7 @@ export class StorageUploads {
   /** The hex sha256 of a session's first `size` bytes, when this process holds it at exactly that size; given up once told. */
   takeRunning(dir: string, size: number): string | undefined {
     const running = this.hashes.get(dir)
-    if (running === undefined || running.hashed !== size) return undefined
+    if (running === undefined || running.writing || running.hashed !== size) return undefined
     this.hashes.delete(dir)
     return running.hash.digest('hex')
   }
@@ -101,7 +103,7 @@ export class StorageUploads {
     await writeFile(join(place.dir, 'startedat'), new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'))
     await writeFile(join(place.dir, 'data'), '')
     await writeFile(join(place.dir, SESSION_MARKER), `${repository}\n`)
-    this.hashes.set(place.dir, { hash: createHash('sha256'), hashed: 0 })
+    this.hashes.set(place.dir, { hash: createHash('sha256'), hashed: 0, writing: false })
     return place
   }
 
@@ -157,6 +159,7 @@ export class StorageUploads {
    */
   async append(place: UploadPlace, offset: number, body: Readable, admit: (received: number) => void): Promise<number> {
     const running = this.runningAt(place.dir, offset)
+    if (running) running.writing = true
     let handle: FileHandle | undefined
     let writeback: EarlyWriteback | undefined
     let received: number
@@ -179,7 +182,8 @@ export class StorageUploads {
       await handle.datasync()
       if (running) {
         running.hashed = offset + received
-        // The commit may reach another worker or instance: it asks this one instead of reading the data again.
+        running.writing = false
+        // The commit may reach another worker: it asks this one instead of reading the data again.
         const peers = this.options.peers
         if (peers) await writeFile(join(place.dir, HASHER_FILE), `${peers.self} ${running.hashed}`).catch(() => undefined)
       }
@@ -244,7 +248,7 @@ export class StorageUploads {
   /** The running hash to continue at `offset`, or undefined when the bytes before it must be read again at commit. */
   private runningAt(dir: string, offset: number): RunningHash | undefined {
     let running = this.hashes.get(dir)
-    if (running === undefined && offset === 0) running = { hash: createHash('sha256'), hashed: 0 }
+    if (running === undefined && offset === 0) running = { hash: createHash('sha256'), hashed: 0, writing: false }
     if (running === undefined || running.hashed !== offset) {
       this.hashes.delete(dir)
       return undefined

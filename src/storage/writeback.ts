@@ -39,7 +39,8 @@ export class EarlyWriteback {
     if (this.running !== undefined || this.failure !== undefined || inFlight > 0 || end - this.startedAt < this.everyBytes) return
     this.startedAt = end
     inFlight++
-    this.running = this.handle.datasync().then(
+    // Called in a promise chain: even a datasync that threw at once gives the slot back.
+    this.running = Promise.resolve().then(() => this.handle.datasync()).then(
       () => undefined,
       (error: unknown) => {
         this.failure ??= { error }

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import type { Bus } from '../../src/shared/types.js'
-import { HASH_TOPIC, shareRunningHashes } from '../../src/storage/hash-exchange.js'
+import { HASH_TOPIC, runningHashBus, shareRunningHashes } from '../../src/storage/hash-exchange.js'
 import { StorageUploads, type DigestSource } from '../../src/storage/upload-store.js'
 
 /** Buses of several instances joined as the cluster's primary or Redis joins them: a message reaches every other instance, later. */
@@ -90,11 +90,24 @@ t.test('questions for another holder, answers for another asker and malformed me
   })
   t.equal(await asker.ask('/s/1', 10, holder.self), HEX)
   t.equal(asked, 1, 'only the named holder was asked')
-  // A forged answer with a bad hash, and junk: the asker waits for the real one or the timeout.
-  c.publish(HASH_TOPIC, 'not json')
-  c.publish(HASH_TOPIC, JSON.stringify({ kind: 'answer', id: 'x', to: asker.self, hex: '../../etc' }))
-  const pending = asker.ask('/s/2', 10, 'nobody')
-  t.equal(await pending, undefined)
+  // Answers to the question itself that are no sha256, and junk: the asker waits for the timeout.
+  const forge = c.subscribe(HASH_TOPIC, (text) => {
+    const question = JSON.parse(text) as { kind: string; id: string; from: string }
+    if (question.kind !== 'ask') return
+    c.publish(HASH_TOPIC, 'not json')
+    c.publish(HASH_TOPIC, JSON.stringify({ kind: 'answer', id: question.id, to: question.from, hex: '../../etc' }))
+    c.publish(HASH_TOPIC, JSON.stringify({ kind: 'answer', id: question.id, to: question.from, hex: HEX.toUpperCase() }))
+    c.publish(HASH_TOPIC, JSON.stringify({ kind: 'answer', id: question.id, to: question.from, hex: 42 }))
+  })
+  t.teardown(forge)
+  t.equal(await asker.ask('/s/2', 10, 'nobody'), undefined, 'no answer taken')
+})
+
+t.test("running hashes are asked over the workers' bus only, never over Redis (whoever can publish there could name any hash)", async (t) => {
+  const [bus] = buses(1) as [Bus]
+  t.equal(runningHashBus('cluster', bus), bus)
+  t.equal(runningHashBus('redis', bus), undefined)
+  t.equal(runningHashBus('local', bus), undefined)
 })
 
 t.test('a commit at one process of bytes another took in: the sha256 comes from that process, not from reading the data', async (t) => {
@@ -126,13 +139,16 @@ t.test('a commit at one process of bytes another took in: the sha256 comes from 
   await first.append(other, 0, Readable.from([bytes]), nothing)
   t.match(await second.commit(other, `sha256:${'0'.repeat(64)}`), { kind: 'mismatch', actual: digest })
 
-  // Chunks at both: the second has no running hash for the second chunk, the file names the first at the first chunk's size only.
+  // Chunks at both: the second has no running hash for the second chunk, and the hasher file still
+  // names the first at the first chunk's size. A third process that commits does not ask for it.
   sources.length = 0
+  const [c] = buses(1) as [Bus]
+  const third = joined(c, 'third')
   const split = await first.create(storage, 'team/app')
   await first.append(split, 0, Readable.from([bytes.subarray(0, 1000)]), nothing)
   await second.append(split, 1000, Readable.from([bytes.subarray(1000)]), nothing)
-  t.same(await first.commit(split, digest), { kind: 'committed', size: bytes.length })
-  t.same(sources, [['first', 'read']], 'nobody holds a hash of the whole: the data is read again')
+  t.same(await third.commit(split, digest), { kind: 'committed', size: bytes.length })
+  t.same(sources, [['third', 'read']], 'nobody holds a hash of the whole: the data is read again')
 
   // The process that took every byte in commits from its own hash.
   sources.length = 0
@@ -140,4 +156,30 @@ t.test('a commit at one process of bytes another took in: the sha256 comes from 
   await second.append(own, 0, Readable.from([bytes]), nothing)
   t.same(await second.commit(own, digest), { kind: 'committed', size: bytes.length })
   t.same(sources, [['second', 'running']])
+})
+
+t.test('a hash a write is feeding is not given away: asked mid-PATCH, the holder has nothing to tell', async (t) => {
+  const storage = mkdtempSync(join(tmpdir(), 'portier-hash-exchange-'))
+  t.teardown(() => rmSync(storage, { recursive: true, force: true }))
+  const uploads = new StorageUploads()
+  const place = await uploads.create(storage, 'team/app')
+  const first = Buffer.alloc(1000, 1)
+  await uploads.append(place, 0, Readable.from([first]), () => undefined)
+  const rest = Buffer.alloc(2 * 1024 * 1024, 2)
+  let asked: string | undefined = 'not asked'
+  let sent = 0
+  const body = new Readable({
+    read() {
+      if (sent === rest.length) return void this.push(null)
+      setImmediate(() => {
+        if (sent === 1024 * 1024) asked = uploads.takeRunning(place.dir, first.length)
+        this.push(rest.subarray(sent, sent + 256 * 1024))
+        sent += 256 * 1024
+      })
+    },
+  })
+  t.equal(await uploads.append(place, first.length, body, () => undefined), rest.length, 'the PATCH went through')
+  t.equal(asked, undefined, 'asked at the size before the PATCH, while it ran: nothing')
+  const whole = Buffer.concat([first, rest])
+  t.equal(uploads.takeRunning(place.dir, whole.length), createHash('sha256').update(whole).digest('hex'), 'after it: the hash of every byte')
 })

@@ -27,6 +27,8 @@ function handle(): { file: FileHandle; calls: () => number; finish: (error?: Err
 }
 
 const MiB = 1024 * 1024
+/** The flush starts in a promise chain: one turn of the event loop later. */
+const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
 t.test('a flush starts once WRITEBACK_BYTES are written past where the last one started, never two at once', async (t) => {
   t.equal(WRITEBACK_BYTES, 4 * MiB)
@@ -34,16 +36,21 @@ t.test('a flush starts once WRITEBACK_BYTES are written past where the last one 
   // Appended at 10 MiB: counted from there, not from the file's start.
   const early = new EarlyWriteback(h.file, 10 * MiB)
   early.written(10 * MiB + WRITEBACK_BYTES - 1)
+  await tick()
   t.equal(h.calls(), 0, 'not before WRITEBACK_BYTES')
   early.written(10 * MiB + WRITEBACK_BYTES)
+  await tick()
   t.equal(h.calls(), 1, 'at WRITEBACK_BYTES')
   early.written(10 * MiB + 3 * WRITEBACK_BYTES)
+  await tick()
   t.equal(h.calls(), 1, 'not while one is in flight')
   h.finish()
   await early.settled()
   early.written(10 * MiB + 2 * WRITEBACK_BYTES - 1)
+  await tick()
   t.equal(h.calls(), 1, 'the next counts from where the last one started')
   early.written(10 * MiB + 2 * WRITEBACK_BYTES)
+  await tick()
   t.equal(h.calls(), 2)
   h.finish()
   await early.settled()
@@ -55,12 +62,14 @@ t.test('one early flush in the whole process: another upload waits for its next 
   const first = new EarlyWriteback(a.file, 0)
   const second = new EarlyWriteback(b.file, 0)
   first.written(WRITEBACK_BYTES)
+  await tick()
   second.written(WRITEBACK_BYTES)
   t.equal(a.calls(), 1)
   t.equal(b.calls(), 0, "the pool thread is taken by the other upload's flush")
   a.finish()
   await first.settled()
   second.written(WRITEBACK_BYTES + 128 * 1024)
+  await tick()
   t.equal(b.calls(), 1, 'taken at its next write')
   b.finish()
   await second.settled()
@@ -70,6 +79,7 @@ t.test('settled() waits for the flush in flight and throws its error; no flush f
   const h = handle()
   const early = new EarlyWriteback(h.file, 0)
   early.written(WRITEBACK_BYTES)
+  await tick()
   let done = false
   const settled = early.settled().then(
     () => {
@@ -85,6 +95,7 @@ t.test('settled() waits for the flush in flight and throws its error; no flush f
   h.finish(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }))
   await t.rejects(settled, { code: 'EIO' }, "the flush's error, which the final datasync may not see again")
   early.written(10 * WRITEBACK_BYTES)
+  await tick()
   t.equal(h.calls(), 1, 'no flush after a failure')
   await t.rejects(early.settled(), { code: 'EIO' }, 'and every settled() after says so')
 
@@ -92,6 +103,7 @@ t.test('settled() waits for the flush in flight and throws its error; no flush f
   const other = handle()
   const next = new EarlyWriteback(other.file, 0)
   next.written(WRITEBACK_BYTES)
+  await tick()
   t.equal(other.calls(), 1)
   other.finish()
   await next.settled()
