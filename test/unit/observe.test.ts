@@ -14,7 +14,7 @@ import { formatPretty } from '../../src/observe/log.js'
 import { errorKind } from '../../src/observe/upstream-events.js'
 import { HealthMonitor, type HealthState } from '../../src/upstreams/health.js'
 import type { Upstream } from '../../src/upstreams/upstreams.js'
-import { freePort } from '../helpers/ports.js'
+import { refusedOrigin } from '../helpers/ports.js'
 import { waitUntil } from '../helpers/gwclient.js'
 
 t.test('per-repository labels stop at max_repositories; the rest count as "other"', async (t) => {
@@ -77,7 +77,10 @@ t.test('health: down after failure_threshold failed checks, up after success_thr
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.teardown(() => server.close())
   const live = upstreamAt(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 'live')
-  const dead = upstreamAt(`http://127.0.0.1:${await freePort()}`, 'dead')
+  // Held by refusedOrigin: a port from freePort() could be taken by a test running beside this one.
+  const refused = await refusedOrigin()
+  t.teardown(refused.release)
+  const dead = upstreamAt(refused.url, 'dead')
   t.teardown(() => Promise.all([live, dead].flatMap((upstream) => [upstream.pool.close(), upstream.healthPool.close()])))
   const changes: Array<[string, HealthState]> = []
   const monitor = new HealthMonitor([live, dead], { interval: 20, timeout: 1000, failureThreshold: 3, successThreshold: 2 }, {
