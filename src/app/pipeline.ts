@@ -50,7 +50,6 @@ import type { InternalAnswer } from '../routing/router.js'
 import type { UsageSetup } from './usage.js'
 import type { GcHistory } from '../housekeeping/gc-history.js'
 import type { SharedState } from '../shared/index.js'
-import type { Bus } from '../shared/types.js'
 import { shareCacheInvalidation, shareMaintenance } from './shared.js'
 import { runningHashBus } from '../storage/hash-exchange.js'
 import type { StoreValues } from '../store/shared-values.js'
@@ -127,7 +126,7 @@ export function buildPipeline(config: Config, log: Logger, shutdown: Shutdown, d
   )
   // With shared.redis, manifest writes and deletes here make the other instances' tag and manifest caches forget too.
   const invalidation = shared.engine === 'local' ? undefined : shareCacheInvalidation(shared.bus)
-  const router = createRouter(config, upstreams.all, { health, forwarder, log, metrics, ...(deps.pullThrough ? { pullThrough: deps.pullThrough } : {}), ...(invalidation ? { invalidation } : {}), ...withRunningHashBus(shared) })
+  const router = createRouter(config, upstreams.all, { health, forwarder, log, metrics, ...(deps.pullThrough ? { pullThrough: deps.pullThrough } : {}), ...(invalidation ? { invalidation } : {}), bus: runningHashBus(shared.engine, shared.bus) })
   // Maintenance mode (maintenance.*): writes refused at the gateway, no restart; switched by the admin API, the CLI and the UI.
   const maintenance = new Maintenance({ message: config.maintenance.message, retryAfterMs: config.maintenance.retry_after, drainTimeoutMs: config.maintenance.drain_timeout })
   if (config.maintenance.enabled) {
@@ -377,10 +376,4 @@ function isAdministrator(config: Config, auth: AuthSetup, user: string, clientIp
   if (config.ui.admin_users.length > 0) return config.ui.admin_users.includes(user)
   const groups = auth.groupsOf?.(user)
   return auth.acl.granted({ user, anonymous: false, ...(groups ? { groups } : {}) }, { type: 'registry', name: 'catalog', actions: ['*'] }, clientIp).length > 0
-}
-
-/** The workers' bus for uploads into storage to ask each other for running hashes (runningHashBus: never Redis). */
-function withRunningHashBus(shared: SharedState): { bus?: Bus } {
-  const bus = runningHashBus(shared.engine, shared.bus)
-  return bus ? { bus } : {}
 }

@@ -27,8 +27,8 @@ export interface RoutingDeps {
   pullThrough?: PullThrough
   /** Tells the other instances (shared.redis) which tags a manifest write here may have moved, and hears theirs. */
   invalidation?: CacheInvalidation
-  /** The workers' bus (server.workers; runningHashBus): uploads into storage ask each other for running hashes over it. */
-  bus?: Bus
+  /** The workers' bus (server.workers; runningHashBus: never Redis): uploads into storage ask each other for running hashes over it. */
+  bus?: Bus | undefined
 }
 
 export function createRouter(config: Config, upstreams: Upstream[], deps: RoutingDeps): Router {

@@ -276,15 +276,12 @@ export class StorageUploads {
 
   /** The hex sha256 of `data` (from the running hash when it covers the whole file) and its hex digest in the client's algorithm, reading the file once when needed. */
   private async digestsOf(dir: string, data: string, size: number, algorithm: string): Promise<{ canonical: string; given: string }> {
-    const running = this.hashes.get(dir)
+    // The session ends here: a running hash that does not cover the whole file is dropped too.
+    const own = this.takeRunning(dir, size)
     this.hashes.delete(dir)
-    let known = running !== undefined && running.hashed === size ? running.hash.digest('hex') : undefined
-    let source: DigestSource = known === undefined ? 'read' : 'running'
-    if (known === undefined) {
-      known = await this.askHolder(dir, size)
-      if (known !== undefined) source = 'peer'
-    }
-    this.options.digested?.(source)
+    const peer = own === undefined ? await this.askHolder(dir, size) : undefined
+    const known = own ?? peer
+    this.options.digested?.(own !== undefined ? 'running' : peer !== undefined ? 'peer' : 'read')
     if (known !== undefined && algorithm === 'sha256') return { canonical: known, given: known }
     const sha256 = known === undefined ? createHash('sha256') : undefined
     const other = algorithm === 'sha256' ? undefined : createHash(algorithm)
