@@ -17,10 +17,32 @@ export function runningHashBus(engine: SharedState['engine'], bus: Bus): Bus | u
 
 /**
  * How long a commit waits for the holder's answer before it reads the data itself. An answer on the
- * cluster's IPC takes well under a millisecond; a holder that has gone (a worker replaced) never
- * answers.
+ * cluster's IPC takes well under a millisecond. A holder whose process has exited (a worker replaced)
+ * is not asked at all (`processGone`); one that lives but has lost the session never answers.
  */
 export const ASK_TIMEOUT_MS = 500
+
+/**
+ * A process name: `<pid>-<uuid>`. The workers of server.workers share one machine, so the asker can tell
+ * from the pid that a holder has exited and read the data at once rather than wait for the timeout.
+ * The uuid tells a holder from a later process given the same pid (that one never answers: the timeout).
+ */
+function processName(pid: number): string {
+  return `${pid}-${randomUUID()}`
+}
+
+/** Whether the process named `holder` has exited: its pid is no process any more. */
+export function processGone(holder: string): boolean {
+  const pid = Number(/^(\d+)-/.exec(holder)?.[1])
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false
+  try {
+    process.kill(pid, 0)
+    return false
+  } catch (error) {
+    // EPERM: a process of another user has that pid now; it is not the holder either, but let the timeout say so.
+    return (error as NodeJS.ErrnoException).code === 'ESRCH'
+  }
+}
 
 /** Asks the worker that holds a session's running hash for its sha256 over `size` bytes. */
 export interface RunningHashPeers {
@@ -56,7 +78,7 @@ function parse(text: string): Message | undefined {
  * only a key into `take`'s map: nothing from the bus reaches the file system.
  */
 export function shareRunningHashes(bus: Bus, take: (dir: string, size: number) => string | undefined, timeoutMs = ASK_TIMEOUT_MS): RunningHashPeers & { close(): void } {
-  const self = randomUUID()
+  const self = processName(process.pid)
   const waiting = new Map<string, (hex: string | undefined) => void>()
   const unsubscribe = bus.subscribe(HASH_TOPIC, (text) => {
     const message = parse(text)
@@ -72,6 +94,7 @@ export function shareRunningHashes(bus: Bus, take: (dir: string, size: number) =
   return {
     self,
     ask(dir, size, holder) {
+      if (processGone(holder)) return Promise.resolve(undefined)
       const id = randomUUID()
       return new Promise<string | undefined>((resolve) => {
         const timer = setTimeout(() => settle(undefined), timeoutMs)

@@ -1,12 +1,13 @@
 // Running upload hashes asked of the worker or instance that holds them, over the shared bus; and a commit at one process of bytes another took in.
 import t from 'tap'
-import { createHash } from 'node:crypto'
+import { spawnSync } from 'node:child_process'
+import { createHash, randomUUID } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import type { Bus } from '../../src/shared/types.js'
-import { HASH_TOPIC, runningHashBus, shareRunningHashes } from '../../src/storage/hash-exchange.js'
+import { HASH_TOPIC, processGone, runningHashBus, shareRunningHashes } from '../../src/storage/hash-exchange.js'
 import { StorageUploads, type DigestSource } from '../../src/storage/upload-store.js'
 
 /** Buses of several instances joined as the cluster's primary or Redis joins them: a message reaches every other instance, later. */
@@ -69,6 +70,20 @@ t.test('a holder that does not answer (gone) costs the timeout, then the data is
   const started = Date.now()
   t.equal(await asker.ask('/s/1', 10, 'a-worker-that-was-replaced'), undefined)
   t.ok(Date.now() - started >= 90, 'waited for the timeout')
+})
+
+t.test('a holder whose process has exited is not asked: the data is read at once, with no wait for the timeout', async (t) => {
+  const [a] = buses(2) as [Bus, Bus]
+  const asker = shareRunningHashes(a, () => undefined, 5_000)
+  t.teardown(() => asker.close())
+  t.match(asker.self, new RegExp(`^${process.pid}-[0-9a-f-]{36}$`), 'a name starts with its pid')
+  const exited = spawnSync(process.execPath, ['-e', '']).pid
+  t.ok(processGone(`${exited}-${randomUUID()}`), 'an exited pid is gone')
+  t.notOk(processGone(asker.self), 'a live one is not')
+  t.notOk(processGone('a-name-without-a-pid'), 'a name without a pid is never taken for gone')
+  const started = Date.now()
+  t.equal(await asker.ask('/s/1', 10, `${exited}-${randomUUID()}`), undefined)
+  t.ok(Date.now() - started < 1_000, `answered in ${Date.now() - started} ms, not after the 5 s timeout`)
 })
 
 t.test('questions for another holder, answers for another asker and malformed messages are ignored', async (t) => {
