@@ -124,7 +124,7 @@ async function start(config: Config, log: Logger, shutdown: Shutdown, parts: Wor
   if (observability.metrics) parts.onMetrics?.(observability.metrics)
   const times = new PushPullTimes(store)
   observability.recorder.listen(times.listener())
-  const audit = config.audit.enabled ? new AuditTrail(store) : undefined
+  const audit = config.audit.enabled ? new AuditTrail(store, Date.now, { loginIntervalMs: config.audit.login_interval }) : undefined
   // Tables first (on PostgreSQL the first instance migrates, under a lock, and the others wait for it).
   await times.ready
   await audit?.ready

@@ -4,6 +4,7 @@ import type { Operation } from '../registry/classify.js'
 import { parseDuration } from '../config/units.js'
 import type { UiAuditHook } from '../ui/api.js'
 import type { Migrations, SqlValue, StoreEngine } from './engine.js'
+import { BoundedCache } from '../lib/bounded-cache.js'
 
 const SQLITE_MIGRATIONS: readonly string[] = [
   `CREATE TABLE audit_log (
@@ -163,6 +164,17 @@ export function auditEntryOf(finished: FinishedRequest, at: number): Omit<AuditE
 /** The status the web UI answered for an outcome (its audit events carry the outcome only). */
 const UI_STATUS: Readonly<Record<string, number>> = { invalid_credentials: 401, locked_out: 429, created: 201 }
 
+export interface AuditTrailOptions {
+  /** An accepted login is recorded once per user, client address and user agent in this many milliseconds (0: every one). */
+  loginIntervalMs?: number
+}
+
+/** The accepted logins that clients repeat before every push and pull. */
+const COALESCED_LOGINS: ReadonlySet<string> = new Set(['login', 'login.token'])
+
+/** Users, clients and user agents whose last accepted login is remembered at most (the least recent goes first). */
+const RECENT_LOGINS_HELD = 10_000
+
 const INSERT = `INSERT INTO audit_log (at, action, outcome, status, "user", client, user_agent, repository, tag, digest, size, source_repository, request_id, subject)
   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
@@ -171,12 +183,18 @@ export class AuditTrail {
   /** The module's tables are migrated: reads wait for it; the gateway waits for it before serving. */
   readonly ready: Promise<void>
 
+  /** Accepted logins recorded lately, by user, client address and user agent (audit.login_interval). */
+  private readonly recentLogins: BoundedCache<string, true> | undefined
+
   constructor(
     private readonly store: StoreEngine,
     private readonly clock: () => number = Date.now,
+    options: AuditTrailOptions = {},
   ) {
     this.ready = store.migrateModule('audit', AUDIT_MIGRATIONS).then(() => undefined)
     this.ready.catch(() => undefined)
+    const interval = options.loginIntervalMs ?? 0
+    if (interval > 0) this.recentLogins = new BoundedCache({ max: RECENT_LOGINS_HELD, ttlMs: interval, now: clock })
   }
 
   record(entry: Omit<AuditEntry, 'id'>): void {
@@ -202,8 +220,22 @@ export class AuditTrail {
   listener(): FinishedListener {
     return (finished) => {
       const entry = auditEntryOf(finished, this.clock())
-      if (entry) this.record(entry)
+      if (entry && !this.seenLately(entry)) this.record(entry)
     }
+  }
+
+  /**
+   * Whether `entry` is an accepted login (GET /v2/ or the token endpoint) that this process recorded
+   * for the same user, client and user agent within audit.login_interval. Clients send those before
+   * every push and pull, so a CI runner pulling all day would add a row per pull. Refused logins and
+   * everything else are always recorded.
+   */
+  private seenLately(entry: Omit<AuditEntry, 'id'>): boolean {
+    if (this.recentLogins === undefined || entry.outcome !== 'success' || !COALESCED_LOGINS.has(entry.action)) return false
+    const key = [entry.action, entry.user ?? '', entry.client, entry.userAgent ?? ''].join('\0')
+    if (this.recentLogins.get(key) !== undefined) return true
+    this.recentLogins.set(key, true)
+    return false
   }
 
   /** Deletes entries older than `retentionMs`; returns how many went. */

@@ -206,6 +206,18 @@ t.test('the web UI\'s sign-ins and deletes are in the audit trail; a UI delete t
   const image = await makeOciLayout(join(work, 'image'), { layers: [10_000] })
   await skopeoCopy(`oci:${image.dir}:latest`, `docker://${gateway.host}/team/ui:v1`, { destCertDir: gateway.certDir, destCreds: 'alice:alice-secret-pw' })
 
+  // skopeo login is an authenticated GET /v2/, as docker sends before every push and pull: three accepted ones from
+  // this client make one row (audit.login_interval, 5m by default); refused ones make a row each.
+  const authfile = join(work, 'auth.json')
+  const skopeoLogin = (password: string) => run('skopeo', ['login', '--authfile', authfile, '--cert-dir', gateway.certDir, '-u', 'alice', '--password-stdin', gateway.host], { input: `${password}\n` })
+  for (const password of ['alice-secret-pw', 'alice-secret-pw', 'wrong-password', 'alice-secret-pw', 'wrong-password']) await skopeoLogin(password)
+  let logins: AuditLine[] = []
+  await until(async () => {
+    logins = jsonLines<AuditLine>(await cli(gateway, ['audit', '--json', '--action', 'login'])).filter((entry) => entry.userAgent?.startsWith('skopeo/') === true)
+    return logins.length >= 3
+  }, 'the skopeo logins in the audit trail')
+  t.same(logins.map((entry) => [entry.outcome, entry.user]).sort(), [['invalid_credentials', 'alice'], ['invalid_credentials', 'alice'], ['success', 'alice']], 'one row for three accepted logins, one for each refused one')
+
   const dispatcher = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
   t.teardown(() => dispatcher.close())
   const login = async (password: string) => {

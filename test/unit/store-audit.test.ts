@@ -4,7 +4,7 @@ import { classify } from '../../src/registry/classify.js'
 import { RegistryError } from '../../src/registry/errors.js'
 import type { FinishedRequest } from '../../src/observe/record.js'
 import type { AuthOutcome } from '../../src/observe/metrics.js'
-import { AuditTrail, auditEntryOf } from '../../src/store/audit.js'
+import { AuditTrail, auditEntryOf, type AuditTrailOptions } from '../../src/store/audit.js'
 import { ENGINES, openEngine, type EngineName } from '../helpers/store-engines.js'
 import { parseSince } from '../../src/cli/audit.js'
 
@@ -18,9 +18,9 @@ function finished(method: string, path: string, status: number, more: Partial<Fi
   }
 }
 
-async function open(t: Test, engine: EngineName, now: { at: number }): Promise<{ audit: AuditTrail }> {
+async function open(t: Test, engine: EngineName, now: { at: number }, options: AuditTrailOptions = {}): Promise<{ audit: AuditTrail }> {
   const store = await openEngine(t, engine, { flushIntervalMs: 60_000 })
-  const audit = new AuditTrail(store, () => now.at)
+  const audit = new AuditTrail(store, () => now.at, options)
   await audit.ready
   return { audit }
 }
@@ -86,6 +86,52 @@ for (const engine of ENGINES) {
     t.same((await audit.query()).map((entry) => entry.repository), ['new'])
   })
 }
+
+t.test('accepted logins are recorded once per user, client and user agent every login interval; refused ones every time', async (t) => {
+  const now = { at: T0 }
+  const { audit } = await open(t, 'sqlite', now, { loginIntervalMs: 300_000 })
+  const listen = audit.listener()
+  const ping = (more: Partial<FinishedRequest> = {}): void => listen(finished('GET', '/v2/', 200, { authOutcome: 'success', ...more }))
+  const token = (status: number, more: Partial<FinishedRequest> = {}): void => listen({ ...finished('GET', '/v2/', status), request: undefined, route: 'token', ...more })
+  ping()
+  now.at = T0 + 1_000
+  ping() // the same runner before its next pull: coalesced
+  ping({ clientIp: '203.0.113.10' }) // another address
+  ping({ userAgent: 'podman/5.0' }) // another client on the same address
+  ping({ user: 'bob' })
+  token(200)
+  token(200) // coalesced
+  token(401, { user: undefined, loginName: 'alice' })
+  token(401, { user: undefined, loginName: 'alice' }) // refusals: every one
+  listen(finished('GET', '/v2/', 401, { authOutcome: 'invalid_credentials', user: undefined, loginName: 'alice' }))
+  listen(finished('GET', '/v2/', 401, { authOutcome: 'invalid_credentials', user: undefined, loginName: 'alice' }))
+  listen(finished('PUT', '/v2/team/app/manifests/v1', 201, { contentDigest: A }))
+  listen(finished('PUT', '/v2/team/app/manifests/v1', 201, { contentDigest: A }))
+  const rows = (entries: Array<{ action: string; outcome: string; user?: string | undefined; client: string; userAgent?: string | undefined }>): string[] =>
+    entries.map((entry) => `${entry.action} ${entry.outcome} ${entry.user ?? '-'} ${entry.client} ${entry.userAgent ?? '-'}`).reverse()
+  t.same(rows(await audit.query()), [
+    'login success alice 203.0.113.9 docker/27.0',
+    'login success alice 203.0.113.10 docker/27.0',
+    'login success alice 203.0.113.9 podman/5.0',
+    'login success bob 203.0.113.9 docker/27.0',
+    'login.token success alice 203.0.113.9 docker/27.0',
+    'login.token HTTP_401 alice 203.0.113.9 docker/27.0',
+    'login.token HTTP_401 alice 203.0.113.9 docker/27.0',
+    'login invalid_credentials alice 203.0.113.9 docker/27.0',
+    'login invalid_credentials alice 203.0.113.9 docker/27.0',
+    'manifest.push success alice 203.0.113.9 docker/27.0',
+    'manifest.push success alice 203.0.113.9 docker/27.0',
+  ])
+  now.at = T0 + 301_001
+  ping()
+  token(200)
+  t.same(rows(await audit.query({ since: T0 + 300_000 })), ['login success alice 203.0.113.9 docker/27.0', 'login.token success alice 203.0.113.9 docker/27.0'], 'recorded again once the interval has passed')
+
+  const every = await open(t, 'sqlite', now, { loginIntervalMs: 0 })
+  every.audit.listener()(finished('GET', '/v2/', 200, { authOutcome: 'success' }))
+  every.audit.listener()(finished('GET', '/v2/', 200, { authOutcome: 'success' }))
+  t.equal((await every.audit.query()).length, 2, 'an interval of 0 records every one')
+})
 
 t.test('--since takes a duration back from now or a time', async (t) => {
   const now = Date.UTC(2026, 5, 1)
