@@ -291,7 +291,7 @@ async function report(results: Results, profile: string, minutes: number): Promi
     `## Results of one run (${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${fmt(minutes)} min)`,
     '',
     ...(await describeMachine()).map((line) => `- ${line}`),
-    `- \`${knobs()}\`: ${options.rounds} rounds, targets alternating in every round; medians with (min–max) of the rounds (a download's round: the median of ${work.DOWNLOADS_PER_ROUND} downloads one after the other).`,
+    `- \`${knobs()}\`: ${options.rounds} rounds, targets alternating in every round; medians with (min–max) of the rounds (a download's round: the median of ${work.DOWNLOADS_PER_ROUND} downloads one after the other; a skopeo round: one push, then the median of ${work.PULLS_PER_ROUND} pulls of it).`,
     `- minutes per workload: ${durations.map((entry) => `${entry.workload} ${entry.minutes.toFixed(1)}`).join(', ')}; the rest is set-up and the profile.`,
     '- direct = registry:2 over plain HTTP without auth; nginx (one worker) and Portier over TLS with the same',
     `  certificate and the same bcrypt cost-${options.bcryptCost} htpasswd file; all on 127.0.0.1; curl for transfers.`,
