@@ -24,6 +24,7 @@ import { openStore } from '../store/open.js'
 import type { StoreEngine } from '../store/engine.js'
 import { PushPullTimes } from '../store/times.js'
 import { scanTags } from '../store/scan.js'
+import { firstInWindow } from '../store/turns.js'
 import { AuditTrail, startAudit } from '../store/audit.js'
 import { registerStoreRoutes } from '../store/routes.js'
 import { uiAuditLog, uiStoreHook } from '../store/ui-hook.js'
@@ -32,6 +33,9 @@ import { StoreValues } from '../store/shared-values.js'
 
 /** How often instances sharing a PostgreSQL store without shared.redis read the shared values (the maintenance switch). */
 const STORE_VALUES_POLL_MS = 1000
+
+/** Instances sharing a PostgreSQL store that start within one window of this length run one start-up scan. */
+const SCAN_WINDOW_MS = 10 * 60_000
 import { GcHistory } from '../housekeeping/gc-history.js'
 import { createUsage } from './usage.js'
 import { createRegistryClient } from '../ui/registry-client.js'
@@ -133,6 +137,8 @@ async function start(config: Config, log: Logger, shutdown: Shutdown, parts: Wor
     const pruning = startAudit(audit, {
       retentionMs: config.audit.retention,
       pruneIntervalMs: config.audit.prune_interval,
+      // Instances sharing a PostgreSQL store: one of them prunes in each interval.
+      claim: () => firstInWindow(store, 'audit:prune', config.audit.prune_interval),
       onPruned: (count) => log.info({ count }, 'audit trail: entries older than audit.retention deleted'),
       onError: (error) => log.error({ err: error instanceof Error ? error.message : String(error) }, 'audit trail: pruning failed'),
     })
@@ -197,7 +203,15 @@ async function start(config: Config, log: Logger, shutdown: Shutdown, parts: Wor
     shutdown.defer(() => scan.abort())
     const issue = auth.issueServiceToken
     const registry = createRegistryClient((context) => pipeline.router.answer(context), issue ? { serviceTokens: (access) => issue('portier-store', access) } : {})
-    scanTags({ registry, times, log, concurrency: config.store.scan_concurrency, signal: scan.signal }).catch((error: unknown) => log.error({ err: String(error) }, 'store scan failed'))
+    const scanOnce = async (): Promise<void> => {
+      // Instances sharing a PostgreSQL store that start together (a deployment, a rolling restart) scan once.
+      if (!(await firstInWindow(store, 'store:scan', SCAN_WINDOW_MS))) {
+        log.info({ window_minutes: SCAN_WINDOW_MS / 60_000 }, 'store scan: skipped, another instance sharing this PostgreSQL store began one in this window')
+        return
+      }
+      await scanTags({ registry, times, log, concurrency: config.store.scan_concurrency, signal: scan.signal })
+    }
+    scanOnce().catch((error: unknown) => log.error({ err: String(error) }, 'store scan failed'))
   }
 
   const url = config.server.public_url || `${config.tls.enabled ? 'https' : 'http'}://${displayHost(listeners.address)}:${listeners.address.port}`

@@ -300,10 +300,18 @@ export function sinceTime(value: string, now = Date.now()): number | undefined {
 /** Records finished requests and prunes old entries every `pruneIntervalMs`; stop() ends the pruning. */
 export function startAudit(
   trail: AuditTrail,
-  options: { retentionMs: number; pruneIntervalMs: number; onPruned?: (count: number) => void; onError?: (error: unknown) => void },
+  options: {
+    retentionMs: number
+    pruneIntervalMs: number
+    /** Whether this instance prunes in this interval (instances sharing a PostgreSQL store: the first to ask); always by default. */
+    claim?: () => Promise<boolean>
+    onPruned?: (count: number) => void
+    onError?: (error: unknown) => void
+  },
 ): { stop(): void } {
   const prune = async (): Promise<void> => {
     try {
+      if (options.claim && !(await options.claim())) return
       const count = await trail.prune(options.retentionMs)
       if (count > 0) options.onPruned?.(count)
     } catch (error) {

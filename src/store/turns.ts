@@ -16,3 +16,19 @@ export async function claimTurn(store: StoreEngine, job: string, turn: number, n
   ])
   return (result?.changes ?? 0) > 0
 }
+
+/**
+ * Whether this instance should run `job` in the window of `windowMs` that `now` falls in: true for the
+ * first instance of a fleet sharing this PostgreSQL store to ask in that window, false for the others;
+ * always true for a SQLite store (one instance) and when PostgreSQL does not answer (the job runs twice
+ * rather than not at all: every job asked about here is idempotent).
+ */
+export async function firstInWindow(store: StoreEngine, job: string, windowMs: number, now: number = Date.now()): Promise<boolean> {
+  if (store.kind !== 'postgres') return true
+  try {
+    await store.migrateModule('schedule', TURN_MIGRATIONS)
+    return await claimTurn(store, job, Math.floor(now / windowMs) * windowMs, now)
+  } catch {
+    return true
+  }
+}

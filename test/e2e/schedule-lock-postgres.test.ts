@@ -21,7 +21,7 @@ t.test('three instances, one registry, one PostgreSQL store, no Redis', { skip: 
   await seedImage(registry.url, 'kept/app')
   const config = {
     upstreams: [{ url: registry.url }],
-    store: { url: postgres.urlWithoutPassword, password_file: postgres.passwordFile, flush_interval: '200ms', scan: false, connect_timeout: '2s' },
+    store: { url: postgres.urlWithoutPassword, password_file: postgres.passwordFile, flush_interval: '200ms', scan: true, connect_timeout: '2s' },
     gc: { registry_config: registry.configFile, binary: REGISTRY_BIN, schedule: EVERY, drain_timeout: '4s', usage_interval: EVERY },
     retention: { schedule: EVERY, rules: [{ repositories: 'nothing/**', keep_last: 1 }] },
   }
@@ -30,6 +30,17 @@ t.test('three instances, one registry, one PostgreSQL store, no Redis', { skip: 
   const db = new pg.Client({ connectionString: postgres.url })
   await db.connect()
   t.teardown(() => db.end())
+
+  t.test('the start-up scan ran at one instance of the three (the others skipped it), once per 10-minute window they started in', async (t) => {
+    const SCAN_WINDOW_MS = 600_000
+    const outcome = await Promise.all(instances.map((instance) =>
+      instance.gateway.waitForLog((line) => line.msg === 'store scan: done' || line.msg.startsWith('store scan: skipped'), 30_000)))
+    const scanned = outcome.filter((line) => line.msg === 'store scan: done').length
+    // The instances start one after the other within seconds: a window boundary between two starts makes it two scans.
+    const windows = new Set(outcome.map((line) => Math.floor(Date.parse(String(line.time)) / SCAN_WINDOW_MS))).size
+    t.equal(scanned, windows, `${scanned} scan(s) for ${windows} window(s): ${outcome.map((line) => line.msg).join('; ')}`)
+    t.ok(scanned >= 1 && scanned < instances.length, 'at least one instance scanned, not all three')
+  })
 
   t.test('maintenance switched at one instance is followed by the others through the store (shared_values), on and off', async (t) => {
     const [a, b, c] = instances as [Instance, Instance, Instance]
@@ -77,7 +88,7 @@ t.test('three instances, one registry, one PostgreSQL store, no Redis', { skip: 
     const sampleTimes = new Set(samples.map((at) => Math.floor(at / TICK_MS)))
     t.equal(samples.length, sampleTimes.size, `storage_samples: ${samples.length} scheduled samples in ${sampleTimes.size} distinct times (one each)`)
     const claimed = (await db.query<{ job: string; turn: string }>('SELECT job, turn FROM schedule_turns ORDER BY job')).rows
-    t.same(claimed.map((row) => row.job), ['housekeeping:gc', 'housekeeping:retention', 'housekeeping:usage'], 'schedule_turns: the last time claimed per job')
+    t.same(claimed.map((row) => row.job), ['audit:prune', 'housekeeping:gc', 'housekeeping:retention', 'housekeeping:usage', 'store:scan'], 'schedule_turns: the last time claimed per job (the schedules, audit pruning, the start-up scan)')
   })
 
   t.test('the holder killed mid-collection: its lock is freed at once, the next time runs at another instance', async (t) => {
