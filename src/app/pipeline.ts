@@ -51,7 +51,6 @@ import type { UsageSetup } from './usage.js'
 import type { GcHistory } from '../housekeeping/gc-history.js'
 import type { SharedState } from '../shared/index.js'
 import { shareCacheInvalidation, shareMaintenance } from './shared.js'
-import { runningHashBus } from '../storage/hash-exchange.js'
 import type { StoreValues } from '../store/shared-values.js'
 import { createLocalCounters } from '../shared/index.js'
 import { createRateLimiter } from '../ratelimit/index.js'
@@ -126,7 +125,7 @@ export function buildPipeline(config: Config, log: Logger, shutdown: Shutdown, d
   )
   // With shared.redis, manifest writes and deletes here make the other instances' tag and manifest caches forget too.
   const invalidation = shared.engine === 'local' ? undefined : shareCacheInvalidation(shared.bus)
-  const router = createRouter(config, upstreams.all, { health, forwarder, log, metrics, ...(deps.pullThrough ? { pullThrough: deps.pullThrough } : {}), ...(invalidation ? { invalidation } : {}), bus: runningHashBus(shared.engine, shared.bus) })
+  const router = createRouter(config, upstreams.all, { health, forwarder, log, metrics, ...(deps.pullThrough ? { pullThrough: deps.pullThrough } : {}), ...(invalidation ? { invalidation } : {}), shared: { engine: shared.engine, bus: shared.bus } })
   // Maintenance mode (maintenance.*): writes refused at the gateway, no restart; switched by the admin API, the CLI and the UI.
   const maintenance = new Maintenance({ message: config.maintenance.message, retryAfterMs: config.maintenance.retry_after, drainTimeoutMs: config.maintenance.drain_timeout })
   if (config.maintenance.enabled) {

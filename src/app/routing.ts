@@ -11,8 +11,8 @@ import { BlobStorage } from '../storage/blob-server.js'
 import { storageRoots } from '../storage/roots.js'
 import { UploadServer } from '../storage/upload-server.js'
 import { StorageUploads } from '../storage/upload-store.js'
-import { shareRunningHashes } from '../storage/hash-exchange.js'
-import type { Bus } from '../shared/types.js'
+import { runningHashChannel, shareRunningHashes } from '../storage/hash-exchange.js'
+import type { Bus, SharedState } from '../shared/types.js'
 import { createStrategy } from '../routing/strategies.js'
 import { loadRoutingSecret, UploadTokens } from '../uploads/token.js'
 import type { Upstream } from '../upstreams/upstreams.js'
@@ -27,22 +27,27 @@ export interface RoutingDeps {
   pullThrough?: PullThrough
   /** Tells the other instances (shared.redis) which tags a manifest write here may have moved, and hears theirs. */
   invalidation?: CacheInvalidation
-  /** The workers' bus (server.workers; runningHashBus: never Redis): uploads into storage ask each other for running hashes over it. */
-  bus?: Bus | undefined
+  /** The shared state's engine and bus: uploads into storage ask the other workers (server.workers) or instances (shared.redis, signed) for running hashes over it. */
+  shared?: { engine: SharedState['engine']; bus: Bus } | undefined
 }
 
 export function createRouter(config: Config, upstreams: Upstream[], deps: RoutingDeps): Router {
   const { health, forwarder, log, metrics, invalidation } = deps
+  // routing.secret, read (or generated) once, when something needs it.
+  let secret: Buffer | undefined
+  const routingSecret = (): Buffer => {
+    if (secret) return secret
+    const loaded = loadRoutingSecret(config.routing.secret, config.routing.secret_file)
+    if (loaded.created) log.info({ file: config.routing.secret_file }, 'generated the key that signs upload URLs and running-hash answers; give every gateway instance the same one')
+    secret = loaded.secret
+    return secret
+  }
   const strategy = createStrategy(config.routing, {
     upstreams,
     isAvailable: (upstream) => health.isAvailable(upstream),
     forwarder,
     // Only strategies that pin uploads to upstreams sign upload URLs; one upstream keeps the registry's own URLs.
-    uploadTokens: () => {
-      const { secret, created } = loadRoutingSecret(config.routing.secret, config.routing.secret_file)
-      if (created) log.info({ file: config.routing.secret_file }, 'generated the key that signs upload URLs; give every gateway instance the same one')
-      return new UploadTokens(secret, upstreams.map((upstream) => upstream.name))
-    },
+    uploadTokens: () => new UploadTokens(routingSecret(), upstreams.map((upstream) => upstream.name)),
     onMirrorBranchFailure(operation, repository, failure) {
       metrics?.mirrorBranchFailures.inc({ upstream: failure.upstream, operation })
       log.warn({ operation, repository, ...failure }, 'upstream failed its part of a mirrored write')
@@ -59,9 +64,10 @@ export function createRouter(config: Config, upstreams: Upstream[], deps: Routin
       })
     : undefined
   if (tagCache) invalidation?.attachTags(tagCache)
-  // With server.workers, a commit may reach another worker than the upload's bytes did: it asks that one for the running hash.
+  // With server.workers or shared.redis, a commit may reach another process than the upload's bytes did: it asks that one for the running hash.
+  const channel = deps.shared && upstreams.some((upstream) => upstream.storageUploads === true) ? runningHashChannel(deps.shared.engine, deps.shared.bus, routingSecret) : undefined
   const uploads: StorageUploads = new StorageUploads({
-    ...(deps.bus ? { peers: shareRunningHashes(deps.bus, (dir, size) => uploads.takeRunning(dir, size)) } : {}),
+    ...(channel ? { peers: shareRunningHashes(channel, (dir, size) => uploads.takeRunning(dir, size)) } : {}),
     digested: (source) => metrics?.blobStorageUploadDigests.inc({ source }),
   })
   const router = new Router({

@@ -1,24 +1,43 @@
-// Running upload hashes across the workers of server.workers: a commit at one asks the holder of the session's running sha256, over the shared bus, instead of reading the data again.
-import { randomUUID } from 'node:crypto'
+// Running upload hashes across processes: a commit at one asks the holder of the session's running sha256, over the shared bus, instead of reading the data again.
+import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto'
 import type { Bus, SharedState } from '../shared/types.js'
 import { isRecord } from '../lib/is-record.js'
 
 export const HASH_TOPIC = 'storage-upload-hash'
 
+/** The bus running hashes are asked over, and how far its other ends are trusted. */
+export interface RunningHashChannel {
+  bus: Bus
+  /**
+   * Signs every question and answer (HMAC-SHA256), and messages without a valid signature are
+   * ignored. Set for Redis: whoever can publish there could otherwise answer a question with a hash of
+   * their choosing, and the blob would be stored under a digest its bytes do not have.
+   */
+  key?: Buffer
+  /** The other ends are processes of this machine (the workers of server.workers): a holder whose pid has exited is not asked. */
+  sameMachine: boolean
+}
+
 /**
- * The bus running hashes are asked over: the workers' (server.workers), whose every end is a process
- * of this gateway. Not Redis: whoever can publish there could answer a question with a hash of their
- * choosing, and the blob would be stored under a digest its bytes do not have. Instances that share
- * Redis read the data again at a commit that reaches another instance.
+ * The channel for the shared state's engine:
+ * - `cluster` (server.workers without Redis): the workers' IPC bus, whose every end is a process of
+ *   this gateway;
+ * - `redis`: Redis pub/sub, signed with a key derived from `secret()` (routing.secret), so only
+ *   instances given the same secret exchange hashes; the others read the data again, as a single
+ *   process does;
+ * - `local`: none.
  */
-export function runningHashBus(engine: SharedState['engine'], bus: Bus): Bus | undefined {
-  return engine === 'cluster' ? bus : undefined
+export function runningHashChannel(engine: SharedState['engine'], bus: Bus, secret: () => Buffer): RunningHashChannel | undefined {
+  if (engine === 'cluster') return { bus, sameMachine: true }
+  if (engine === 'redis') return { bus, key: createHmac('sha256', secret()).update('portier storage-upload-hash v1').digest(), sameMachine: false }
+  return undefined
 }
 
 /**
  * How long a commit waits for the holder's answer before it reads the data itself. An answer on the
- * cluster's IPC takes well under a millisecond. A holder whose process has exited (a worker replaced)
- * is not asked at all (`processGone`); one that lives but has lost the session never answers.
+ * cluster's IPC takes well under a millisecond, over Redis about one round trip. A worker whose process
+ * has exited (replaced) is not asked at all (`processGone`); a holder that lives but has lost the
+ * session, or another instance that has gone, never answers.
  */
 export const ASK_TIMEOUT_MS = 500
 
@@ -31,7 +50,7 @@ function processName(pid: number): string {
   return `${pid}-${randomUUID()}`
 }
 
-/** Whether the process named `holder` has exited: its pid is no process any more. */
+/** Whether the process named `holder` has exited: its pid is no process (of this machine) any more. */
 export function processGone(holder: string): boolean {
   const pid = Number(/^(\d+)-/.exec(holder)?.[1])
   if (!Number.isSafeInteger(pid) || pid <= 0) return false
@@ -44,7 +63,7 @@ export function processGone(holder: string): boolean {
   }
 }
 
-/** Asks the worker that holds a session's running hash for its sha256 over `size` bytes. */
+/** Asks the process that holds a session's running hash for its sha256 over `size` bytes. */
 export interface RunningHashPeers {
   /** This process's name in the session's `hasher` file. */
   readonly self: string
@@ -56,37 +75,55 @@ const SHA256_HEX = /^[0-9a-f]{64}$/
 
 type Message = { kind: 'ask'; id: string; dir: string; size: number; holder: string; from: string } | { kind: 'answer'; id: string; to: string; hex: string | null }
 
-function parse(text: string): Message | undefined {
+/** What a signature covers: every field of the message, in a fixed order, unambiguously. */
+function signed(message: Message): string {
+  return JSON.stringify(message.kind === 'ask' ? [message.kind, message.id, message.dir, message.size, message.holder, message.from] : [message.kind, message.id, message.to, message.hex])
+}
+
+function mac(key: Buffer, message: Message): string {
+  return createHmac('sha256', key).update(signed(message)).digest('hex')
+}
+
+function parse(text: string, key: Buffer | undefined): Message | undefined {
+  let message: Message | undefined
+  let signature: unknown
   try {
     const value = JSON.parse(text) as unknown
     if (!isRecord(value) || typeof value.id !== 'string') return undefined
+    signature = value.mac
     if (value.kind === 'ask' && typeof value.dir === 'string' && typeof value.size === 'number' && typeof value.holder === 'string' && typeof value.from === 'string') {
-      return { kind: 'ask', id: value.id, dir: value.dir, size: value.size, holder: value.holder, from: value.from }
-    }
-    if (value.kind === 'answer' && typeof value.to === 'string' && ((typeof value.hex === 'string' && SHA256_HEX.test(value.hex)) || value.hex === null)) {
-      return { kind: 'answer', id: value.id, to: value.to, hex: value.hex }
+      message = { kind: 'ask', id: value.id, dir: value.dir, size: value.size, holder: value.holder, from: value.from }
+    } else if (value.kind === 'answer' && typeof value.to === 'string' && ((typeof value.hex === 'string' && SHA256_HEX.test(value.hex)) || value.hex === null)) {
+      message = { kind: 'answer', id: value.id, to: value.to, hex: value.hex }
     }
   } catch {
     // Not one of ours: ignored.
   }
-  return undefined
+  if (message === undefined || key === undefined) return message
+  if (typeof signature !== 'string' || !/^[0-9a-f]{64}$/.test(signature)) return undefined
+  return timingSafeEqual(Buffer.from(signature, 'hex'), Buffer.from(mac(key, message), 'hex')) ? message : undefined
+}
+
+function encode(message: Message, key: Buffer | undefined): string {
+  return JSON.stringify(key === undefined ? message : { ...message, mac: mac(key, message) })
 }
 
 /**
- * Answers the other workers' questions with `take(dir, size)` (the hex sha256 this process holds for
+ * Answers the other processes' questions with `take(dir, size)` (the hex sha256 this process holds for
  * that session at exactly that size, given up once told) and asks them. The directory in a question is
  * only a key into `take`'s map: nothing from the bus reaches the file system.
  */
-export function shareRunningHashes(bus: Bus, take: (dir: string, size: number) => string | undefined, timeoutMs = ASK_TIMEOUT_MS): RunningHashPeers & { close(): void } {
+export function shareRunningHashes(channel: RunningHashChannel, take: (dir: string, size: number) => string | undefined, timeoutMs = ASK_TIMEOUT_MS): RunningHashPeers & { close(): void } {
+  const { bus, key, sameMachine } = channel
   const self = processName(process.pid)
   const waiting = new Map<string, (hex: string | undefined) => void>()
   const unsubscribe = bus.subscribe(HASH_TOPIC, (text) => {
-    const message = parse(text)
+    const message = parse(text, key)
     if (message === undefined) return
     if (message.kind === 'ask') {
       if (message.holder !== self) return
       const answer: Message = { kind: 'answer', id: message.id, to: message.from, hex: take(message.dir, message.size) ?? null }
-      bus.publish(HASH_TOPIC, JSON.stringify(answer))
+      bus.publish(HASH_TOPIC, encode(answer, key))
       return
     }
     if (message.to === self) waiting.get(message.id)?.(message.hex ?? undefined)
@@ -94,7 +131,8 @@ export function shareRunningHashes(bus: Bus, take: (dir: string, size: number) =
   return {
     self,
     ask(dir, size, holder) {
-      if (processGone(holder)) return Promise.resolve(undefined)
+      // A pid names a process of this machine only: over Redis the holder may run elsewhere.
+      if (sameMachine && processGone(holder)) return Promise.resolve(undefined)
       const id = randomUUID()
       return new Promise<string | undefined>((resolve) => {
         const timer = setTimeout(() => settle(undefined), timeoutMs)
@@ -105,7 +143,7 @@ export function shareRunningHashes(bus: Bus, take: (dir: string, size: number) =
         }
         waiting.set(id, settle)
         const question: Message = { kind: 'ask', id, dir, size, holder, from: self }
-        bus.publish(HASH_TOPIC, JSON.stringify(question))
+        bus.publish(HASH_TOPIC, encode(question, key))
       })
     },
     close() {

@@ -213,3 +213,46 @@ t.test('three instances, one registry, one Redis', async (t) => {
   })
   t.end()
 })
+
+t.test('uploads into storage across instances on Redis: a PUT at B takes the sha256 of the PATCH at A (signed with the shared routing.secret); an instance with another secret reads the data', async (t) => {
+  const redis = await redisFixture(t)
+  const registry = await registryFixture(t)
+  const shared = { redis: { url: redis.url, key_prefix: 'e2e-hash:' } }
+  const upstreams = [{ url: registry.url, name: 'disk', storage: registry.storageDir, storage_uploads: true }]
+  const fleet = { upstreams, shared, routing: { secret: 'the routing secret of this fleet, 0123456789abcdef' } }
+  const [a, b] = (await startInstances(t, ['A', 'B'], fleet)) as [Instance, Instance]
+  const [stranger] = (await startInstances(t, ['C'], { upstreams, shared, routing: { secret: 'another fleet\'s routing secret, 0123456789abcdef' } })) as [Instance]
+  const digests = async (instance: Instance, source: string): Promise<number> => {
+    const found = await metric(instance, `portier_blob_storage_upload_digests_total{source="${source}"}`)
+    return Number.isNaN(found) ? 0 : found
+  }
+  /** POST and PATCH `bytes` at `first`, PUT at `second`; returns the PUT's answer. */
+  const crossInstances = async (first: Instance, second: Instance, bytes: Buffer): Promise<Reply> => {
+    const post = await first.client.send('POST', '/v2/team/crossed/blobs/uploads/')
+    t.equal(post.status, 202, `upload started at ${first.name}`)
+    const patch = await first.client.send('PATCH', first.client.pathOf(post.headers.location), { headers: { 'content-type': 'application/octet-stream' }, body: bytes })
+    t.equal(patch.status, 202, `PATCH at ${first.name}`)
+    const at = first.client.pathOf(patch.headers.location)
+    return second.client.send('PUT', `${at}${at.includes('?') ? '&' : '?'}digest=${sha256(bytes)}`)
+  }
+
+  const bytes = Buffer.alloc(3 * 1024 * 1024, 7)
+  const peerBefore = await digests(b, 'peer')
+  const readBefore = await digests(b, 'read')
+  const put = await crossInstances(a, b, bytes)
+  t.equal(put.status, 201, 'PUT at B: created')
+  t.equal(put.headers['docker-content-digest'], sha256(bytes))
+  t.equal(await digests(b, 'peer') - peerBefore, 1, 'B took the sha256 from A over Redis')
+  t.equal(await digests(b, 'read') - readBefore, 0, 'and did not read the data again')
+  const back = await b.client.send('GET', `/v2/team/crossed/blobs/${sha256(bytes)}`)
+  t.ok(back.body.equals(bytes), 'the blob reads back whole')
+
+  const other = Buffer.alloc(3 * 1024 * 1024, 8)
+  const strangerRead = await digests(stranger, 'read')
+  const strangerPeer = await digests(stranger, 'peer')
+  const strangePut = await crossInstances(a, stranger, other)
+  t.equal(strangePut.status, 201, 'PUT at C (another secret): created all the same')
+  t.equal(strangePut.headers['docker-content-digest'], sha256(other))
+  t.equal(await digests(stranger, 'read') - strangerRead, 1, 'C read the data: A ignored its question, signed with another key')
+  t.equal(await digests(stranger, 'peer') - strangerPeer, 0)
+})

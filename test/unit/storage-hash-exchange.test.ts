@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import type { Bus } from '../../src/shared/types.js'
-import { HASH_TOPIC, processGone, runningHashBus, shareRunningHashes } from '../../src/storage/hash-exchange.js'
+import { HASH_TOPIC, processGone, runningHashChannel, shareRunningHashes, type RunningHashChannel } from '../../src/storage/hash-exchange.js'
 import { StorageUploads, type DigestSource } from '../../src/storage/upload-store.js'
 
 /** Buses of several instances joined as the cluster's primary or Redis joins them: a message reaches every other instance, later. */
@@ -37,18 +37,23 @@ function buses(count: number): Bus[] {
 
 const HEX = 'ab'.repeat(32)
 
+/** The workers' channel (server.workers): IPC between processes of this machine, unsigned. */
+const cluster = (bus: Bus): RunningHashChannel => ({ bus, sameMachine: true })
+/** Instances on Redis: signed with a key derived from their routing.secret. */
+const redis = (bus: Bus, secret = 'a routing secret every instance shares'): RunningHashChannel => runningHashChannel('redis', bus, () => Buffer.from(secret)) as RunningHashChannel
+
 t.test('the holder answers with the hash it holds at that size, and gives it up; another size or session gets no hash', async (t) => {
   const [a, b] = buses(2) as [Bus, Bus]
   const held = new Map([['/s/1', { size: 10, hex: HEX }]])
   const taken: string[] = []
-  const holder = shareRunningHashes(b, (dir, size) => {
+  const holder = shareRunningHashes(cluster(b), (dir, size) => {
     const entry = held.get(dir)
     if (entry === undefined || entry.size !== size) return undefined
     held.delete(dir)
     taken.push(dir)
     return entry.hex
   })
-  const asker = shareRunningHashes(a, () => undefined)
+  const asker = shareRunningHashes(cluster(a), () => undefined)
   t.teardown(() => {
     holder.close()
     asker.close()
@@ -65,7 +70,7 @@ t.test('the holder answers with the hash it holds at that size, and gives it up;
 
 t.test('a holder that does not answer (gone) costs the timeout, then the data is read', async (t) => {
   const [a] = buses(2) as [Bus, Bus]
-  const asker = shareRunningHashes(a, () => undefined, 100)
+  const asker = shareRunningHashes(cluster(a), () => undefined, 100)
   t.teardown(() => asker.close())
   const started = Date.now()
   t.equal(await asker.ask('/s/1', 10, 'a-worker-that-was-replaced'), undefined)
@@ -74,7 +79,7 @@ t.test('a holder that does not answer (gone) costs the timeout, then the data is
 
 t.test('a holder whose process has exited is not asked: the data is read at once, with no wait for the timeout', async (t) => {
   const [a] = buses(2) as [Bus, Bus]
-  const asker = shareRunningHashes(a, () => undefined, 5_000)
+  const asker = shareRunningHashes(cluster(a), () => undefined, 5_000)
   t.teardown(() => asker.close())
   t.match(asker.self, new RegExp(`^${process.pid}-[0-9a-f-]{36}$`), 'a name starts with its pid')
   const exited = spawnSync(process.execPath, ['-e', '']).pid
@@ -89,15 +94,15 @@ t.test('a holder whose process has exited is not asked: the data is read at once
 t.test('questions for another holder, answers for another asker and malformed messages are ignored', async (t) => {
   const [a, b, c] = buses(3) as [Bus, Bus, Bus]
   let asked = 0
-  const holder = shareRunningHashes(b, () => {
+  const holder = shareRunningHashes(cluster(b), () => {
     asked++
     return HEX
   })
-  const bystander = shareRunningHashes(c, () => {
+  const bystander = shareRunningHashes(cluster(c), () => {
     asked += 100
     return HEX
   })
-  const asker = shareRunningHashes(a, () => undefined, 200)
+  const asker = shareRunningHashes(cluster(a), () => undefined, 200)
   t.teardown(() => {
     holder.close()
     bystander.close()
@@ -118,11 +123,62 @@ t.test('questions for another holder, answers for another asker and malformed me
   t.equal(await asker.ask('/s/2', 10, 'nobody'), undefined, 'no answer taken')
 })
 
-t.test("running hashes are asked over the workers' bus only, never over Redis (whoever can publish there could name any hash)", async (t) => {
+t.test('the channel per engine: the workers\' IPC unsigned, Redis signed with a key derived from routing.secret, none alone', async (t) => {
   const [bus] = buses(1) as [Bus]
-  t.equal(runningHashBus('cluster', bus), bus)
-  t.equal(runningHashBus('redis', bus), undefined)
-  t.equal(runningHashBus('local', bus), undefined)
+  t.same(runningHashChannel('cluster', bus, () => Buffer.from('x')), { bus, sameMachine: true })
+  t.equal(runningHashChannel('local', bus, () => Buffer.from('x')), undefined)
+  const signed = redis(bus)
+  t.equal(signed.sameMachine, false, 'over Redis the holder may be another machine: no pid check')
+  t.equal(signed.key?.length, 32)
+  t.not(signed.key?.toString('hex'), Buffer.from('a routing secret every instance shares').toString('hex'), 'a key of its own, not the secret that signs upload URLs')
+  t.not(redis(bus, 'another secret').key?.toString('hex'), signed.key?.toString('hex'))
+})
+
+t.test('over Redis: instances with the same secret exchange hashes; a forged or unsigned answer, or another secret, gets nothing', async (t) => {
+  const [a, b, c] = buses(3) as [Bus, Bus, Bus]
+  let taken = 0
+  const holder = shareRunningHashes(redis(b), () => {
+    taken++
+    return HEX
+  })
+  const asker = shareRunningHashes(redis(a), () => undefined, 200)
+  const stranger = shareRunningHashes(redis(c, 'not the fleet\'s secret'), () => undefined, 200)
+  t.teardown(() => {
+    holder.close()
+    asker.close()
+    stranger.close()
+  })
+  const seen: string[] = []
+  const unseen = c.subscribe(HASH_TOPIC, (text) => seen.push(text))
+  t.teardown(unseen)
+  t.equal(await asker.ask('/s/1', 10, holder.self), HEX, 'the same secret: the holder\'s hash')
+  t.ok(seen.length >= 2 && seen.every((text) => /"mac":"[0-9a-f]{64}"/.test(text)), 'questions and answers on the bus carry a signature')
+  t.equal(await stranger.ask('/s/1', 10, holder.self), undefined, 'another secret: the holder ignores the question')
+  t.equal(taken, 1, 'and gives nothing up for it')
+
+  // Someone who can publish on Redis answers every question first, unsigned or with a signature of their own.
+  const forge = c.subscribe(HASH_TOPIC, (text) => {
+    const question = JSON.parse(text) as { kind: string; id: string; from: string }
+    if (question.kind !== 'ask') return
+    c.publish(HASH_TOPIC, JSON.stringify({ kind: 'answer', id: question.id, to: question.from, hex: 'cd'.repeat(32) }))
+    c.publish(HASH_TOPIC, JSON.stringify({ kind: 'answer', id: question.id, to: question.from, hex: 'cd'.repeat(32), mac: 'ef'.repeat(32) }))
+    c.publish(HASH_TOPIC, JSON.stringify({ kind: 'answer', id: question.id, to: question.from, hex: 'cd'.repeat(32), mac: 'short' }))
+  })
+  t.teardown(forge)
+  t.equal(await asker.ask('/s/2', 10, 'a-holder-that-is-gone'), undefined, 'forged answers are ignored: the commit reads the data')
+  t.equal(await asker.ask('/s/1', 10, holder.self), HEX, 'the genuine answer still gets through beside the forgeries')
+})
+
+t.test('over Redis a holder\'s pid is not checked: it may be a process of another machine', async (t) => {
+  const [a, b] = buses(2) as [Bus, Bus]
+  const asker = shareRunningHashes(redis(a), () => undefined, 100)
+  t.teardown(() => asker.close())
+  const questions: string[] = []
+  const listening = b.subscribe(HASH_TOPIC, (text) => questions.push(text))
+  t.teardown(listening)
+  const exited = spawnSync(process.execPath, ['-e', '']).pid
+  t.equal(await asker.ask('/s/1', 10, `${exited}-${randomUUID()}`), undefined)
+  t.equal(questions.length, 1, 'the question was sent (and timed out), not answered at once from this machine\'s pids')
 })
 
 t.test('a commit at one process of bytes another took in: the sha256 comes from that process, not from reading the data', async (t) => {
@@ -132,7 +188,7 @@ t.test('a commit at one process of bytes another took in: the sha256 comes from 
   const sources: Array<[string, DigestSource]> = []
   const joined = (bus: Bus, name: string): StorageUploads => {
     const uploads: StorageUploads = new StorageUploads({
-      peers: shareRunningHashes(bus, (dir, size) => uploads.takeRunning(dir, size)),
+      peers: shareRunningHashes(cluster(bus), (dir, size) => uploads.takeRunning(dir, size)),
       digested: (source) => sources.push([name, source]),
     })
     return uploads
