@@ -165,7 +165,8 @@ export async function runSkopeo(bench: Bench, target: Target, rows: { push: RowS
       if (pulled.manifestDigest !== image.manifestDigest) throw new Error(`${target.id}: pulled manifest ${pulled.manifestDigest}, pushed ${image.manifestDigest}`)
     }
     // The round's pull: the median of its pulls, with that pull's CPU figures.
-    const pull = [...pulls].sort((a, b) => a.seconds - b.seconds)[Math.floor(pulls.length / 2)] ?? push
+    const pull = [...pulls].sort((a, b) => a.seconds - b.seconds)[Math.floor(pulls.length / 2)]
+    if (pull === undefined) throw new Error('PULLS_PER_ROUND must be at least 1')
     for (const [row, measured] of [[rows.push, push], [rows.pull, pull]] as const) {
       bench.results.add(row, target.id, { value: measured.seconds, seconds: measured.seconds, proxyCpu: measured.proxyCpu, registryCpu: measured.registryCpu })
       const each = row === rows.pull ? ` (${pulls.map((one) => fmt(one.seconds)).join(' / ')})` : ''

@@ -24,7 +24,7 @@ import { openStore } from '../store/open.js'
 import type { StoreEngine } from '../store/engine.js'
 import { PushPullTimes } from '../store/times.js'
 import { scanTags } from '../store/scan.js'
-import { firstInWindow } from '../store/turns.js'
+import { firstInWindow, giveBackWindow } from '../store/turns.js'
 import { AuditTrail, startAudit } from '../store/audit.js'
 import { registerStoreRoutes } from '../store/routes.js'
 import { uiAuditLog, uiStoreHook } from '../store/ui-hook.js'
@@ -138,7 +138,8 @@ async function start(config: Config, log: Logger, shutdown: Shutdown, parts: Wor
       retentionMs: config.audit.retention,
       pruneIntervalMs: config.audit.prune_interval,
       // Instances sharing a PostgreSQL store: one of them prunes in each interval.
-      claim: () => firstInWindow(store, 'audit:prune', config.audit.prune_interval),
+      claim: () => firstInWindow(store, 'audit:prune', config.audit.prune_interval, Date.now(), (error) =>
+        log.warn({ err: error instanceof Error ? error.message : String(error) }, 'audit trail: could not claim pruning in the store; this instance prunes')),
       onPruned: (count) => log.info({ count }, 'audit trail: entries older than audit.retention deleted'),
       onError: (error) => log.error({ err: error instanceof Error ? error.message : String(error) }, 'audit trail: pruning failed'),
     })
@@ -205,11 +206,16 @@ async function start(config: Config, log: Logger, shutdown: Shutdown, parts: Wor
     const registry = createRegistryClient((context) => pipeline.router.answer(context), issue ? { serviceTokens: (access) => issue('portier-store', access) } : {})
     const scanOnce = async (): Promise<void> => {
       // Instances sharing a PostgreSQL store that start together (a deployment, a rolling restart) scan once.
-      if (!(await firstInWindow(store, 'store:scan', SCAN_WINDOW_MS))) {
+      const askedAt = Date.now()
+      const first = await firstInWindow(store, 'store:scan', SCAN_WINDOW_MS, askedAt, (error) =>
+        log.warn({ err: error instanceof Error ? error.message : String(error) }, 'store scan: could not claim the scan in the store; this instance scans'))
+      if (!first) {
         log.info({ window_minutes: SCAN_WINDOW_MS / 60_000 }, 'store scan: skipped, another instance sharing this PostgreSQL store began one in this window')
         return
       }
-      await scanTags({ registry, times, log, concurrency: config.store.scan_concurrency, signal: scan.signal })
+      const result = await scanTags({ registry, times, log, concurrency: config.store.scan_concurrency, signal: scan.signal })
+      // Not all read: an instance that starts later in the window scans again.
+      if (result.aborted || result.failed > 0) await giveBackWindow(store, 'store:scan', SCAN_WINDOW_MS, askedAt)
     }
     scanOnce().catch((error: unknown) => log.error({ err: String(error) }, 'store scan failed'))
   }

@@ -167,6 +167,8 @@ const UI_STATUS: Readonly<Record<string, number>> = { invalid_credentials: 401, 
 export interface AuditTrailOptions {
   /** An accepted login is recorded once per user, client address and user agent in this many milliseconds (0: every one). */
   loginIntervalMs?: number
+  /** The monotonic clock that interval is measured with, for tests; performance.now() by default. */
+  monotonic?: () => number
 }
 
 /** The accepted logins that clients repeat before every push and pull. */
@@ -194,7 +196,8 @@ export class AuditTrail {
     this.ready = store.migrateModule('audit', AUDIT_MIGRATIONS).then(() => undefined)
     this.ready.catch(() => undefined)
     const interval = options.loginIntervalMs ?? 0
-    if (interval > 0) this.recentLogins = new BoundedCache({ max: RECENT_LOGINS_HELD, ttlMs: interval, now: clock })
+    // A monotonic clock: a wall clock stepped back would hide logins for longer than the interval.
+    if (interval > 0) this.recentLogins = new BoundedCache({ max: RECENT_LOGINS_HELD, ttlMs: interval, ...(options.monotonic ? { now: options.monotonic } : {}) })
   }
 
   record(entry: Omit<AuditEntry, 'id'>): void {

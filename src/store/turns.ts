@@ -17,18 +17,43 @@ export async function claimTurn(store: StoreEngine, job: string, turn: number, n
   return (result?.changes ?? 0) > 0
 }
 
+/** Stores whose schedule_turns table is migrated (or being migrated): once per store, not per claim. */
+const migrated = new WeakMap<StoreEngine, Promise<unknown>>()
+
+function windowOf(now: number, windowMs: number): number {
+  return Math.floor(now / windowMs) * windowMs
+}
+
 /**
  * Whether this instance should run `job` in the window of `windowMs` that `now` falls in: true for the
  * first instance of a fleet sharing this PostgreSQL store to ask in that window, false for the others;
  * always true for a SQLite store (one instance) and when PostgreSQL does not answer (the job runs twice
- * rather than not at all: every job asked about here is idempotent).
+ * rather than not at all: every job asked about here is idempotent; `onError` hears why).
  */
-export async function firstInWindow(store: StoreEngine, job: string, windowMs: number, now: number = Date.now()): Promise<boolean> {
-  if (store.kind !== 'postgres') return true
+export async function firstInWindow(store: StoreEngine, job: string, windowMs: number, now: number = Date.now(), onError?: (error: unknown) => void): Promise<boolean> {
+  if (store.kind !== 'postgres' || !(windowMs > 0)) return true
   try {
-    await store.migrateModule('schedule', TURN_MIGRATIONS)
-    return await claimTurn(store, job, Math.floor(now / windowMs) * windowMs, now)
-  } catch {
+    let migration = migrated.get(store)
+    if (!migration) {
+      migration = store.migrateModule('schedule', TURN_MIGRATIONS)
+      migrated.set(store, migration)
+      migration.catch(() => migrated.delete(store))
+    }
+    await migration
+    return await claimTurn(store, job, windowOf(now, windowMs), now)
+  } catch (error) {
+    onError?.(error)
     return true
   }
+}
+
+/**
+ * Gives back the window `firstInWindow` granted at `now` when the job did not finish (stopped, or the
+ * registry did not answer): an instance that asks later in the same window runs it. Instances that
+ * asked meanwhile have skipped it. Never rejects.
+ */
+export async function giveBackWindow(store: StoreEngine, job: string, windowMs: number, now: number): Promise<void> {
+  if (store.kind !== 'postgres' || !(windowMs > 0)) return
+  const turn = windowOf(now, windowMs)
+  await store.atomic([{ sql: 'UPDATE schedule_turns SET turn = ? WHERE job = ? AND turn = ?', params: [turn - 1, job, turn] }]).catch(() => undefined)
 }

@@ -210,7 +210,10 @@ t.test('the web UI\'s sign-ins and deletes are in the audit trail; a UI delete t
   // this client make one row (audit.login_interval, 5m by default); refused ones make a row each.
   const authfile = join(work, 'auth.json')
   const skopeoLogin = (password: string) => run('skopeo', ['login', '--authfile', authfile, '--cert-dir', gateway.certDir, '-u', 'alice', '--password-stdin', gateway.host], { input: `${password}\n` })
-  for (const password of ['alice-secret-pw', 'alice-secret-pw', 'wrong-password', 'alice-secret-pw', 'wrong-password']) await skopeoLogin(password)
+  for (const password of ['alice-secret-pw', 'alice-secret-pw', 'wrong-password', 'alice-secret-pw', 'wrong-password']) {
+    const login = await skopeoLogin(password)
+    t.equal(login.code === 0, password === 'alice-secret-pw', `skopeo login with ${password === 'alice-secret-pw' ? 'the right' : 'a wrong'} password: exit ${String(login.code)}`)
+  }
   let logins: AuditLine[] = []
   await until(async () => {
     logins = jsonLines<AuditLine>(await cli(gateway, ['audit', '--json', '--action', 'login'])).filter((entry) => entry.userAgent?.startsWith('skopeo/') === true)

@@ -89,7 +89,7 @@ for (const engine of ENGINES) {
 
 t.test('accepted logins are recorded once per user, client and user agent every login interval; refused ones every time', async (t) => {
   const now = { at: T0 }
-  const { audit } = await open(t, 'sqlite', now, { loginIntervalMs: 300_000 })
+  const { audit } = await open(t, 'sqlite', now, { loginIntervalMs: 300_000, monotonic: () => now.at })
   const listen = audit.listener()
   const ping = (more: Partial<FinishedRequest> = {}): void => listen(finished('GET', '/v2/', 200, { authOutcome: 'success', ...more }))
   const token = (status: number, more: Partial<FinishedRequest> = {}): void => listen({ ...finished('GET', '/v2/', status), request: undefined, route: 'token', ...more })

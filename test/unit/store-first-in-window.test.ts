@@ -1,7 +1,7 @@
 // Jobs that instances sharing a PostgreSQL store run once per window (the start-up scan, audit pruning): the first instance to ask runs it.
 import t from 'tap'
 import { PostgresStore } from '../../src/store/postgres.js'
-import { firstInWindow } from '../../src/store/turns.js'
+import { firstInWindow, giveBackWindow } from '../../src/store/turns.js'
 import { AuditTrail, startAudit } from '../../src/store/audit.js'
 import { ENGINES, openEngine, sharedPostgres } from '../helpers/store-engines.js'
 
@@ -12,6 +12,7 @@ t.test('SQLite (one instance): every ask runs the job', async (t) => {
   const store = await openEngine(t, 'sqlite')
   t.equal(await firstInWindow(store, 'store:scan', WINDOW, T0), true)
   t.equal(await firstInWindow(store, 'store:scan', WINDOW, T0 + 1), true)
+  t.equal(await firstInWindow(store, 'audit:prune', 0, T0), true, 'no window (an interval of 0): runs')
 })
 
 if (ENGINES.includes('postgres')) {
@@ -26,6 +27,23 @@ if (ENGINES.includes('postgres')) {
     t.equal(await firstInWindow(stores[2]!, 'store:scan', WINDOW, T0 + WINDOW), true, 'the next window: yes, at whichever instance asks first')
     t.equal(await firstInWindow(stores[0]!, 'store:scan', WINDOW, T0 + WINDOW + 5), false)
     t.equal(await firstInWindow(stores[0]!, 'audit:prune', WINDOW, T0 + WINDOW + 5), true, 'another job has turns of its own')
+
+    // A job that did not finish gives its window back: the next instance to ask in it runs the job.
+    t.equal(await firstInWindow(stores[0]!, 'store:scan', WINDOW, T0 + 2 * WINDOW), true)
+    t.equal(await firstInWindow(stores[1]!, 'store:scan', WINDOW, T0 + 2 * WINDOW + 1), false)
+    await giveBackWindow(stores[0]!, 'store:scan', WINDOW, T0 + 2 * WINDOW)
+    t.equal(await firstInWindow(stores[1]!, 'store:scan', WINDOW, T0 + 2 * WINDOW + 2), true, 'given back: claimed again in the same window')
+    t.equal(await firstInWindow(stores[2]!, 'store:scan', WINDOW, T0 + 2 * WINDOW + 3), false, 'once')
+  })
+
+  t.test('PostgreSQL that does not answer the claim: the job runs, and the error is told', async (t) => {
+    const postgres = await sharedPostgres()
+    const url = await postgres.createDatabase(`down_${process.pid}`)
+    const store = await PostgresStore.open({ url, connectTimeoutMs: 500 })
+    await store.close()
+    const errors: unknown[] = []
+    t.equal(await firstInWindow(store, 'store:scan', WINDOW, T0, (error) => errors.push(error)), true)
+    t.equal(errors.length, 1, 'onError heard why')
   })
 
   t.test('PostgreSQL: audit pruning runs at one instance per interval', async (t) => {
@@ -48,7 +66,8 @@ if (ENGINES.includes('postgres')) {
       }
     }
     const runs = trails.map((trail, index) =>
-      startAudit(trail, { retentionMs: 86_400_000, pruneIntervalMs: 3_600_000, claim: () => firstInWindow(stores[index]!, 'audit:prune', 3_600_000), onPruned: (count) => pruned.push(count) }),
+      // One instant for both claims: an hour boundary between two real clock readings would make two windows.
+      startAudit(trail, { retentionMs: 86_400_000, pruneIntervalMs: 3_600_000, claim: () => firstInWindow(stores[index]!, 'audit:prune', 3_600_000, at), onPruned: (count) => pruned.push(count) }),
     )
     t.teardown(() => runs.forEach((run) => run.stop()))
     await t.resolves(async () => {
