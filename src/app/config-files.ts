@@ -7,6 +7,12 @@ import type { ConfigProblem } from '../config/index.js'
 import { MIN_SECRET_LENGTH } from '../config/secret.js'
 import type { Config } from './config.js'
 import { signsUploadUrls } from '../routing/strategies.js'
+
+/** Instances on Redis that take uploads into storage sign the running hashes they ask each other for with routing.secret. */
+function signsRunningHashes(config: Config): boolean {
+  if (config.shared.redis.url === '') return false
+  return config.upstreams.length === 0 ? config.embedded_registry.storage_uploads : config.upstreams.some((upstream) => upstream.storage_uploads === true)
+}
 import { eventFileProblems } from '../events/files.js'
 import { storeProblem } from '../store/open.js'
 import { gcFileProblems } from '../housekeeping/gc-files.js'
@@ -152,7 +158,7 @@ export async function fileProblems(config: Config, source: string): Promise<Conf
 
   const secretFiles: Array<[string, string, boolean]> = [
     ['ui.session_secret_file', config.ui.session_secret_file, config.ui.enabled && config.ui.session_secret === ''],
-    ['routing.secret_file', config.routing.secret_file, signsUploadUrls(config.routing.strategy) && config.routing.secret === ''],
+    ['routing.secret_file', config.routing.secret_file, (signsUploadUrls(config.routing.strategy) || signsRunningHashes(config)) && config.routing.secret === ''],
   ]
   for (const [key, path, used] of secretFiles) {
     if (!used) continue

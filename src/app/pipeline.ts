@@ -125,7 +125,7 @@ export function buildPipeline(config: Config, log: Logger, shutdown: Shutdown, d
   )
   // With shared.redis, manifest writes and deletes here make the other instances' tag and manifest caches forget too.
   const invalidation = shared.engine === 'local' ? undefined : shareCacheInvalidation(shared.bus)
-  const router = createRouter(config, upstreams.all, { health, forwarder, log, metrics, ...(deps.pullThrough ? { pullThrough: deps.pullThrough } : {}), ...(invalidation ? { invalidation } : {}), shared: { engine: shared.engine, bus: shared.bus } })
+  const router = createRouter(config, upstreams.all, { health, forwarder, log, metrics, ...(deps.pullThrough ? { pullThrough: deps.pullThrough } : {}), ...(invalidation ? { invalidation } : {}), shared: { engine: shared.engine, bus: shared.bus, up: () => shared.status().up } })
   // Maintenance mode (maintenance.*): writes refused at the gateway, no restart; switched by the admin API, the CLI and the UI.
   const maintenance = new Maintenance({ message: config.maintenance.message, retryAfterMs: config.maintenance.retry_after, drainTimeoutMs: config.maintenance.drain_timeout })
   if (config.maintenance.enabled) {

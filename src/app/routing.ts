@@ -28,7 +28,7 @@ export interface RoutingDeps {
   /** Tells the other instances (shared.redis) which tags a manifest write here may have moved, and hears theirs. */
   invalidation?: CacheInvalidation
   /** The shared state's engine and bus: uploads into storage ask the other workers (server.workers) or instances (shared.redis, signed) for running hashes over it. */
-  shared?: { engine: SharedState['engine']; bus: Bus } | undefined
+  shared?: { engine: SharedState['engine']; bus: Bus; up: () => boolean } | undefined
 }
 
 export function createRouter(config: Config, upstreams: Upstream[], deps: RoutingDeps): Router {
@@ -65,7 +65,7 @@ export function createRouter(config: Config, upstreams: Upstream[], deps: Routin
     : undefined
   if (tagCache) invalidation?.attachTags(tagCache)
   // With server.workers or shared.redis, a commit may reach another process than the upload's bytes did: it asks that one for the running hash.
-  const channel = deps.shared && upstreams.some((upstream) => upstream.storageUploads === true) ? runningHashChannel(deps.shared.engine, deps.shared.bus, routingSecret) : undefined
+  const channel = deps.shared && upstreams.some((upstream) => upstream.storageUploads === true) ? runningHashChannel(deps.shared.engine, deps.shared.bus, routingSecret, { keyPrefix: config.shared.redis.key_prefix, up: deps.shared.up }) : undefined
   const uploads: StorageUploads = new StorageUploads({
     ...(channel ? { peers: shareRunningHashes(channel, (dir, size) => uploads.takeRunning(dir, size)) } : {}),
     digested: (source) => metrics?.blobStorageUploadDigests.inc({ source }),

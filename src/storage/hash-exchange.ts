@@ -16,6 +16,8 @@ export interface RunningHashChannel {
   key?: Buffer
   /** The other ends are processes of this machine (the workers of server.workers): a holder whose pid has exited is not asked. */
   sameMachine: boolean
+  /** Whether the bus carries messages now (Redis reachable): while it does not, nobody is asked. */
+  up?: () => boolean
 }
 
 /**
@@ -27,10 +29,22 @@ export interface RunningHashChannel {
  *   process does;
  * - `local`: none.
  */
-export function runningHashChannel(engine: SharedState['engine'], bus: Bus, secret: () => Buffer): RunningHashChannel | undefined {
+export function runningHashChannel(
+  engine: SharedState['engine'],
+  bus: Bus,
+  secret: () => Buffer,
+  redis: { keyPrefix: string; up: () => boolean } = { keyPrefix: '', up: () => true },
+): RunningHashChannel | undefined {
   if (engine === 'cluster') return { bus, sameMachine: true }
-  if (engine === 'redis') return { bus, key: createHmac('sha256', secret()).update('portier storage-upload-hash v1').digest(), sameMachine: false }
-  return undefined
+  if (engine !== 'redis') return undefined
+  // Its own key, not the one that signs upload URLs; fleets on one Redis that reuse a secret still differ by key_prefix.
+  const key = createHmac('sha256', secret()).update(`portier storage-upload-hash v1\0${redis.keyPrefix}`).digest()
+  return { bus, key, sameMachine: false, up: redis.up }
+}
+
+/** A short public name of a key: processes named with another one cannot read this one's questions, and are not asked. */
+function keyId(key: Buffer): string {
+  return createHmac('sha256', key).update('key id').digest('hex').slice(0, 12)
 }
 
 /**
@@ -42,12 +56,14 @@ export function runningHashChannel(engine: SharedState['engine'], bus: Bus, secr
 export const ASK_TIMEOUT_MS = 500
 
 /**
- * A process name: `<pid>-<uuid>`. The workers of server.workers share one machine, so the asker can tell
- * from the pid that a holder has exited and read the data at once rather than wait for the timeout.
- * The uuid tells a holder from a later process given the same pid (that one never answers: the timeout).
+ * A process name: `<pid>-<uuid>`, after `<key id>.` on a signed channel. The workers of server.workers
+ * share one machine, so the asker can tell from the pid that a holder has exited and read the data at
+ * once rather than wait for the timeout. The uuid tells a holder from a later process given the same
+ * pid (that one never answers: the timeout). The key id tells instances given another routing.secret,
+ * which would ignore the question, from those worth asking.
  */
-function processName(pid: number): string {
-  return `${pid}-${randomUUID()}`
+function processName(pid: number, key: Buffer | undefined): string {
+  return `${key ? `${keyId(key)}.` : ''}${pid}-${randomUUID()}`
 }
 
 /** Whether the process named `holder` has exited: its pid is no process (of this machine) any more. */
@@ -73,6 +89,9 @@ export interface RunningHashPeers {
 
 const SHA256_HEX = /^[0-9a-f]{64}$/
 
+/** Longer messages are none of ours (a question names a session directory): dropped before any parsing or signature check. */
+const MAX_MESSAGE_CHARS = 8192
+
 type Message = { kind: 'ask'; id: string; dir: string; size: number; holder: string; from: string } | { kind: 'answer'; id: string; to: string; hex: string | null }
 
 /** What a signature covers: every field of the message, in a fixed order, unambiguously. */
@@ -85,6 +104,7 @@ function mac(key: Buffer, message: Message): string {
 }
 
 function parse(text: string, key: Buffer | undefined): Message | undefined {
+  if (text.length > MAX_MESSAGE_CHARS) return undefined
   let message: Message | undefined
   let signature: unknown
   try {
@@ -114,8 +134,9 @@ function encode(message: Message, key: Buffer | undefined): string {
  * only a key into `take`'s map: nothing from the bus reaches the file system.
  */
 export function shareRunningHashes(channel: RunningHashChannel, take: (dir: string, size: number) => string | undefined, timeoutMs = ASK_TIMEOUT_MS): RunningHashPeers & { close(): void } {
-  const { bus, key, sameMachine } = channel
-  const self = processName(process.pid)
+  const { bus, key, sameMachine, up } = channel
+  const self = processName(process.pid, key)
+  const ours = key ? `${keyId(key)}.` : ''
   const waiting = new Map<string, (hex: string | undefined) => void>()
   const unsubscribe = bus.subscribe(HASH_TOPIC, (text) => {
     const message = parse(text, key)
@@ -131,6 +152,8 @@ export function shareRunningHashes(channel: RunningHashChannel, take: (dir: stri
   return {
     self,
     ask(dir, size, holder) {
+      // Nobody to ask: the bus is down, or the holder signs with another key (it would ignore the question).
+      if (up?.() === false || (ours !== '' && !holder.startsWith(ours))) return Promise.resolve(undefined)
       // A pid names a process of this machine only: over Redis the holder may run elsewhere.
       if (sameMachine && processGone(holder)) return Promise.resolve(undefined)
       const id = randomUUID()

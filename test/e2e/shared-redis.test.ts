@@ -253,6 +253,6 @@ t.test('uploads into storage across instances on Redis: a PUT at B takes the sha
   const strangePut = await crossInstances(a, stranger, other)
   t.equal(strangePut.status, 201, 'PUT at C (another secret): created all the same')
   t.equal(strangePut.headers['docker-content-digest'], sha256(other))
-  t.equal(await digests(stranger, 'read') - strangerRead, 1, 'C read the data: A ignored its question, signed with another key')
+  t.equal(await digests(stranger, 'read') - strangerRead, 1, 'C read the data: A signs with another key, so C does not take its hash')
   t.equal(await digests(stranger, 'peer') - strangerPeer, 0)
 })

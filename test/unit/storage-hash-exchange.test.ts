@@ -2,13 +2,15 @@
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { createHash, randomUUID } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import type { Bus } from '../../src/shared/types.js'
 import { HASH_TOPIC, processGone, runningHashChannel, shareRunningHashes, type RunningHashChannel } from '../../src/storage/hash-exchange.js'
 import { StorageUploads, type DigestSource } from '../../src/storage/upload-store.js'
+import { loadConfig } from '../../src/app/config.js'
+import { fileProblems } from '../../src/app/config-files.js'
 
 /** Buses of several instances joined as the cluster's primary or Redis joins them: a message reaches every other instance, later. */
 function buses(count: number): Bus[] {
@@ -132,6 +134,8 @@ t.test('the channel per engine: the workers\' IPC unsigned, Redis signed with a 
   t.equal(signed.key?.length, 32)
   t.not(signed.key?.toString('hex'), Buffer.from('a routing secret every instance shares').toString('hex'), 'a key of its own, not the secret that signs upload URLs')
   t.not(redis(bus, 'another secret').key?.toString('hex'), signed.key?.toString('hex'))
+  const otherFleet = runningHashChannel('redis', bus, () => Buffer.from('a routing secret every instance shares'), { keyPrefix: 'other:', up: () => true })
+  t.not(otherFleet?.key?.toString('hex'), signed.key?.toString('hex'), 'fleets on one Redis that reuse a secret differ by key_prefix')
 })
 
 t.test('over Redis: instances with the same secret exchange hashes; a forged or unsigned answer, or another secret, gets nothing', async (t) => {
@@ -153,7 +157,11 @@ t.test('over Redis: instances with the same secret exchange hashes; a forged or 
   t.teardown(unseen)
   t.equal(await asker.ask('/s/1', 10, holder.self), HEX, 'the same secret: the holder\'s hash')
   t.ok(seen.length >= 2 && seen.every((text) => /"mac":"[0-9a-f]{64}"/.test(text)), 'questions and answers on the bus carry a signature')
-  t.equal(await stranger.ask('/s/1', 10, holder.self), undefined, 'another secret: the holder ignores the question')
+  const strangerAsked = Date.now()
+  t.equal(await stranger.ask('/s/1', 10, holder.self), undefined, 'another secret: nothing')
+  t.ok(Date.now() - strangerAsked < 150, 'at once: the holder\'s name carries another key id, so it is not asked (it would ignore the question)')
+  t.equal(taken, 1, 'and gives nothing up')
+  t.equal(await stranger.ask('/s/1', 10, `${stranger.self.split('.')[0] ?? ''}.${holder.self.split('.')[1] ?? ''}`), undefined, 'named with the stranger\'s key id, the holder ignores the question')
   t.equal(taken, 1, 'and gives nothing up for it')
 
   // Someone who can publish on Redis answers every question first, unsigned or with a signature of their own.
@@ -169,6 +177,66 @@ t.test('over Redis: instances with the same secret exchange hashes; a forged or 
   t.equal(await asker.ask('/s/1', 10, holder.self), HEX, 'the genuine answer still gets through beside the forgeries')
 })
 
+t.test('a signed question or answer with any field changed is ignored', async (t) => {
+  const [a, b, c] = buses(3) as [Bus, Bus, Bus]
+  const held = new Map([['/s/1', HEX], ['/s/2', HEX]])
+  let taken: string[] = []
+  const holder = shareRunningHashes(redis(b), (dir) => {
+    const hex = held.get(dir)
+    if (hex !== undefined) taken.push(dir)
+    return hex
+  })
+  const asker = shareRunningHashes(redis(a), () => undefined, 150)
+  t.teardown(() => {
+    holder.close()
+    asker.close()
+  })
+  const genuine: Array<Record<string, unknown>> = []
+  const recording = c.subscribe(HASH_TOPIC, (text) => genuine.push(JSON.parse(text) as Record<string, unknown>))
+  t.equal(await asker.ask('/s/1', 10, holder.self), HEX)
+  recording()
+  const question = genuine.find((message) => message.kind === 'ask')
+  const answer = genuine.find((message) => message.kind === 'answer')
+  t.ok(question && answer, 'one signed question and answer seen on the bus')
+  // Each genuine question again with one field changed and its signature kept: the holder gives nothing up.
+  taken = []
+  for (const [field, value] of [['dir', '/s/2'], ['size', 11], ['holder', 'x'], ['from', 'y'], ['id', randomUUID()], ['kind', 'answer']] as const) {
+    c.publish(HASH_TOPIC, JSON.stringify({ ...question, [field]: value }))
+  }
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.same(taken, [], 'no altered question was answered')
+  // An answer for a pending question, made from the genuine one with the hash or the addressee changed: ignored.
+  const pending = asker.ask('/s/3', 10, holder.self)
+  const next = await new Promise<Record<string, unknown>>((resolve) => {
+    const off = c.subscribe(HASH_TOPIC, (text) => {
+      const message = JSON.parse(text) as Record<string, unknown>
+      if (message.kind === 'ask' && message.dir === '/s/3') {
+        off()
+        resolve(message)
+      }
+    })
+  })
+  c.publish(HASH_TOPIC, JSON.stringify({ ...answer, id: next.id, hex: 'cd'.repeat(32) }))
+  c.publish(HASH_TOPIC, JSON.stringify({ ...answer, id: next.id }))
+  t.equal(await pending, undefined, 'a genuine signature on other fields does not make an answer')
+})
+
+t.test('while the bus is down nobody is asked: the data is read at once', async (t) => {
+  const [a, b] = buses(2) as [Bus, Bus]
+  let up = false
+  const channel = runningHashChannel('redis', a, () => Buffer.from('s'), { keyPrefix: '', up: () => up }) as RunningHashChannel
+  const asker = shareRunningHashes(channel, () => undefined, 5_000)
+  t.teardown(() => asker.close())
+  const seen: string[] = []
+  t.teardown(b.subscribe(HASH_TOPIC, (text) => seen.push(text)))
+  const started = Date.now()
+  t.equal(await asker.ask('/s/1', 10, asker.self), undefined)
+  t.ok(Date.now() - started < 500, 'no wait for the timeout')
+  await new Promise((resolve) => setImmediate(resolve))
+  t.same(seen, [], 'nothing published')
+  up = true
+})
+
 t.test('over Redis a holder\'s pid is not checked: it may be a process of another machine', async (t) => {
   const [a, b] = buses(2) as [Bus, Bus]
   const asker = shareRunningHashes(redis(a), () => undefined, 100)
@@ -177,7 +245,8 @@ t.test('over Redis a holder\'s pid is not checked: it may be a process of anothe
   const listening = b.subscribe(HASH_TOPIC, (text) => questions.push(text))
   t.teardown(listening)
   const exited = spawnSync(process.execPath, ['-e', '']).pid
-  t.equal(await asker.ask('/s/1', 10, `${exited}-${randomUUID()}`), undefined)
+  t.match(asker.self, /^[0-9a-f]{12}\.\d+-[0-9a-f-]{36}$/, 'a name on a signed channel starts with the key id')
+  t.equal(await asker.ask('/s/1', 10, `${asker.self.split('.')[0] ?? ''}.${exited}-${randomUUID()}`), undefined)
   t.equal(questions.length, 1, 'the question was sent (and timed out), not answered at once from this machine\'s pids')
 })
 
@@ -253,4 +322,21 @@ t.test('a hash a write is feeding is not given away: asked mid-PATCH, the holder
   t.equal(asked, undefined, 'asked at the size before the PATCH, while it ran: nothing')
   const whole = Buffer.concat([first, rest])
   t.equal(uploads.takeRunning(place.dir, whole.length), createHash('sha256').update(whole).digest('hex'), 'after it: the hash of every byte')
+})
+
+t.test('check-config reads routing.secret_file when instances on Redis take uploads into storage (it signs their running hashes), not otherwise', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portier-hash-secret-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const short = join(dir, 'secret')
+  writeFileSync(short, 'too short\n')
+  const problemsFor = async (yaml: string): Promise<string[]> => {
+    const file = join(dir, 'portier.yaml')
+    writeFileSync(file, `${yaml}routing: { secret_file: ${JSON.stringify(short)} }\n`)
+    const { config } = loadConfig({ file, env: {} })
+    return (await fileProblems(config, file)).filter((problem) => problem.key === 'routing.secret_file').map((problem) => problem.expected)
+  }
+  const storage = `upstreams: [{ url: "http://127.0.0.1:5000", storage: ${JSON.stringify(dir)}, storage_uploads: true }]\n`
+  t.match(await problemsFor(`${storage}shared: { redis: { url: "redis://127.0.0.1:6379" } }\n`), [/at least 32 characters/], 'Redis and uploads into storage: the short key is a problem')
+  t.same(await problemsFor(storage), [], 'without Redis it is not used')
+  t.same(await problemsFor(`upstreams: [{ url: "http://127.0.0.1:5000" }]\nshared: { redis: { url: "redis://127.0.0.1:6379" } }\n`), [], 'nor without uploads into storage')
 })
