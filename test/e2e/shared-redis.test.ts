@@ -236,23 +236,19 @@ t.test('uploads into storage across instances on Redis: a PUT at B takes the sha
     return second.client.send('PUT', `${at}${at.includes('?') ? '&' : '?'}digest=${sha256(bytes)}`)
   }
 
-  const bytes = Buffer.alloc(3 * 1024 * 1024, 7)
-  const peerBefore = await digests(b, 'peer')
-  const readBefore = await digests(b, 'read')
-  const put = await crossInstances(a, b, bytes)
-  t.equal(put.status, 201, 'PUT at B: created')
-  t.equal(put.headers['docker-content-digest'], sha256(bytes))
-  t.equal(await digests(b, 'peer') - peerBefore, 1, 'B took the sha256 from A over Redis')
-  t.equal(await digests(b, 'read') - readBefore, 0, 'and did not read the data again')
-  const back = await b.client.send('GET', `/v2/team/crossed/blobs/${sha256(bytes)}`)
-  t.ok(back.body.equals(bytes), 'the blob reads back whole')
-
-  const other = Buffer.alloc(3 * 1024 * 1024, 8)
-  const strangerRead = await digests(stranger, 'read')
-  const strangerPeer = await digests(stranger, 'peer')
-  const strangePut = await crossInstances(a, stranger, other)
-  t.equal(strangePut.status, 201, 'PUT at C (another secret): created all the same')
-  t.equal(strangePut.headers['docker-content-digest'], sha256(other))
-  t.equal(await digests(stranger, 'read') - strangerRead, 1, 'C read the data: A signs with another key, so C does not take its hash')
-  t.equal(await digests(stranger, 'peer') - strangerPeer, 0)
+  /** A 3 MiB blob PATCHed at `first` and committed at `second`; `second`'s sha256 must come from `source`. */
+  const commitAcross = async (first: Instance, second: Instance, fill: number, source: 'peer' | 'read', why: string): Promise<void> => {
+    const bytes = Buffer.alloc(3 * 1024 * 1024, fill)
+    const before = { peer: await digests(second, 'peer'), read: await digests(second, 'read') }
+    const put = await crossInstances(first, second, bytes)
+    t.equal(put.status, 201, `PUT at ${second.name}: created`)
+    t.equal(put.headers['docker-content-digest'], sha256(bytes))
+    t.equal(await digests(second, source) - before[source], 1, why)
+    const other = source === 'peer' ? 'read' : 'peer'
+    t.equal(await digests(second, other) - before[other], 0, `and not from ${other}`)
+    const back = await second.client.send('GET', `/v2/team/crossed/blobs/${sha256(bytes)}`)
+    t.ok(back.body.equals(bytes), 'the blob reads back whole')
+  }
+  await commitAcross(a, b, 7, 'peer', 'B took the sha256 from A over Redis')
+  await commitAcross(a, stranger, 8, 'read', 'C (another routing.secret) read the data: A signs with another key, so C does not take its hash')
 })
