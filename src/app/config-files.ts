@@ -7,17 +7,17 @@ import type { ConfigProblem } from '../config/index.js'
 import { MIN_SECRET_LENGTH } from '../config/secret.js'
 import type { Config } from './config.js'
 import { signsUploadUrls } from '../routing/strategies.js'
+import { eventFileProblems } from '../events/files.js'
+import { storeProblem } from '../store/open.js'
+import { gcFileProblems } from '../housekeeping/gc-files.js'
+import { oidcFileProblems } from '../ui/oidc/files.js'
+import { ldapFileProblems } from '../auth/ldap/index.js'
 
 /** Instances on Redis that take uploads into storage sign the running hashes they ask each other for with routing.secret. */
 function signsRunningHashes(config: Config): boolean {
   if (config.shared.redis.url === '') return false
   return config.upstreams.length === 0 ? config.embedded_registry.storage_uploads : config.upstreams.some((upstream) => upstream.storage_uploads === true)
 }
-import { eventFileProblems } from '../events/files.js'
-import { storeProblem } from '../store/open.js'
-import { gcFileProblems } from '../housekeeping/gc-files.js'
-import { oidcFileProblems } from '../ui/oidc/files.js'
-import { ldapFileProblems } from '../auth/ldap/index.js'
 
 /** Every problem with the files `config` names; `source` labels them (the config file). */
 export async function fileProblems(config: Config, source: string): Promise<ConfigProblem[]> {

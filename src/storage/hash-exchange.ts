@@ -120,7 +120,8 @@ function parse(text: string, key: Buffer | undefined): Message | undefined {
     // Not one of ours: ignored.
   }
   if (message === undefined || key === undefined) return message
-  if (typeof signature !== 'string' || !/^[0-9a-f]{64}$/.test(signature)) return undefined
+  // An HMAC-SHA256 in hex has a sha256's shape.
+  if (typeof signature !== 'string' || !SHA256_HEX.test(signature)) return undefined
   return timingSafeEqual(Buffer.from(signature, 'hex'), Buffer.from(mac(key, message), 'hex')) ? message : undefined
 }
 

@@ -68,6 +68,11 @@ interface RunningHash {
   writing: boolean
 }
 
+/** A running hash over nothing yet. */
+function freshHash(): RunningHash {
+  return { hash: createHash('sha256'), hashed: 0, writing: false }
+}
+
 /** Where a commit's sha256 came from: this process's running hash, another's (RunningHashPeers), or reading `data` again. */
 export type DigestSource = 'running' | 'peer' | 'read'
 
@@ -103,7 +108,7 @@ export class StorageUploads {
     await writeFile(join(place.dir, 'startedat'), new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'))
     await writeFile(join(place.dir, 'data'), '')
     await writeFile(join(place.dir, SESSION_MARKER), `${repository}\n`)
-    this.hashes.set(place.dir, { hash: createHash('sha256'), hashed: 0, writing: false })
+    this.hashes.set(place.dir, freshHash())
     return place
   }
 
@@ -248,7 +253,7 @@ export class StorageUploads {
   /** The running hash to continue at `offset`, or undefined when the bytes before it must be read again at commit. */
   private runningAt(dir: string, offset: number): RunningHash | undefined {
     let running = this.hashes.get(dir)
-    if (running === undefined && offset === 0) running = { hash: createHash('sha256'), hashed: 0, writing: false }
+    if (running === undefined && offset === 0) running = freshHash()
     if (running === undefined || running.hashed !== offset) {
       this.hashes.delete(dir)
       return undefined
