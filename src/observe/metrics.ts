@@ -170,7 +170,7 @@ export class Metrics {
     this.blobStorageUploadBytes = new Counter({ name: 'portier_blob_storage_upload_bytes_total', help: 'Blob bytes written into an upstream\'s storage by uploads.', labelNames: ['upstream'], registers })
     this.blobStorageUploadDigests = new Counter({
       name: 'portier_blob_storage_upload_digests_total',
-      help: 'Blob commits into an upstream\'s storage by where the sha256 came from: running (this process hashed the upload as it arrived), peer (the worker that did, asked through the primary), read (the data read again).',
+      help: 'Blob commits into an upstream\'s storage by where the sha256 came from: running (this process hashed the upload as it arrived), peer (the worker or instance that did, asked through the primary or over Redis), read (the data read again).',
       labelNames: ['source'],
       registers,
     })

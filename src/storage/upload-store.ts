@@ -77,7 +77,7 @@ function freshHash(): RunningHash {
 export type DigestSource = 'running' | 'peer' | 'read'
 
 export interface StorageUploadsOptions {
-  /** The other workers (server.workers): a commit asks the one that holds the running hash. */
+  /** The other processes (the workers of server.workers; instances on shared.redis): a commit asks the one that holds the running hash. */
   peers?: RunningHashPeers
   /** Told where each commit's sha256 came from. */
   digested?: (source: DigestSource) => void
@@ -188,7 +188,7 @@ export class StorageUploads {
       if (running) {
         running.hashed = offset + received
         running.writing = false
-        // The commit may reach another worker: it asks this one instead of reading the data again.
+        // The commit may reach another process: it asks this one instead of reading the data again.
         const peers = this.options.peers
         if (peers) await writeFile(join(place.dir, HASHER_FILE), `${peers.self} ${running.hashed}`).catch(() => undefined)
       }
