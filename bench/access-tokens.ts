@@ -1,7 +1,7 @@
 // The latency of an authenticated HEAD with an access token as the Basic password (cached after the first check): one
 // keep-alive connection, requests one after the other, p50 and p99 in ms, for the SQLite store and for PostgreSQL with
 // shared.redis (the cache is then checked against the shared revocations before it is trusted). A quick local measure.
-// Run: npm run build && bash scripts/with-node.sh node --import=./node_modules/@tapjs/typescript/dist/esm/import.mjs bench/access-tokens.ts [requests] [engines]
+// Run: npm run build && bash scripts/with-node.sh node --import=tsx bench/access-tokens.ts [requests] [engines]
 //   engines: sqlite,postgres (default: both; postgres needs Debian's postgresql and redis-server)
 // Everything runs on 127.0.0.1: a docker-registry, the gateways (and PostgreSQL, redis-server); every process started here is stopped.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'

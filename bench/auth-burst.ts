@@ -1,7 +1,7 @@
 // Latency of a cached authenticated request while 300 unknown-user logins (bcrypt checks, 300 new TLS connections)
 // arrive at once (issue 12's target: p99 < 50 ms). Runs the burst against Portier serving an RSA-2048 and an ECDSA
 // P-256 certificate in alternating rounds and prints medians, so the certificate's handshake cost shows.
-// Run: node --import=./node_modules/@tapjs/typescript/dist/esm/import.mjs bench/auth-burst.ts [rounds] [rsa,ec] [--profile DIR]
+// Run: node --import=tsx bench/auth-burst.ts [rounds] [rsa,ec] [--profile DIR]
 // (build first: npm run build). --profile writes the gateway's V8 CPU profile (node --cpu-prof) of each round to DIR.
 // Everything runs on 127.0.0.1; the burst is bounded (300 requests, 60 s) and every process started here is stopped.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'

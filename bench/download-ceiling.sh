@@ -20,7 +20,7 @@ bash scripts/ensure-tools.sh docker-registry htpasswd openssl curl
 source bench/lib/common.sh
 bench_start ceiling
 
-tsnode=(node --import=./node_modules/@tapjs/typescript/dist/esm/import.mjs)
+tsnode=(node --import=tsx)
 
 start_registry
 make_tls_and_users

@@ -1,6 +1,6 @@
 // Manifest GET and HEAD by digest through Portier with the manifest cache on and off (cache.manifests.max_bytes),
 // authenticated (htpasswd, bcrypt cost 10, the credential cache warm), 32 connections, alternating rounds, medians.
-// Run: npm run build && bash scripts/with-node.sh node --import=./node_modules/@tapjs/typescript/dist/esm/import.mjs bench/manifest-cache.ts [rounds] [seconds]
+// Run: npm run build && bash scripts/with-node.sh node --import=tsx bench/manifest-cache.ts [rounds] [seconds]
 // Everything runs on 127.0.0.1; every run is bounded in time and every process started here is stopped.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'

@@ -1,5 +1,5 @@
 // Summarizes a V8 .cpuprofile (node --cpu-prof): the functions with the most self time, as a markdown table.
-// Run: node --import=./node_modules/@tapjs/typescript/dist/esm/import.mjs bench/profile-summary.ts FILE.cpuprofile [top N]
+// Run: node --import=tsx bench/profile-summary.ts FILE.cpuprofile [top N]
 import { readFile } from 'node:fs/promises'
 import { basename } from 'node:path'
 import { fileURLToPath } from 'node:url'

@@ -1,7 +1,7 @@
 // The store on SQLite vs PostgreSQL: events queued per second (one durable transaction each, as the events module writes them),
 // events recorded and delivered per second to a real receiver on 127.0.0.1 (one instance, and three instances sharing PostgreSQL),
 // and batched writes (pull times) committed per second. PostgreSQL is Debian's server started here on 127.0.0.1 (test/helpers/postgres.ts).
-// Run: npm run build && bash scripts/with-node.sh node --import=./node_modules/@tapjs/typescript/dist/esm/import.mjs bench/store-engines.ts [rounds] [events] [pulls]
+// Run: npm run build && bash scripts/with-node.sh node --import=tsx bench/store-engines.ts [rounds] [events] [pulls]
 // Everything runs on 127.0.0.1; every loop is bounded in count and every process started here is stopped.
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'

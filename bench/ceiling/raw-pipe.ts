@@ -1,7 +1,7 @@
 // The least a Node forwarder can do for a download: per TLS connection, open a TCP connection to the
 // registry, send one GET for PATH and copy the raw bytes back (status line and headers included) with
 // stream.pipe(). No HTTP parser, no undici, no auth: what is left is Node's TLS and socket I/O.
-// Run: node --import=./node_modules/@tapjs/typescript/dist/esm/import.mjs bench/ceiling/raw-pipe.ts CERT KEY PORT UPSTREAM_PORT PATH
+// Run: node --import=tsx bench/ceiling/raw-pipe.ts CERT KEY PORT UPSTREAM_PORT PATH
 import { readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { createServer } from 'node:tls'

@@ -1,6 +1,6 @@
 // Node's TLS send ceiling on this machine: an HTTPS server that answers every request with SIZE bytes from
 // memory, written in CHUNK_KIB writes with backpressure. No upstream, no HTTP client, no parsing.
-// Run: node --import=./node_modules/@tapjs/typescript/dist/esm/import.mjs bench/ceiling/tls-source.ts CERT KEY PORT CHUNK_KIB SIZE_MIB
+// Run: node --import=tsx bench/ceiling/tls-source.ts CERT KEY PORT CHUNK_KIB SIZE_MIB
 import { readFileSync } from 'node:fs'
 import { createServer } from 'node:https'
 import { serverCipherOptions } from '../../src/tls/ciphers.js'

@@ -161,8 +161,8 @@ export async function startTlsSource(shared: Shared, sizeMiB: number): Promise<T
   return { id: 'tls-memory', label: LABELS['tls-memory'], base, tls: true, auth: false, proxyPids: [started.pid], mainPid: started.pid, started }
 }
 
-/** tap's TypeScript loader, which `npm run bench` also runs under. */
-export const TS_LOADER = join(ROOT, 'node_modules', '@tapjs', 'typescript', 'dist', 'esm', 'import.mjs')
+/** The TypeScript loader (tsx) that `npm run bench` and the tests also run under, as a file URL. */
+export const TS_LOADER = import.meta.resolve('tsx')
 
 function withoutPortierVariables(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(env).filter(([name]) => !name.startsWith('PORTIER_')))

@@ -30,6 +30,9 @@ export interface PageProblems {
 /** A context that accepts the gateway's self-signed certificate (test only), at a desktop size. */
 export async function openPage(browser: Browser, viewport = { width: 1200, height: 800 }): Promise<{ context: BrowserContext; page: Page; problems: PageProblems }> {
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport })
+  // Tests run through tsx, whose esbuild keeps function names by wrapping a named function in a __name(fn, "name")
+  // call. A function handed to page.evaluate is sent as its source text, so the page needs that helper too.
+  await context.addInitScript({ content: 'globalThis.__name = (target) => target' })
   const page = await context.newPage()
   page.setDefaultTimeout(20_000)
   const problems: PageProblems = { errors: [], urls: [] }
