@@ -1,0 +1,94 @@
+// loadSecret: a key from the config, or from a file generated once and shared by every instance that shares the file.
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { loadSecret } from '../../src/config/secret.js'
+import { ROOT } from '../helpers/gateway.js'
+
+t.test('the configured key wins; else the file is created once (0600, 64 hex characters) and read after', async (t) => {
+  const dir = t.testdir()
+  const file = join(dir, 'nested', 'secret')
+  t.same(loadSecret('x'.repeat(40), file, 'routing.secret_file'), { secret: Buffer.from('x'.repeat(40)), created: false })
+  const first = loadSecret('', file, 'routing.secret_file')
+  t.equal(first.created, true)
+  t.match(first.secret.toString(), /^[0-9a-f]{64}$/)
+  t.equal(statSync(file).mode & 0o777, 0o600)
+  t.same(readdirSync(join(dir, 'nested')), ['secret'], 'no temporary file left beside it')
+  const again = loadSecret('', file, 'routing.secret_file')
+  t.same(again, { secret: first.secret, created: false })
+})
+
+t.test('a file with a short key is an error naming the setting', async (t) => {
+  const file = join(t.testdir(), 'secret')
+  writeFileSync(file, 'short\n')
+  t.throws(() => loadSecret('', file, 'ui.session_secret_file'), /^ui\.session_secret_file: .* holds 5 characters; expected a random key of at least 32/)
+})
+
+// Instances that share the file's volume start at once: each must get the same complete key, never a file another has
+// created and not yet written (which read as "holds 0 characters").
+t.test('processes creating the same files at once all read one complete key', async (t) => {
+  const dir = t.testdir()
+  const FILES = 300
+  const PROCESSES = 6
+  const script = join(dir, 'load.mjs')
+  const secretModule = pathToFileURL(join(ROOT, 'src', 'config', 'secret.ts')).href
+  writeFileSync(script, [
+    `const { loadSecret } = await import(${JSON.stringify(secretModule)})`,
+    `const [dir, count, startAt] = process.argv.slice(2)`,
+    `while (Date.now() < Number(startAt)) {}`,
+    `const keys = []`,
+    `for (let i = 0; i < Number(count); i++) {`,
+    `  try { keys.push(loadSecret('', dir + '/k' + i + '/secret', 'routing.secret_file').secret.toString()) }`,
+    `  catch (error) { keys.push('error: ' + error.message) }`,
+    `}`,
+    `process.stdout.write(JSON.stringify(keys))`,
+  ].join('\n'))
+  mkdirSync(join(dir, 'keys'))
+  const startAt = Date.now() + 1500
+  const runs = await Promise.all(Array.from({ length: PROCESSES }, () => new Promise<string[]>((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import=tsx', script, join(dir, 'keys'), String(FILES), String(startAt)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => { out += chunk })
+    child.on('error', reject)
+    child.on('exit', (code) => code === 0 ? resolve(JSON.parse(out) as string[]) : reject(new Error(`exit ${code}`)))
+  })))
+  const errors = runs.flat().filter((key) => key.startsWith('error: '))
+  t.same(errors.slice(0, 3), [], `no process failed to read a key (${errors.length} failures)`)
+  let differing = 0
+  for (let i = 0; i < FILES; i++) {
+    const onDisk = readFileSync(join(dir, 'keys', `k${i}`, 'secret'), 'utf8').trim()
+    if (runs.some((keys) => keys[i] !== onDisk)) differing++
+  }
+  t.equal(differing, 0, `every process read the key on disk, for all ${FILES} files`)
+  const leftovers = readdirSync(join(dir, 'keys')).flatMap((name) => readdirSync(join(dir, 'keys', name))).filter((name) => name !== 'secret')
+  t.same(leftovers, [], 'no temporary files left')
+})
+
+t.test('a file system without hard links: the file is created exclusively, and one being written is waited for', async (t) => {
+  const fs = await import('node:fs')
+  const noLinks = (): never => {
+    throw Object.assign(new Error('EPERM: operation not permitted, link'), { code: 'EPERM' })
+  }
+  const { loadSecret: load } = await t.mockImport<typeof import('../../src/config/secret.js')>('../../src/config/secret.js', { 'node:fs': { ...fs, linkSync: noLinks } })
+  const dir = t.testdir()
+  const created = load('', join(dir, 'secret'), 'routing.secret_file')
+  t.equal(created.created, true)
+  t.equal(readFileSync(join(dir, 'secret'), 'utf8').trim(), created.secret.toString())
+  t.same(readdirSync(dir), ['secret'], 'no temporary file left beside it')
+  t.same(load('', join(dir, 'secret'), 'routing.secret_file'), { secret: created.secret, created: false })
+  // Another instance created the file just after our first look and never wrote its key: an error after a short wait.
+  const empty = join(dir, 'empty')
+  writeFileSync(empty, '')
+  let reads = 0
+  const notYet = (path: string, encoding: 'utf8'): string => {
+    if (path === empty && reads++ === 0) throw Object.assign(new Error(`ENOENT: no such file or directory, open '${path}'`), { code: 'ENOENT' })
+    return fs.readFileSync(path, encoding)
+  }
+  const { loadSecret: loadLate } = await t.mockImport<typeof import('../../src/config/secret.js')>('../../src/config/secret.js', { 'node:fs': { ...fs, linkSync: noLinks, readFileSync: notYet } })
+  const started = Date.now()
+  t.throws(() => loadLate('', empty, 'routing.secret_file'), /^routing\.secret_file: .* holds 0 characters/)
+  t.ok(Date.now() - started >= 1_900, 'after waiting about 2 s for the key')
+  t.ok(reads > 10, `read again while waiting (${reads} reads)`)
+})
