@@ -13,7 +13,7 @@ import { gcFileProblems } from '../housekeeping/gc-files.js'
 import { oidcFileProblems } from '../ui/oidc/files.js'
 import { ldapFileProblems } from '../auth/ldap/index.js'
 
-/** Instances on Redis that take uploads into storage sign the running hashes they ask each other for with routing.secret. */
+/** Instances on Redis that take uploads into storage seal the running hashes they ask each other for with a key derived from routing.secret. */
 function signsRunningHashes(config: Config): boolean {
   if (config.shared.redis.url === '') return false
   return config.upstreams.length === 0 ? config.embedded_registry.storage_uploads : config.upstreams.some((upstream) => upstream.storage_uploads === true)

@@ -27,7 +27,7 @@ export interface RoutingDeps {
   pullThrough?: PullThrough
   /** Tells the other instances (shared.redis) which tags a manifest write here may have moved, and hears theirs. */
   invalidation?: CacheInvalidation
-  /** The shared state's engine and bus: uploads into storage ask the other workers (server.workers) or instances (shared.redis, signed) for running hashes over it. */
+  /** The shared state's engine and bus: uploads into storage ask the other workers (server.workers) or instances (shared.redis, sealed) for running hashes over it. */
   shared?: { engine: SharedState['engine']; bus: Bus; up: () => boolean } | undefined
 }
 
@@ -38,7 +38,7 @@ export function createRouter(config: Config, upstreams: Upstream[], deps: Routin
   const routingSecret = (): Buffer => {
     if (secret) return secret
     const loaded = loadRoutingSecret(config.routing.secret, config.routing.secret_file)
-    if (loaded.created) log.info({ file: config.routing.secret_file }, 'generated the key that signs upload URLs and running-hash answers; give every gateway instance the same one')
+    if (loaded.created) log.info({ file: config.routing.secret_file }, 'generated the key that signs upload URLs and seals running-hash answers; give every gateway instance the same one')
     secret = loaded.secret
     return secret
   }

@@ -1,5 +1,5 @@
 // Running upload hashes across processes: a commit at one asks the holder of the session's running sha256, over the shared bus, instead of reading the data again.
-import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHmac, randomBytes, randomUUID } from 'node:crypto'
 import type { Bus, SharedState } from '../shared/types.js'
 import { isRecord } from '../lib/is-record.js'
 
@@ -9,9 +9,10 @@ export const HASH_TOPIC = 'storage-upload-hash'
 export interface RunningHashChannel {
   bus: Bus
   /**
-   * Signs every question and answer (HMAC-SHA256), and messages without a valid signature are
-   * ignored. Set for Redis: whoever can publish there could otherwise answer a question with a hash of
-   * their choosing, and the blob would be stored under a digest its bytes do not have.
+   * Seals every question and answer (AES-256-GCM under a key derived from this one), and messages
+   * that do not open under it are ignored. Set for Redis: whoever can publish there could otherwise
+   * answer a question with a hash of their choosing, and the blob would be stored under a digest its
+   * bytes do not have; and whoever can subscribe would read session paths, repositories and digests.
    */
   key?: Buffer
   /** The other ends are processes of this machine (the workers of server.workers): a holder whose pid has exited is not asked. */
@@ -24,9 +25,9 @@ export interface RunningHashChannel {
  * The channel for the shared state's engine:
  * - `cluster` (server.workers without Redis): the workers' IPC bus, whose every end is a process of
  *   this gateway;
- * - `redis`: Redis pub/sub, signed with a key derived from `secret()` (routing.secret), so only
- *   instances given the same secret exchange hashes; the others read the data again, as a single
- *   process does;
+ * - `redis`: Redis pub/sub, sealed with a key derived from `secret()` (routing.secret), so only
+ *   instances given the same secret exchange hashes, and nobody else reads them; the others read the
+ *   data again, as a single process does;
  * - `local`: none.
  */
 export function runningHashChannel(
@@ -38,7 +39,7 @@ export function runningHashChannel(
   if (engine === 'cluster') return { bus, sameMachine: true }
   if (engine !== 'redis') return undefined
   // Its own key, not the one that signs upload URLs; fleets on one Redis that reuse a secret still differ by key_prefix.
-  const key = createHmac('sha256', secret()).update(`portier storage-upload-hash v1\0${redis.keyPrefix}`).digest()
+  const key = createHmac('sha256', secret()).update(`portier storage-upload-hash v2\0${redis.keyPrefix}`).digest()
   return { bus, key, sameMachine: false, up: redis.up }
 }
 
@@ -56,7 +57,7 @@ function keyId(key: Buffer): string {
 export const ASK_TIMEOUT_MS = 500
 
 /**
- * A process name: `<pid>-<uuid>`, after `<key id>.` on a signed channel. The workers of server.workers
+ * A process name: `<pid>-<uuid>`, after `<key id>.` on a sealed channel. The workers of server.workers
  * share one machine, so the asker can tell from the pid that a holder has exited and read the data at
  * once rather than wait for the timeout. The uuid tells a holder from a later process given the same
  * pid (that one never answers: the timeout). The key id tells instances given another routing.secret,
@@ -89,44 +90,80 @@ export interface RunningHashPeers {
 
 const SHA256_HEX = /^[0-9a-f]{64}$/
 
-/** Longer messages are none of ours (a question names a session directory): dropped before any parsing or signature check. */
+/** Longer messages are none of ours (a question names a session directory): dropped before any parsing or decryption. */
 const MAX_MESSAGE_CHARS = 8192
 
-type Message = { kind: 'ask'; id: string; dir: string; size: number; holder: string; from: string } | { kind: 'answer'; id: string; to: string; hex: string | null }
+/**
+ * A question names the session directory and size it wants the hash for; its answer repeats them, and
+ * the asker takes only an answer to the question it asked.
+ */
+type Message =
+  | { kind: 'ask'; id: string; dir: string; size: number; holder: string; from: string }
+  | { kind: 'answer'; id: string; to: string; dir: string; size: number; hex: string | null }
 
-/** What a signature covers: every field of the message, in a fixed order, unambiguously. */
-function signed(message: Message): string {
-  return JSON.stringify(message.kind === 'ask' ? [message.kind, message.id, message.dir, message.size, message.holder, message.from] : [message.kind, message.id, message.to, message.hex])
+const SEAL_NONCE_BYTES = 12
+const SEAL_TAG_BYTES = 16
+const BASE64URL = /^[A-Za-z0-9_-]+$/
+
+/** The AES-256-GCM key that seals messages: derived from the channel's key, which also names it (`keyId`). */
+function sealingKey(key: Buffer): Buffer {
+  return createHmac('sha256', key).update('seal').digest()
 }
 
-function mac(key: Buffer, message: Message): string {
-  return createHmac('sha256', key).update(signed(message)).digest('hex')
+/** `{"sealed":"<nonce>.<ciphertext and tag>"}` (base64url): what crosses Redis, opaque to anyone without the key. */
+export function sealMessage(key: Buffer, text: string): string {
+  const nonce = randomBytes(SEAL_NONCE_BYTES)
+  const cipher = createCipheriv('aes-256-gcm', sealingKey(key), nonce)
+  const body = Buffer.concat([cipher.update(text, 'utf8'), cipher.final(), cipher.getAuthTag()])
+  return JSON.stringify({ sealed: `${nonce.toString('base64url')}.${body.toString('base64url')}` })
+}
+
+/** The text inside a sealed message, or undefined: not sealed, altered, or sealed under another key. */
+export function openMessage(key: Buffer, text: string): string | undefined {
+  let sealed: unknown
+  try {
+    sealed = (JSON.parse(text) as { sealed?: unknown } | null)?.sealed
+  } catch {
+    return undefined
+  }
+  if (typeof sealed !== 'string') return undefined
+  const [nonceText, bodyText, extra] = sealed.split('.')
+  if (nonceText === undefined || bodyText === undefined || extra !== undefined || !BASE64URL.test(nonceText) || !BASE64URL.test(bodyText)) return undefined
+  const nonce = Buffer.from(nonceText, 'base64url')
+  const body = Buffer.from(bodyText, 'base64url')
+  if (nonce.length !== SEAL_NONCE_BYTES || body.length <= SEAL_TAG_BYTES) return undefined
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', sealingKey(key), nonce, { authTagLength: SEAL_TAG_BYTES })
+    decipher.setAuthTag(body.subarray(body.length - SEAL_TAG_BYTES))
+    return Buffer.concat([decipher.update(body.subarray(0, body.length - SEAL_TAG_BYTES)), decipher.final()]).toString('utf8')
+  } catch {
+    // The tag does not match: altered, or another key.
+    return undefined
+  }
 }
 
 function parse(text: string, key: Buffer | undefined): Message | undefined {
   if (text.length > MAX_MESSAGE_CHARS) return undefined
-  let message: Message | undefined
-  let signature: unknown
+  const plain = key === undefined ? text : openMessage(key, text)
+  if (plain === undefined) return undefined
   try {
-    const value = JSON.parse(text) as unknown
-    if (!isRecord(value) || typeof value.id !== 'string') return undefined
-    signature = value.mac
-    if (value.kind === 'ask' && typeof value.dir === 'string' && typeof value.size === 'number' && typeof value.holder === 'string' && typeof value.from === 'string') {
-      message = { kind: 'ask', id: value.id, dir: value.dir, size: value.size, holder: value.holder, from: value.from }
-    } else if (value.kind === 'answer' && typeof value.to === 'string' && ((typeof value.hex === 'string' && SHA256_HEX.test(value.hex)) || value.hex === null)) {
-      message = { kind: 'answer', id: value.id, to: value.to, hex: value.hex }
+    const value = JSON.parse(plain) as unknown
+    if (!isRecord(value) || typeof value.id !== 'string' || typeof value.dir !== 'string' || typeof value.size !== 'number') return undefined
+    if (value.kind === 'ask' && typeof value.holder === 'string' && typeof value.from === 'string') {
+      return { kind: 'ask', id: value.id, dir: value.dir, size: value.size, holder: value.holder, from: value.from }
+    }
+    if (value.kind === 'answer' && typeof value.to === 'string' && ((typeof value.hex === 'string' && SHA256_HEX.test(value.hex)) || value.hex === null)) {
+      return { kind: 'answer', id: value.id, to: value.to, dir: value.dir, size: value.size, hex: value.hex }
     }
   } catch {
     // Not one of ours: ignored.
   }
-  if (message === undefined || key === undefined) return message
-  // An HMAC-SHA256 in hex has a sha256's shape.
-  if (typeof signature !== 'string' || !SHA256_HEX.test(signature)) return undefined
-  return timingSafeEqual(Buffer.from(signature, 'hex'), Buffer.from(mac(key, message), 'hex')) ? message : undefined
+  return undefined
 }
 
 function encode(message: Message, key: Buffer | undefined): string {
-  return JSON.stringify(key === undefined ? message : { ...message, mac: mac(key, message) })
+  const text = JSON.stringify(message)
+  return key === undefined ? text : sealMessage(key, text)
 }
 
 /**
@@ -138,22 +175,25 @@ export function shareRunningHashes(channel: RunningHashChannel, take: (dir: stri
   const { bus, key, sameMachine, up } = channel
   const self = processName(process.pid, key)
   const ours = key ? `${keyId(key)}.` : ''
-  const waiting = new Map<string, (hex: string | undefined) => void>()
+  const waiting = new Map<string, { dir: string; size: number; settle: (hex: string | undefined) => void }>()
   const unsubscribe = bus.subscribe(HASH_TOPIC, (text) => {
     const message = parse(text, key)
     if (message === undefined) return
     if (message.kind === 'ask') {
       if (message.holder !== self) return
-      const answer: Message = { kind: 'answer', id: message.id, to: message.from, hex: take(message.dir, message.size) ?? null }
+      const answer: Message = { kind: 'answer', id: message.id, to: message.from, dir: message.dir, size: message.size, hex: take(message.dir, message.size) ?? null }
       bus.publish(HASH_TOPIC, encode(answer, key))
       return
     }
-    if (message.to === self) waiting.get(message.id)?.(message.hex ?? undefined)
+    if (message.to !== self) return
+    const question = waiting.get(message.id)
+    // An answer for another session or size than the question asked is none.
+    if (question !== undefined && question.dir === message.dir && question.size === message.size) question.settle(message.hex ?? undefined)
   })
   return {
     self,
     ask(dir, size, holder) {
-      // Nobody to ask: the bus is down, or the holder signs with another key (it would ignore the question).
+      // Nobody to ask: the bus is down, or the holder seals with another key (it could not read the question).
       if (up?.() === false || (ours !== '' && !holder.startsWith(ours))) return Promise.resolve(undefined)
       // A pid names a process of this machine only: over Redis the holder may run elsewhere.
       if (sameMachine && processGone(holder)) return Promise.resolve(undefined)
@@ -165,14 +205,14 @@ export function shareRunningHashes(channel: RunningHashChannel, take: (dir: stri
           waiting.delete(id)
           resolve(hex)
         }
-        waiting.set(id, settle)
+        waiting.set(id, { dir, size, settle })
         const question: Message = { kind: 'ask', id, dir, size, holder, from: self }
         bus.publish(HASH_TOPIC, encode(question, key))
       })
     },
     close() {
       unsubscribe()
-      for (const settle of waiting.values()) settle(undefined)
+      for (const { settle } of waiting.values()) settle(undefined)
     },
   }
 }

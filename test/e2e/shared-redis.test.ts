@@ -2,6 +2,7 @@
 // a sign-out, the maintenance switch and a tag move at one instance hold at the others; killing Redis loses no upload.
 import t from 'tap'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { registryFixture } from '../helpers/registry.js'
@@ -214,7 +215,7 @@ t.test('three instances, one registry, one Redis', async (t) => {
   t.end()
 })
 
-t.test('uploads into storage across instances on Redis: a PUT at B takes the sha256 of the PATCH at A (signed with the shared routing.secret); an instance with another secret reads the data', async (t) => {
+t.test('uploads into storage across instances on Redis: a PUT at B takes the sha256 of the PATCH at A (sealed with the shared routing.secret); an instance with another secret reads the data', async (t) => {
   const redis = await redisFixture(t)
   const registry = await registryFixture(t)
   const shared = { redis: { url: redis.url, key_prefix: 'e2e-hash:' } }
@@ -249,6 +250,20 @@ t.test('uploads into storage across instances on Redis: a PUT at B takes the sha
     const back = await second.client.send('GET', `/v2/team/crossed/blobs/${sha256(bytes)}`)
     t.ok(back.body.equals(bytes), 'the blob reads back whole')
   }
+  // What crosses Redis meanwhile, as anyone who can SUBSCRIBE there sees it.
+  const onRedis: string[] = []
+  const listener = connect({ host: '127.0.0.1', port: redis.port })
+  listener.setEncoding('utf8').on('data', (chunk: string) => onRedis.push(chunk))
+  listener.on('error', () => undefined)
+  t.teardown(() => listener.destroy())
+  listener.write(`*2\r\n$9\r\nSUBSCRIBE\r\n$${'e2e-hash:bus'.length}\r\ne2e-hash:bus\r\n`)
+  t.ok(await waitUntil(() => onRedis.join('').includes('subscribe'), 5_000), 'subscribed to the fleet\'s channel')
   await commitAcross(a, b, 7, 'peer', 'B took the sha256 from A over Redis')
+  const seen = onRedis.join('')
+  const hashMessages = seen.split('\r\n').filter((line) => line.includes('storage-upload-hash'))
+  t.ok(hashMessages.length >= 2, `the question and the answer crossed Redis (${hashMessages.length} messages)`)
+  t.ok(hashMessages.every((line) => /\\?"sealed\\?":/.test(line)), 'sealed')
+  const blob = sha256(Buffer.alloc(3 * 1024 * 1024, 7)).slice('sha256:'.length)
+  for (const secret of [blob, '_uploads', 'team/crossed', registry.storageDir]) t.notOk(seen.includes(secret), `nothing on Redis names ${secret === blob ? 'the digest' : secret}`)
   await commitAcross(a, stranger, 8, 'read', 'C (another routing.secret) read the data: A signs with another key, so C does not take its hash')
 })

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import type { Bus } from '../../src/shared/types.js'
-import { HASH_TOPIC, processGone, runningHashChannel, shareRunningHashes, type RunningHashChannel } from '../../src/storage/hash-exchange.js'
+import { HASH_TOPIC, openMessage, processGone, runningHashChannel, sealMessage, shareRunningHashes, type RunningHashChannel } from '../../src/storage/hash-exchange.js'
 import { StorageUploads, type DigestSource } from '../../src/storage/upload-store.js'
 import { loadConfig } from '../../src/app/config.js'
 import { fileProblems } from '../../src/app/config-files.js'
@@ -41,7 +41,7 @@ const HEX = 'ab'.repeat(32)
 
 /** The workers' channel (server.workers): IPC between processes of this machine, unsigned. */
 const cluster = (bus: Bus): RunningHashChannel => ({ bus, sameMachine: true })
-/** Instances on Redis: signed with a key derived from their routing.secret. */
+/** Instances on Redis: sealed with a key derived from their routing.secret. */
 const redis = (bus: Bus, secret = 'a routing secret every instance shares'): RunningHashChannel => runningHashChannel('redis', bus, () => Buffer.from(secret)) as RunningHashChannel
 
 t.test('the holder answers with the hash it holds at that size, and gives it up; another size or session gets no hash', async (t) => {
@@ -125,20 +125,49 @@ t.test('questions for another holder, answers for another asker and malformed me
   t.equal(await asker.ask('/s/2', 10, 'nobody'), undefined, 'no answer taken')
 })
 
-t.test('the channel per engine: the workers\' IPC unsigned, Redis signed with a key derived from routing.secret, none alone', async (t) => {
+t.test('the channel per engine: the workers\' IPC in clear, Redis sealed with a key derived from routing.secret, none alone', async (t) => {
   const [bus] = buses(1) as [Bus]
   t.same(runningHashChannel('cluster', bus, () => Buffer.from('x')), { bus, sameMachine: true })
   t.equal(runningHashChannel('local', bus, () => Buffer.from('x')), undefined)
-  const signed = redis(bus)
-  t.equal(signed.sameMachine, false, 'over Redis the holder may be another machine: no pid check')
-  t.equal(signed.key?.length, 32)
-  t.not(signed.key?.toString('hex'), Buffer.from('a routing secret every instance shares').toString('hex'), 'a key of its own, not the secret that signs upload URLs')
-  t.not(redis(bus, 'another secret').key?.toString('hex'), signed.key?.toString('hex'))
+  const sealed = redis(bus)
+  t.equal(sealed.sameMachine, false, 'over Redis the holder may be another machine: no pid check')
+  t.equal(sealed.key?.length, 32)
+  t.not(sealed.key?.toString('hex'), Buffer.from('a routing secret every instance shares').toString('hex'), 'a key of its own, not the secret that signs upload URLs')
+  t.not(redis(bus, 'another secret').key?.toString('hex'), sealed.key?.toString('hex'))
   const otherFleet = runningHashChannel('redis', bus, () => Buffer.from('a routing secret every instance shares'), { keyPrefix: 'other:', up: () => true })
-  t.not(otherFleet?.key?.toString('hex'), signed.key?.toString('hex'), 'fleets on one Redis that reuse a secret differ by key_prefix')
+  t.not(otherFleet?.key?.toString('hex'), sealed.key?.toString('hex'), 'fleets on one Redis that reuse a secret differ by key_prefix')
 })
 
-t.test('over Redis: instances with the same secret exchange hashes; a forged or unsigned answer, or another secret, gets nothing', async (t) => {
+t.test('sealMessage and openMessage: the text back under the same key; nothing under another key, altered, or not sealed', async (t) => {
+  const key = Buffer.alloc(32, 1)
+  const text = JSON.stringify({ kind: 'ask', dir: '/var/lib/registry/docker/registry/v2/repositories/team/app/_uploads/x' })
+  const sealed = sealMessage(key, text)
+  t.match(sealed, /^\{"sealed":"[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]+"\}$/)
+  t.notMatch(sealed, /team|_uploads|ask/, 'nothing of the text readable')
+  t.not(sealMessage(key, text), sealed, 'a fresh nonce every time')
+  t.equal(openMessage(key, sealed), text)
+  t.equal(openMessage(Buffer.alloc(32, 2), sealed), undefined, 'another key')
+  const value = (JSON.parse(sealed) as { sealed: string }).sealed
+  const [nonce = '', body = ''] = value.split('.')
+  const flip = (b64: string, at: number): string => {
+    const bytes = Buffer.from(b64, 'base64url')
+    bytes[at] = (bytes[at] ?? 0) ^ 1
+    return bytes.toString('base64url')
+  }
+  const bodyLength = Buffer.from(body, 'base64url').length
+  for (const [what, altered] of [
+    ['the nonce', `${flip(nonce, 0)}.${body}`],
+    ['the ciphertext', `${nonce}.${flip(body, 0)}`],
+    ['the tag', `${nonce}.${flip(body, bodyLength - 1)}`],
+    ['a tag cut short', `${nonce}.${Buffer.from(body, 'base64url').subarray(0, bodyLength - 4).toString('base64url')}`],
+    ['no body', `${nonce}.`],
+    ['a third part', `${nonce}.${body}.x`],
+    ['a short nonce', `${nonce.slice(0, 8)}.${body}`],
+  ] as const) t.equal(openMessage(key, JSON.stringify({ sealed: altered })), undefined, what)
+  for (const text of ['not json', 'null', '{}', JSON.stringify({ sealed: 42 }), JSON.stringify({ kind: 'answer', hex: HEX })]) t.equal(openMessage(key, text), undefined, `not sealed: ${text}`)
+})
+
+t.test('over Redis: instances with the same secret exchange hashes, sealed; a forged answer, or another secret, gets nothing', async (t) => {
   const [a, b, c] = buses(3) as [Bus, Bus, Bus]
   let taken = 0
   const holder = shareRunningHashes(redis(b), () => {
@@ -156,28 +185,33 @@ t.test('over Redis: instances with the same secret exchange hashes; a forged or 
   const unseen = c.subscribe(HASH_TOPIC, (text) => seen.push(text))
   t.teardown(unseen)
   t.equal(await asker.ask('/s/1', 10, holder.self), HEX, 'the same secret: the holder\'s hash')
-  t.ok(seen.length >= 2 && seen.every((text) => /"mac":"[0-9a-f]{64}"/.test(text)), 'questions and answers on the bus carry a signature')
+  t.equal(seen.length, 2, 'a question and its answer')
+  t.ok(seen.every((text) => /^\{"sealed":"[A-Za-z0-9_.-]+"\}$/.test(text)), 'both sealed')
+  t.notOk(seen.some((text) => text.includes('/s/1') || text.includes(HEX) || text.includes(holder.self) || text.includes(asker.self)), 'neither the session, the hash nor a process name is readable on Redis')
   const strangerAsked = Date.now()
   t.equal(await stranger.ask('/s/1', 10, holder.self), undefined, 'another secret: nothing')
-  t.ok(Date.now() - strangerAsked < 150, 'at once: the holder\'s name carries another key id, so it is not asked (it would ignore the question)')
+  t.ok(Date.now() - strangerAsked < 150, 'at once: the holder\'s name carries another key id, so it is not asked (it could not read the question)')
   t.equal(taken, 1, 'and gives nothing up')
-  t.equal(await stranger.ask('/s/1', 10, `${stranger.self.split('.')[0] ?? ''}.${holder.self.split('.')[1] ?? ''}`), undefined, 'named with the stranger\'s key id, the holder ignores the question')
+  t.equal(await stranger.ask('/s/1', 10, `${stranger.self.split('.')[0] ?? ''}.${holder.self.split('.')[1] ?? ''}`), undefined, 'named with the stranger\'s key id, the holder cannot open the question')
   t.equal(taken, 1, 'and gives nothing up for it')
 
-  // Someone who can publish on Redis answers every question first, unsigned or with a signature of their own.
+  // Someone who can publish on Redis, and even knows each question's id, answers every question first: in clear, or sealed under a key of their own.
+  const fleetKey = redis(a).key as Buffer
   const forge = c.subscribe(HASH_TOPIC, (text) => {
-    const question = JSON.parse(text) as { kind: string; id: string; from: string }
-    if (question.kind !== 'ask') return
-    c.publish(HASH_TOPIC, JSON.stringify({ kind: 'answer', id: question.id, to: question.from, hex: 'cd'.repeat(32) }))
-    c.publish(HASH_TOPIC, JSON.stringify({ kind: 'answer', id: question.id, to: question.from, hex: 'cd'.repeat(32), mac: 'ef'.repeat(32) }))
-    c.publish(HASH_TOPIC, JSON.stringify({ kind: 'answer', id: question.id, to: question.from, hex: 'cd'.repeat(32), mac: 'short' }))
+    const opened = openMessage(fleetKey, text)
+    const question = opened === undefined ? undefined : JSON.parse(opened) as { kind: string; id: string; from: string; dir: string; size: number }
+    if (question?.kind !== 'ask') return
+    const forged = JSON.stringify({ kind: 'answer', id: question.id, to: question.from, dir: question.dir, size: question.size, hex: 'cd'.repeat(32) })
+    c.publish(HASH_TOPIC, forged)
+    c.publish(HASH_TOPIC, sealMessage(Buffer.alloc(32, 7), forged))
+    c.publish(HASH_TOPIC, JSON.stringify({ sealed: 'AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' }))
   })
   t.teardown(forge)
   t.equal(await asker.ask('/s/2', 10, 'a-holder-that-is-gone'), undefined, 'forged answers are ignored: the commit reads the data')
   t.equal(await asker.ask('/s/1', 10, holder.self), HEX, 'the genuine answer still gets through beside the forgeries')
 })
 
-t.test('a signed question or answer with any field changed is ignored', async (t) => {
+t.test('a sealed question or answer altered, replayed, or answering another question is ignored', async (t) => {
   const [a, b, c] = buses(3) as [Bus, Bus, Bus]
   const held = new Map([['/s/1', HEX], ['/s/2', HEX]])
   let taken: string[] = []
@@ -191,34 +225,57 @@ t.test('a signed question or answer with any field changed is ignored', async (t
     holder.close()
     asker.close()
   })
-  const genuine: Array<Record<string, unknown>> = []
-  const recording = c.subscribe(HASH_TOPIC, (text) => genuine.push(JSON.parse(text) as Record<string, unknown>))
+  const key = redis(c).key as Buffer
+  const genuine: string[] = []
+  const recording = c.subscribe(HASH_TOPIC, (text) => genuine.push(text))
   t.equal(await asker.ask('/s/1', 10, holder.self), HEX)
   recording()
-  const question = genuine.find((message) => message.kind === 'ask')
-  const answer = genuine.find((message) => message.kind === 'answer')
-  t.ok(question && answer, 'one signed question and answer seen on the bus')
-  // Each genuine question again with one field changed and its signature kept: the holder gives nothing up.
+  const [question, answer] = genuine as [string, string]
+  t.equal((JSON.parse(openMessage(key, question) ?? '{}') as { kind?: string }).kind, 'ask', 'the question seen on the bus')
+  // The genuine question with one character of its sealed text changed: the holder gives nothing up.
   taken = []
-  for (const [field, value] of [['dir', '/s/2'], ['size', 11], ['holder', 'x'], ['from', 'y'], ['id', randomUUID()], ['kind', 'answer']] as const) {
-    c.publish(HASH_TOPIC, JSON.stringify({ ...question, [field]: value }))
+  const sealedText = (JSON.parse(question) as { sealed: string }).sealed
+  for (const at of [0, 20, sealedText.length - 2]) {
+    const altered = sealedText.slice(0, at) + (sealedText[at] === 'A' ? 'B' : 'A') + sealedText.slice(at + 1)
+    c.publish(HASH_TOPIC, JSON.stringify({ sealed: altered }))
   }
   await new Promise((resolve) => setTimeout(resolve, 50))
   t.same(taken, [], 'no altered question was answered')
-  // An answer for a pending question, made from the genuine one with the hash or the addressee changed: ignored.
-  const pending = asker.ask('/s/3', 10, holder.self)
-  const next = await new Promise<Record<string, unknown>>((resolve) => {
+
+  // Answers to a pending question for /s/3 at 10 bytes: the genuine old answer replayed, and answers sealed with the
+  // right key (an instance of the fleet) for another session, another size or another asker: none is taken.
+  // Asked of a process of the fleet that does not exist, so that only these answers come.
+  const nobody = `${holder.self.split('.')[0] ?? ''}.1-${randomUUID()}`
+  const pending = asker.ask('/s/3', 10, nobody)
+  const next = await new Promise<{ id: string; from: string }>((resolve) => {
     const off = c.subscribe(HASH_TOPIC, (text) => {
-      const message = JSON.parse(text) as Record<string, unknown>
+      const message = JSON.parse(openMessage(key, text) ?? '{}') as { kind?: string; dir?: string; id: string; from: string }
       if (message.kind === 'ask' && message.dir === '/s/3') {
         off()
         resolve(message)
       }
     })
   })
-  c.publish(HASH_TOPIC, JSON.stringify({ ...answer, id: next.id, hex: 'cd'.repeat(32) }))
-  c.publish(HASH_TOPIC, JSON.stringify({ ...answer, id: next.id }))
-  t.equal(await pending, undefined, 'a genuine signature on other fields does not make an answer')
+  const reply = (fields: Record<string, unknown>): void => c.publish(HASH_TOPIC, sealMessage(key, JSON.stringify({ kind: 'answer', id: next.id, to: next.from, dir: '/s/3', size: 10, hex: 'cd'.repeat(32), ...fields })))
+  c.publish(HASH_TOPIC, answer)
+  reply({ dir: '/s/4' })
+  reply({ size: 11 })
+  reply({ to: 'someone-else' })
+  t.equal(await pending, undefined, 'no answer but one to the question asked is taken')
+
+  // The same, with the answer that does fit: taken (the ignoring above is for the reasons named).
+  const fitting = asker.ask('/s/5', 10, nobody)
+  const fifth = await new Promise<{ id: string; from: string }>((resolve) => {
+    const off = c.subscribe(HASH_TOPIC, (text) => {
+      const message = JSON.parse(openMessage(key, text) ?? '{}') as { kind?: string; dir?: string; id: string; from: string }
+      if (message.kind === 'ask' && message.dir === '/s/5') {
+        off()
+        resolve(message)
+      }
+    })
+  })
+  c.publish(HASH_TOPIC, sealMessage(key, JSON.stringify({ kind: 'answer', id: fifth.id, to: fifth.from, dir: '/s/5', size: 10, hex: 'ef'.repeat(32) })))
+  t.equal(await fitting, 'ef'.repeat(32), 'an answer sealed with the fleet\'s key, to this question, is taken')
 })
 
 t.test('while the bus is down nobody is asked: the data is read at once', async (t) => {
@@ -245,7 +302,7 @@ t.test('over Redis a holder\'s pid is not checked: it may be a process of anothe
   const listening = b.subscribe(HASH_TOPIC, (text) => questions.push(text))
   t.teardown(listening)
   const exited = spawnSync(process.execPath, ['-e', '']).pid
-  t.match(asker.self, /^[0-9a-f]{12}\.\d+-[0-9a-f-]{36}$/, 'a name on a signed channel starts with the key id')
+  t.match(asker.self, /^[0-9a-f]{12}\.\d+-[0-9a-f-]{36}$/, 'a name on a sealed channel starts with the key id')
   t.equal(await asker.ask('/s/1', 10, `${asker.self.split('.')[0] ?? ''}.${exited}-${randomUUID()}`), undefined)
   t.equal(questions.length, 1, 'the question was sent (and timed out), not answered at once from this machine\'s pids')
 })
