@@ -28,7 +28,7 @@ import { firstInWindow, giveBackWindow } from '../store/turns.js'
 import { AuditTrail, startAudit } from '../store/audit.js'
 import { registerStoreRoutes } from '../store/routes.js'
 import { uiAuditLog, uiStoreHook } from '../store/ui-hook.js'
-import { watchStore } from '../store/metrics.js'
+import { countCoalescedLogins, watchStore } from '../store/metrics.js'
 import { StoreValues } from '../store/shared-values.js'
 
 /** How often instances sharing a PostgreSQL store without shared.redis read the shared values (the maintenance switch). */
@@ -128,7 +128,8 @@ async function start(config: Config, log: Logger, shutdown: Shutdown, parts: Wor
   if (observability.metrics) parts.onMetrics?.(observability.metrics)
   const times = new PushPullTimes(store)
   observability.recorder.listen(times.listener())
-  const audit = config.audit.enabled ? new AuditTrail(store, Date.now, { loginIntervalMs: config.audit.login_interval }) : undefined
+  const onCoalesced = observability.metrics ? countCoalescedLogins(observability.metrics.registry) : undefined
+  const audit = config.audit.enabled ? new AuditTrail(store, Date.now, { loginIntervalMs: config.audit.login_interval, ...(onCoalesced ? { onCoalesced } : {}) }) : undefined
   // Tables first (on PostgreSQL the first instance migrates, under a lock, and the others wait for it).
   await times.ready
   await audit?.ready

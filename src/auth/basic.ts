@@ -15,6 +15,8 @@ export interface Identity {
   limit?: readonly Scope[]
   /** A robot account's access token: granted exactly `limit` (see Caller.robot). */
   robot?: boolean
+  /** The access token (its id, tok_…) that was the credential, never its secret: the audit trail names it. */
+  accessToken?: string
   /** What a verified token grants (token mode only). */
   access?: Scope[]
 }

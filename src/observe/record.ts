@@ -31,6 +31,8 @@ export interface FinishedRequest {
   credentialsSent?: boolean
   /** How authentication ended when credentials were checked (the audit trail's login attempts); never the credentials. */
   authOutcome?: AuthOutcome
+  /** The access token (its id, tok_…) an accepted login used; never its secret. */
+  accessToken?: string
   /** The user name a Basic Authorization header named, right or wrong (who tried to log in); never the password. */
   loginName?: string
   /** The client's User-Agent and Host headers (events name them). */

@@ -122,6 +122,8 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
     let identity: Identity | undefined
     let route: 'token' | 'ui' | undefined
     let authOutcome: AuthOutcome | undefined
+    // The access token a login used (its id), for the audit trail.
+    let accessToken: string | undefined
     let stage: 'classify' | 'authenticate' | 'authorize' | 'forward' = 'classify'
     const bytes: ByteCounts = { received: 0, sent: 0 }
     // A write let through the maintenance stage, told how it ended in the finally below.
@@ -140,7 +142,7 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       if (tokenEndpoint && isTokenPath(req.url)) {
         route = 'token'
         upstreamName = 'token-server'
-        await tokenEndpoint(req, res, client.clientIp)
+        ;({ accessToken } = await tokenEndpoint(req, res, client.clientIp))
         return
       }
       if (deps.ui?.owns(req)) {
@@ -155,6 +157,7 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       stage = 'authorize'
       authorize(request, identity, context)
       if (identity.via !== 'anonymous') countAuth((authOutcome = 'success'))
+      accessToken = identity.accessToken
       stage = 'forward'
       // Rate limits: per user, anonymous callers per address; answers from the gateway's caches count too.
       if (deps.rateLimits) {
@@ -243,6 +246,7 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
         contentDigest: headerText(res.getHeader('docker-content-digest')),
         credentialsSent: req.headers.authorization !== undefined,
         ...(authOutcome ? { authOutcome } : {}),
+        ...(accessToken !== undefined ? { accessToken } : {}),
         ...loginNameOf(req.headers.authorization),
         userAgent: req.headers['user-agent'],
         host: req.headers.host,

@@ -130,7 +130,7 @@ export function auditEntryOf(finished: FinishedRequest, at: number): Omit<AuditE
   const none = { repository: undefined, tag: undefined, digest: undefined, size: undefined, sourceRepository: undefined }
   if (finished.route === 'token') {
     // The token endpoint: docker login and every token a client fetches; a failure is a failed login.
-    return { ...base, ...none, action: 'login.token', outcome: status === 200 ? 'success' : status === 429 ? 'locked_out' : outcome }
+    return { ...base, ...none, action: 'login.token', outcome: status === 200 ? 'success' : status === 429 ? 'locked_out' : outcome, ...tokenSubject(finished) }
   }
   if (!request) return undefined
   const action = STATE_CHANGING[request.op]
@@ -157,8 +157,13 @@ export function auditEntryOf(finished: FinishedRequest, at: number): Omit<AuditE
   if (finished.authOutcome && LOGIN_FAILURES.has(finished.authOutcome)) {
     return { ...base, ...none, action: 'login', outcome: finished.authOutcome, repository: request.repository }
   }
-  if (finished.authOutcome === 'success' && request.op === 'base') return { ...base, ...none, action: 'login', outcome: 'success' }
+  if (finished.authOutcome === 'success' && request.op === 'base') return { ...base, ...none, action: 'login', outcome: 'success', ...tokenSubject(finished) }
   return undefined
+}
+
+/** A login with an access token names the token (its id) as the entry's subject. */
+function tokenSubject(finished: FinishedRequest): { subject?: string } {
+  return finished.accessToken !== undefined ? { subject: finished.accessToken } : {}
 }
 
 /** The status the web UI answered for an outcome (its audit events carry the outcome only). */
@@ -169,6 +174,8 @@ export interface AuditTrailOptions {
   loginIntervalMs?: number
   /** The monotonic clock that interval is measured with, for tests; performance.now() by default. */
   monotonic?: () => number
+  /** Told of each accepted login left out because the same one was recorded within the interval (a metric counts them). */
+  onCoalesced?: (action: string) => void
 }
 
 /** The accepted logins that clients repeat before every push and pull. */
@@ -185,8 +192,9 @@ export class AuditTrail {
   /** The module's tables are migrated: reads wait for it; the gateway waits for it before serving. */
   readonly ready: Promise<void>
 
-  /** Accepted logins recorded lately, by user, client address and user agent (audit.login_interval). */
+  /** Accepted logins recorded lately, by user, access token, client address and user agent (audit.login_interval). */
   private readonly recentLogins: BoundedCache<string, true> | undefined
+  private readonly onCoalesced: ((action: string) => void) | undefined
 
   constructor(
     private readonly store: StoreEngine,
@@ -198,6 +206,7 @@ export class AuditTrail {
     const interval = options.loginIntervalMs ?? 0
     // A monotonic clock: a wall clock stepped back would hide logins for longer than the interval.
     if (interval > 0) this.recentLogins = new BoundedCache({ max: RECENT_LOGINS_HELD, ttlMs: interval, ...(options.monotonic ? { now: options.monotonic } : {}) })
+    this.onCoalesced = options.onCoalesced
   }
 
   record(entry: Omit<AuditEntry, 'id'>): void {
@@ -223,19 +232,22 @@ export class AuditTrail {
   listener(): FinishedListener {
     return (finished) => {
       const entry = auditEntryOf(finished, this.clock())
-      if (entry && !this.seenLately(entry)) this.record(entry)
+      if (entry === undefined) return
+      if (this.seenLately(entry)) this.onCoalesced?.(entry.action)
+      else this.record(entry)
     }
   }
 
   /**
    * Whether `entry` is an accepted login (GET /v2/ or the token endpoint) that this process recorded
-   * for the same user, client and user agent within audit.login_interval. Clients send those before
+   * for the same user, credential (a password, or which access token), client and user agent within
+   * audit.login_interval. Clients send those before
    * every push and pull, so a CI runner pulling all day would add a row per pull. Refused logins and
    * everything else are always recorded.
    */
   private seenLately(entry: Omit<AuditEntry, 'id'>): boolean {
     if (this.recentLogins === undefined || entry.outcome !== 'success' || !COALESCED_LOGINS.has(entry.action)) return false
-    const key = [entry.action, entry.user ?? '', entry.client, entry.userAgent ?? ''].join('\0')
+    const key = [entry.action, entry.user ?? '', entry.subject ?? '', entry.client, entry.userAgent ?? ''].join('\0')
     if (this.recentLogins.get(key) !== undefined) return true
     this.recentLogins.set(key, true)
     return false

@@ -38,3 +38,14 @@ export function watchStore(store: StoreEngine, registry: Registry): void {
     dropped: (count) => dropped.inc(count),
   })
 }
+
+/** Counts the accepted logins the audit trail left out (audit.login_interval): what its rows do not show. */
+export function countCoalescedLogins(registry: Registry): (action: string) => void {
+  const coalesced = new Counter({
+    name: 'portier_audit_logins_coalesced_total',
+    help: 'Accepted logins not written to the audit trail because the same user, credential, address and user agent was recorded within audit.login_interval.',
+    labelNames: ['action'],
+    registers: [registry],
+  })
+  return (action) => coalesced.inc({ action })
+}

@@ -9,9 +9,9 @@ import { randomBytes } from 'node:crypto'
 import { DatabaseSync } from 'node:sqlite'
 import { Agent, request } from 'undici'
 import { registryFixture } from '../helpers/registry.js'
-import { CLI, gatewayFixture } from '../helpers/gateway.js'
+import { CLI, gatewayFixture, type GatewayHandle } from '../helpers/gateway.js'
 import { run } from '../helpers/exec.js'
-import { auditOf } from '../helpers/audit.js'
+import { auditOf, type AuditEntry } from '../helpers/audit.js'
 import { buildLayout } from '../helpers/oci-build.js'
 import { skopeoCopy } from '../helpers/skopeo.js'
 import { hashPassword } from '../../src/auth/hashes.js'
@@ -53,11 +53,11 @@ async function setup(t: Test, mode: 'htpasswd' | 'token') {
   })
   const dispatcher = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
   t.teardown(() => dispatcher.close())
-  const call = async (method: 'GET' | 'POST' | 'DELETE' | 'HEAD', path: string, authorization?: string) => {
+  const call = async (method: 'GET' | 'POST' | 'DELETE' | 'HEAD', path: string, authorization?: string, userAgent?: string) => {
     const response = await request(`${gateway.url}${path}`, {
       dispatcher,
       method,
-      headers: { accept: 'application/vnd.oci.image.manifest.v1+json', ...(authorization ? { authorization } : {}) },
+      headers: { accept: 'application/vnd.oci.image.manifest.v1+json', ...(authorization ? { authorization } : {}), ...(userAgent ? { 'user-agent': userAgent } : {}) },
     })
     const text = method === 'HEAD' ? '' : await response.body.text()
     return { status: response.statusCode, headers: response.headers, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} }
@@ -77,6 +77,13 @@ async function setup(t: Test, mode: 'htpasswd' | 'token') {
   const push = (repository: string, creds: string) =>
     skopeoCopy(`oci:${image.dir}:latest`, `docker://${gateway.host}/${repository}`, { destCertDir: gateway.certDir, destCreds: creds, allowFailure: true })
   return { gateway, call, portier, create, push, work, image }
+}
+
+/** portier_audit_logins_coalesced_total{action="login"} from one scrape of the admin listener (0 before the first). */
+async function coalescedLogins(gateway: GatewayHandle): Promise<number> {
+  const text = await (await fetch(`${gateway.adminUrl as string}/metrics`)).text()
+  const found = text.split('\n').find((line) => line.startsWith('portier_audit_logins_coalesced_total{action="login"} '))
+  return found === undefined ? 0 : Number(found.split(' ')[1])
 }
 
 t.test('Basic auth: a token made by the CLI pushes within its scope, 403 outside; revoked or expired it is refused at the next request', async (t) => {
@@ -118,6 +125,19 @@ t.test('Basic auth: a token made by the CLI pushes within its scope, 403 outside
     const pulled = await run('podman', [...base, 'pull', '--cert-dir', gateway.certDir, `${gateway.host}/team/app:v1`], { env, timeoutMs: 120_000 })
     t.equal(pulled.code, 0, `podman pull after the login (${pulled.stderr.trim()})`)
   }
+
+  // The audit trail names the token a login used (never its secret), and coalesces a token's logins apart from the
+  // password's: here three GET /v2/ from one client, token, password, token again, make two rows and one left out.
+  const coalescedBefore = await coalescedLogins(gateway)
+  for (const authorization of [alice, basic('alice', PASSWORDS.alice), alice]) t.equal((await call('GET', '/v2/', authorization, 'audit-probe/1')).status, 200)
+  const probes = (entries: AuditEntry[]): AuditEntry[] => entries.filter((entry) => entry.userAgent === 'audit-probe/1')
+  const logins = probes(await auditOf(gateway, 'login', (entries) => probes(entries).length >= 2))
+  t.same(logins.map((entry) => [entry.outcome, entry.user, entry.subject ?? null]).sort(), [['success', 'alice', null], ['success', 'alice', made.id]], 'one row for the token (named), one for the password')
+  t.equal(await coalescedLogins(gateway) - coalescedBefore, 1, 'the token\'s second login left out, and counted in portier_audit_logins_coalesced_total')
+  // skopeo and podman send containers/image's user agent.
+  const clientLogins = (await auditOf(gateway, 'login')).filter((entry) => String(entry.userAgent).startsWith('containers/') && entry.outcome === 'success')
+  t.ok(clientLogins.length > 0 && clientLogins.every((entry) => entry.subject === made.id), `skopeo's and podman's logins with the token name it (${clientLogins.length} rows)`)
+  t.notMatch(JSON.stringify(await auditOf(gateway, 'login')), made.token, 'the secret is never in the audit trail')
 
   const listed = await portier(['token', 'list', '--json'])
   const tokens = (JSON.parse(listed.stdout) as { tokens: Array<Record<string, unknown>> }).tokens
@@ -176,7 +196,7 @@ t.test('robot accounts get exactly their scopes; wrong tokens are throttled like
 })
 
 t.test('token mode: the token endpoint takes an access token and signs only its scopes; skopeo pushes with it', async (t) => {
-  const { call, create, push, portier } = await setup(t, 'token')
+  const { gateway, call, create, push, portier } = await setup(t, 'token')
   const made = await create(['--name', 'deploy', '--scope', 'repository:team/*:pull,push', '--owner', 'alice'])
   const scopes = ['repository:team/app:pull,push,delete', 'repository:team/deep/app:pull', 'repository:other/x:pull']
   const answer = await call('GET', `/auth/token?service=portier-registry&offline_token=true&${scopes.map((scope) => `scope=${encodeURIComponent(scope)}`).join('&')}`, basic('alice', made.token))
@@ -195,6 +215,14 @@ t.test('token mode: the token endpoint takes an access token and signs only its 
   t.equal(pushed.code, 0, `skopeo's bearer flow with the token as password (${pushed.stderr.trim()})`)
   const outside = await push('other/app:v1', `alice:${made.token}`)
   t.not(outside.code, 0, 'outside its scope the push fails')
+
+  // The token endpoint's logins: the one with the access token names it, the password's names none.
+  const tokenLogins = await auditOf(gateway, 'login.token', (entries) => entries.filter((entry) => entry.outcome === 'success').length >= 2)
+  // This test's own requests send no User-Agent; skopeo's token requests send skopeo/VERSION.
+  const accepted = tokenLogins.filter((entry) => entry.outcome === 'success')
+  t.same(accepted.filter((entry) => entry.userAgent === undefined).map((entry) => entry.subject ?? null).sort(), [null, made.id], 'login.token: the access token named, the password not')
+  const skopeos = accepted.filter((entry) => String(entry.userAgent).startsWith('skopeo/'))
+  t.ok(skopeos.length > 0 && skopeos.every((entry) => entry.subject === made.id), `skopeo's token requests name the access token (${skopeos.length} rows)`)
 
   t.equal((await portier(['token', 'revoke', made.id])).code, 0)
   const afterRevoke = await call('GET', '/v2/team/app/tags/list', bearer)

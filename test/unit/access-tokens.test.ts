@@ -260,7 +260,7 @@ for (const engine of ENGINES) {
     const throttle = createThrottle({ max_failures: 2, window: 60_000, lockout: 60_000 }, { now: () => now.at })
     const login = createTokenLogin(tokens, throttle)
     const identity = await login('alice', secret, '10.0.0.9')
-    t.same(identity, { identity: { user: 'alice', via: 'access-token', limit: [{ type: 'repository', name: 'a', actions: ['pull'] }] }, tokenId: record.id })
+    t.same(identity, { identity: { user: 'alice', via: 'access-token', limit: [{ type: 'repository', name: 'a', actions: ['pull'] }], accessToken: record.id }, tokenId: record.id })
     for (let i = 0; i < 3; i++) t.equal(await login('alice', generateSecret(), '10.0.0.9'), false)
     t.equal(await login('alice', secret, '10.0.0.9'), 'locked', 'locked out after max_failures + 1 failures')
     t.same(await login('alice', secret, '10.0.0.10'), identity, 'another address is not locked')

@@ -133,6 +133,26 @@ t.test('accepted logins are recorded once per user, client and user agent every 
   t.equal((await every.audit.query()).length, 2, 'an interval of 0 records every one')
 })
 
+t.test('a login with an access token names the token, and is coalesced apart from the password\'s and other tokens\'; the left-out ones are counted', async (t) => {
+  const now = { at: T0 }
+  const coalesced: string[] = []
+  const { audit } = await open(t, 'sqlite', now, { loginIntervalMs: 300_000, monotonic: () => now.at, onCoalesced: (action) => coalesced.push(action) })
+  const listen = audit.listener()
+  const ping = (more: Partial<FinishedRequest> = {}): void => listen(finished('GET', '/v2/', 200, { authOutcome: 'success', ...more }))
+  const token = (more: Partial<FinishedRequest> = {}): void => listen({ ...finished('GET', '/v2/', 200), request: undefined, route: 'token', ...more })
+  ping()
+  ping({ accessToken: 'tok_ci' }) // the same user, address and client with an access token: a row of its own
+  ping({ accessToken: 'tok_ci' }) // coalesced
+  ping({ accessToken: 'tok_laptop' }) // another token
+  ping() // coalesced
+  token({ accessToken: 'tok_ci' })
+  token({ accessToken: 'tok_ci' }) // coalesced
+  token()
+  const rows = (await audit.query()).map((entry) => `${entry.action} ${entry.user ?? '-'} ${entry.subject ?? '-'}`).reverse()
+  t.same(rows, ['login alice -', 'login alice tok_ci', 'login alice tok_laptop', 'login.token alice tok_ci', 'login.token alice -'])
+  t.same(coalesced, ['login', 'login', 'login.token'], 'each login left out is told, with its action')
+})
+
 t.test('--since takes a duration back from now or a time', async (t) => {
   const now = Date.UTC(2026, 5, 1)
   t.equal(parseSince('24h', now), now - 86_400_000)

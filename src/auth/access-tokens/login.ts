@@ -35,7 +35,7 @@ export function createTokenLogin(tokens: AccessTokens, throttle: Throttle): Toke
     throttle.succeeded(user, clientIp)
     const { record } = check
     // A token made from a single sign-on or directory session carries the groups its owner had then (see AccessTokenRecord.groups).
-    const identity: Identity = { user: record.owner, via: 'access-token', limit: record.scopes, ...(record.robot ? { robot: true } : {}), ...(record.groups ? { groups: record.groups } : {}) }
+    const identity: Identity = { user: record.owner, via: 'access-token', limit: record.scopes, accessToken: record.id, ...(record.robot ? { robot: true } : {}), ...(record.groups ? { groups: record.groups } : {}) }
     return { identity, tokenId: record.id }
   }
 }

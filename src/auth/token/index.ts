@@ -18,5 +18,5 @@ export {
   type TokenKey,
 } from './keys.js'
 export { createIssuer, REFRESH_TOKEN_TYPE, refreshAudience, type IssuedToken, type Issuer, type IssuerOptions } from './issuer.js'
-export { createTokenEndpoint, type Requester, type TokenEndpoint, type TokenEndpointOptions, type TokenEvent } from './server.js'
+export { createTokenEndpoint, type Requester, type TokenEndpoint, type TokenEndpointOptions, type TokenEvent, type TokenRequestEnded } from './server.js'
 export { createVerifier, parseAccessClaim, type JsonWebKeySet, type VerifiedToken, type Verifier, type VerifierKeys, type VerifierOptions } from './verifier.js'

@@ -67,7 +67,15 @@ export interface TokenEndpointOptions {
   maxBodyBytes?: number
 }
 
-export type TokenEndpoint = (req: IncomingMessage, res: ServerResponse, clientIp: string) => Promise<void>
+/** Answers a token request; says which access token was the credential, when one was (the audit trail names it). */
+export type TokenEndpoint = (req: IncomingMessage, res: ServerResponse, clientIp: string) => Promise<TokenRequestEnded>
+
+export interface TokenRequestEnded {
+  /** The access token's id (tok_…) a token was issued on. */
+  accessToken?: string
+}
+
+const endedFor = (who: Requester): TokenRequestEnded => (who.accessToken !== undefined ? { accessToken: who.accessToken } : {})
 
 const jsonHeaders = {
   'Content-Type': 'application/json',
@@ -135,7 +143,7 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
     return { body, granted }
   }
 
-  async function handleGet(req: IncomingMessage, res: ServerResponse, clientIp: string): Promise<void> {
+  async function handleGet(req: IncomingMessage, res: ServerResponse, clientIp: string): Promise<TokenRequestEnded> {
     const params = new URL(req.url ?? '/', 'http://token.invalid').searchParams
     checkService(params)
     const requested = parseScopes(params.getAll('scope'))
@@ -161,9 +169,10 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
     const refreshToken = offline ? await refreshTokenFor(who.user) : undefined
     const { body } = await tokenFor('get', who, requested, clientIp, refreshToken)
     send(res, 200, body)
+    return endedFor(who)
   }
 
-  async function handlePost(req: IncomingMessage, res: ServerResponse, clientIp: string): Promise<void> {
+  async function handlePost(req: IncomingMessage, res: ServerResponse, clientIp: string): Promise<TokenRequestEnded> {
     const form = await readForm(req, maxBodyBytes)
     checkService(form)
     const requested = parseScopes(form.getAll('scope'))
@@ -200,24 +209,26 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
     const { body, granted } = await tokenFor(grantType, who, requested, clientIp, refreshToken)
     body.scope = granted.map(formatScope).join(' ')
     send(res, 200, body)
+    return endedFor(who)
   }
 
   return async (req, res, clientIp) => {
     try {
-      if (req.method === 'GET') await handleGet(req, res, clientIp)
-      else if (req.method === 'POST') await handlePost(req, res, clientIp)
-      else throw new TokenRefusal('TOKEN_METHOD_NOT_ALLOWED', 'use GET or POST', { Allow: 'GET, POST' })
+      if (req.method === 'GET') return await handleGet(req, res, clientIp)
+      if (req.method === 'POST') return await handlePost(req, res, clientIp)
+      throw new TokenRefusal('TOKEN_METHOD_NOT_ALLOWED', 'use GET or POST', { Allow: 'GET, POST' })
     } catch (error) {
       if (res.headersSent) {
         res.destroy()
-        return
+        return {}
       }
       if (error instanceof TokenRefusal) {
         sendRefusal(res, error)
-        return
+        return {}
       }
       options.onError?.(error)
       sendRefusal(res, new TokenRefusal('TOKEN_INTERNAL', 'the token server failed', {}, { cause: error }))
+      return {}
     }
   }
 }
