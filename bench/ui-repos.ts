@@ -93,6 +93,8 @@ try {
   /** A signed-in browser context (the session cookie set by a real sign-in). */
   const signedIn = async (): Promise<BrowserContext> => {
     const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1200, height: 800 } })
+    // This script runs through tsx, whose esbuild wraps named functions in __name(): functions sent to the page need it too.
+    await context.addInitScript({ content: 'globalThis.__name = (target) => target' })
     const login = await context.request.post(`${gateway.url}/ui/api/login`, { data: { username: 'alice', password: 'alice-bench-pw' }, headers: { origin: gateway.url } })
     if (login.status() !== 200) throw new Error(`sign-in: ${login.status()}`)
     return context

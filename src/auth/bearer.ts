@@ -33,7 +33,8 @@ export function createBearerAuthenticator(options: BearerOptions): Authenticator
         if (verified.accessToken !== undefined && options.accessTokenLive && !(await options.accessTokenLive(verified.accessToken))) {
           throw challenge(context, { reason: 'the access token this was issued for is revoked or expired' }, 'invalid_token')
         }
-        return { user: verified.subject, via: 'token', access: verified.access }
+        // A JWT issued on an access token names it: the audit trail's login rows do too.
+        return { user: verified.subject, via: 'token', access: verified.access, ...(verified.accessToken !== undefined ? { accessToken: verified.accessToken } : {}) }
       } catch (error) {
         if (error instanceof TokenError) throw challenge(context, { reason: error.problem }, 'invalid_token', error)
         throw error

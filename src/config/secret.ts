@@ -14,13 +14,12 @@ export function loadSecret(configured: string, file: string, fileKey: string): {
   if (configured !== '') return { secret: Buffer.from(configured, 'utf8'), created: false }
   const read = (): Buffer => {
     const text = readFileSync(file, 'utf8').trim()
-    if (text.length < MIN_SECRET_LENGTH) {
-      throw new Error(`${fileKey}: ${file} holds ${text.length} characters; expected a random key of at least ${MIN_SECRET_LENGTH} (delete the file to have one generated)`)
-    }
+    if (text.length < MIN_SECRET_LENGTH) throw new ShortKey(`${fileKey}: ${file} holds ${text.length} characters; expected a random key of at least ${MIN_SECRET_LENGTH} (delete the file to have one generated)`)
     return Buffer.from(text, 'utf8')
   }
   try {
-    return { secret: read(), created: false }
+    // A short key may be one another instance is writing (on a volume without hard links, or an older Portier): waited for.
+    return { secret: readWaitingForKey(read), created: false }
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
   }
@@ -29,18 +28,24 @@ export function loadSecret(configured: string, file: string, fileKey: string): {
   // Written whole under a name of our own, then linked into place: link() fails with EEXIST when another instance
   // sharing the directory got there first (use theirs), and nobody ever reads the file before its key is in it.
   const draft = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
-  writeFileSync(draft, key, { mode: 0o600, flag: 'wx' })
   try {
+    writeFileSync(draft, key, { mode: 0o600, flag: 'wx' })
     chmodSync(draft, 0o600)
-    linkSync(draft, file)
-    return { secret: read(), created: true }
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    if (code === 'EEXIST') return { secret: read(), created: false }
-    if (code === undefined || !NO_HARD_LINKS.has(code)) throw error
-  } finally {
-    unlinkSync(draft)
+    removeDraft(draft)
+    throw new Error(`${fileKey}: cannot write a new key beside ${file}: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
   }
+  let linked: NodeJS.ErrnoException | undefined
+  try {
+    linkSync(draft, file)
+  } catch (error) {
+    linked = error as NodeJS.ErrnoException
+  } finally {
+    removeDraft(draft)
+  }
+  if (linked === undefined) return { secret: read(), created: true }
+  if (linked.code === 'EEXIST') return { secret: readWaitingForKey(read), created: false }
+  if (linked.code === undefined || !NO_HARD_LINKS.has(linked.code)) throw linked
   // A file system without hard links: create the file exclusively, and when another instance did, give it a moment
   // to finish writing its key.
   try {
@@ -50,13 +55,33 @@ export function loadSecret(configured: string, file: string, fileKey: string): {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
   }
+  return { secret: readWaitingForKey(read), created: false }
+}
+
+/** A key file that holds too few characters: its error names the setting. */
+class ShortKey extends Error {}
+
+/** How long a key file another instance has created may take to hold its key. */
+const KEY_WRITE_WAIT_MS = 2_000
+
+/** `read()`, again every 50 ms while the file holds too short a key, for up to KEY_WRITE_WAIT_MS (start-up only: it blocks). */
+function readWaitingForKey(read: () => Buffer): Buffer {
   for (let waited = 0; ; waited += 50) {
     try {
-      return { secret: read(), created: false }
+      return read()
     } catch (error) {
-      if (waited >= 2_000) throw error
+      if (!(error instanceof ShortKey) || waited >= KEY_WRITE_WAIT_MS) throw error
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50)
     }
+  }
+}
+
+/** Removes the draft key file; one left behind (a volume that refuses) is harmless, and not worth failing the start for. */
+function removeDraft(draft: string): void {
+  try {
+    unlinkSync(draft)
+  } catch {
+    // ENOENT (never written) or a volume error: leave it.
   }
 }
 

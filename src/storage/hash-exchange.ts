@@ -1,5 +1,6 @@
 // Running upload hashes across processes: a commit at one asks the holder of the session's running sha256, over the shared bus, instead of reading the data again.
-import { createCipheriv, createDecipheriv, createHmac, randomBytes, randomUUID } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, randomUUID } from 'node:crypto'
+import { readFileSync, readlinkSync } from 'node:fs'
 import type { Bus, SharedState } from '../shared/types.js'
 import { isRecord } from '../lib/is-record.js'
 
@@ -15,7 +16,7 @@ export interface RunningHashChannel {
    * bytes do not have; and whoever can subscribe would read session paths, repositories and digests.
    */
   key?: Buffer
-  /** The other ends are processes of this machine (the workers of server.workers): a holder whose pid has exited is not asked. */
+  /** The other ends are processes of this machine (the workers of server.workers): a holder whose pid has exited is not asked (over Redis, only one whose name carries this pid space). */
   sameMachine: boolean
   /** Whether the bus carries messages now (Redis reachable): while it does not, nobody is asked. */
   up?: () => boolean
@@ -57,19 +58,39 @@ function keyId(key: Buffer): string {
 export const ASK_TIMEOUT_MS = 500
 
 /**
- * A process name: `<pid>-<uuid>`, after `<key id>.` on a sealed channel. The workers of server.workers
- * share one machine, so the asker can tell from the pid that a holder has exited and read the data at
- * once rather than wait for the timeout. The uuid tells a holder from a later process given the same
- * pid (that one never answers: the timeout). The key id tells instances given another routing.secret,
- * which would ignore the question, from those worth asking.
+ * A process name: `<pid>-<uuid>`, on a sealed channel `<key id>.<pid>-<uuid>.<pid space>`. The workers
+ * of server.workers share one machine, so the asker can tell from the pid that a holder has exited and
+ * read the data at once rather than wait for the timeout; over Redis it can when the holder's pid space
+ * is its own (the workers of one instance, or instances in one container). The uuid tells a holder
+ * from a later process given the same pid (that one never answers: the timeout). The key id tells
+ * instances given another routing.secret, which could not read the question, from those worth asking.
  */
-function processName(pid: number, key: Buffer | undefined): string {
-  return `${key ? `${keyId(key)}.` : ''}${pid}-${randomUUID()}`
+function processName(pid: number, key: Buffer | undefined, space: string | undefined): string {
+  if (key === undefined) return `${pid}-${randomUUID()}`
+  return `${keyId(key)}.${pid}-${randomUUID()}${space !== undefined ? `.${space}` : ''}`
 }
+
+/**
+ * A short name of the pid space this process lives in: this boot of this machine's kernel and its pid
+ * namespace (a container has its own). Two processes whose names carry the same one see each other's
+ * pids; undefined where /proc does not say (then a holder's pid is never checked over Redis).
+ */
+export function pidSpace(): string | undefined {
+  try {
+    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
+    const namespace = readlinkSync('/proc/self/ns/pid')
+    return createHash('sha256').update(`${boot}\0${namespace}`).digest('hex').slice(0, 12)
+  } catch {
+    return undefined
+  }
+}
+
+/** A process name's pid: `<pid>-<uuid>`, or `<key id>.<pid>-<uuid>[.<pid space>]`. */
+const PROCESS_NAME = /^(?:[0-9a-f]{12}\.)?(\d+)-[0-9a-f-]{36}(?:\.([0-9a-f]{12}))?$/
 
 /** Whether the process named `holder` has exited: its pid is no process (of this machine) any more. */
 export function processGone(holder: string): boolean {
-  const pid = Number(/^(\d+)-/.exec(holder)?.[1])
+  const pid = Number(PROCESS_NAME.exec(holder)?.[1])
   if (!Number.isSafeInteger(pid) || pid <= 0) return false
   try {
     process.kill(pid, 0)
@@ -105,10 +126,17 @@ const SEAL_NONCE_BYTES = 12
 const SEAL_TAG_BYTES = 16
 const BASE64URL = /^[A-Za-z0-9_-]+$/
 
-/** The AES-256-GCM key that seals messages: derived from the channel's key, which also names it (`keyId`). */
+const sealingKeys = new WeakMap<Buffer, Buffer>()
+
+/** The AES-256-GCM key that seals messages: derived (once) from the channel's key, which also names it (`keyId`). */
 function sealingKey(key: Buffer): Buffer {
-  return createHmac('sha256', key).update('seal').digest()
+  let sealing = sealingKeys.get(key)
+  if (sealing === undefined) sealingKeys.set(key, (sealing = createHmac('sha256', key).update('seal').digest()))
+  return sealing
 }
+
+/** Question ids a holder remembers having answered: a question published again (replayed from Redis) is not answered twice. */
+const ANSWERED_IDS_HELD = 1024
 
 /** `{"sealed":"<nonce>.<ciphertext and tag>"}` (base64url): what crosses Redis, opaque to anyone without the key. */
 export function sealMessage(key: Buffer, text: string): string {
@@ -173,14 +201,18 @@ function encode(message: Message, key: Buffer | undefined): string {
  */
 export function shareRunningHashes(channel: RunningHashChannel, take: (dir: string, size: number) => string | undefined, timeoutMs = ASK_TIMEOUT_MS): RunningHashPeers & { close(): void } {
   const { bus, key, sameMachine, up } = channel
-  const self = processName(process.pid, key)
+  const space = key !== undefined ? pidSpace() : undefined
+  const self = processName(process.pid, key, space)
   const ours = key ? `${keyId(key)}.` : ''
   const waiting = new Map<string, { dir: string; size: number; settle: (hex: string | undefined) => void }>()
+  const answered = new Set<string>()
   const unsubscribe = bus.subscribe(HASH_TOPIC, (text) => {
     const message = parse(text, key)
     if (message === undefined) return
     if (message.kind === 'ask') {
-      if (message.holder !== self) return
+      if (message.holder !== self || answered.has(message.id)) return
+      answered.add(message.id)
+      if (answered.size > ANSWERED_IDS_HELD) answered.delete(answered.values().next().value as string)
       const answer: Message = { kind: 'answer', id: message.id, to: message.from, dir: message.dir, size: message.size, hex: take(message.dir, message.size) ?? null }
       bus.publish(HASH_TOPIC, encode(answer, key))
       return
@@ -195,8 +227,9 @@ export function shareRunningHashes(channel: RunningHashChannel, take: (dir: stri
     ask(dir, size, holder) {
       // Nobody to ask: the bus is down, or the holder seals with another key (it could not read the question).
       if (up?.() === false || (ours !== '' && !holder.startsWith(ours))) return Promise.resolve(undefined)
-      // A pid names a process of this machine only: over Redis the holder may run elsewhere.
-      if (sameMachine && processGone(holder)) return Promise.resolve(undefined)
+      // A pid names a process of one pid space only: over Redis the holder may run elsewhere, unless its name says it shares ours.
+      const comparable = sameMachine || (space !== undefined && PROCESS_NAME.exec(holder)?.[2] === space)
+      if (comparable && processGone(holder)) return Promise.resolve(undefined)
       const id = randomUUID()
       return new Promise<string | undefined>((resolve) => {
         const timer = setTimeout(() => settle(undefined), timeoutMs)

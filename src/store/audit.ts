@@ -170,7 +170,7 @@ function tokenSubject(finished: FinishedRequest): { subject?: string } {
 const UI_STATUS: Readonly<Record<string, number>> = { invalid_credentials: 401, locked_out: 429, created: 201 }
 
 export interface AuditTrailOptions {
-  /** An accepted login is recorded once per user, client address and user agent in this many milliseconds (0: every one). */
+  /** An accepted login is recorded once per user, credential, client address and user agent in this many milliseconds (0: every one). */
   loginIntervalMs?: number
   /** The monotonic clock that interval is measured with, for tests; performance.now() by default. */
   monotonic?: () => number

@@ -55,7 +55,7 @@ export const auditSection = section({
   retention: duration(TEN_YEARS_MS).default(90 * 86_400_000),
   /** How often old entries are pruned. */
   prune_interval: duration().default(3_600_000),
-  /** An accepted login (GET /v2/ with credentials, a token) is recorded once per user, client address and user agent in this time; 0 records every one. Refused logins are always recorded. */
+  /** An accepted login (GET /v2/ with credentials, a token) is recorded once per user, credential (password or which access token), client address and user agent in this time; 0 records every one. Refused logins are always recorded. */
   login_interval: duration().default(300_000),
 }).prefault({})
 

@@ -81,7 +81,8 @@ async function setup(t: Test, mode: 'htpasswd' | 'token') {
 
 /** portier_audit_logins_coalesced_total{action="login"} from one scrape of the admin listener (0 before the first). */
 async function coalescedLogins(gateway: GatewayHandle): Promise<number> {
-  const text = await (await fetch(`${gateway.adminUrl as string}/metrics`)).text()
+  if (gateway.adminUrl === undefined) throw new Error('the gateway has no admin listener to scrape')
+  const text = await (await fetch(`${gateway.adminUrl}/metrics`)).text()
   const found = text.split('\n').find((line) => line.startsWith('portier_audit_logins_coalesced_total{action="login"} '))
   return found === undefined ? 0 : Number(found.split(' ')[1])
 }
@@ -223,6 +224,12 @@ t.test('token mode: the token endpoint takes an access token and signs only its 
   t.same(accepted.filter((entry) => entry.userAgent === undefined).map((entry) => entry.subject ?? null).sort(), [null, made.id], 'login.token: the access token named, the password not')
   const skopeos = accepted.filter((entry) => String(entry.userAgent).startsWith('skopeo/'))
   t.ok(skopeos.length > 0 && skopeos.every((entry) => entry.subject === made.id), `skopeo's token requests name the access token (${skopeos.length} rows)`)
+  // And the GET /v2/ that follows with the JWT (a login in the trail) names the token the JWT was issued on.
+  t.equal((await call('GET', '/v2/', bearer, 'audit-probe/2')).status, 200)
+  t.equal((await call('GET', '/v2/', `Bearer ${String(full.body.token)}`, 'audit-probe/2')).status, 200)
+  const probed = (entries: AuditEntry[]): AuditEntry[] => entries.filter((entry) => entry.userAgent === 'audit-probe/2' && entry.outcome === 'success')
+  const bearerLogins = probed(await auditOf(gateway, 'login', (entries) => probed(entries).length >= 2))
+  t.same(bearerLogins.map((entry) => entry.subject ?? null).sort(), [null, made.id], 'login with a JWT: the access token it was issued on named, the password\'s none (rows of their own)')
 
   t.equal((await portier(['token', 'revoke', made.id])).code, 0)
   const afterRevoke = await call('GET', '/v2/team/app/tags/list', bearer)

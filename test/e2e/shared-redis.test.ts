@@ -265,5 +265,5 @@ t.test('uploads into storage across instances on Redis: a PUT at B takes the sha
   t.ok(hashMessages.every((line) => /\\?"sealed\\?":/.test(line)), 'sealed')
   const blob = sha256(Buffer.alloc(3 * 1024 * 1024, 7)).slice('sha256:'.length)
   for (const secret of [blob, '_uploads', 'team/crossed', registry.storageDir]) t.notOk(seen.includes(secret), `nothing on Redis names ${secret === blob ? 'the digest' : secret}`)
-  await commitAcross(a, stranger, 8, 'read', 'C (another routing.secret) read the data: A signs with another key, so C does not take its hash')
+  await commitAcross(a, stranger, 8, 'read', 'C (another routing.secret) read the data: A seals with another key, so C does not ask it')
 })

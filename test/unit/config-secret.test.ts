@@ -20,10 +20,26 @@ t.test('the configured key wins; else the file is created once (0600, 64 hex cha
   t.same(again, { secret: first.secret, created: false })
 })
 
-t.test('a file with a short key is an error naming the setting', async (t) => {
+t.test('a file with a short key is an error naming the setting, after waiting 2 s for a key being written', async (t) => {
   const file = join(t.testdir(), 'secret')
   writeFileSync(file, 'short\n')
+  const started = Date.now()
   t.throws(() => loadSecret('', file, 'ui.session_secret_file'), /^ui\.session_secret_file: .* holds 5 characters; expected a random key of at least 32/)
+  t.ok(Date.now() - started >= 1_900, 'after the wait')
+})
+
+// Another instance (an older Portier, or any on a volume without hard links) created the file and writes its key a
+// moment later: this one waits for the key instead of refusing to start.
+t.test('a key file being written when first read: its key, once written', async (t) => {
+  const file = join(t.testdir(), 'secret')
+  writeFileSync(file, '')
+  const key = 'c'.repeat(64)
+  const writer = spawn(process.execPath, ['-e', `setTimeout(() => require('node:fs').writeFileSync(${JSON.stringify(file)}, '${key}\\n'), 400)`], { stdio: 'ignore' })
+  const exited = new Promise((resolve) => writer.once('exit', resolve))
+  await new Promise((resolve) => writer.once('spawn', resolve))
+  const loaded = loadSecret('', file, 'routing.secret_file')
+  await exited
+  t.same(loaded, { secret: Buffer.from(key), created: false })
 })
 
 // Instances that share the file's volume start at once: each must get the same complete key, never a file another has

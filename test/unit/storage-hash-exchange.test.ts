@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import type { Bus } from '../../src/shared/types.js'
-import { HASH_TOPIC, openMessage, processGone, runningHashChannel, sealMessage, shareRunningHashes, type RunningHashChannel } from '../../src/storage/hash-exchange.js'
+import { HASH_TOPIC, openMessage, pidSpace, processGone, runningHashChannel, sealMessage, shareRunningHashes, type RunningHashChannel } from '../../src/storage/hash-exchange.js'
 import { StorageUploads, type DigestSource } from '../../src/storage/upload-store.js'
 import { loadConfig } from '../../src/app/config.js'
 import { fileProblems } from '../../src/app/config-files.js'
@@ -241,6 +241,14 @@ t.test('a sealed question or answer altered, replayed, or answering another ques
   }
   await new Promise((resolve) => setTimeout(resolve, 50))
   t.same(taken, [], 'no altered question was answered')
+  // The genuine question published again, as whoever reads Redis could: not answered a second time.
+  const after: string[] = []
+  const replies = c.subscribe(HASH_TOPIC, (text) => after.push(text))
+  c.publish(HASH_TOPIC, question)
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  replies()
+  t.same(taken, [], 'a replayed question takes nothing')
+  t.same(after, [], 'and is not answered')
 
   // Answers to a pending question for /s/3 at 10 bytes: the genuine old answer replayed, and answers sealed with the
   // right key (an instance of the fleet) for another session, another size or another asker: none is taken.
@@ -294,7 +302,7 @@ t.test('while the bus is down nobody is asked: the data is read at once', async 
   up = true
 })
 
-t.test('over Redis a holder\'s pid is not checked: it may be a process of another machine', async (t) => {
+t.test('over Redis a holder\'s pid is checked only when its name says it shares this pid space', async (t) => {
   const [a, b] = buses(2) as [Bus, Bus]
   const asker = shareRunningHashes(redis(a), () => undefined, 100)
   t.teardown(() => asker.close())
@@ -302,9 +310,19 @@ t.test('over Redis a holder\'s pid is not checked: it may be a process of anothe
   const listening = b.subscribe(HASH_TOPIC, (text) => questions.push(text))
   t.teardown(listening)
   const exited = spawnSync(process.execPath, ['-e', '']).pid
-  t.match(asker.self, /^[0-9a-f]{12}\.\d+-[0-9a-f-]{36}$/, 'a name on a sealed channel starts with the key id')
-  t.equal(await asker.ask('/s/1', 10, `${asker.self.split('.')[0] ?? ''}.${exited}-${randomUUID()}`), undefined)
-  t.equal(questions.length, 1, 'the question was sent (and timed out), not answered at once from this machine\'s pids')
+  const space = pidSpace()
+  t.match(space, /^[0-9a-f]{12}$/, 'this Linux names its pid space (boot id and pid namespace)')
+  t.equal(asker.self, `${asker.self.split('.')[0] ?? ''}.${process.pid}-${asker.self.split('.')[1]?.split('-').slice(1).join('-') ?? ''}.${space ?? ''}`, 'a name on a sealed channel: key id, pid, uuid, pid space')
+  t.match(asker.self, /^[0-9a-f]{12}\.\d+-[0-9a-f-]{36}\.[0-9a-f]{12}$/)
+  const keyId = asker.self.split('.')[0] ?? ''
+  t.equal(await asker.ask('/s/1', 10, `${keyId}.${exited}-${randomUUID()}`), undefined)
+  t.equal(questions.length, 1, 'a name without a pid space: the question was sent (and timed out)')
+  t.equal(await asker.ask('/s/1', 10, `${keyId}.${exited}-${randomUUID()}.${'0'.repeat(12)}`), undefined)
+  t.equal(questions.length, 2, 'another pid space (another machine or container): sent, whatever its pid')
+  const started = Date.now()
+  t.equal(await asker.ask('/s/1', 10, `${keyId}.${exited}-${randomUUID()}.${space ?? ''}`), undefined)
+  t.ok(Date.now() - started < 90, 'this pid space and an exited pid: answered at once (a replaced worker of this instance)')
+  t.equal(questions.length, 2, 'and nothing sent')
 })
 
 t.test('a commit at one process of bytes another took in: the sha256 comes from that process, not from reading the data', async (t) => {
