@@ -254,16 +254,20 @@ t.test('a sealed question or answer altered, replayed, or answering another ques
   // right key (an instance of the fleet) for another session, another size or another asker: none is taken.
   // Asked of a process of the fleet that does not exist, so that only these answers come.
   const nobody = `${holder.self.split('.')[0] ?? ''}.1-${randomUUID()}`
-  const pending = asker.ask('/s/3', 10, nobody)
-  const next = await new Promise<{ id: string; from: string }>((resolve) => {
-    const off = c.subscribe(HASH_TOPIC, (text) => {
-      const message = JSON.parse(openMessage(key, text) ?? '{}') as { kind?: string; dir?: string; id: string; from: string }
-      if (message.kind === 'ask' && message.dir === '/s/3') {
-        off()
-        resolve(message)
-      }
+  /** The question for `dir` as it crosses the bus, opened with the fleet's key. */
+  const questionFor = (dir: string): Promise<{ id: string; from: string }> =>
+    new Promise((resolve) => {
+      const off = c.subscribe(HASH_TOPIC, (text) => {
+        const message = JSON.parse(openMessage(key, text) ?? '{}') as { kind?: string; dir?: string; id: string; from: string }
+        if (message.kind === 'ask' && message.dir === dir) {
+          off()
+          resolve(message)
+        }
+      })
     })
-  })
+  const asked = questionFor('/s/3')
+  const pending = asker.ask('/s/3', 10, nobody)
+  const next = await asked
   const reply = (fields: Record<string, unknown>): void => c.publish(HASH_TOPIC, sealMessage(key, JSON.stringify({ kind: 'answer', id: next.id, to: next.from, dir: '/s/3', size: 10, hex: 'cd'.repeat(32), ...fields })))
   c.publish(HASH_TOPIC, answer)
   reply({ dir: '/s/4' })
@@ -272,16 +276,9 @@ t.test('a sealed question or answer altered, replayed, or answering another ques
   t.equal(await pending, undefined, 'no answer but one to the question asked is taken')
 
   // The same, with the answer that does fit: taken (the ignoring above is for the reasons named).
+  const askedFifth = questionFor('/s/5')
   const fitting = asker.ask('/s/5', 10, nobody)
-  const fifth = await new Promise<{ id: string; from: string }>((resolve) => {
-    const off = c.subscribe(HASH_TOPIC, (text) => {
-      const message = JSON.parse(openMessage(key, text) ?? '{}') as { kind?: string; dir?: string; id: string; from: string }
-      if (message.kind === 'ask' && message.dir === '/s/5') {
-        off()
-        resolve(message)
-      }
-    })
-  })
+  const fifth = await askedFifth
   c.publish(HASH_TOPIC, sealMessage(key, JSON.stringify({ kind: 'answer', id: fifth.id, to: fifth.from, dir: '/s/5', size: 10, hex: 'ef'.repeat(32) })))
   t.equal(await fitting, 'ef'.repeat(32), 'an answer sealed with the fleet\'s key, to this question, is taken')
 })
