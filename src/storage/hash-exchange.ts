@@ -3,6 +3,7 @@ import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, 
 import { readFileSync, readlinkSync } from 'node:fs'
 import type { Bus, SharedState } from '../shared/types.js'
 import { isRecord } from '../lib/is-record.js'
+import { BoundedCache } from '../lib/bounded-cache.js'
 
 export const HASH_TOPIC = 'storage-upload-hash'
 
@@ -205,14 +206,13 @@ export function shareRunningHashes(channel: RunningHashChannel, take: (dir: stri
   const self = processName(process.pid, key, space)
   const ours = key ? `${keyId(key)}.` : ''
   const waiting = new Map<string, { dir: string; size: number; settle: (hex: string | undefined) => void }>()
-  const answered = new Set<string>()
+  const answered = new BoundedCache<string, true>({ max: ANSWERED_IDS_HELD })
   const unsubscribe = bus.subscribe(HASH_TOPIC, (text) => {
     const message = parse(text, key)
     if (message === undefined) return
     if (message.kind === 'ask') {
       if (message.holder !== self || answered.has(message.id)) return
-      answered.add(message.id)
-      if (answered.size > ANSWERED_IDS_HELD) answered.delete(answered.values().next().value as string)
+      answered.set(message.id, true)
       const answer: Message = { kind: 'answer', id: message.id, to: message.from, dir: message.dir, size: message.size, hex: take(message.dir, message.size) ?? null }
       bus.publish(HASH_TOPIC, encode(answer, key))
       return
