@@ -1,7 +1,7 @@
 // Signing keys from config or from a file generated on first start, shared by every instance that shares the file.
 import { randomBytes } from 'node:crypto'
-import { chmodSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { chmodSync, linkSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 
 /** Shortest key accepted from a file (config values have their own pattern in the schema). */
 export const MIN_SECRET_LENGTH = 32
@@ -12,6 +12,7 @@ export const MIN_SECRET_LENGTH = 32
  */
 export function loadSecret(configured: string, file: string, fileKey: string): { secret: Buffer; created: boolean } {
   if (configured !== '') return { secret: Buffer.from(configured, 'utf8'), created: false }
+  removeStaleDrafts(file)
   const read = (): Buffer => {
     const text = readFileSync(file, 'utf8').trim()
     if (text.length < MIN_SECRET_LENGTH) throw new ShortKey(`${fileKey}: ${file} holds ${text.length} characters; expected a random key of at least ${MIN_SECRET_LENGTH} (delete the file to have one generated)`)
@@ -84,6 +85,36 @@ function removeDraft(draft: string): void {
     // ENOENT (never written) or a volume error: leave it.
   }
 }
+
+/** A draft lives for the microseconds between its write and its link: one older than this was left by a process that died. */
+const STALE_DRAFT_MS = 60_000
+
+/** Removes drafts of `file` (`<file>.<pid>.<12 hex>.tmp`) older than STALE_DRAFT_MS; nothing else, and never fails the start. */
+export function removeStaleDrafts(file: string, now = Date.now()): string[] {
+  const prefix = `${basename(file)}.`
+  const removed: string[] = []
+  let names: string[]
+  try {
+    names = readdirSync(dirname(file))
+  } catch {
+    return removed
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !DRAFT_SUFFIX.test(name.slice(prefix.length))) continue
+    const path = join(dirname(file), name)
+    try {
+      if (now - statSync(path).mtimeMs < STALE_DRAFT_MS) continue
+      unlinkSync(path)
+      removed.push(path)
+    } catch {
+      // Gone already (another instance swept it), or a volume error: leave it.
+    }
+  }
+  return removed
+}
+
+/** What follows `<file>.` in a draft's name. */
+const DRAFT_SUFFIX = /^[0-9]{1,10}\.[0-9a-f]{12}\.tmp$/
 
 /** link() errors of file systems that have no hard links (some network and FUSE volumes). */
 const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EMLINK'])

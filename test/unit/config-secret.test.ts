@@ -1,10 +1,10 @@
 // loadSecret: a key from the config, or from a file generated once and shared by every instance that shares the file.
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { loadSecret } from '../../src/config/secret.js'
+import { loadSecret, removeStaleDrafts } from '../../src/config/secret.js'
 import { ROOT } from '../helpers/gateway.js'
 
 t.test('the configured key wins; else the file is created once (0600, 64 hex characters) and read after', async (t) => {
@@ -107,4 +107,34 @@ t.test('a file system without hard links: the file is created exclusively, and o
   t.throws(() => loadLate('', empty, 'routing.secret_file'), /^routing\.secret_file: .* holds 0 characters/)
   t.ok(Date.now() - started >= 1_900, 'after waiting about 2 s for the key')
   t.ok(reads > 10, `read again while waiting (${reads} reads)`)
+})
+
+t.test('drafts left by a process that died between writing and linking are removed at the next start, and nothing else', async (t) => {
+  const dir = t.testdir()
+  const file = join(dir, 'secret')
+  const old = (Date.now() - 120_000) / 1000
+  const names = {
+    stale: 'secret.4242.0123456789ab.tmp',
+    fresh: 'secret.4243.ba9876543210.tmp',
+    otherFile: 'session.4242.0123456789ab.tmp',
+    notADraft: 'secret.backup',
+    badHex: 'secret.4242.0123456789AB.tmp',
+    noPid: 'secret..0123456789ab.tmp',
+  }
+  for (const [kind, name] of Object.entries(names)) {
+    writeFileSync(join(dir, name), 'k'.repeat(65))
+    if (kind !== 'fresh') utimesSync(join(dir, name), old, old)
+  }
+  const created = loadSecret('', file, 'routing.secret_file')
+  t.equal(created.created, true)
+  const left = readdirSync(dir).sort()
+  t.notOk(left.includes(names.stale), 'the stale draft is gone')
+  t.same(left, ['secret', ...Object.entries(names).filter(([kind]) => kind !== 'stale').map(([, name]) => name)].sort(), 'a fresh draft (another instance writing), other files and names that are not drafts stay')
+  // Also when the key file exists already (another instance linked its own): swept at every start.
+  writeFileSync(join(dir, names.stale), 'k'.repeat(65))
+  utimesSync(join(dir, names.stale), old, old)
+  t.same(loadSecret('', file, 'routing.secret_file'), { secret: created.secret, created: false })
+  t.notOk(readdirSync(dir).includes(names.stale), 'swept when the key file was there already')
+  t.same(removeStaleDrafts(join(dir, 'missing-dir', 'secret')), [], 'a directory that does not exist: nothing, no error')
+  t.same(removeStaleDrafts(file, Date.now() + 120_000), [join(dir, names.fresh)], 'the fresh one once it is a minute old')
 })
