@@ -91,7 +91,12 @@ const PROCESS_NAME = /^(?:[0-9a-f]{12}\.)?(\d+)-[0-9a-f-]{36}(?:\.([0-9a-f]{12})
 
 /** Whether the process named `holder` has exited: its pid is no process (of this machine) any more. */
 export function processGone(holder: string): boolean {
-  const pid = Number(PROCESS_NAME.exec(holder)?.[1])
+  return pidGone(PROCESS_NAME.exec(holder))
+}
+
+/** Whether the pid of a parsed process name (PROCESS_NAME) is no process of this machine any more. */
+function pidGone(name: RegExpExecArray | null): boolean {
+  const pid = Number(name?.[1])
   if (!Number.isSafeInteger(pid) || pid <= 0) return false
   try {
     process.kill(pid, 0)
@@ -228,8 +233,9 @@ export function shareRunningHashes(channel: RunningHashChannel, take: (dir: stri
       // Nobody to ask: the bus is down, or the holder seals with another key (it could not read the question).
       if (up?.() === false || (ours !== '' && !holder.startsWith(ours))) return Promise.resolve(undefined)
       // A pid names a process of one pid space only: over Redis the holder may run elsewhere, unless its name says it shares ours.
-      const comparable = sameMachine || (space !== undefined && PROCESS_NAME.exec(holder)?.[2] === space)
-      if (comparable && processGone(holder)) return Promise.resolve(undefined)
+      const name = PROCESS_NAME.exec(holder)
+      const comparable = sameMachine || (space !== undefined && name?.[2] === space)
+      if (comparable && pidGone(name)) return Promise.resolve(undefined)
       const id = randomUUID()
       return new Promise<string | undefined>((resolve) => {
         const timer = setTimeout(() => settle(undefined), timeoutMs)
