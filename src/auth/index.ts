@@ -29,7 +29,7 @@ export { describeRule, grantActions } from './acl.js'
 export type { LocalUsers, Writability } from './users.js'
 export { checkUserName } from './users.js'
 export { AccessGrants, GrantError, checkGrant, type StoredGrant, type StoredGroup } from './grants/index.js'
-export type { TokenEndpoint } from './token/index.js'
+export type { TokenEndpoint, TokenRequestEnded } from './token/index.js'
 
 export interface GeneratedAdmin {
   user: string

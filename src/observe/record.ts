@@ -33,6 +33,8 @@ export interface FinishedRequest {
   authOutcome?: AuthOutcome
   /** The access token (its id, tok_…) an accepted login used; never its secret. */
   accessToken?: string
+  /** The refresh token (its id, the JWT's `jti`) a refresh grant at the token endpoint was given; never the token. */
+  refreshToken?: string
   /** The user name a Basic Authorization header named, right or wrong (who tried to log in); never the password. */
   loginName?: string
   /** The client's User-Agent and Host headers (events name them). */

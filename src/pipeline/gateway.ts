@@ -14,7 +14,7 @@ import type { Logger } from '../observe/log.js'
 import type { AuthOutcome, Metrics } from '../observe/metrics.js'
 import { requestIdFrom, type Recorder } from '../observe/record.js'
 import { isProgrammingError, reportInternalError, requestScope, type RequestScope } from '../observe/internal-errors.js'
-import type { Acl, AuthContext, Caller, Authenticator, Identity, TokenEndpoint } from '../auth/index.js'
+import type { Acl, AuthContext, Caller, Authenticator, Identity, TokenEndpoint, TokenRequestEnded } from '../auth/index.js'
 import { covers, formatScope } from '../auth/token/scope.js'
 import { parseBasic } from '../auth/basic.js'
 import type { Ui } from '../ui/index.js'
@@ -124,6 +124,8 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
     let authOutcome: AuthOutcome | undefined
     // The access token a login used (its id), for the audit trail.
     let accessToken: string | undefined
+    // What the token endpoint said of its caller: the account, the name a form gave, the credential.
+    let tokenRequest: TokenRequestEnded | undefined
     let stage: 'classify' | 'authenticate' | 'authorize' | 'forward' = 'classify'
     const bytes: ByteCounts = { received: 0, sent: 0 }
     // A write let through the maintenance stage, told how it ended in the finally below.
@@ -142,7 +144,8 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       if (tokenEndpoint && isTokenPath(req.url)) {
         route = 'token'
         upstreamName = 'token-server'
-        ;({ accessToken } = await tokenEndpoint(req, res, client.clientIp))
+        tokenRequest = await tokenEndpoint(req, res, client.clientIp)
+        accessToken = tokenRequest.accessToken
         return
       }
       if (deps.ui?.owns(req)) {
@@ -237,7 +240,7 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
         status: res.headersSent ? res.statusCode : 499,
         seconds: Number(process.hrtime.bigint() - startedAt) / 1e9,
         clientIp: client.clientIp,
-        user: identity?.user,
+        user: identity?.user ?? tokenRequest?.user,
         upstream: trail.served ?? upstreamName,
         bytesReceived: bytes.received,
         bytesSent: bytes.sent,
@@ -247,7 +250,8 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
         credentialsSent: req.headers.authorization !== undefined,
         ...(authOutcome ? { authOutcome } : {}),
         ...(accessToken !== undefined ? { accessToken } : {}),
-        ...loginNameOf(req.headers.authorization),
+        ...(tokenRequest?.refreshToken !== undefined ? { refreshToken: tokenRequest.refreshToken } : {}),
+        ...(tokenRequest?.loginName !== undefined ? { loginName: tokenRequest.loginName } : loginNameOf(req.headers.authorization)),
         userAgent: req.headers['user-agent'],
         host: req.headers.host,
         publicOrigin: client.publicOrigin,

@@ -161,9 +161,10 @@ export function auditEntryOf(finished: FinishedRequest, at: number): Omit<AuditE
   return undefined
 }
 
-/** A login with an access token names the token (its id) as the entry's subject. */
+/** A login with an access token names the token (its id) as the entry's subject; a refresh grant, its refresh token (`refresh-token:<jti>`). */
 function tokenSubject(finished: FinishedRequest): { subject?: string } {
-  return finished.accessToken !== undefined ? { subject: finished.accessToken } : {}
+  if (finished.accessToken !== undefined) return { subject: finished.accessToken }
+  return finished.refreshToken !== undefined ? { subject: `refresh-token:${finished.refreshToken}` } : {}
 }
 
 /** The status the web UI answered for an outcome (its audit events carry the outcome only). */

@@ -62,6 +62,16 @@ async function setup(t: Test, mode: 'htpasswd' | 'token') {
     const text = method === 'HEAD' ? '' : await response.body.text()
     return { status: response.statusCode, headers: response.headers, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} }
   }
+  /** A POST of an OAuth2 form to the token endpoint (what docker login sends to a token server that takes one). */
+  const grant = async (fields: Record<string, string>, userAgent: string) => {
+    const response = await request(`${gateway.url}/auth/token`, {
+      dispatcher,
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'user-agent': userAgent },
+      body: new URLSearchParams({ service: 'portier-registry', client_id: 'docker', ...fields }).toString(),
+    })
+    return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> }
+  }
   const portier = (args: string[], password = PASSWORDS.admin) =>
     run(process.execPath, [CLI, ...args, '--admin-url', gateway.adminUrl as string, '--user', 'admin'], {
       cwd: gateway.cwd,
@@ -76,7 +86,7 @@ async function setup(t: Test, mode: 'htpasswd' | 'token') {
   const image = await buildLayout(join(work, 'image'), 'latest', [{ layers: [4096], tar: true }])
   const push = (repository: string, creds: string) =>
     skopeoCopy(`oci:${image.dir}:latest`, `docker://${gateway.host}/${repository}`, { destCertDir: gateway.certDir, destCreds: creds, allowFailure: true })
-  return { gateway, call, portier, create, push, work, image }
+  return { gateway, call, grant, portier, create, push, work, image }
 }
 
 /** portier_audit_logins_coalesced_total{action="login"} from one scrape of the admin listener (0 before the first). */
@@ -197,7 +207,7 @@ t.test('robot accounts get exactly their scopes; wrong tokens are throttled like
 })
 
 t.test('token mode: the token endpoint takes an access token and signs only its scopes; skopeo pushes with it', async (t) => {
-  const { gateway, call, create, push, portier } = await setup(t, 'token')
+  const { gateway, call, grant, create, push, portier } = await setup(t, 'token')
   const made = await create(['--name', 'deploy', '--scope', 'repository:team/*:pull,push', '--owner', 'alice'])
   const scopes = ['repository:team/app:pull,push,delete', 'repository:team/deep/app:pull', 'repository:other/x:pull']
   const answer = await call('GET', `/auth/token?service=portier-registry&offline_token=true&${scopes.map((scope) => `scope=${encodeURIComponent(scope)}`).join('&')}`, basic('alice', made.token))
@@ -230,6 +240,23 @@ t.test('token mode: the token endpoint takes an access token and signs only its 
   const probed = (entries: AuditEntry[]): AuditEntry[] => entries.filter((entry) => entry.userAgent === 'audit-probe/2' && entry.outcome === 'success')
   const bearerLogins = probed(await auditOf(gateway, 'login', (entries) => probed(entries).length >= 2))
   t.same(bearerLogins.map((entry) => entry.subject ?? null).sort(), [null, made.id], 'login with a JWT: the access token it was issued on named, the password\'s none (rows of their own)')
+
+  // POSTed grants (docker login's OAuth2 form): the account is in the form, not in a header; a refresh grant names its refresh token.
+  const ua = 'audit-probe/3'
+  const passwordGrant = await grant({ grant_type: 'password', username: 'alice', password: PASSWORDS.alice, access_type: 'offline' }, ua)
+  t.equal(passwordGrant.status, 200)
+  const refreshToken = String(passwordGrant.body.refresh_token)
+  const refreshId = (JSON.parse(Buffer.from(refreshToken.split('.')[1] as string, 'base64url').toString('utf8')) as { jti: string }).jti
+  for (let i = 0; i < 2; i++) t.equal((await grant({ grant_type: 'refresh_token', refresh_token: refreshToken }, ua)).status, 200, 'a refresh grant')
+  t.equal((await grant({ grant_type: 'password', username: 'alice', password: 'wrong' }, ua)).status, 401, 'a wrong password in the form')
+  const formRows = (entries: AuditEntry[]): AuditEntry[] => entries.filter((entry) => entry.userAgent === ua)
+  const posted = formRows(await auditOf(gateway, 'login.token', (entries) => formRows(entries).length >= 3))
+  t.same(posted.map((entry) => [entry.outcome, entry.user ?? null, entry.subject ?? null]).sort(), [
+    ['HTTP_401', 'alice', null],
+    ['success', 'alice', null],
+    ['success', 'alice', `refresh-token:${refreshId}`],
+  ].sort(), 'the password grant and the refusal name alice; the refresh grants one row naming their refresh token (the second coalesced)')
+  t.notMatch(JSON.stringify(posted), refreshToken, 'the refresh token itself is never in the audit trail')
 
   t.equal((await portier(['token', 'revoke', made.id])).code, 0)
   const afterRevoke = await call('GET', '/v2/team/app/tags/list', bearer)

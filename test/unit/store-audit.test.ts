@@ -148,9 +148,15 @@ t.test('a login with an access token names the token, and is coalesced apart fro
   token({ accessToken: 'tok_ci' })
   token({ accessToken: 'tok_ci' }) // coalesced
   token()
+  // Refresh grants (a POST: no Authorization header, the account from the refresh token) name their refresh token.
+  const refresh = (id: string): void => token({ user: 'alice', loginName: 'alice', credentialsSent: false, refreshToken: id })
+  refresh('rt-1')
+  refresh('rt-1') // coalesced
+  refresh('rt-2') // another refresh token
+  token() // coalesced: the password's row above
   const rows = (await audit.query()).map((entry) => `${entry.action} ${entry.user ?? '-'} ${entry.subject ?? '-'}`).reverse()
-  t.same(rows, ['login alice -', 'login alice tok_ci', 'login alice tok_laptop', 'login.token alice tok_ci', 'login.token alice -'])
-  t.same(coalesced, ['login', 'login', 'login.token'], 'each login left out is told, with its action')
+  t.same(rows, ['login alice -', 'login alice tok_ci', 'login alice tok_laptop', 'login.token alice tok_ci', 'login.token alice -', 'login.token alice refresh-token:rt-1', 'login.token alice refresh-token:rt-2'])
+  t.same(coalesced, ['login', 'login', 'login.token', 'login.token', 'login.token'], 'each login left out is told, with its action')
 })
 
 t.test('--since takes a duration back from now or a time', async (t) => {

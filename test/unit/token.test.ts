@@ -23,6 +23,7 @@ import {
   TokenError,
   TokenKeyError,
   type Scope,
+  type TokenRequestEnded,
   type TokenKey,
   type Verifier,
 } from '../../src/auth/token/index.js'
@@ -285,7 +286,9 @@ t.test('refresh tokens are never access tokens, and access tokens never refresh'
   const issuer = createIssuer({ key: signer, ...base })
   const verifier = await createVerifier({ issuer: base.issuer, audience: base.service, keys: signerCert })
   const refresh = await issuer.issueRefresh('ann')
-  t.same(await issuer.verifyRefresh(refresh), { subject: 'ann' })
+  const { jti } = JSON.parse(Buffer.from(refresh.split('.')[1] as string, 'base64url').toString('utf8')) as { jti: string }
+  t.match(jti, /^[A-Za-z0-9_-]{22}$/, 'a refresh token has an id of its own')
+  t.same(await issuer.verifyRefresh(refresh), { subject: 'ann', id: jti }, 'its subject and id')
   t.equal(await problemOf(verifier, refresh), 'invalid_token/type', 'the verifier refuses the refresh typ')
   const lax = await createVerifier({ issuer: base.issuer, audience: base.service, keys: signerCert })
   const [, p, s] = refresh.split('.') as [string, string, string]
@@ -349,7 +352,9 @@ t.test('token endpoint: credentials, anonymous, service, account, grants, OAuth2
     accountActive: () => active,
     onError: (error) => errors.push(error),
   })
-  const server = createServer((req, res) => void endpoint(req, res, req.socket.remoteAddress ?? ''))
+  // What the endpoint tells the gateway of each request (the audit trail's user, name tried and credential), in order.
+  const told: TokenRequestEnded[] = []
+  const server = createServer((req, res) => void endpoint(req, res, req.socket.remoteAddress ?? '').then((ended) => told.push(ended)))
   const url = await listen(server)
   t.teardown(() => server.close())
   const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`
@@ -376,7 +381,7 @@ t.test('token endpoint: credentials, anonymous, service, account, grants, OAuth2
   const annClaims = await claimsOf(ann)
   t.same(annClaims.access, [repo('ann/y', 'pull', 'push')], 'requested ∩ allowed; * is not widened')
   t.equal(annClaims.subject, 'ann')
-  t.same(await issuer.verifyRefresh(annClaims.body.refresh_token as string), { subject: 'ann' }, 'offline_token=true gives a refresh token')
+  t.match(await issuer.verifyRefresh(annClaims.body.refresh_token as string), { subject: 'ann' }, 'offline_token=true gives a refresh token')
   t.equal(grants.at(-1)?.ip, '127.0.0.1')
 
   const wrong = await fetch(`${url}?service=${base.service}`, { headers: { authorization: basic('ann', 'nope') } })
@@ -418,6 +423,19 @@ t.test('token endpoint: credentials, anonymous, service, account, grants, OAuth2
   t.equal((await fetch(url, form({ grant_type: 'refresh_token', refresh_token: refreshToken }))).status, 400, 'a removed account cannot refresh')
   t.equal((await fetch(url, form({ grant_type: 'password', username: 'ann', password: 'bad' }))).status, 401)
   t.equal((await fetch(url, form({ grant_type: 'password', username: 'ann' }))).status, 400)
+  // What the gateway was told of the POSTs above, from the password grant on (the audit trail names who, and with which credential).
+  const refreshId = (JSON.parse(Buffer.from(refreshToken.split('.')[1] as string, 'base64url').toString('utf8')) as { jti: string }).jti
+  const posts = told.slice(told.length - 7)
+  t.same(posts, [
+    { loginName: 'ann', user: 'ann' },
+    { loginName: 'ann', refreshToken: refreshId, user: 'ann' },
+    { loginName: 'ann', refreshToken: refreshId, user: 'ann' },
+    {},
+    { loginName: 'ann', refreshToken: refreshId },
+    { loginName: 'ann' },
+    { loginName: 'ann' },
+  ], 'a password grant names the account; a refresh grant its refresh token; a refusal whom it refused, never as the user')
+  t.same(told.slice(0, 2), [{}, { user: 'ann' }], 'GET: anonymous names nobody, a Basic login its account')
   const unsupported = await fetch(url, form({ grant_type: 'client_credentials' }))
   t.equal(((await unsupported.json()) as Record<string, unknown>).error, 'unsupported_grant_type')
   t.equal((await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).status, 400)

@@ -45,10 +45,11 @@ export interface Issuer {
    */
   issueRefresh(subject: string, credential?: string): Promise<string>
   /**
-   * The subject of a refresh token this issuer signed for this service; throws TokenError('invalid_grant')
-   * otherwise. With `credentialOf`, the token must be bound to the subject's current credential.
+   * The subject of a refresh token this issuer signed for this service, and the token's id (`jti`, which the
+   * audit trail names); throws TokenError('invalid_grant') otherwise. With `credentialOf`, the token must be
+   * bound to the subject's current credential.
    */
-  verifyRefresh(token: string, credentialOf?: (subject: string) => string | undefined): Promise<{ subject: string }>
+  verifyRefresh(token: string, credentialOf?: (subject: string) => string | undefined): Promise<{ subject: string; id?: string }>
 }
 
 /** Header `typ` of refresh tokens; access tokens carry `JWT`, and verifiers of access tokens refuse any other. */
@@ -143,7 +144,7 @@ export function createIssuer(options: IssuerOptions): Issuer {
             throw new TokenError('invalid_grant', 'credential', "the account's password changed since this refresh token was issued")
           }
         }
-        return { subject: payload.sub }
+        return typeof payload.jti === 'string' && payload.jti !== '' ? { subject: payload.sub, id: payload.jti } : { subject: payload.sub }
       } catch (error) {
         if (error instanceof TokenError) throw error
         const expired = error instanceof joseErrors.JWTExpired

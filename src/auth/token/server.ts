@@ -67,15 +67,25 @@ export interface TokenEndpointOptions {
   maxBodyBytes?: number
 }
 
-/** Answers a token request; says which access token was the credential, when one was (the audit trail names it). */
+/** Answers a token request; says who asked and with which credential, as far as it knows (the audit trail names them). */
 export type TokenEndpoint = (req: IncomingMessage, res: ServerResponse, clientIp: string) => Promise<TokenRequestEnded>
 
 export interface TokenRequestEnded {
+  /** The account a token was issued to. */
+  user?: string
+  /** The account name a password grant's form gave, right or wrong (a GET's Basic header names it to the caller itself); never the password. */
+  loginName?: string
   /** The access token's id (tok_…) a token was issued on. */
   accessToken?: string
+  /** The id (`jti`) of the refresh token a refresh grant was given. */
+  refreshToken?: string
 }
 
-const endedFor = (who: Requester): TokenRequestEnded => (who.accessToken !== undefined ? { accessToken: who.accessToken } : {})
+/** What a token issued to `who` tells the caller. */
+function issuedTo(ended: TokenRequestEnded, who: Requester): void {
+  if (!who.anonymous) ended.user = who.user
+  if (who.accessToken !== undefined) ended.accessToken = who.accessToken
+}
 
 const jsonHeaders = {
   'Content-Type': 'application/json',
@@ -143,7 +153,7 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
     return { body, granted }
   }
 
-  async function handleGet(req: IncomingMessage, res: ServerResponse, clientIp: string): Promise<TokenRequestEnded> {
+  async function handleGet(req: IncomingMessage, res: ServerResponse, clientIp: string, ended: TokenRequestEnded): Promise<void> {
     const params = new URL(req.url ?? '/', 'http://token.invalid').searchParams
     checkService(params)
     const requested = parseScopes(params.getAll('scope'))
@@ -169,10 +179,10 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
     const refreshToken = offline ? await refreshTokenFor(who.user) : undefined
     const { body } = await tokenFor('get', who, requested, clientIp, refreshToken)
     send(res, 200, body)
-    return endedFor(who)
+    issuedTo(ended, who)
   }
 
-  async function handlePost(req: IncomingMessage, res: ServerResponse, clientIp: string): Promise<TokenRequestEnded> {
+  async function handlePost(req: IncomingMessage, res: ServerResponse, clientIp: string, ended: TokenRequestEnded): Promise<void> {
     const form = await readForm(req, maxBodyBytes)
     checkService(form)
     const requested = parseScopes(form.getAll('scope'))
@@ -183,6 +193,7 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
     if (grantType === 'password') {
       const user = form.get('username')
       const password = form.get('password')
+      if (user !== null && user !== '') ended.loginName = user.slice(0, 256)
       if (user === null || password === null) throw new TokenRefusal('TOKEN_REQUEST_INVALID', 'grant_type=password needs username and password')
       who = await login(user, password, clientIp)
       if (offline && who.limit === undefined) refreshToken = await refreshTokenFor(who.user)
@@ -191,7 +202,10 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
       if (given === null || given === '') throw new TokenRefusal('TOKEN_REQUEST_INVALID', 'grant_type=refresh_token needs refresh_token')
       let subject: string
       try {
-        ;({ subject } = await issuer.verifyRefresh(given, options.credentialOf))
+        const verified = await issuer.verifyRefresh(given, options.credentialOf)
+        subject = verified.subject
+        ended.loginName = subject.slice(0, 256)
+        if (verified.id !== undefined) ended.refreshToken = verified.id
       } catch (error) {
         if (error instanceof TokenError) throw new TokenRefusal('TOKEN_GRANT_INVALID', error.message, {}, { cause: error })
         throw error
@@ -209,26 +223,31 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
     const { body, granted } = await tokenFor(grantType, who, requested, clientIp, refreshToken)
     body.scope = granted.map(formatScope).join(' ')
     send(res, 200, body)
-    return endedFor(who)
+    issuedTo(ended, who)
   }
 
   return async (req, res, clientIp) => {
+    // Filled in as the request is read: a refusal still says whom it refused (never a password).
+    const ended: TokenRequestEnded = {}
     try {
-      if (req.method === 'GET') return await handleGet(req, res, clientIp)
-      if (req.method === 'POST') return await handlePost(req, res, clientIp)
-      throw new TokenRefusal('TOKEN_METHOD_NOT_ALLOWED', 'use GET or POST', { Allow: 'GET, POST' })
+      if (req.method === 'GET') await handleGet(req, res, clientIp, ended)
+      else if (req.method === 'POST') await handlePost(req, res, clientIp, ended)
+      else throw new TokenRefusal('TOKEN_METHOD_NOT_ALLOWED', 'use GET or POST', { Allow: 'GET, POST' })
+      return ended
     } catch (error) {
+      delete ended.user
+      delete ended.accessToken
       if (res.headersSent) {
         res.destroy()
-        return {}
+        return ended
       }
       if (error instanceof TokenRefusal) {
         sendRefusal(res, error)
-        return {}
+        return ended
       }
       options.onError?.(error)
       sendRefusal(res, new TokenRefusal('TOKEN_INTERNAL', 'the token server failed', {}, { cause: error }))
-      return {}
+      return ended
     }
   }
 }
