@@ -23,7 +23,7 @@ import { startCaches, type PullThroughCaches } from '../cache/index.js'
 import { openStore } from '../store/open.js'
 import type { StoreEngine } from '../store/engine.js'
 import { PushPullTimes } from '../store/times.js'
-import { scanTags } from '../store/scan.js'
+import { scanTags, scanUntilComplete, type ScanAttempt } from '../store/scan.js'
 import { firstInWindow, giveBackWindow } from '../store/turns.js'
 import { AuditTrail, startAudit } from '../store/audit.js'
 import { registerStoreRoutes } from '../store/routes.js'
@@ -36,6 +36,9 @@ const STORE_VALUES_POLL_MS = 1000
 
 /** Instances sharing a PostgreSQL store that start within one window of this length run one start-up scan. */
 const SCAN_WINDOW_MS = 10 * 60_000
+/** A start-up scan that did not read everything runs again after store.scan_retry, doubling up to this wait, this many times in all (about 45 minutes from the default 30 s). */
+const SCAN_RETRY_MAX_MS = 10 * 60_000
+const SCAN_ATTEMPTS = 8
 import { GcHistory } from '../housekeeping/gc-history.js'
 import { createUsage } from './usage.js'
 import { createRegistryClient } from '../ui/registry-client.js'
@@ -205,20 +208,23 @@ async function start(config: Config, log: Logger, shutdown: Shutdown, parts: Wor
     shutdown.defer(() => scan.abort())
     const issue = auth.issueServiceToken
     const registry = createRegistryClient((context) => pipeline.router.answer(context), issue ? { serviceTokens: (access) => issue('portier-store', access) } : {})
-    const scanOnce = async (): Promise<void> => {
+    const scanOnce = async (): Promise<ScanAttempt> => {
       // Instances sharing a PostgreSQL store that start together (a deployment, a rolling restart) scan once.
       const askedAt = Date.now()
       const first = await firstInWindow(store, 'store:scan', SCAN_WINDOW_MS, askedAt, (error) =>
         log.warn({ err: error instanceof Error ? error.message : String(error) }, 'store scan: could not claim the scan in the store; this instance scans'))
       if (!first) {
         log.info({ window_minutes: SCAN_WINDOW_MS / 60_000 }, 'store scan: skipped, another instance sharing this PostgreSQL store began one in this window')
-        return
+        return 'skipped'
       }
       const result = await scanTags({ registry, times, log, concurrency: config.store.scan_concurrency, signal: scan.signal })
-      // Not all read: an instance that starts later in the window scans again.
-      if (result.aborted || result.failed > 0) await giveBackWindow(store, 'store:scan', SCAN_WINDOW_MS, askedAt)
+      if (!result.aborted && result.failed === 0) return 'complete'
+      // Not all read: an instance that starts later in the window scans, and so does this one after store.scan_retry.
+      await giveBackWindow(store, 'store:scan', SCAN_WINDOW_MS, askedAt)
+      return 'incomplete'
     }
-    scanOnce().catch((error: unknown) => log.error({ err: String(error) }, 'store scan failed'))
+    scanUntilComplete(scanOnce, { retryMs: config.store.scan_retry, maxAttempts: SCAN_ATTEMPTS, maxDelayMs: SCAN_RETRY_MAX_MS, signal: scan.signal, log })
+      .catch((error: unknown) => log.error({ err: String(error) }, 'store scan failed'))
   }
 
   const url = config.server.public_url || `${config.tls.enabled ? 'https' : 'http'}://${displayHost(listeners.address)}:${listeners.address.port}`

@@ -81,7 +81,7 @@ export async function scanTags(deps: ScanDeps): Promise<ScanResult> {
       last = lastName
     }
   } catch (error) {
-    log.warn({ err: error instanceof Error ? error.message : String(error), repositories: result.repositories }, 'store scan: could not read the catalog; stopped (the next start scans again)')
+    log.warn({ err: error instanceof Error ? error.message : String(error), repositories: result.repositories }, 'store scan: could not read the catalog; stopped')
     result.failed++
   }
   result.aborted = stop()
@@ -90,4 +90,55 @@ export async function scanTags(deps: ScanDeps): Promise<ScanResult> {
     'store scan: done',
   )
   return result
+}
+
+/** How one attempt of the start-up scan ended: everything read, not all of it (try again), or another instance's to run. */
+export type ScanAttempt = 'complete' | 'incomplete' | 'skipped'
+
+export interface ScanRetries {
+  /** The first wait after an incomplete scan; each next one doubles, up to maxDelayMs. 0: no retry. */
+  retryMs: number
+  /** Attempts in all, the first included. */
+  maxAttempts: number
+  maxDelayMs: number
+  /** Shutdown: no further attempt, and a wait ends at once. */
+  signal: AbortSignal
+  log: Logger
+}
+
+/**
+ * Runs `attempt` (the start-up scan) until it reads everything: a scan that could not read the catalog or a
+ * repository's tags (the registry not up yet when the gateway started, as in a compose project) runs again
+ * after `retryMs`, then twice as long each time, at most `maxAttempts` times in all. Never rejects.
+ */
+export async function scanUntilComplete(attempt: () => Promise<ScanAttempt>, options: ScanRetries): Promise<void> {
+  const { signal, log } = options
+  for (let done = 1; ; done++) {
+    let ended: ScanAttempt
+    try {
+      ended = await attempt()
+    } catch (error) {
+      log.error({ err: error instanceof Error ? error.message : String(error) }, 'store scan failed')
+      ended = 'incomplete'
+    }
+    if (ended !== 'incomplete' || signal.aborted) return
+    if (!(options.retryMs > 0) || done >= options.maxAttempts) {
+      log.warn({ attempts: done }, 'store scan: not every repository was read; no more attempts until the next start')
+      return
+    }
+    const delay = Math.min(options.retryMs * 2 ** (done - 1), options.maxDelayMs)
+    log.info({ attempt: done, retry_in_ms: delay }, 'store scan: not every repository was read; scanning again later')
+    const waited = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        signal.removeEventListener('abort', stop)
+        resolve(true)
+      }, delay)
+      function stop(): void {
+        clearTimeout(timer)
+        resolve(false)
+      }
+      signal.addEventListener('abort', stop, { once: true })
+    })
+    if (!waited) return
+  }
 }

@@ -46,6 +46,8 @@ export const storeSection = section({
   scan: flag().default(true),
   /** Manifest HEADs the start-up scan sends at once. */
   scan_concurrency: whole({ min: 1, max: 64 }).default(4),
+  /** A scan that could not read everything (the registry not up yet) runs again after this, then twice as long each time up to 10m, 8 attempts in all; 0: only at start. */
+  scan_retry: duration().default(30_000),
 }).prefault({})
 
 export const auditSection = section({

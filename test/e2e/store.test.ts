@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { DatabaseSync } from 'node:sqlite'
-import { registryFixture } from '../helpers/registry.js'
+import { registryFixture, startRegistry } from '../helpers/registry.js'
 import { CLI, ROOT, startGateway, type GatewayHandle } from '../helpers/gateway.js'
 import { run } from '../helpers/exec.js'
 import { makeOciLayout } from '../helpers/oci.js'
@@ -101,6 +101,39 @@ async function cli(gateway: GatewayHandle, args: string[]): Promise<string> {
 }
 
 const jsonLines = <T>(text: string): T[] => text.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as T)
+
+t.test('a registry not up when the gateway starts: the scan runs again after store.scan_retry and records its tags', async (t) => {
+  const work = await tempDir(t, 'portier-store-retry-')
+  const storageDir = join(work, 'storage')
+  const secret = 'scan-retry-registry-secret'
+  const image = await makeOciLayout(join(work, 'image'), { layers: [30_000] })
+  // The registry holds a tag pushed before Portier, then is down when the gateway starts (a compose project starting).
+  const first = await startRegistry({ storageDir, secret })
+  t.teardown(() => first.stop())
+  const port = first.port
+  await skopeoCopy(`oci:${image.dir}:latest`, `docker://127.0.0.1:${port}/old/app:before`, { destTlsVerify: false })
+  await first.stop()
+  const cwd = join(work, 'gateway')
+  await mkdir(cwd)
+  const gateway = await startGateway({ cwd, config: { upstreams: [{ url: `http://127.0.0.1:${port}` }], store: { scan_retry: '1s' } } })
+  t.teardown(() => gateway.stop())
+  const retrying = await gateway.waitForLog((line) => line.msg === 'store scan: not every repository was read; scanning again later', 20_000)
+  t.equal(retrying.attempt, 1, 'the first attempt could not read the catalog')
+  t.equal(retrying.retry_in_ms, 1000, 'and the next comes after store.scan_retry')
+  const registry = await registryFixture(t, { storageDir, secret, port })
+  t.ok(registry.port === port, 'the registry is up where the gateway expects it')
+  const done = await gateway.waitForLog((line) => line.msg === 'store scan: done' && line.failed === 0, 30_000)
+  t.equal(done.new_tags, 1, 'a later attempt read everything: one tag new to the store')
+  let times: TimesLine[] = []
+  await until(async () => {
+    times = jsonLines<TimesLine>(await cli(gateway, ['times', '--json', '--repo', 'old/app']))
+    return times.length > 0
+  }, 'the scanned tag in the store')
+  t.match(times, [{ repository: 'old/app', tag: 'before', digest: image.manifestDigest }], 'the tag pushed before Portier has its first-seen time')
+  t.ok(times[0]?.firstSeenAt, 'first seen at the retried scan')
+  const attempts = gateway.logs.filter((line) => line.msg === 'store scan: reading every repository\'s tags for first-seen times (serving goes on)').length
+  t.ok(attempts >= 2 && attempts <= 4, `a few attempts, bounded (${attempts})`)
+})
 
 t.test('push/pull times and the audit trail survive a gateway restart; the scan finds a tag pushed around Portier', async (t) => {
   const registry = await registryFixture(t)
