@@ -303,7 +303,7 @@ export class StorageUploads {
  * Streams the body into the file from `position`, in flowing mode (so timeouts.min_rate sees a body
  * being read) with backpressure: one write in flight while the next batch is read; with a full batch
  * waiting as well, the body pauses until the write is done. `each` sees every chunk and the total so far
- * before it is written, and throws to stop; `written` is told the file offset each write reached. Resolves the bytes written; rejects with
+ * before it is written, and throws to stop; `written` is told the file offset each write reached, and throws to stop too. Resolves the bytes written; rejects with
  * WriteStopped('client') when the body fails or ends short (its connection went away).
  *
  * The chunks are copied into two batch buffers that take turns (one filling, one being written), so a
@@ -384,7 +384,14 @@ function pour(body: Readable, handle: FileHandle, position: number, each: (chunk
           writing = false
           spare = batch
           if (pendingError !== undefined) return finish(pendingError)
-          written(from + length)
+          try {
+            written(from + length)
+          } catch (error) {
+            // An early flush failed (the disk): the rest of the body is not worth reading.
+            body.pause()
+            ended = true
+            return finish(error)
+          }
           const waiting = held
           held = []
           let room = true

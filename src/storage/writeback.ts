@@ -17,10 +17,12 @@ export const WRITEBACK_BYTES = 4 * 1024 * 1024
 let inFlight = 0
 
 /**
- * One upload's early flushes. `written(end)` after each write that reached the file; `settled()`
- * before the final datasync (and before the file is cut back or closed): it waits for the flush in
- * flight and throws the first flush error. A failed datasync reports a write-back error once per open
- * file, so an early flush that saw it must pass it on: the final one might not see it again.
+ * One upload's early flushes. `written(end)` after each write that reached the file: it throws the
+ * error of an early flush that failed, so the upload stops at its next write instead of reading the rest
+ * of the body; `settled()` before the final datasync (and before the file is cut back or closed): it
+ * waits for the flush in flight and throws the first flush error. A failed datasync reports a
+ * write-back error once per open file, so an early flush that saw it must pass it on: the final one
+ * might not see it again.
  */
 export class EarlyWriteback {
   private startedAt: number
@@ -36,6 +38,7 @@ export class EarlyWriteback {
   }
 
   written(end: number): void {
+    if (this.failure !== undefined) throw this.failure.error
     if (this.running !== undefined || this.failure !== undefined || inFlight > 0 || end - this.startedAt < this.everyBytes) return
     this.startedAt = end
     inFlight++

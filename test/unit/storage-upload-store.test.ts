@@ -251,7 +251,9 @@ t.test("the file is flushed while the body arrives, and an early flush's error f
   seenAt.length = 0
   failNext = true
   const error = await uploads.append(place, body, slowBody(2), nothing).catch((caught: unknown) => caught)
+  const readWhenFailed = read
   t.match(error, { code: 'EIO' }, "the early flush's error is the write's error")
+  t.ok(readWhenFailed < body / 2, `the upload stopped at its next write, without reading the rest of the body (${readWhenFailed / 1024 / 1024} of 20 MiB read)`)
   t.ok((seenAt[0] ?? body) < body, `the failed flush was an early one (at ${(seenAt[0] ?? 0) / 1024 / 1024} MiB), and the final one succeeded or never ran`)
   t.equal(await uploads.size(place), body, 'the session is cut back to where the request began')
 })

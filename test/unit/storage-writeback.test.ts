@@ -75,7 +75,7 @@ t.test('one early flush in the whole process: another upload waits for its next 
   await second.settled()
 })
 
-t.test('settled() waits for the flush in flight and throws its error; no flush follows a failure', async (t) => {
+t.test('settled() waits for the flush in flight and throws its error; the next written() throws it too, and no flush follows a failure', async (t) => {
   const h = handle()
   const early = new EarlyWriteback(h.file, 0)
   early.written(WRITEBACK_BYTES)
@@ -94,7 +94,7 @@ t.test('settled() waits for the flush in flight and throws its error; no flush f
   t.notOk(done, 'still waiting for the flush')
   h.finish(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }))
   await t.rejects(settled, { code: 'EIO' }, "the flush's error, which the final datasync may not see again")
-  early.written(10 * WRITEBACK_BYTES)
+  t.throws(() => early.written(10 * WRITEBACK_BYTES), { code: 'EIO' }, 'the next write is told: the upload stops there')
   await tick()
   t.equal(h.calls(), 1, 'no flush after a failure')
   await t.rejects(early.settled(), { code: 'EIO' }, 'and every settled() after says so')
