@@ -61,7 +61,21 @@ function literal(value: SqlValue | undefined): string {
     if (!Number.isFinite(value)) throw new StoreError(`a number the store cannot hold: ${value}`)
     return String(value)
   }
-  return pg.escapeLiteral(value)
+  return pg.escapeLiteral(withoutNul(value))
+}
+
+/**
+ * PostgreSQL's text holds no NUL character: inlined, it ends the query text and the server refuses the
+ * message (08P01, which reads as a lost connection: the batch would be retried for ever); as a parameter,
+ * the value (22021). Client input can carry one (a form's user name, a Basic header): it is stored as U+FFFD.
+ */
+function withoutNul(text: string): string {
+  return text.includes('\0') ? text.replaceAll('\0', '\uFFFD') : text
+}
+
+/** Query parameters with every string's NUL characters replaced (see withoutNul). */
+function storableParams(params: readonly SqlValue[] | undefined): SqlValue[] | undefined {
+  return params?.map((value) => (typeof value === 'string' ? withoutNul(value) : value))
 }
 
 /**
@@ -314,7 +328,7 @@ export class PostgresStore implements StoreEngine {
           for (const write of batch) {
             await client.query('SAVEPOINT queued_write')
             try {
-              for (const statement of write) await client.query(dollarParams(statement.sql), statement.params as SqlValue[] | undefined)
+              for (const statement of write) await client.query(dollarParams(statement.sql), storableParams(statement.params))
               await client.query('RELEASE SAVEPOINT queued_write')
             } catch (error) {
               if (isConnectionError(error)) throw error
@@ -350,7 +364,7 @@ export class PostgresStore implements StoreEngine {
   }
 
   async all(sql: string, params: readonly SqlValue[] = []): Promise<Row[]> {
-    const result = await this.track(() => this.pool.query(dollarParams(sql), params as SqlValue[]))
+    const result = await this.track(() => this.pool.query(dollarParams(sql), storableParams(params)))
     return result.rows as Row[]
   }
 

@@ -111,4 +111,23 @@ for (const engine of ENGINES) {
     t.same((await store.all('SELECT id FROM probe')).map((row) => Number(row.id)), [1], 'and undoes the rest')
     t.equal(await store.migrateModule('probe', { sqlite: ['CREATE TABLE probe (id INTEGER)'], postgres: ['CREATE TABLE probe (id BIGINT)'] }), 1, 'a step already applied is not run again')
   })
+
+  t.test(`${engine}: a NUL character in client input (a form's user name) is stored, and never holds up the writes after it`, async (t) => {
+    const store = await openEngine(t, engine, { flushIntervalMs: 60_000 })
+    const dropped: number[] = []
+    store.watch({ committed: () => undefined, dropped: (count) => void dropped.push(count) })
+    await store.migrateModule('nul', { sqlite: ['CREATE TABLE nul (id INTEGER PRIMARY KEY, value TEXT NOT NULL)'], postgres: ['CREATE TABLE nul (id BIGINT PRIMARY KEY, value TEXT NOT NULL)'] })
+    store.write({ sql: 'INSERT INTO nul (id, value) VALUES (?, ?)', params: [1, 'good-before'] })
+    store.write({ sql: 'INSERT INTO nul (id, value) VALUES (?, ?)', params: [2, 'evil\0name'] })
+    store.write({ sql: 'INSERT INTO nul (id, value) VALUES (?, ?)', params: [3, 'good-after'] })
+    await store.commit()
+    t.equal(store.queued, 0, 'nothing left queued')
+    t.same(dropped, [], 'nothing dropped')
+    const rows = (await store.all('SELECT id, value FROM nul ORDER BY id')).map((row) => [Number(row.id), row.value])
+    // PostgreSQL's text holds no NUL: U+FFFD in its place; SQLite keeps it.
+    t.same(rows, [[1, 'good-before'], [2, engine === 'postgres' ? 'evil\uFFFDname' : 'evil\0name'], [3, 'good-after']])
+    t.same(await store.all('SELECT id FROM nul WHERE value = ?', ['no\0such']), [], 'a read with a NUL in a parameter answers')
+    const [updated] = await store.atomic([{ sql: 'UPDATE nul SET value = ? WHERE id = ?', params: ['again\0', 3] }])
+    t.equal(updated?.changes, 1, 'and an atomic write with one')
+  })
 }
