@@ -141,3 +141,14 @@ export async function verifyThrottled(store: HtpasswdStore, throttle: Throttle, 
   else if (outcome === false) await throttle.settled()
   return outcome
 }
+
+/**
+ * A login name as the logs, the audit trail and webhooks may show it: a name tried is client input, so
+ * control characters (a terminal's escape sequences, NUL) become U+FFFD, and it is cut to 256 characters.
+ */
+export function shownLoginName(name: string): string {
+  return name.slice(0, 256).replace(CONTROL_CHARACTERS, '\uFFFD')
+}
+
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/g

@@ -27,7 +27,7 @@ export interface FinishedRequest {
   blobBytes?: number
   /** The Docker-Content-Digest the upstream answered with (pushed blob or manifest, pulled manifest). */
   contentDigest?: string | undefined
-  /** Whether the request carried an Authorization header. */
+  /** Whether the request carried credentials: an Authorization header, or a token endpoint's form naming a user (or a valid refresh token). */
   credentialsSent?: boolean
   /** How authentication ended when credentials were checked (the audit trail's login attempts); never the credentials. */
   authOutcome?: AuthOutcome
@@ -35,7 +35,7 @@ export interface FinishedRequest {
   accessToken?: string
   /** The refresh token (its id, the JWT's `jti`) a refresh grant at the token endpoint was given; never the token. */
   refreshToken?: string
-  /** The user name a Basic Authorization header named, right or wrong (who tried to log in); never the password. */
+  /** The user name a Basic Authorization header or a token endpoint's form named (or a refresh token's account), right or wrong (who tried to log in; control characters replaced); never the password. */
   loginName?: string
   /** The client's User-Agent and Host headers (events name them). */
   userAgent?: string | undefined

@@ -16,7 +16,7 @@ import { requestIdFrom, type Recorder } from '../observe/record.js'
 import { isProgrammingError, reportInternalError, requestScope, type RequestScope } from '../observe/internal-errors.js'
 import type { Acl, AuthContext, Caller, Authenticator, Identity, TokenEndpoint, TokenRequestEnded } from '../auth/index.js'
 import { covers, formatScope } from '../auth/token/scope.js'
-import { parseBasic } from '../auth/basic.js'
+import { parseBasic, shownLoginName } from '../auth/basic.js'
 import type { Ui } from '../ui/index.js'
 import type { ManifestCache } from '../forward/manifest-cache.js'
 import type { ImmutableTagGuard } from '../housekeeping/immutable-guard.js'
@@ -247,7 +247,8 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
         ...(trail.blobBytes !== undefined ? { blobBytes: trail.blobBytes } : {}),
         failure,
         contentDigest: headerText(res.getHeader('docker-content-digest')),
-        credentialsSent: req.headers.authorization !== undefined,
+        // A token endpoint's form carries them too (grant_type=password's username, a refresh token).
+        credentialsSent: req.headers.authorization !== undefined || tokenRequest?.loginName !== undefined,
         ...(authOutcome ? { authOutcome } : {}),
         ...(accessToken !== undefined ? { accessToken } : {}),
         ...(tokenRequest?.refreshToken !== undefined ? { refreshToken: tokenRequest.refreshToken } : {}),
@@ -295,7 +296,7 @@ function authFailure(error: unknown, identity: Identity | undefined): AuthOutcom
 /** The user name of Basic credentials (for the audit trail's login attempts); the password stays here. */
 function loginNameOf(authorization: string | undefined): { loginName?: string } {
   const name = parseBasic(authorization)?.user
-  return name ? { loginName: name.slice(0, 256) } : {}
+  return name ? { loginName: shownLoginName(name) } : {}
 }
 
 function headerText(value: number | string | string[] | undefined): string | undefined {

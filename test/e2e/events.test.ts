@@ -353,6 +353,41 @@ t.test("Portier's own actions go only where asked: login, login_failed and mount
   t.same(plain.events().map((event) => event.action), ['pull'])
 })
 
+t.test('the token endpoint\'s POSTed grants (docker login\'s form, refresh grants) are logins too, naming who', async (t) => {
+  const registry = await registryFixture(t)
+  const asked = await startReceiver()
+  t.teardown(() => asked.close())
+  const work = await tempDir(t, 'portier-events-grants-')
+  const htpasswd = join(work, 'htpasswd')
+  await writeFile(htpasswd, `alice:${await hashPassword('alice-secret-pw', 5)}\n`)
+  const gateway = await gatewayFixture(t, {
+    config: {
+      upstreams: [{ url: registry.url }],
+      auth: {
+        mode: 'token', htpasswd: { path: htpasswd }, acl: [{ match: { account: 'alice' }, actions: ['*'] }],
+        token: { key: join(work, 'keys', 'token.key'), cert: join(work, 'keys', 'token.crt') },
+      },
+      events: { endpoints: [{ name: 'asked', url: asked.url, actions: ['login', 'login_failed'] }] },
+    },
+  })
+  const dispatcher = new Agent({ connect: { ca: readFileSync(gateway.caFile) } })
+  t.teardown(() => dispatcher.close())
+  const grant = async (fields: Record<string, string>): Promise<{ status: number; body: Record<string, unknown> }> => {
+    const response = await request(`${gateway.url}/auth/token`, {
+      method: 'POST', dispatcher, headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ service: 'portier-registry', client_id: 'docker', ...fields }).toString(),
+    })
+    return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown> }
+  }
+  t.equal((await grant({ grant_type: 'password', username: 'alice', password: 'wrong' })).status, 401)
+  const accepted = await grant({ grant_type: 'password', username: 'alice', password: 'alice-secret-pw', access_type: 'offline' })
+  t.equal(accepted.status, 200)
+  t.equal((await grant({ grant_type: 'refresh_token', refresh_token: String(accepted.body.refresh_token) })).status, 200)
+  const received = await asked.waitFor(3)
+  t.same(received.map((event) => [event.action, event.actor.name ?? null]), [['login_failed', 'alice'], ['login', 'alice'], ['login', 'alice']], 'a refused form, an accepted one and a refresh grant')
+  t.notMatch(JSON.stringify(received), String(accepted.body.refresh_token), 'the refresh token is in no event')
+})
+
 t.test('a real retention run and the collection after it reach the endpoint that lists retention_delete and gc, and no other', async (t) => {
   const registry = await registryFixture(t)
   const asked = await startReceiver()

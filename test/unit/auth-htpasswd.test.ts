@@ -8,7 +8,7 @@ import { apr1, hashKind, hashPassword, verifyPassword } from '../../src/auth/has
 import { HtpasswdStore, parseHtpasswd, type CheckAdmission } from '../../src/auth/htpasswd.js'
 import { createPasswordPool, PoolBusyError } from '../../src/auth/password-pool.js'
 import { createThrottle } from '../../src/auth/throttle.js'
-import { parseBasic } from '../../src/auth/basic.js'
+import { parseBasic, shownLoginName } from '../../src/auth/basic.js'
 
 t.test('apr1 matches openssl passwd -apr1', async (t) => {
   const expected = execFileSync('openssl', ['passwd', '-apr1', '-salt', 'q1W2e3R4', 'correct horse']).toString().trim()
@@ -47,6 +47,10 @@ t.test('Basic header parsing', async (t) => {
   t.equal(parseBasic('Bearer abc'), undefined)
   t.equal(parseBasic(`Basic ${Buffer.from('nocolon').toString('base64')}`), undefined)
   t.equal(parseBasic(undefined), undefined)
+  // A name tried is client input: as the logs, the audit trail and webhooks show it.
+  t.equal(shownLoginName('al\u0000ice\u001b[31m\u007f'), 'al\uFFFDice\uFFFD[31m\uFFFD', 'control characters (NUL, escape, DEL) replaced')
+  t.equal(shownLoginName('é'.repeat(300)).length, 256, 'cut to 256 characters')
+  t.equal(shownLoginName('robot$ci-bot'), 'robot$ci-bot')
 })
 
 t.test('the store caches a verified credential and drops the cache when the file changes', async (t) => {

@@ -1,6 +1,6 @@
 // The token endpoint (distribution token spec): GET with Basic credentials or anonymously, POST as an OAuth2 form (password, refresh_token).
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { parseBasic } from '../basic.js'
+import { parseBasic, shownLoginName } from '../basic.js'
 import { TokenError } from './errors.js'
 import type { Issuer } from './issuer.js'
 import { TokenRefusal, tokenErrorBody } from './refusal.js'
@@ -193,7 +193,7 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
     if (grantType === 'password') {
       const user = form.get('username')
       const password = form.get('password')
-      if (user !== null && user !== '') ended.loginName = user.slice(0, 256)
+      if (user !== null && user !== '') ended.loginName = shownLoginName(user)
       if (user === null || password === null) throw new TokenRefusal('TOKEN_REQUEST_INVALID', 'grant_type=password needs username and password')
       who = await login(user, password, clientIp)
       if (offline && who.limit === undefined) refreshToken = await refreshTokenFor(who.user)
@@ -204,7 +204,7 @@ export function createTokenEndpoint(options: TokenEndpointOptions): TokenEndpoin
       try {
         const verified = await issuer.verifyRefresh(given, options.credentialOf)
         subject = verified.subject
-        ended.loginName = subject.slice(0, 256)
+        ended.loginName = shownLoginName(subject)
         if (verified.id !== undefined) ended.refreshToken = verified.id
       } catch (error) {
         if (error instanceof TokenError) throw new TokenRefusal('TOKEN_GRANT_INVALID', error.message, {}, { cause: error })
