@@ -17,6 +17,7 @@ import { isProgrammingError, reportInternalError, requestScope, type RequestScop
 import type { Acl, AuthContext, Caller, Authenticator, Identity, TokenEndpoint, TokenRequestEnded } from '../auth/index.js'
 import { covers, formatScope } from '../auth/token/scope.js'
 import { parseBasic, shownLoginName } from '../auth/basic.js'
+import { malformedRange } from '../storage/ranges.js'
 import type { Ui } from '../ui/index.js'
 import type { ManifestCache } from '../forward/manifest-cache.js'
 import type { ImmutableTagGuard } from '../housekeeping/immutable-guard.js'
@@ -166,6 +167,10 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
       if (deps.rateLimits) {
         const anonymous = identity.via === 'anonymous' || identity.user === ''
         await deps.rateLimits.admit(request, { user: anonymous ? undefined : identity.user, ...(identity.groups ? { groups: identity.groups } : {}), address: client.clientIp })
+      }
+      // A malformed Range on a blob read: registry 2.8's 416 for it breaks the connection (see malformedRange).
+      if ((request.op === 'blob.get' || request.op === 'blob.head') && malformedRange(req.headers.range)) {
+        throw new RegistryError('RANGE_INVALID', { range: req.headers.range?.slice(0, 256) })
       }
       // Maintenance: writes refused while the registry is read-only (uploads begun before may finish).
       write = deps.maintenance?.(request)

@@ -40,3 +40,41 @@ export function planRange(headers: IncomingHttpHeaders, size: number): RangePlan
   if (end < start) return { kind: 'registry' }
   return { kind: 'part', start, end: Math.min(end, size - 1) }
 }
+
+/** int64's largest value, as Go's strconv.ParseInt takes it: a longer number is no range. */
+const INT64_MAX = 9_223_372_036_854_775_807n
+
+/** A decimal byte position Go's ParseInt reads (without the sign it would take too: RFC 9110 has digits only). */
+function position(text: string): boolean {
+  return /^[0-9]+$/.test(text) && BigInt(text) <= INT64_MAX
+}
+
+/**
+ * Whether a blob read's `Range` header is one registry 2.8 refuses as malformed ("invalid range": no
+ * `bytes=`, a part without `-`, a position that is no number or overflows, an end before its start) or
+ * answers with a `206` whose `Content-Range` is impossible (`bytes=-0`). Its 416 goes out under the
+ * blob's `Content-Length` with a 14-byte body, which breaks the connection (a client sees a broken
+ * transfer, the gateway an upstream reset): the gateway refuses these itself, framed right. Ranges past
+ * the end are not malformed (the registry's `416` names the size; Portier's storage path sends it framed right).
+ */
+export function malformedRange(range: string | undefined): boolean {
+  if (range === undefined || range === '') return false
+  if (!range.startsWith('bytes=')) return true
+  for (const raw of range.slice('bytes='.length).split(',')) {
+    const part = raw.trim()
+    if (part === '') continue
+    const dash = part.indexOf('-')
+    if (dash < 0) return true
+    const first = part.slice(0, dash).trim()
+    const last = part.slice(dash + 1).trim()
+    if (first === '') {
+      // A suffix: the last N bytes, N a number above 0.
+      if (!position(last) || BigInt(last) === 0n) return true
+      continue
+    }
+    if (!position(first)) return true
+    if (last === '') continue
+    if (!position(last) || BigInt(last) < BigInt(first)) return true
+  }
+  return false
+}

@@ -137,6 +137,19 @@ t.test('blob GET/HEAD from storage: the registry\'s bytes and headers, ranges, p
   t.match(String(multi.headers['content-type']), /^multipart\/byteranges; boundary=/)
   t.equal(await upstreamHits(registry, 'GET', path), 1 + 5 + 1, 'that one went to the registry')
 
+  // Malformed ranges (and bytes=-0): registry 2.8 answers them 416 under the blob's Content-Length with a 14-byte body,
+  // which breaks the connection (and counted as an upstream reset); Portier refuses them itself, framed right, for any upstream.
+  for (const range of ['bytes=abc', 'bytes=10-5', 'bytes=0-99999999999999999999999', 'items=0-5', 'bytes=-0', 'bytes=5', 'bytes=0-1,x']) {
+    const refused = await call('GET', gateway.url, path, { ...alice, range })
+    t.equal(refused.status, 416, `${range}: 416`)
+    t.equal(refused.headers['content-length'], String(refused.body.length), `${range}: a Content-Length that matches the body`)
+    t.match(JSON.parse(refused.body.toString()), { errors: [{ code: 'RANGE_INVALID' }] }, `${range}: the registry's JSON error format`)
+  }
+  const headRefused = await call('HEAD', gateway.url, path, { ...alice, range: 'bytes=abc' })
+  t.equal(headRefused.status, 416, 'HEAD with a malformed range: 416 too')
+  t.equal(headRefused.body.length, 0, 'without a body')
+  t.equal(await upstreamHits(registry, 'GET', path), 1 + 5 + 1, 'none of them reached the registry')
+
   // Repository B does not link the blob (it is in the same storage): the registry's 404, never the bytes.
   const other = `/v2/b/app/blobs/${digest}`
   const otherDirect = await call('GET', registry.url, other)
