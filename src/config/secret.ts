@@ -28,21 +28,26 @@ export function loadSecret(configured: string, file: string, fileKey: string): {
   const key = `${randomBytes(32).toString('hex')}\n`
   // Written whole under a name of our own, then linked into place: link() fails with EEXIST when another instance
   // sharing the directory got there first (use theirs), and nobody ever reads the file before its key is in it.
-  const draft = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
-  try {
-    writeFileSync(draft, key, { mode: 0o600, flag: 'wx' })
-    chmodSync(draft, 0o600)
-  } catch (error) {
-    removeDraft(draft)
-    throw new Error(`${fileKey}: cannot write a new key beside ${file}: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
-  }
   let linked: NodeJS.ErrnoException | undefined
-  try {
-    linkSync(draft, file)
-  } catch (error) {
-    linked = error as NodeJS.ErrnoException
-  } finally {
-    removeDraft(draft)
+  for (let attempt = 1; attempt <= DRAFT_ATTEMPTS; attempt++) {
+    const draft = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
+    try {
+      writeFileSync(draft, key, { mode: 0o600, flag: 'wx' })
+      chmodSync(draft, 0o600)
+    } catch (error) {
+      removeDraft(draft)
+      throw new Error(`${fileKey}: cannot write a new key beside ${file}: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
+    }
+    linked = undefined
+    try {
+      linkSync(draft, file)
+    } catch (error) {
+      linked = error as NodeJS.ErrnoException
+    } finally {
+      removeDraft(draft)
+    }
+    // ENOENT: the draft was gone before its link, swept as stale by an instance whose clock runs ahead of the volume's: again.
+    if (linked?.code !== 'ENOENT') break
   }
   if (linked === undefined) return { secret: read(), created: true }
   if (linked.code === 'EEXIST') return { secret: readWaitingForKey(read), created: false }
@@ -58,6 +63,9 @@ export function loadSecret(configured: string, file: string, fileKey: string): {
   }
   return { secret: readWaitingForKey(read), created: false }
 }
+
+/** Drafts written in turn when one disappears before its link (see removeStaleDrafts). */
+const DRAFT_ATTEMPTS = 3
 
 /** A key file that holds too few characters: its error names the setting. */
 class ShortKey extends Error {}

@@ -138,3 +138,29 @@ t.test('drafts left by a process that died between writing and linking are remov
   t.same(removeStaleDrafts(join(dir, 'missing-dir', 'secret')), [], 'a directory that does not exist: nothing, no error')
   t.same(removeStaleDrafts(file, Date.now() + 120_000), [join(dir, names.fresh)], 'the fresh one once it is a minute old')
 })
+
+t.test('a draft swept before its link (another instance\'s clock ahead of the volume\'s) is written again', async (t) => {
+  const fs = await import('node:fs')
+  let links = 0
+  const sweptFirst = (existing: string, target: string): void => {
+    if (links++ === 0) {
+      fs.unlinkSync(existing)
+      throw Object.assign(new Error(`ENOENT: no such file or directory, link '${existing}' -> '${target}'`), { code: 'ENOENT' })
+    }
+    fs.linkSync(existing, target)
+  }
+  const { loadSecret: load } = await t.mockImport<typeof import('../../src/config/secret.js')>('../../src/config/secret.js', { 'node:fs': { ...fs, linkSync: sweptFirst } })
+  const dir = t.testdir()
+  const created = load('', join(dir, 'secret'), 'routing.secret_file')
+  t.equal(created.created, true, 'created on the second draft')
+  t.equal(links, 2)
+  t.equal(readFileSync(join(dir, 'secret'), 'utf8').trim(), created.secret.toString())
+  t.same(readdirSync(dir), ['secret'], 'no draft left')
+  let always = 0
+  const { loadSecret: never } = await t.mockImport<typeof import('../../src/config/secret.js')>('../../src/config/secret.js', {
+    'node:fs': { ...fs, linkSync: (existing: string) => { always++; throw Object.assign(new Error(`ENOENT: no such file or directory, link '${existing}'`), { code: 'ENOENT' }) } },
+  })
+  t.throws(() => never('', join(dir, 'other'), 'routing.secret_file'), { code: 'ENOENT' }, 'a link that never works is an error')
+  t.equal(always, 3, 'after three drafts')
+  t.same(readdirSync(dir), ['secret'], 'and leaves no draft')
+})
