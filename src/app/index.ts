@@ -36,7 +36,7 @@ const STORE_VALUES_POLL_MS = 1000
 
 /** Instances sharing a PostgreSQL store that start within one window of this length run one start-up scan. */
 const SCAN_WINDOW_MS = 10 * 60_000
-/** A start-up scan that did not read everything runs again after store.scan_retry, doubling up to this wait, this many times in all (about 45 minutes from the default 30 s). */
+/** A start-up scan that did not read everything runs again after store.scan_retry, doubling up to this wait, this many times in all (about 35 minutes from the default 30 s). */
 const SCAN_RETRY_MAX_MS = 10 * 60_000
 const SCAN_ATTEMPTS = 8
 import { GcHistory } from '../housekeeping/gc-history.js'
