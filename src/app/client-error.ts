@@ -40,15 +40,25 @@ export function answerClientError(error: ParserError, socket: Duplex, log: Logge
     socket.destroy()
     return
   }
-  const status = statusOf(error.code)
+  endWithError(socket, statusOf(error.code), error.code ?? error.message, log)
+}
+
+/**
+ * The registry's JSON error written straight to the socket, logged once, then the connection closes:
+ * for what Node would otherwise answer itself or drop (a CONNECT request, an `Expect` other than
+ * `100-continue`, a request it cannot parse).
+ */
+export function endWithError(socket: Duplex, status: number, reason: string, log: Logger, extraHeaders = ''): void {
+  const served = socket as ServedSocket
   // The status says which limit or failure; the body is the registry's error format.
-  const body = new RegistryError('REQUEST_INVALID', { reason: error.code ?? error.message }).body()
-  log.info({ client: served.remoteAddress, status, reason: error.code ?? error.message }, 'unreadable request')
+  const body = new RegistryError('REQUEST_INVALID', { reason }).body()
+  log.info({ client: served.remoteAddress, status, reason }, 'unreadable request')
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Bad Request'}\r\n` +
       'Connection: close\r\n' +
       'Content-Type: application/json; charset=utf-8\r\n' +
       'Docker-Distribution-Api-Version: registry/2.0\r\n' +
+      extraHeaders +
       `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   )
   // A client that never reads its answer does not keep the connection; one that closes takes the timer with it.

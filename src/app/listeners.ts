@@ -1,5 +1,5 @@
 // Start-up step: the listeners (main HTTPS or HTTP, admin, HTTP redirect), bound in order, each closed by draining.
-import { createServer as createHttpServer, type Server as HttpServer, type ServerOptions } from 'node:http'
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerOptions, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
@@ -7,7 +7,8 @@ import type { Config } from './config.js'
 import { publicHost } from '../forward/headers.js'
 import type { Logger } from '../observe/log.js'
 import type { ServedCertificates } from './certificates.js'
-import { answerClientError } from './client-error.js'
+import { answerClientError, endWithError } from './client-error.js'
+import { RegistryError } from '../registry/errors.js'
 import { closeServer, Connections } from './drain.js'
 import { listen, parseListen, type ListenAddress } from './listen.js'
 import type { Observability } from './observability.js'
@@ -20,6 +21,8 @@ const serverOptions: ServerOptions = {
   requestTimeout: 0,
   headersTimeout: 60_000,
   keepAliveTimeout: 65_000,
+  // How often Node looks for requests past headersTimeout: its default of 30 s let a slowloris client hold a connection for 90.
+  connectionsCheckingInterval: 5_000,
 }
 
 /**
@@ -50,6 +53,16 @@ export async function openListeners(config: Config, log: Logger, shutdown: Shutd
   server.timeout = config.timeouts.body_idle
   pipeline.connectionCap.attach(server, config.tls.enabled)
   server.on('clientError', (error: Error, socket: Duplex) => answerClientError(error, socket, log))
+  // Node would close a CONNECT's socket without a word, and answer an Expect it does not know with a bare 417.
+  server.on('connect', (_req: IncomingMessage, socket: Duplex) => endWithError(socket, 405, 'CONNECT is not a registry method', log, 'Allow: GET, HEAD, POST, PUT, PATCH, DELETE\r\n'))
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    const reason = `Expect: ${String(req.headers.expect).slice(0, 100)} is not supported (only 100-continue)`
+    const body = new RegistryError('REQUEST_INVALID', { reason }).body()
+    log.info({ client: req.socket.remoteAddress, status: 417, reason }, 'unreadable request')
+    req.resume()
+    res.writeHead(417, { Connection: 'close', 'Content-Type': 'application/json; charset=utf-8', 'Docker-Distribution-Api-Version': 'registry/2.0', 'Content-Length': Buffer.byteLength(body) })
+    res.end(body)
+  })
   const metrics = deps.observability.metrics
   if (metrics) {
     const connections = metrics.openConnections
@@ -90,11 +103,12 @@ export async function openListeners(config: Config, log: Logger, shutdown: Shutd
 function mainServer(config: Config, log: Logger, pipeline: Pipeline, certificates: ServedCertificates | undefined): HttpServer | HttpsServer {
   if (!certificates) {
     log.warn('TLS is disabled (tls.enabled: false): serving plain HTTP; only do this behind another TLS terminator')
-    return createHttpServer(serverOptions, pipeline.serve)
+    return createHttpServer({ ...serverOptions, requireHostHeader: false }, pipeline.serve)
   }
   const { store } = certificates
   const server = createHttpsServer(
-    { ...serverOptions, ...store.defaultOptions(), handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS, SNICallback: (name, done) => done(null, store.contextFor(name)) },
+    // requireHostHeader: the gateway answers a request without Host itself, in the registry's error format, and logs it.
+    { ...serverOptions, requireHostHeader: false, ...store.defaultOptions(), handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS, SNICallback: (name, done) => done(null, store.contextFor(name)) },
     pipeline.serve,
   )
   answerPlainHttp(server, () => config.server.public_url || `https://${pipeline.publicHosts.fallback()}`, log)

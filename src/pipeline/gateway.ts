@@ -142,6 +142,8 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
     const encrypted = (req.socket as TLSSocket).encrypted === true
     const client = describeClient(req.headers, req.socket.remoteAddress, encrypted, trustedProxies, deps.publicUrl, deps.hosts, req.socket.localAddress)
     try {
+      // HTTP/1.1 requires Host (RFC 9112, 3.2): Node's own answer to its absence is a bare 400 that no log line tells of.
+      if (req.headers.host === undefined && req.httpVersion === '1.1') throw new RegistryError('REQUEST_INVALID', { reason: 'an HTTP/1.1 request without a Host header' })
       if (tokenEndpoint && isTokenPath(req.url)) {
         route = 'token'
         upstreamName = 'token-server'

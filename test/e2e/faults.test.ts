@@ -183,6 +183,10 @@ t.test('the three reported crashes: TLS GET tags/list then close, a request then
   for (const [what, bytes, status] of [
     ['garbage', garbage, '400 Bad Request'],
     ['a header over 16 KiB', head('GET', '/v2/', { 'x-filler': 'a'.repeat(20_000) }), '431 Request Header Fields Too Large'],
+    // What Node answered itself (a bare 400, a bare 417) or dropped without a word (CONNECT), unlogged.
+    ['HTTP/1.1 without Host', Buffer.from('GET /v2/ HTTP/1.1\r\nUser-Agent: no-host\r\n\r\n'), '400 Bad Request'],
+    ['an Expect other than 100-continue', head('GET', '/v2/', { expect: '999-nope' }), '417 Expectation Failed'],
+    ['CONNECT', Buffer.from('CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n'), '405 Method Not Allowed'],
   ] as const) {
     const refused = (await rawExchange(port, [bytes], { after: 'server' })).toString('latin1')
     t.match(refused, new RegExp(`^HTTP/1\\.1 ${status}\r\n`), `${what}: ${status}`)
@@ -190,6 +194,10 @@ t.test('the three reported crashes: TLS GET tags/list then close, a request then
     const answer = JSON.parse(refused.slice(refused.indexOf('\r\n\r\n') + 4)) as { errors: Array<{ code: string }> }
     t.equal(answer.errors[0]?.code, 'UNSUPPORTED', `${what}: a registry JSON error`)
   }
+  await gateway.logsSettled()
+  const unreadable = gateway.logs.filter((line) => line.msg === 'unreadable request').map((line) => line.status)
+  t.ok(unreadable.includes(417) && unreadable.includes(405), `the Expect and the CONNECT logged as unreadable requests (${unreadable.join(', ')})`)
+  t.ok(gateway.logs.some((line) => line.status === 400 && line.error === 'REQUEST_INVALID' && line.op === undefined), 'the request without Host logged once, with its error')
 
   // 3. A PATCH that sends more bytes than its Content-Length (the rest is parsed as a broken next request).
   const before = await setup.registry.uploadsOpen('faults/over')
