@@ -57,6 +57,8 @@ const gateway = {
   // distribution's own code for a 500.
   INTERNAL: { status: 500, message: 'internal error in the gateway', wire: 'UNKNOWN' },
   REQUEST_INVALID: { status: 400, message: 'the request could not be read as HTTP/1.1', wire: 'UNSUPPORTED' },
+  // A web UI or API body that is not the JSON object the endpoint takes.
+  BODY_INVALID: { status: 400, message: 'the request body is not a JSON object', wire: 'UNSUPPORTED' },
   // distribution has no code for it; docker, skopeo and podman print DENIED with the message naming the rule.
   TAG_IMMUTABLE: { status: 403, message: 'the tag is immutable (immutable_tags)', wire: 'DENIED' },
   // Maintenance mode (src/housekeeping/maintenance.ts): a write while the registry is read-only. distribution's own

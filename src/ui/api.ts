@@ -160,7 +160,7 @@ async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknow
     throw new RegistryError('UNSUPPORTED', { reason: 'expected Content-Type: application/json' })
   }
   const body = await readCapped(req, { maxBytes: MAX_BODY_BYTES, tooLarge: () => new RegistryError('TOO_LARGE', { max_bytes: MAX_BODY_BYTES }), rest: 'discard' })
-  const notObject = (): RegistryError => new RegistryError('UNSUPPORTED', { reason: 'expected a JSON object' })
+  const notObject = (): RegistryError => new RegistryError('BODY_INVALID', { reason: 'expected a JSON object' })
   const parsed = parseJson(body, notObject)
   if (isRecord(parsed)) return parsed
   throw notObject()

@@ -380,6 +380,11 @@ t.test('routing: browsers at / go to /ui/, registry clients do not; token mode s
   t.same(JSON.parse(list.text), { repositories: [] })
   const formPost = await send('POST', '/ui/api/login', { origin, 'content-type': 'application/x-www-form-urlencoded' }, `username=alice&password=${PASSWORDS.alice}`)
   t.equal(formPost.status, 405, 'an HTML form post (what a cross-site page could send) is refused')
+  for (const body of ['{bad', '[1,2]', '"alice"']) {
+    const notJson = await send('POST', '/ui/api/login', { origin, 'content-type': 'application/json' }, body)
+    t.equal(notJson.status, 400, `${body}: not a JSON object, 400`)
+    t.match(notJson.text, /"code":"UNSUPPORTED"/)
+  }
   const crossSite = await send('POST', '/ui/api/login', { origin: 'https://evil.example', 'content-type': 'application/json' }, JSON.stringify({ username: 'alice', password: PASSWORDS.alice }))
   t.equal(crossSite.status, 403, 'login from another origin is refused')
 
