@@ -119,7 +119,9 @@ export class Recorder {
     }
     // Clients send credentials only after a 401 (docker's first /v2/): that challenge is routine, not a warning.
     const firstChallenge = failure?.code === 'UNAUTHORIZED' && finished.credentialsSent === false
-    if (failure && failure.status >= 500) this.log.error(line, failure.message)
+    // Too many password checks at once (503) is the clients' burst, not the gateway failing: a warning, or anyone could fill the error log.
+    const loginBurst = finished.authOutcome === 'busy'
+    if (failure && failure.status >= 500 && !loginBurst) this.log.error(line, failure.message)
     else if (failure && !firstChallenge) this.log.warn(line, failure.message)
     else if (failure) this.log.info(line, failure.message)
     else this.access.info(line, 'request')
