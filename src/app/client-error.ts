@@ -53,6 +53,8 @@ export function endWithError(socket: Duplex, status: number, reason: string, log
   // The status says which limit or failure; the body is the registry's error format.
   const body = new RegistryError('REQUEST_INVALID', { reason }).body()
   log.info({ client: served.remoteAddress, status, reason }, 'unreadable request')
+  // A socket handed over by Node (a CONNECT's) has no error listener left: a reset would be thrown.
+  if (socket.listenerCount('error') === 0) socket.on('error', () => socket.destroy())
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Bad Request'}\r\n` +
       'Connection: close\r\n' +

@@ -194,6 +194,13 @@ t.test('the three reported crashes: TLS GET tags/list then close, a request then
     const answer = JSON.parse(refused.slice(refused.indexOf('\r\n\r\n') + 4)) as { errors: Array<{ code: string }> }
     t.equal(answer.errors[0]?.code, 'UNSUPPORTED', `${what}: a registry JSON error`)
   }
+  // A CONNECT's socket is handed over by Node without its error listener: a reset right after must not reach the process.
+  const connect = Buffer.from('CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n')
+  for (let i = 0; i < 20; i++) await rawExchange(port, [connect], i % 2 === 0 ? { after: 'response-bytes', bytes: 1 } : { after: 'ms', ms: i % 4 }, true)
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  t.equal(gateway.child.exitCode, null, 'the gateway lives after 20 CONNECTs reset once answered, or at once')
+  const noHost = (await rawExchange(port, [Buffer.from('GET /v2/ HTTP/1.1\r\n\r\n')], { after: 'server' })).toString('latin1')
+  t.match(noHost, /\r\nConnection: close\r\n/i, 'the answer to a request without Host closes the connection')
   await gateway.logsSettled()
   const unreadable = gateway.logs.filter((line) => line.msg === 'unreadable request').map((line) => line.status)
   t.ok(unreadable.includes(417) && unreadable.includes(405), `the Expect and the CONNECT logged as unreadable requests (${unreadable.join(', ')})`)

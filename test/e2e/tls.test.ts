@@ -7,7 +7,7 @@ import { Agent, request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls'
-import type { Socket } from 'node:net'
+import { createConnection, type Socket } from 'node:net'
 import { runOk } from '../helpers/exec.js'
 import { gatewayFixture } from '../helpers/gateway.js'
 import { registryFixture } from '../helpers/registry.js'
@@ -319,4 +319,26 @@ t.test('tls.enabled false serves plain HTTP and warns about it', async (t) => {
   t.equal(warning.level, 40, 'logged as a warning')
   t.match(warning.msg, /plain HTTP/)
   await t.rejects(handshake(gateway.port), 'no TLS on that port')
+
+  // Node hands a CONNECT's socket over without any error listener (over TLS the TLS layer keeps one): a client that
+  // resets it once answered must not take the process down.
+  for (let i = 0; i < 10; i++) {
+    const answered = await new Promise<string>((resolve) => {
+      const socket = createConnection({ host: '127.0.0.1', port: gateway.port }, () => socket.write('CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n'))
+      const guard = setTimeout(() => socket.destroy(), 5000)
+      socket.on('error', () => undefined)
+      socket.once('data', (chunk: Buffer) => {
+        clearTimeout(guard)
+        socket.resetAndDestroy()
+        resolve(chunk.toString('latin1'))
+      })
+      socket.once('close', () => resolve(''))
+    })
+    if (i === 0) t.match(answered, /^HTTP\/1\.1 405 Method Not Allowed\r\n/, 'a CONNECT is answered 405')
+  }
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  t.equal(gateway.child.exitCode, null, 'the gateway lives after 10 CONNECTs reset once answered')
+  const after = await fetch(`${gateway.url}/v2/`)
+  await after.arrayBuffer()
+  t.equal(after.status, 200, 'and still serves')
 })
