@@ -125,7 +125,7 @@ export const BUSY_RETRY_AFTER_SECONDS = 1
 
 /** The 503 for a password check refused because too many are waiting for a worker. */
 export function passwordChecksBusy(): RegistryError {
-  return new RegistryError('UNAVAILABLE', { reason: 'too many password checks at once; try again shortly' }, { 'Retry-After': String(BUSY_RETRY_AFTER_SECONDS) }, 'too many password checks at once')
+  return new PasswordChecksBusy('UNAVAILABLE', { reason: 'too many password checks at once; try again shortly' }, { 'Retry-After': String(BUSY_RETRY_AFTER_SECONDS) }, 'too many password checks at once')
 }
 
 /**
@@ -152,3 +152,6 @@ export function shownLoginName(name: string): string {
 
 // eslint-disable-next-line no-control-regex
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/g
+
+/** The 503 for too many password checks at once: the clients' burst, not a backend that is down (logged as a warning). */
+export class PasswordChecksBusy extends RegistryError {}

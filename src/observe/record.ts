@@ -1,5 +1,6 @@
 // The pipeline's last step: one access-log line and one metrics update per request, written when it ends.
 import { randomUUID } from 'node:crypto'
+import { PasswordChecksBusy } from '../auth/basic.js'
 import type { RegistryRequest } from '../registry/classify.js'
 import { causeChain } from '../errors/cause.js'
 import type { RegistryError } from '../registry/errors.js'
@@ -120,7 +121,7 @@ export class Recorder {
     // Clients send credentials only after a 401 (docker's first /v2/): that challenge is routine, not a warning.
     const firstChallenge = failure?.code === 'UNAUTHORIZED' && finished.credentialsSent === false
     // Too many password checks at once (503) is the clients' burst, not the gateway failing: a warning, or anyone could fill the error log.
-    const loginBurst = finished.authOutcome === 'busy'
+    const loginBurst = failure instanceof PasswordChecksBusy
     if (failure && failure.status >= 500 && !loginBurst) this.log.error(line, failure.message)
     else if (failure && !firstChallenge) this.log.warn(line, failure.message)
     else if (failure) this.log.info(line, failure.message)

@@ -143,7 +143,7 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
     const client = describeClient(req.headers, req.socket.remoteAddress, encrypted, trustedProxies, deps.publicUrl, deps.hosts, req.socket.localAddress)
     try {
       // HTTP/1.1 requires Host (RFC 9112, 3.2): Node's own answer to its absence is a bare 400 that no log line tells of.
-      if (req.headers.host === undefined && req.httpVersion === '1.1') throw new RegistryError('REQUEST_INVALID', { reason: 'an HTTP/1.1 request without a Host header' })
+      if (req.headers.host === undefined && req.httpVersion === '1.1') throw new RegistryError('REQUEST_INVALID', { reason: 'an HTTP/1.1 request without a Host header' }, { Connection: 'close' })
       if (tokenEndpoint && isTokenPath(req.url)) {
         route = 'token'
         upstreamName = 'token-server'
@@ -171,7 +171,7 @@ export function createGateway(deps: GatewayDeps): RequestHandler {
         await deps.rateLimits.admit(request, { user: anonymous ? undefined : identity.user, ...(identity.groups ? { groups: identity.groups } : {}), address: client.clientIp })
       }
       // A malformed Range on a blob read: registry 2.8's 416 for it breaks the connection (see malformedRange).
-      if ((request.op === 'blob.get' || request.op === 'blob.head') && malformedRange(req.headers.range)) {
+      if ((request.op === 'blob.get' || request.op === 'blob.head') && malformedRange(req.headers)) {
         throw new RegistryError('RANGE_INVALID', { range: req.headers.range?.slice(0, 256) })
       }
       // Maintenance: writes refused while the registry is read-only (uploads begun before may finish).

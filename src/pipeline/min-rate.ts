@@ -89,9 +89,9 @@ export function createMinRate(timeouts: TimeoutsConfig): MinRate | undefined {
 
 /**
  * A slow upload is answered 408 (if nothing was answered yet) and its connection closed; the
- * forwarder sees the client gone and aborts its upstream request (a PUT finishing an upload is then
- * cancelled upstream; an upload into storage is cut back to where the request began). A slow download
- * can only be cut: its status line is already out.
+ * forwarder sees the client gone and cancels the upload session upstream (an upload into storage is
+ * cut back to where the request began instead). A slow download can only be cut: its status line is
+ * already out.
  */
 function cut(req: IncomingMessage, res: ServerResponse, direction: SlowDirection): void {
   const socket = req.socket

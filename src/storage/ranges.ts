@@ -21,8 +21,8 @@ export function planRange(headers: IncomingHttpHeaders, size: number): RangePlan
   if (spec === undefined || spec.includes(',')) return { kind: 'registry' }
   const dash = spec.indexOf('-')
   if (dash < 0) return { kind: 'registry' }
-  const first = spec.slice(0, dash).trim()
-  const last = spec.slice(dash + 1).trim()
+  const first = trimSpaces(spec.slice(0, dash))
+  const last = trimSpaces(spec.slice(dash + 1))
   if (first === '') {
     // A suffix: the last N bytes (N > 0; ServeContent's answer to "-0" differs between Go versions).
     if (!DIGITS.test(last)) return { kind: 'registry' }
@@ -57,16 +57,19 @@ function position(text: string): boolean {
  * transfer, the gateway an upstream reset): the gateway refuses these itself, framed right. Ranges past
  * the end are not malformed (the registry's `416` names the size; Portier's storage path sends it framed right).
  */
-export function malformedRange(range: string | undefined): boolean {
+export function malformedRange(headers: IncomingHttpHeaders): boolean {
+  const range = headers.range
   if (range === undefined || range === '') return false
+  // With a condition ServeContent may answer 200 (If-Range that does not match) or 304 before it reads the Range.
+  if (CONDITIONAL.some((name) => headers[name] !== undefined)) return false
   if (!range.startsWith('bytes=')) return true
   for (const raw of range.slice('bytes='.length).split(',')) {
-    const part = raw.trim()
+    const part = trimSpaces(raw)
     if (part === '') continue
     const dash = part.indexOf('-')
     if (dash < 0) return true
-    const first = part.slice(0, dash).trim()
-    const last = part.slice(dash + 1).trim()
+    const first = trimSpaces(part.slice(0, dash))
+    const last = trimSpaces(part.slice(dash + 1))
     if (first === '') {
       // A suffix: the last N bytes, N a number above 0.
       if (!position(last) || BigInt(last) === 0n) return true
@@ -77,4 +80,9 @@ export function malformedRange(range: string | undefined): boolean {
     if (!position(last) || BigInt(last) < BigInt(first)) return true
   }
   return false
+}
+
+/** Spaces and tabs off both ends, as Go's textproto.TrimString (String.trim would take U+00A0 and line breaks too, which Go keeps). */
+function trimSpaces(text: string): string {
+  return text.replace(/^[ \t]+|[ \t]+$/g, '')
 }

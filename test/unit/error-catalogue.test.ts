@@ -11,6 +11,7 @@ import { createBearerAuthenticator } from '../../src/auth/bearer.js'
 import { createIssuer, createTokenEndpoint, createVerifier, generateTokenKey, loadTokenKey, TokenError } from '../../src/auth/token/index.js'
 import { TokenRefusal, tokenErrorBody, type TokenErrorCode } from '../../src/auth/token/refusal.js'
 import { AdminError, createAdminHandler } from '../../src/observe/admin.js'
+import { passwordChecksBusy } from '../../src/auth/basic.js'
 import { Recorder } from '../../src/observe/record.js'
 import { RecentPushes } from '../../src/observe/recent.js'
 import { RegistryError, sendRegistryError, type RegistryErrorCode } from '../../src/registry/errors.js'
@@ -171,8 +172,9 @@ t.test('the access log line names the cause chain of a failed request, once', as
   loop.cause = loop
   t.equal(causeChain(loop)?.length, 5, 'a cause pointing at itself is cut off')
   // A 503 for too many password checks at once is the clients' burst: a warning, not an error.
-  const busy = new RegistryError('UNAVAILABLE', { reason: 'too many password checks at once' }, { 'Retry-After': '1' })
-  recorder.record({ requestId: 'r2', method: 'GET', request: undefined, status: 503, seconds: 0.01, clientIp: '127.0.0.1', user: undefined, upstream: undefined, bytesReceived: 0, bytesSent: 0, failure: busy, authOutcome: 'busy' })
+  recorder.record({ requestId: 'r2', method: 'GET', request: undefined, status: 503, seconds: 0.01, clientIp: '127.0.0.1', user: undefined, upstream: undefined, bytesReceived: 0, bytesSent: 0, failure: passwordChecksBusy(), authOutcome: 'busy' })
   recorder.record({ requestId: 'r3', method: 'GET', request: undefined, status: 503, seconds: 0.01, clientIp: '127.0.0.1', user: undefined, upstream: 'a', bytesReceived: 0, bytesSent: 0, failure: new RegistryError('UNAVAILABLE', { reason: 'no upstream' }) })
-  t.same(lines.slice(1).map((line) => [line.request_id, line.level]), [['r2', 40], ['r3', 50]], 'a login burst\'s 503 is a warning; an upstream\'s is an error')
+  // The directory (or the store) unreachable during a login is an outage: an error, though its auth outcome is counted as busy too.
+  recorder.record({ requestId: 'r4', method: 'GET', request: undefined, status: 503, seconds: 0.01, clientIp: '127.0.0.1', user: undefined, upstream: undefined, bytesReceived: 0, bytesSent: 0, failure: new RegistryError('UNAVAILABLE', { reason: 'the user directory (LDAP) cannot be reached' }), authOutcome: 'busy' })
+  t.same(lines.slice(1).map((line) => [line.request_id, line.level]), [['r2', 40], ['r3', 50], ['r4', 50]], 'a login burst\'s 503 is a warning; an upstream\'s or a directory\'s is an error')
 })
