@@ -44,25 +44,35 @@ export function answerClientError(error: ParserError, socket: Duplex, log: Logge
 }
 
 /**
- * The registry's JSON error written straight to the socket, logged once, then the connection closes:
- * for what Node would otherwise answer itself or drop (a CONNECT request, an `Expect` other than
- * `100-continue`, a request it cannot parse).
+ * The answer to a request the gateway never sees (Node could not read it, or would answer it itself):
+ * the registry's JSON error and its headers, the connection closing after it; logged once.
  */
-export function endWithError(socket: Duplex, status: number, reason: string, log: Logger, extraHeaders = ''): void {
-  const served = socket as ServedSocket
+export function unreadableAnswer(status: number, reason: string, client: string | undefined, log: Logger, extraHeaders: Record<string, string> = {}): { body: string; headers: Record<string, string> } {
   // The status says which limit or failure; the body is the registry's error format.
   const body = new RegistryError('REQUEST_INVALID', { reason }).body()
-  log.info({ client: served.remoteAddress, status, reason }, 'unreadable request')
+  log.info({ client, status, reason }, 'unreadable request')
+  return {
+    body,
+    headers: {
+      Connection: 'close',
+      'Content-Type': 'application/json; charset=utf-8',
+      'Docker-Distribution-Api-Version': 'registry/2.0',
+      ...extraHeaders,
+      'Content-Length': String(Buffer.byteLength(body)),
+    },
+  }
+}
+
+/**
+ * unreadableAnswer written straight to the socket, then the connection closes: for what Node would
+ * otherwise answer itself or drop (a CONNECT request, a request it cannot parse).
+ */
+export function endWithError(socket: Duplex, status: number, reason: string, log: Logger, extraHeaders: Record<string, string> = {}): void {
+  const { body, headers } = unreadableAnswer(status, reason, (socket as ServedSocket).remoteAddress, log, extraHeaders)
   // A socket handed over by Node (a CONNECT's) has no error listener left: a reset would be thrown.
   if (socket.listenerCount('error') === 0) socket.on('error', () => socket.destroy())
-  socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Bad Request'}\r\n` +
-      'Connection: close\r\n' +
-      'Content-Type: application/json; charset=utf-8\r\n' +
-      'Docker-Distribution-Api-Version: registry/2.0\r\n' +
-      extraHeaders +
-      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-  )
+  const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Bad Request'}\r\n${head}\r\n${body}`)
   // A client that never reads its answer does not keep the connection; one that closes takes the timer with it.
   const timer = setTimeout(() => socket.destroy(), 5000)
   timer.unref()

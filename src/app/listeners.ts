@@ -7,8 +7,7 @@ import type { Config } from './config.js'
 import { publicHost } from '../forward/headers.js'
 import type { Logger } from '../observe/log.js'
 import type { ServedCertificates } from './certificates.js'
-import { answerClientError, endWithError } from './client-error.js'
-import { RegistryError } from '../registry/errors.js'
+import { answerClientError, endWithError, unreadableAnswer } from './client-error.js'
 import { closeServer, Connections } from './drain.js'
 import { listen, parseListen, type ListenAddress } from './listen.js'
 import type { Observability } from './observability.js'
@@ -54,13 +53,11 @@ export async function openListeners(config: Config, log: Logger, shutdown: Shutd
   pipeline.connectionCap.attach(server, config.tls.enabled)
   server.on('clientError', (error: Error, socket: Duplex) => answerClientError(error, socket, log))
   // Node would close a CONNECT's socket without a word, and answer an Expect it does not know with a bare 417.
-  server.on('connect', (_req: IncomingMessage, socket: Duplex) => endWithError(socket, 405, 'CONNECT is not a registry method', log, 'Allow: GET, HEAD, POST, PUT, PATCH, DELETE\r\n'))
+  server.on('connect', (_req: IncomingMessage, socket: Duplex) => endWithError(socket, 405, 'CONNECT is not a registry method', log, { Allow: 'GET, HEAD, POST, PUT, PATCH, DELETE' }))
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
-    const reason = `Expect: ${String(req.headers.expect).slice(0, 100)} is not supported (only 100-continue)`
-    const body = new RegistryError('REQUEST_INVALID', { reason }).body()
-    log.info({ client: req.socket.remoteAddress, status: 417, reason }, 'unreadable request')
+    const { body, headers } = unreadableAnswer(417, `Expect: ${String(req.headers.expect).slice(0, 100)} is not supported (only 100-continue)`, req.socket.remoteAddress, log)
     req.resume()
-    res.writeHead(417, { Connection: 'close', 'Content-Type': 'application/json; charset=utf-8', 'Docker-Distribution-Api-Version': 'registry/2.0', 'Content-Length': Buffer.byteLength(body) })
+    res.writeHead(417, headers)
     res.end(body)
   })
   const metrics = deps.observability.metrics
