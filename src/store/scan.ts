@@ -1,4 +1,5 @@
 // The start-up scan: every repository's tags read once through the router, so tags that existed before Portier (or were pushed around it) get a first-seen time.
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from '../observe/log.js'
 import type { RegistryClient } from '../ui/registry-client.js'
 import type { PushPullTimes } from './times.js'
@@ -128,17 +129,8 @@ export async function scanUntilComplete(attempt: () => Promise<ScanAttempt>, opt
     }
     const delay = Math.min(options.retryMs * 2 ** (done - 1), options.maxDelayMs)
     log.info({ attempt: done, retry_in_ms: delay }, 'store scan: not every repository was read; scanning again later')
-    const waited = await new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => {
-        signal.removeEventListener('abort', stop)
-        resolve(true)
-      }, delay)
-      function stop(): void {
-        clearTimeout(timer)
-        resolve(false)
-      }
-      signal.addEventListener('abort', stop, { once: true })
-    })
+    // Shutdown ends the wait at once (the timer rejects with an AbortError).
+    const waited = await sleep(delay, undefined, { signal }).then(() => true, () => false)
     if (!waited) return
   }
 }
